@@ -1,0 +1,23 @@
+"""Fixtures of the ComfyUI tier: one headless runtime per test session."""
+import pytest
+
+from comfyui_finder import find_comfyui
+
+COMFYUI_ROOT, _ = find_comfyui()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/comfy/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.comfyui)
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    if COMFYUI_ROOT is None:
+        pytest.skip("ComfyUI tier skipped: no ComfyUI tree")
+    from harness import ComfyRuntime
+    runtime = ComfyRuntime(tmp_path_factory.mktemp("comfy_base"))
+    assert runtime.pack_loaded, "ComfyUI could not load the UltraGen pack (see the log above)"
+    assert runtime.test_nodes_loaded
+    return runtime

@@ -1,0 +1,144 @@
+"""A headless ComfyUI runtime for tests: real node registry, real loaders, real executor.
+
+Everything the tests write (tiny checkpoints, outputs) goes to a temporary base folder; the ComfyUI
+tree itself is never written to. Import this module only when a ComfyUI tree was found.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import torch
+
+from comfyui_finder import PACK_DIR, find_comfyui
+
+PACK_NAME = "ComfyUI-UltraGen"
+TEST_NODES = Path(__file__).with_name("ultragen_test_nodes.py")
+
+
+class ServerStub:
+    """What PromptExecutor needs of the server: a client id and a message sink."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.messages: list[tuple[str, dict]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class PromptFailed(RuntimeError):
+    pass
+
+
+class ComfyRuntime:
+    def __init__(self, base: Path):
+        root, how = find_comfyui()
+        assert root is not None, how
+        self.root = root
+        self.base = base
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.disable_api_nodes = True
+        import folder_paths
+        import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
+        for sub in ("models/diffusion_models", "models/vae", "models/upscale_models", "output", "input",
+                    "temp", "custom_nodes"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        for kind in ("diffusion_models", "vae", "upscale_models"):
+            folder_paths.add_model_folder_path(kind, str(base / "models" / kind), is_default=True)
+        folder_paths.set_output_directory(str(base / "output"))
+        folder_paths.set_input_directory(str(base / "input"))
+        folder_paths.set_temp_directory(str(base / "temp"))
+        import nodes
+        import execution
+        self.nodes, self.execution, self.folder_paths = nodes, execution, folder_paths
+        logging.getLogger().setLevel(logging.WARNING)
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        link = base / "custom_nodes" / PACK_NAME
+        if not link.exists():
+            link.symlink_to(PACK_DIR, target_is_directory=True)
+        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(link), module_parent="custom_nodes"))
+        self.test_nodes_loaded = asyncio.run(nodes.load_custom_node(str(TEST_NODES), module_parent="custom_nodes"))
+        self.server = ServerStub()
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base / "models"
+
+    def validate(self, prompt: dict):
+        """ComfyUI's validate_prompt: (ok, error, outputs, node_errors)."""
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def run(self, prompt: dict, fresh_cache: bool = True) -> list[tuple[str, dict]]:
+        """Validate and execute a prompt (API format); raise PromptFailed with ComfyUI's message."""
+        ok, error, outputs, node_errors = self.validate(prompt)
+        if not ok:
+            raise PromptFailed(f"validation: {error}; {node_errors}")
+        if fresh_cache:
+            self.executor.reset()
+        self.server.messages.clear()
+        self.executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
+        if not self.executor.success:
+            errors = [d for e, d in self.executor.status_messages if e in ("execution_error", "execution_interrupted")]
+            raise PromptFailed(errors[0].get("exception_message", str(errors[0])) if errors else "failed")
+        return self.executor.status_messages
+
+
+def random_wan_state_dict(seed: int = 0, dim: int = 128, num_layers: int = 2, in_dim: int = 16, out_dim: int = 16,
+                          model_class: str = "WanModel", **extra) -> dict[str, torch.Tensor]:
+    """A random-weight Wan DiT state dict built from ComfyUI's own classes (scaled for healthy signals)."""
+    import comfy.ldm.wan.model as wan
+    import comfy.ops
+    cls = getattr(wan, model_class)
+    kwargs = dict(dim=dim, num_heads=dim // 128, num_layers=num_layers, ffn_dim=2 * dim, in_dim=in_dim,
+                  out_dim=out_dim, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
+    kwargs.update(extra)
+    model = cls(**kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in model.state_dict().items():
+        if "norm" in name and name.endswith("weight"):
+            t = torch.ones(p.shape)
+        elif p.ndim >= 2:
+            fan_in = p[0].numel()
+            t = torch.randn(p.shape, generator=gen) / fan_in ** 0.5
+        else:
+            t = 0.02 * torch.randn(p.shape, generator=gen)
+        sd[name] = t.to(torch.float32).contiguous()
+    return sd
+
+
+def save_wan(runtime: ComfyRuntime, name: str, **kwargs) -> str:
+    """Write a tiny random Wan checkpoint into models/diffusion_models; returns its file name."""
+    from safetensors.torch import save_file
+    path = runtime.models_dir / "diffusion_models" / name
+    if not path.exists():
+        save_file(random_wan_state_dict(**kwargs), str(path))
+    return name
+
+
+def env_for_subprocess() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def captured() -> dict:
+    """The CAPTURED dict of the test-node module that ComfyUI loaded."""
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(TEST_NODES) and hasattr(module, "CAPTURED"):
+            return module.CAPTURED
+    raise RuntimeError("the UltraGen test nodes were not loaded into ComfyUI")

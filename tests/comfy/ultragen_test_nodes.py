@@ -1,0 +1,98 @@
+"""Test-only ComfyUI nodes (loaded as a custom node file by the tests; never shipped in the pack).
+
+They stand in for what cannot run here (a text encoder) and let tests read results back.
+"""
+import torch
+
+CAPTURED: dict = {}
+
+
+class UltraGenTestConditioning:
+    """Random text embeddings (Wan's 4096-wide T5 space), optionally with extra Wan conditioning."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512})},
+                "optional": {"time_dim_concat": ("LATENT",), "reference_latent": ("LATENT",)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "UltraGen/tests"
+
+    def make(self, seed, tokens, time_dim_concat=None, reference_latent=None):
+        gen = torch.Generator().manual_seed(seed)
+        extra = {}
+        if time_dim_concat is not None:
+            extra["time_dim_concat"] = time_dim_concat["samples"]
+        if reference_latent is not None:
+            extra["reference_latents"] = [reference_latent["samples"]]
+        return ([[torch.randn(1, tokens, 4096, generator=gen), extra]],)
+
+
+class UltraGenTestLatent:
+    """A random video latent (B, C, T, H, W), with an optional bump in one corner."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "channels": ("INT", {"default": 16, "min": 1, "max": 64}),
+                             "frames": ("INT", {"default": 2, "min": 1, "max": 64}),
+                             "height": ("INT", {"default": 16, "min": 1, "max": 512}),
+                             "width": ("INT", {"default": 16, "min": 1, "max": 512}),
+                             "batch": ("INT", {"default": 1, "min": 1, "max": 8}),
+                             "corner_bump": ("FLOAT", {"default": 0.0, "min": -100.0, "max": 100.0})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+    CATEGORY = "UltraGen/tests"
+
+    def make(self, seed, channels, frames, height, width, batch, corner_bump):
+        gen = torch.Generator().manual_seed(seed)
+        samples = torch.randn(batch, channels, frames, height, width, generator=gen)
+        samples[:, :, 0, :2, :2] += corner_bump
+        return ({"samples": samples},)
+
+
+class UltraGenTestCapture:
+    """Keeps a latent in CAPTURED[key] for the test to read."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "key": ("STRING", {"default": "out"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "capture"
+    OUTPUT_NODE = True
+    CATEGORY = "UltraGen/tests"
+
+    def capture(self, samples, key):
+        CAPTURED[key] = samples["samples"].clone()
+        return {}
+
+
+class UltraGenTestAttentionProbe:
+    """Sets an optimized_attention_override (as attention-kernel packs do) that records the shapes it sees."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "key": ("STRING", {"default": "probe"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "UltraGen/tests"
+
+    def patch(self, model, key):
+        seen = CAPTURED.setdefault(key, [])
+
+        def override(func, *args, **kwargs):
+            seen.append(tuple(args[0].shape))
+            return func(*args, **kwargs)
+
+        model = model.clone()
+        model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (UltraGenTestConditioning, UltraGenTestLatent, UltraGenTestCapture,
+                                               UltraGenTestAttentionProbe)}

@@ -1,0 +1,176 @@
+"""Wan 2.1 / 2.2 (T2V, I2V, TI2V-5B, A14B experts, VACE): patch the self-attention of a loaded model.
+
+What is patched, on a clone of the ModelPatcher:
+- an object patch on ``blocks.{i}.self_attn.forward`` (and ``vace_blocks.{i}``) for every block that
+  does not keep full attention: it recomputes q / k / v with the block's own layers and runs the
+  dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply);
+- a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
+  by ``time_dim_concat``, the reference frame that ``reference_latent`` prepends) and the sigma gate;
+- an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+
+from ..attention.dual_branch import dual_branch_attention
+from ..attention.global_branch import pool_tokens, pooled_positions
+from ..config import AttentionSettings
+from .base import (CALL_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMPLE, RUN_KEY, WRAPPER_KEY,
+                   CallState, PatchHolder, RunState, log, log_once, outer_sample_wrapper, split_wrapper_args,
+                   with_call_state)
+
+FAMILY = "wan"
+SUPPORTED = ("WanModel", "VaceWanModel")
+
+
+def matches(diffusion_model) -> bool:
+    return type(diffusion_model).__name__ in SUPPORTED
+
+
+def native_grid(dm) -> tuple[int, int, int]:
+    """Token grid (t, h, w) the model was trained at (81 frames; 121 for the 5B)."""
+    if getattr(dm, "out_dim", 16) == 48:       # Wan2.2-TI2V-5B, 16x16 VAE: 1280x704
+        return (31, 22, 40)
+    if dm.dim >= 5120:                          # 14B, each Wan2.2-A14B expert: 1280x720
+        return (21, 45, 80)
+    return (21, 30, 52)                         # 1.3B (and tiny test models): 832x480
+
+
+def model_name(dm) -> str:
+    kind = "Wan2.2-TI2V-5B" if getattr(dm, "out_dim", 16) == 48 else f"Wan (dim {dm.dim})"
+    return f"{kind} [{type(dm).__name__}, {len(dm.blocks)} blocks]"
+
+
+def token_grid(dm, x: torch.Tensor, time_dim_concat, kwargs: dict) -> tuple[tuple[int, int, int], bool]:
+    """The (T, H, W) grid of the token sequence for one call, and whether it is a plain grid.
+
+    x: (B, C, t, h, w) latent. A reference latent prepends one frame of tokens when its size matches.
+    """
+    pt, ph, pw = dm.patch_size
+    t, h, w = x.shape[2:]
+    T, H, W = math.ceil(t / pt), math.ceil(h / ph), math.ceil(w / pw)
+    if time_dim_concat is not None:
+        T += math.ceil(time_dim_concat.shape[2] / pt)
+    ok = True
+    if getattr(dm, "ref_conv", None) is not None and kwargs.get("reference_latent") is not None:
+        ref = kwargs["reference_latent"]
+        T += 1
+        ok = (ref.shape[-2] // ph) * (ref.shape[-1] // pw) == H * W
+    return (T, H, W), ok
+
+
+class WanDiffusionWrapper:
+    """DIFFUSION_MODEL wrapper: attach a CallState (grid plan, sigma gate) to transformer_options."""
+
+    def __init__(self, holder: PatchHolder):
+        self.holder = holder
+        self.fallback_run = RunState()
+
+    def __call__(self, executor, *args, **kwargs):
+        args, kwargs, options = split_wrapper_args(args, kwargs)
+        dm = executor.class_obj
+        x = args[0]
+        time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
+        run = options.get(RUN_KEY) or self.fallback_run
+        active = run.is_active(options.get("sigmas"))
+        grid, is_grid = token_grid(dm, x, time_dim_concat, kwargs)
+        plan = self.holder.plan_for(grid) if is_grid else None
+        if active and plan is None:
+            log_once(run, ("nogrid", grid), "%s reference tokens do not match the video grid %s: "
+                     "full attention for these calls.", LOG_PREFIX, grid)
+        elif active:
+            log_once(run, ("plan", grid), "%s %s: %s; %s; active %g%%-%g%% of sampling.", LOG_PREFIX,
+                     model_name(dm), "unchanged (grid within one window, no global branch)"
+                     if plan.is_identity else plan.describe(), self.holder.describe_blocks(),
+                     100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent)
+        args, kwargs = with_call_state(args, kwargs, options, CallState(plan, active))
+        return executor(*args, **kwargs)
+
+
+class WanSelfAttentionPatch:
+    """Replacement for ``WanSelfAttention.forward`` of one block (an object patch)."""
+
+    def __init__(self, holder: PatchHolder, module, block_index: int, previous=None):
+        self.holder = holder
+        self.module = module
+        self.block_index = block_index
+        self.previous = previous  # another pack's object patch of the same forward, if any
+        namespace = sys.modules[type(module).__module__]
+        if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
+            raise NotImplementedError(
+                f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
+                "version's Wan attention is not supported. Please report your ComfyUI version.")
+        self.namespace = namespace
+
+    def original(self, x, freqs, transformer_options):
+        if self.previous is not None:
+            return self.previous(x, freqs, transformer_options=transformer_options)
+        return type(self.module).forward(self.module, x, freqs, transformer_options=transformer_options)
+
+    def project(self, x: torch.Tensor, freqs: torch.Tensor, index: int) -> torch.Tensor:
+        """q (0), k (1) or v (2) of x (B, L, C) as the model computes them: (B, L, C)."""
+        m = self.module
+        b, s = x.shape[:2]
+        if index == 2:
+            return m.v(x)
+        lin, norm = (m.q, m.norm_q) if index == 0 else (m.k, m.norm_k)
+        t = norm(lin(x)).view(b, s, m.num_heads, m.head_dim)
+        return self.namespace.apply_rope1(t, freqs).view(b, s, m.num_heads * m.head_dim)
+
+    def __call__(self, x, freqs, transformer_options={}):
+        call: CallState | None = transformer_options.get(CALL_KEY)
+        if call is None or not call.active or call.plan is None or call.plan.is_identity:
+            return self.original(x, freqs, transformer_options)
+        plan = call.plan
+        layout = plan.layout(self.block_index)
+        m = self.module
+
+        def attention(q, k, v):
+            return self.namespace.optimized_attention(q, k, v, heads=m.num_heads,
+                                                      transformer_options=transformer_options)
+
+        global_qkv = None
+        if plan.factor:
+            xp = pool_tokens(x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
+            fp = freqs.index_select(1, pooled_positions(plan.grid, plan.factor, freqs.device))
+            global_qkv = [self.project(xp, fp, i) for i in range(3)]
+            del xp
+        out = dual_branch_attention(lambda i: self.project(x, freqs, i), layout, attention, global_qkv,
+                                    plan.factor, plan.fusion, plan.strength)
+        return m.o(out)
+
+
+def apply(model, settings: AttentionSettings):
+    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a Wan model) with the patch."""
+    dm = model.get_model_object("diffusion_model")
+    holder = PatchHolder(settings, FAMILY, native_grid(dm), len(dm.blocks))
+    patched = model.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    if HOLDER_KEY in options:
+        log.info("%s the model already had UltraGen attention; the new settings replace the old ones.", LOG_PREFIX)
+    options[HOLDER_KEY] = holder
+
+    targets = [("blocks", i) for i in range(len(dm.blocks)) if i not in holder.full_blocks]
+    targets += [("vace_blocks", i) for i in range(len(getattr(dm, "vace_blocks", None) or ()))]
+    for group, i in targets:
+        key = f"diffusion_model.{group}.{i}.self_attn.forward"
+        previous = patched.object_patches.get(key)
+        if isinstance(previous, WanSelfAttentionPatch):
+            previous = previous.previous
+        module = patched.get_model_object(f"diffusion_model.{group}.{i}.self_attn")
+        patched.add_object_patch(key, WanSelfAttentionPatch(holder, module, i, previous))
+    for name in (f"diffusion_model.blocks.{i}.self_attn.forward" for i in holder.full_blocks):
+        if isinstance(patched.object_patches.get(name), WanSelfAttentionPatch):  # from an earlier Apply
+            previous = patched.object_patches[name].previous
+            if previous is None:
+                del patched.object_patches[name]
+            else:
+                patched.object_patches[name] = previous
+
+    for kind, wrapper in ((OUTER_SAMPLE, outer_sample_wrapper), (DIFFUSION_MODEL, WanDiffusionWrapper(holder))):
+        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)  # from an earlier Apply on this model
+        patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
+    return patched

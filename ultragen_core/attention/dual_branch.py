@@ -1,0 +1,102 @@
+"""The dual-branch attention op: batched windows (local) plus attention over pooled tokens (global).
+
+Everything here works on the layout attention entry points use, (B, L, heads * head_dim), and calls
+attention through a callable, so the host framework's attention (and any kernel patch installed in
+it) runs our window batches. No (N x N) tensor is ever formed here.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .global_branch import pool_tokens, upsample_tokens
+from .windows import Grid, WindowLayout
+
+# (q, k, v), each (B, L, heads * head_dim) -> (B, L, heads * head_dim)
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# Returns q, k or v (index 0, 1, 2) as (B, N, heads * head_dim). Called once per index, in order,
+# so the caller can build one projection at a time and the full-size tensor is freed after tiling.
+Projector = Callable[[int], torch.Tensor]
+
+
+def _as_projector(qkv: Sequence[torch.Tensor] | Projector) -> Projector:
+    return qkv if callable(qkv) else (lambda i: qkv[i])
+
+
+def _tile(t: torch.Tensor, layout: WindowLayout, buffer: torch.Tensor) -> None:
+    """Gather t (B, N, C) into buffer (B * count, Lw, C), window-major per batch item."""
+    B, _, C = t.shape
+    index = layout.gather_index(t.device)
+    torch.index_select(t, 1, index, out=buffer.view(B, layout.count * layout.window_tokens, C))
+
+
+def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
+                       extra: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention inside each window of ``layout``, all windows of all batch items in one call.
+
+    qkv: q, k, v of shape (B, T*H*W, C), or a projector returning them one at a time.
+    extra: optional (q, k, v) of shape (B, Lw, C) with Lw = layout.window_tokens, appended to the
+        same call as B more batch entries (the global branch, when its length matches the windows').
+    Returns the attention output (B, T*H*W, C) in token order, and the output for ``extra`` or None.
+    """
+    project = _as_projector(qkv)
+    Lw, n = layout.window_tokens, layout.count
+    tiles = []
+    for i in range(3):
+        t = project(i)
+        B, N, C = t.shape
+        if N != layout.grid[0] * layout.grid[1] * layout.grid[2]:
+            raise ValueError(f"windowed_attention: {N} tokens do not match the grid {layout.grid}.")
+        rows = B * n + (extra[i].shape[0] if extra is not None else 0)
+        buf = torch.empty((rows, Lw, C), dtype=t.dtype, device=t.device)  # (B*n [+ Bg], Lw, C)
+        _tile(t, layout, buf[: B * n])
+        del t
+        if extra is not None:
+            buf[B * n:] = extra[i]
+        tiles.append(buf)
+    out = attention(*tiles)  # (B*n [+ Bg], Lw, C)
+    del tiles
+    local = out[: B * n].reshape(B, n * Lw, C).index_select(1, layout.scatter_index(out.device))  # (B, N, C)
+    return local, (out[B * n:] if extra is not None else None)
+
+
+def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, fusion: str,
+         strength: float) -> torch.Tensor:
+    """Combine the local output (B, N, C) with the global output (B, T*Hp*Wp, C), in place on local.
+
+    band: local + s * up(global - pool(local)), i.e. the global branch replaces the low spatial
+        frequencies of the local output (s = 1) or part of them.
+    gate: (1 - s) * local + s * up(global).
+    """
+    if fusion == "band":
+        low = global_out - pool_tokens(local, grid, factor)  # (B, T*Hp*Wp, C)
+        return local.add_(upsample_tokens(low, grid, factor), alpha=strength)
+    if fusion == "gate":
+        return local.mul_(1.0 - strength).add_(upsample_tokens(global_out, grid, factor), alpha=strength)
+    if fusion == "local_only":
+        return local
+    raise ValueError(f"fusion must be 'band', 'gate' or 'local_only', got {fusion!r}.")
+
+
+def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
+                          global_qkv: Sequence[torch.Tensor] | None = None, factor: int = 0,
+                          fusion: str = "local_only", strength: float = 1.0) -> torch.Tensor:
+    """Local windows plus an optional global branch over pooled tokens, fused.
+
+    qkv: q, k, v (B, T*H*W, C) for the local branch (positional encoding already applied), or a
+        projector (see :data:`Projector`).
+    layout: the window layout of the grid.
+    global_qkv: q, k, v (B, T*Hp*Wp, C) of the pooled tokens (see :func:`pool_tokens`), or None.
+    factor: the pooling factor that produced global_qkv.
+    Returns (B, T*H*W, C).
+    """
+    if global_qkv is None or fusion == "local_only":
+        local, _ = windowed_attention(qkv, layout, attention)
+        return local
+    grid = layout.grid
+    shared = global_qkv[0].shape[1] == layout.window_tokens
+    local, global_out = windowed_attention(qkv, layout, attention, extra=global_qkv if shared else None)
+    if not shared:
+        global_out = attention(*global_qkv)
+    return fuse(local, global_out, grid, factor, fusion, strength)

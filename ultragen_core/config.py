@@ -1,0 +1,154 @@
+"""Settings of the dual-branch attention, and the per-grid plan derived from them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .attention.global_branch import pooled_grid
+from .attention.windows import Grid, WindowLayout, auto_count, balanced_window, make_layout
+
+SHIFTS = ("alternate", "none")
+FUSIONS = ("band", "gate", "local_only")
+
+
+def parse_block_list(text: str) -> tuple[int, ...]:
+    """Parse "0, 1, -1" into (0, 1, -1). Negative entries count from the last block."""
+    items = [s.strip() for s in text.replace(";", ",").split(",")]
+    out = []
+    for item in items:
+        if not item:
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise ValueError(
+                f"full_attention_blocks: {item!r} is not a block number. "
+                f"Write block indices separated by commas, e.g. \"0,1,-1\" (negative counts from the end)."
+            ) from None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """What the user chose. Zero means automatic for windows and compression.
+
+    window: (t, h, w) window size in tokens (latent frames / patch rows / patch columns).
+    shift: "alternate" moves window borders by half a window on odd blocks; "none" never does.
+    global_branch: add the pooled global branch.
+    global_compression: pooling factor p of the global branch.
+    fusion: "band" (global replaces the low frequencies of the local output), "gate" (convex mix),
+        "local_only" (windows alone).
+    global_strength: weight of the global branch in the fusion, 0..1.
+    full_attention_blocks: blocks that keep full attention; negative indices count from the end.
+    start_percent / end_percent: part of the sampling schedule in which the patch is active.
+    """
+
+    window: Grid = (0, 0, 0)
+    shift: str = "alternate"
+    global_branch: bool = True
+    global_compression: int = 0
+    fusion: str = "band"
+    global_strength: float = 1.0
+    full_attention_blocks: tuple[int, ...] = field(default=())
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    def __post_init__(self):
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        """A message naming what is wrong and how to fix it, or None."""
+        if len(self.window) != 3 or any(int(w) != w or w < 0 for w in self.window):
+            return f"window must be three whole numbers >= 0 (0 = automatic), got {self.window}."
+        if self.shift not in SHIFTS:
+            return f"shift must be one of {SHIFTS}, got {self.shift!r}."
+        if self.fusion not in FUSIONS:
+            return f"fusion must be one of {FUSIONS}, got {self.fusion!r}."
+        if self.global_compression < 0:
+            return f"global_compression must be >= 0 (0 = automatic), got {self.global_compression}."
+        if self.fusion == "local_only" and self.global_branch:
+            return ("fusion 'local_only' discards the global branch, but global_branch is on: "
+                    "turn global_branch off, or pick fusion 'band' or 'gate'.")
+        if not self.global_branch and self.fusion != "local_only":
+            return (f"global_branch is off, so fusion {self.fusion!r} has nothing to fuse: "
+                    "set fusion to 'local_only', or turn global_branch on.")
+        if not 0.0 <= self.global_strength <= 1.0:
+            return f"global_strength must be within 0..1, got {self.global_strength}."
+        if not 0.0 <= self.start_percent < self.end_percent <= 1.0:
+            return (f"start_percent ({self.start_percent}) must be below end_percent ({self.end_percent}), "
+                    "both within 0..1.")
+        return None
+
+    def full_blocks(self, num_blocks: int) -> frozenset[int]:
+        """Resolve negative indices; refuse indices outside the model."""
+        resolved = set()
+        for b in self.full_attention_blocks:
+            i = b + num_blocks if b < 0 else b
+            if not 0 <= i < num_blocks:
+                raise ValueError(
+                    f"full_attention_blocks: block {b} does not exist in a model with {num_blocks} blocks. "
+                    f"Use indices from {-num_blocks} to {num_blocks - 1}."
+                )
+            resolved.add(i)
+        return frozenset(resolved)
+
+
+@dataclass(frozen=True)
+class DualBranchPlan:
+    """The concrete layout for one token grid: windows per block parity and the global pooling."""
+
+    grid: Grid
+    window: Grid
+    shift: bool
+    factor: int  # global pooling factor; 0 when the global branch is off
+    fusion: str
+    strength: float
+
+    @cached_property
+    def layouts(self) -> tuple[WindowLayout, WindowLayout]:
+        plain = make_layout(self.grid, self.window, shifted=False)
+        return plain, (make_layout(self.grid, self.window, shifted=True) if self.shift else plain)
+
+    def layout(self, block_index: int) -> WindowLayout:
+        return self.layouts[block_index % 2]
+
+    @property
+    def is_identity(self) -> bool:
+        """One window over the whole grid and no global branch: exactly full attention."""
+        return self.factor == 0 and self.layouts[0].is_single_window and self.layouts[1].is_single_window
+
+    @property
+    def pooled(self) -> Grid | None:
+        return pooled_grid(self.grid, self.factor) if self.factor else None
+
+    def describe(self) -> str:
+        plain, shifted = self.layouts
+        text = f"grid {'x'.join(map(str, self.grid))} ({math.prod(self.grid)} tokens): {plain.describe()}"
+        if self.shift and shifted.count != plain.count:
+            text += f", shifted on odd blocks ({shifted.count} windows)"
+        if self.factor:
+            text += (f"; global branch pooled x{self.factor} -> {'x'.join(map(str, self.pooled))}, "
+                     f"fusion {self.fusion} {self.strength:g}")
+        else:
+            text += "; no global branch"
+        return text
+
+
+def resolve_plan(settings: AttentionSettings, grid: Grid, native: Grid) -> DualBranchPlan:
+    """Fill in automatic windows / pooling for ``grid`` on a model trained at ``native``."""
+    counts = [auto_count(n, n0) for n, n0 in zip(grid, native)]
+    window = tuple(
+        min(w, n) if w else balanced_window(n, c) for w, n, c in zip(settings.window, grid, counts)
+    )
+    factor = 0
+    if settings.global_branch:
+        if settings.global_compression:
+            factor = max(1, min(settings.global_compression, max(grid[1], grid[2])))
+        elif max(counts[1], counts[2]) > 1:
+            factor = max(counts[1], counts[2])
+        # automatic and the grid is within the native size: the pooled grid would be the grid itself,
+        # so the global branch would only repeat full attention; leave it off (factor 0).
+    return DualBranchPlan(grid, window, settings.shift == "alternate", factor, settings.fusion, settings.global_strength)
