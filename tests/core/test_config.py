@@ -1,0 +1,62 @@
+"""Settings validation and automatic plans; the core imports without ComfyUI."""
+import subprocess
+import sys
+
+import pytest
+
+from comfyui_finder import PACK_DIR
+from ultragen_core.config import AttentionSettings, parse_block_list, resolve_plan
+
+
+def test_core_imports_without_comfyui():
+    code = ("import sys, builtins\n"
+            "real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'nodes', 'server'):\n"
+            "        raise ImportError('ComfyUI import attempted: ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "import ultragen_core.adapters, ultragen_core.config, ultragen_core.attention\n"
+            "import importlib.util\n"
+            "spec = importlib.util.spec_from_file_location('pack', 'PACK/__init__.py', submodule_search_locations=['PACK'])\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "print('ok')\n").replace("PACK", str(PACK_DIR))
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACK_DIR, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(fusion="local_only", global_branch=True), "turn global_branch off"),
+    (dict(fusion="band", global_branch=False), "set fusion to 'local_only'"),
+    (dict(start_percent=0.6, end_percent=0.4), "must be below end_percent"),
+    (dict(global_strength=1.5), "within 0..1"),
+    (dict(window=(0, -1, 4)), "three whole numbers"),
+    (dict(shift="diagonal"), "shift must be one of"),
+])
+def test_invalid_settings_say_what_and_how_to_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AttentionSettings(**kwargs)
+
+
+def test_block_lists():
+    assert parse_block_list("0, 1,-1") == (0, 1, -1)
+    assert parse_block_list("") == ()
+    with pytest.raises(ValueError, match="'x' is not a block number"):
+        parse_block_list("0,x")
+    s = AttentionSettings(full_attention_blocks=(0, -1))
+    assert s.full_blocks(30) == {0, 29}
+    with pytest.raises(ValueError, match="block 40 does not exist in a model with 30 blocks"):
+        AttentionSettings(full_attention_blocks=(40,)).full_blocks(30)
+
+
+def test_automatic_plans_for_real_grids():
+    wan14b = (21, 45, 80)
+    plan = resolve_plan(AttentionSettings(), (21, 135, 240), wan14b)  # 4K
+    assert plan.window == (21, 45, 80) and plan.factor == 3 and plan.pooled == (21, 45, 80)
+    plan = resolve_plan(AttentionSettings(), (21, 68, 120), wan14b)  # 1080p
+    assert plan.window == (21, 34, 60) and plan.factor == 2
+    assert resolve_plan(AttentionSettings(), (21, 45, 80), wan14b).is_identity  # native: unchanged
+    assert resolve_plan(AttentionSettings(), (21, 30, 52), wan14b).is_identity
+    explicit = resolve_plan(AttentionSettings(window=(7, 16, 16), global_compression=5), (21, 67, 120), wan14b)
+    assert explicit.window == (7, 16, 16) and explicit.pooled == (21, 14, 24)
