@@ -3,10 +3,14 @@ from comfy_api.latest import ComfyExtension, io
 
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
+from .compare import UltraGenCompare
+from .resolution import UltraGenResolution
 
 NODES: list[type[io.ComfyNode]] = [
     UltraGenAttentionSettings,
     UltraGenApply,
+    UltraGenResolution,
+    UltraGenCompare,
 ]
 
 

@@ -1,0 +1,236 @@
+"""Video sizes that a model family can take, the token grid they give, and what attention costs there.
+
+A family's VAE compresses space by ``vae_spatial`` and time by ``vae_temporal``; its transformer cuts
+the latent into ``patch`` (t, h, w) patches. So width / height must be multiples of
+``vae_spatial * patch_h`` (16 px for Wan 2.1: 1080 -> 1088) and the frame count must be
+``vae_temporal * n + 1`` (Wan: 4n + 1, LTX-Video: 8n + 1).
+
+Attention cost is counted in FLOPs of the attention products only (q k^T and p v: 4 * Lq * Lk * dim per
+call), per sampling step and batch item, summed over the transformer blocks. The UltraGen figure uses
+the same plan as the attention patch (:func:`ultragen_core.config.resolve_plan`): every window of the
+batched call, the pooled global branch, and full attention in blocks / steps that keep it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import AttentionSettings, resolve_plan
+
+Grid = tuple[int, int, int]
+
+ROUNDINGS = ("nearest", "up", "down")
+ORIENTATIONS = ("landscape", "portrait", "square")
+
+# Target presets as (long side, short side) in pixels, landscape.
+TARGETS: dict[str, tuple[int, int]] = {
+    "720p (1280x720)": (1280, 720),
+    "1080p (1920x1080)": (1920, 1080),
+    "1440p / 2K (2560x1440)": (2560, 1440),
+    "4K UHD (3840x2160)": (3840, 2160),
+    "DCI 4K (4096x2160)": (4096, 2160),
+    "custom": (0, 0),
+}
+
+# Assumed dense-attention throughput for the time estimate (cuDNN, head_dim 128, H200; DESIGN.md 6).
+REFERENCE_TFLOPS = 500.0
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What fixes the valid sizes and the attention cost of one model family.
+
+    vae_spatial / vae_temporal: VAE compression; patch: (t, h, w) patch of the transformer;
+    dim: attention width (heads * head_dim); blocks: transformer blocks with self-attention;
+    native: the size it was trained at, (width, height, frames); ultragen: UltraGen Apply supports it.
+    """
+
+    name: str
+    vae_spatial: int
+    vae_temporal: int
+    patch: Grid
+    dim: int
+    heads: int
+    blocks: int
+    native: tuple[int, int, int]
+    ultragen: bool
+
+    @property
+    def pixel_step(self) -> int:
+        return self.vae_spatial * self.patch[1]
+
+    def latent_frames(self, frames: int) -> int:
+        return (frames - 1) // self.vae_temporal + 1
+
+    def grid(self, width: int, height: int, frames: int) -> Grid:
+        """Token grid (T, H, W) for a valid size."""
+        t = math.ceil(self.latent_frames(frames) / self.patch[0])
+        return (t, height // self.pixel_step, width // self.pixel_step)
+
+    @property
+    def native_grid(self) -> Grid:
+        return self.grid(*self.native)
+
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
+    ModelFamily("Wan 2.1 T2V/I2V 1.3B", 8, 4, (1, 2, 2), 1536, 12, 30, (832, 480, 81), True),
+    ModelFamily("Wan 2.1 T2V/I2V 14B", 8, 4, (1, 2, 2), 5120, 40, 40, (1280, 720, 81), True),
+    ModelFamily("Wan 2.2 TI2V 5B", 16, 4, (1, 2, 2), 3072, 24, 30, (1280, 704, 121), True),
+    ModelFamily("Wan 2.2 A14B (per expert)", 8, 4, (1, 2, 2), 5120, 40, 40, (1280, 720, 81), True),
+    # HunyuanVideo: 20 double + 40 single stream blocks, 24 x 128 wide; trained at 720p x 129 frames.
+    ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 3072, 24, 60, (1280, 720, 129), False),
+    # LTX-Video (0.9.x 2B): 32x32x8 VAE, patch 1, 28 blocks, 32 x 64 wide; trained at 768x512 x 121 frames.
+    ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 2048, 32, 28, (768, 512, 121), False),
+)}
+
+
+def round_to(value: int, step: int, rounding: str) -> int:
+    """``value`` rounded to a positive multiple of ``step`` (ties round up: never fewer pixels)."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
+    if rounding == "up":
+        n = math.ceil(value / step)
+    elif rounding == "down":
+        n = value // step
+    else:
+        n = math.floor(value / step + 0.5)
+    return max(1, n) * step
+
+
+def round_frames(frames: int, temporal: int) -> int:
+    """The nearest count of the form ``temporal * n + 1`` (ties up), at least 1."""
+    n = math.floor((frames - 1) / temporal + 0.5)
+    return max(0, n) * temporal + 1
+
+
+@dataclass(frozen=True)
+class ResolutionRequest:
+    """What the user asked for. width / height are used only for target "custom"."""
+
+    family: str
+    target: str
+    orientation: str = "landscape"
+    frames: int = 81
+    width: int = 1920
+    height: int = 1080
+    rounding: str = "nearest"
+
+    def __post_init__(self):
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        if self.family not in FAMILIES:
+            return f"model_family {self.family!r} is unknown; pick one of {list(FAMILIES)}."
+        if self.target not in TARGETS:
+            return f"target {self.target!r} is unknown; pick one of {list(TARGETS)}."
+        if self.orientation not in ORIENTATIONS:
+            return f"orientation must be one of {ORIENTATIONS}, got {self.orientation!r}."
+        if self.rounding not in ROUNDINGS:
+            return f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}."
+        if self.frames < 1:
+            return f"frames must be at least 1, got {self.frames}."
+        if self.target == "custom":
+            step = FAMILIES[self.family].pixel_step
+            if self.width < step or self.height < step:
+                return (f"custom size {self.width}x{self.height} is below one {step}-pixel patch of "
+                        f"{self.family}; set custom_width and custom_height to at least {step}.")
+        return None
+
+
+@dataclass(frozen=True)
+class AttentionCost:
+    """Attention FLOPs per sampling step and batch item (all blocks)."""
+
+    full_flops: float
+    ultragen_flops: float
+    plan: str
+
+    @property
+    def speedup(self) -> float:
+        return self.full_flops / self.ultragen_flops if self.ultragen_flops else 1.0
+
+    def seconds(self, flops: float, tflops: float = REFERENCE_TFLOPS) -> float:
+        return flops / (tflops * 1e12)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    family: ModelFamily
+    width: int
+    height: int
+    frames: int
+    requested: tuple[int, int, int]
+    grid: Grid
+    cost: AttentionCost
+
+    @property
+    def tokens(self) -> int:
+        return math.prod(self.grid)
+
+    def report(self) -> str:
+        f, c = self.family, self.cost
+        rw, rh, rf = self.requested
+        lines = [f"{f.name}: {self.width}x{self.height}, {self.frames} frames"]
+        if (rw, rh, rf) != (self.width, self.height, self.frames):
+            lines.append(f"  (asked {rw}x{rh}, {rf} frames; sizes step {f.pixel_step} px, "
+                         f"frames {f.vae_temporal}n+1)")
+        nt, nh, nw = f.native_grid
+        lines.append(f"token grid {'x'.join(map(str, self.grid))} = {self.tokens:,} tokens "
+                     f"({self.tokens / (nt * nh * nw):.1f}x the native {f.native[0]}x{f.native[1]} "
+                     f"x {f.native[2]} frames)")
+        lines.append(f"attention per step and batch item, {f.blocks} blocks x {f.heads} heads:")
+        lines.append(f"  full attention  {c.full_flops / 1e15:9.2f} PFLOP  ~{c.seconds(c.full_flops):8.1f} s")
+        lines.append(f"  UltraGen        {c.ultragen_flops / 1e15:9.2f} PFLOP  ~{c.seconds(c.ultragen_flops):8.1f} s"
+                     f"  ({c.speedup:.1f}x less)")
+        lines.append(f"  UltraGen plan: {c.plan}")
+        lines.append(f"  (seconds at {REFERENCE_TFLOPS:g} TFLOP/s, attention only; CFG doubles them)")
+        if not f.ultragen:
+            lines.append(f"  note: UltraGen Apply does not patch {f.name} yet; the UltraGen figure is what the "
+                         "same plan would cost.")
+        return "\n".join(lines)
+
+
+def attention_cost(family: ModelFamily, grid: Grid, settings: AttentionSettings | None = None) -> AttentionCost:
+    """Full vs. UltraGen attention FLOPs for one step on ``grid`` (see the module docstring)."""
+    settings = settings or AttentionSettings()
+    n = math.prod(grid)
+    per_pair = 4.0 * family.dim  # q k^T and p v, over all heads
+    full_block = per_pair * n * n
+    plan = resolve_plan(settings, grid, family.native_grid)
+    full_blocks = settings.full_blocks(family.blocks)
+    patched = 0.0
+    for b in range(family.blocks):
+        if b in full_blocks or plan.is_identity:
+            patched += full_block
+            continue
+        layout = plan.layout(b)
+        patched += per_pair * layout.count * layout.window_tokens ** 2
+        if plan.pooled:
+            m = math.prod(plan.pooled)
+            patched += per_pair * m * m
+    active = settings.end_percent - settings.start_percent
+    ultragen = active * patched + (1.0 - active) * full_block * family.blocks
+    return AttentionCost(full_block * family.blocks, ultragen, plan.describe())
+
+
+def pick_resolution(request: ResolutionRequest, settings: AttentionSettings | None = None) -> Resolution:
+    """The valid size nearest to the request, its token grid and attention cost."""
+    family = FAMILIES[request.family]
+    if request.target == "custom":
+        w, h = request.width, request.height
+    else:
+        long_side, short_side = TARGETS[request.target]
+        if request.orientation == "landscape":
+            w, h = long_side, short_side
+        elif request.orientation == "portrait":
+            w, h = short_side, long_side
+        else:
+            w = h = short_side
+    step = family.pixel_step
+    width, height = round_to(w, step, request.rounding), round_to(h, step, request.rounding)
+    frames = round_frames(request.frames, family.vae_temporal)
+    grid = family.grid(width, height, frames)
+    return Resolution(family, width, height, frames, (w, h, request.frames), grid,
+                      attention_cost(family, grid, settings))
