@@ -86,7 +86,7 @@ class UltraGenTestAttentionProbe:
         seen = CAPTURED.setdefault(key, [])
 
         def override(func, *args, **kwargs):
-            seen.append(tuple(args[0].shape))
+            seen.append((*args[0].shape, args[1].shape[1]))  # (B, Lq, C, Lk)
             return func(*args, **kwargs)
 
         model = model.clone()
