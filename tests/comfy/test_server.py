@@ -1,0 +1,107 @@
+"""One prompt through the real ComfyUI server on 127.0.0.1, with the pack installed in custom_nodes."""
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from comfyui_finder import PACK_DIR
+from harness import PACK_NAME, TEST_NODES, env_for_subprocess
+from test_apply import WAN_T2V, model_file, run, sample_prompt, settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, timeout=5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def server(comfy, tmp_path):
+    base = tmp_path / "base"
+    (base / "custom_nodes").mkdir(parents=True)
+    (base / "models" / "diffusion_models").mkdir(parents=True)
+    (base / "custom_nodes" / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+    shutil.copy(TEST_NODES, base / "custom_nodes" / TEST_NODES.name)
+    name = model_file(comfy, WAN_T2V)
+    shutil.copy(comfy.models_dir / "diffusion_models" / name, base / "models" / "diffusion_models" / name)
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+         str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
+        cwd=comfy.root, stdout=log, stderr=subprocess.STDOUT, env=env_for_subprocess())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                get(url + "/system_stats")
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail("ComfyUI server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+        yield url, base, name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_prompt_through_the_real_server(server, comfy):
+    url, base, name = server
+    info = get(url + "/object_info/UltraGenApply")["UltraGenApply"]
+    assert info["display_name"] == "UltraGen Apply" and info["category"] == "UltraGen/attention"
+    assert info["input"]["required"]["model"][1]["tooltip"]
+    assert "UltraGenAttentionSettings" in get(url + "/object_info")
+
+    prompt = sample_prompt(name, settings(window=(1, 4, 4), global_compression=2), cfg=2.0)
+    prompt["capture"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
+                                                                "filename_prefix": "latents/ultragen"}}
+    prompt_id = post(url + "/prompt", {"prompt": prompt, "client_id": "ultragen-test"})["prompt_id"]
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        history = get(url + f"/history/{prompt_id}")
+        if prompt_id in history:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the prompt did not finish in time")
+    status = history[prompt_id]["status"]
+    assert status["status_str"] == "success", status
+    files = list((base / "output" / "latents").glob("ultragen*.latent"))
+    assert len(files) == 1
+    served = load_file(str(files[0]))["latent_tensor"]
+
+    # the same prompt in-process gives the same latent (SaveLatent stores the raw sampler output)
+    local = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), global_compression=2), cfg=2.0))
+    torch.testing.assert_close(served, local, rtol=0, atol=1e-5)
+
+    bad = sample_prompt(name, settings(global_branch=False, fusion="band"))
+    req = urllib.request.Request(url + "/prompt", data=json.dumps({"prompt": bad}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 400
+    assert "set fusion to 'local_only'" in refused.value.read().decode()
