@@ -1,0 +1,176 @@
+"""Checkpoint mode for Wan: run the published UltraGen model (base Wan + extra weights) in ComfyUI.
+
+What is attached, on a clone of the ModelPatcher:
+- an object patch on ``blocks.{l}.self_attn.forward`` for every block the checkpoint has extras for
+  (the others keep ComfyUI's full attention, as in the published model); it runs
+  :func:`ultragen_core.checkpoint.forward.ultragen_attention` with the block's own q / k / v / o /
+  norms, the model's own ``apply_rope1`` and ``optimized_attention`` (kernel patches still apply);
+- a DIFFUSION_MODEL wrapper that records the token grid and the raw timestep of each call;
+- the extra weights as an nn.Module wrapped in its own ModelPatcher and registered with
+  ``set_additional_models``.
+
+Why an additional model and not submodules of the diffusion model: ComfyUI's sampler loads
+``model.get_nested_additional_models()`` together with the model (``load_models_gpu``), so the extras
+are moved to the GPU, counted in the memory estimate and offloaded with it, while the shared
+diffusion model (cached by the loader, maybe used by other branches of the graph) is never mutated.
+Object patches cannot add a module (``set_attr`` needs the attribute to exist), and attaching
+submodules would change the shared model and leave ModelPatcher's cached size stale. Under lowvram a
+plain module may stay on the offload device: the forward reads every extra weight through
+``modules.cast`` (to the activation's device / dtype), as ComfyUI's manual-cast layers do.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
+from ..checkpoint.modules import UltraGenExtras
+from .base import DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
+from .wan import WanSelfAttentionPatch, model_name, token_grid
+
+SUPPORTED = ("WanModel",)
+CKPT_HOLDER_KEY = "ultragen_checkpoint"       # transformer_options key of the CheckpointHolder
+CKPT_CALL_KEY = "ultragen_checkpoint_call"    # transformer_options key of the CheckpointCall
+WRAPPER_KEY = "ultragen_checkpoint"           # wrapper key and additional-models key
+
+
+class CheckpointHolder:
+    """The extras of one loaded checkpoint; shared by clones (``__deepcopy__`` returns itself)."""
+
+    def __init__(self, extras: UltraGenExtras, source: str):
+        self.extras = extras
+        self.source = source
+        self.logged: set = set()
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def log_once(self, key, message: str, *fmt) -> None:
+        if key not in self.logged:
+            self.logged.add(key)
+            log.info(message, *fmt)
+
+
+@dataclass
+class CheckpointCall:
+    """One call of the diffusion model: its token grid (None: not a plain grid) and raw timestep (B,)."""
+
+    grid: tuple[int, int, int] | None
+    timestep: torch.Tensor
+
+
+def window_positions(grid, sub, device) -> torch.Tensor:
+    """Flat indices into ``grid`` (T, H, W) of positions (t, i, j), t < T', i < h, j < w of ``sub``."""
+    _, H, W = grid
+    T, h, w = sub
+    t = torch.arange(T, device=device)[:, None, None]
+    i = torch.arange(h, device=device)[None, :, None]
+    j = torch.arange(w, device=device)[None, None, :]
+    return ((t * H + i) * W + j).reshape(-1)
+
+
+class CheckpointWrapper:
+    """DIFFUSION_MODEL wrapper: attach a CheckpointCall (grid, raw timestep) to transformer_options."""
+
+    def __init__(self, holder: CheckpointHolder):
+        self.holder = holder
+
+    def __call__(self, executor, *args, **kwargs):
+        args, kwargs, options = split_wrapper_args(args, kwargs)
+        dm = executor.class_obj
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
+        grid, is_grid = token_grid(dm, args[0], time_dim_concat, kwargs)
+        if is_grid:
+            check_grid(grid)
+            self.holder.log_once(("grid", grid), "%s %s: UltraGen checkpoint attention (%s) on a %dx%dx%d token "
+                                 "grid in blocks %s; full attention in the others.", LOG_PREFIX, model_name(dm),
+                                 self.holder.source, *grid, self.holder.extras.block_ids)
+        call = CheckpointCall(grid if is_grid else None, timestep)
+        new = {**options, CKPT_CALL_KEY: call}
+        if "transformer_options" in kwargs:
+            kwargs = {**kwargs, "transformer_options": new}
+        else:
+            args = [new if a is options else a for a in args]
+        return executor(*args, **kwargs)
+
+
+class CheckpointSelfAttention:
+    """Replacement for ``WanSelfAttention.forward`` of one block that has UltraGen extras."""
+
+    def __init__(self, holder: CheckpointHolder, module, block_index: int):
+        self.holder = holder
+        self.module = module
+        self.block_index = block_index
+        namespace = sys.modules[type(module).__module__]
+        if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
+            raise NotImplementedError(
+                f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
+                "version's Wan attention is not supported. Please report your ComfyUI version.")
+        self.namespace = namespace
+
+    def __call__(self, x, freqs, transformer_options={}):
+        m = self.module
+        call: CheckpointCall | None = transformer_options.get(CKPT_CALL_KEY)
+        if call is None or call.grid is None:
+            self.holder.log_once("nogrid", "%s the tokens do not form a plain video grid (reference latent?): "
+                                 "full attention for these calls.", LOG_PREFIX)
+            return type(m).forward(m, x, freqs, transformer_options=transformer_options)
+        grid, heads = call.grid, m.num_heads
+        table = freqs[:1]  # (1, N, 1, d/2, 2, 2); positions are the same for every batch item
+
+        def rope(t, sub):
+            f = table.index_select(1, window_positions(grid, sub, t.device))
+            b, n = t.shape[:2]
+            return self.namespace.apply_rope1(t.view(b, n, heads, -1), f).view(b, n, -1)
+
+        def attention(q, k, v):
+            return self.namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
+
+        base = BaseAttention(m.q, m.k, m.v, m.o, m.norm_q, m.norm_k, rope, attention)
+        extras = self.holder.extras.blocks[str(self.block_index)]
+        return ultragen_attention(x, grid, self.block_index, extras, call.timestep, base)
+
+
+def check_model(dm) -> None:
+    if type(dm).__name__ not in SUPPORTED:
+        raise NotImplementedError(
+            f"UltraGen checkpoint mode supports {', '.join(SUPPORTED)} (Wan2.1-T2V), not {type(dm).__name__} "
+            f"({type(dm).__module__}). Connect the MODEL output of Load Diffusion Model with Wan2.1-T2V-1.3B.")
+
+
+def attach(model, extras: UltraGenExtras, source: str, base_patches: dict[str, torch.Tensor] | None = None,
+           patcher_factory=None):
+    """Return a clone of ``model`` running the UltraGen checkpoint.
+
+    base_patches: base weights (keys of the diffusion model's state dict) to take from the checkpoint.
+    patcher_factory(module, load_device=, offload_device=): builds the ModelPatcher of the extras
+    (ComfyUI's ModelPatcher class; defaults to the class of ``model``).
+    """
+    dm = model.get_model_object("diffusion_model")
+    check_model(dm)
+    patched = model.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    stale = [k for k, p in patched.object_patches.items() if isinstance(p, (WanSelfAttentionPatch, CheckpointSelfAttention))]
+    if HOLDER_KEY in options or (stale and CKPT_HOLDER_KEY not in options):
+        raise ValueError("UltraGen: this model already has UltraGen Apply's training-free attention. The checkpoint "
+                         "brings its own attention: connect UltraGen Load Weights directly to the model loader.")
+    for key in stale:  # from an earlier UltraGen Load Weights on this model
+        del patched.object_patches[key]
+    options[CKPT_HOLDER_KEY] = holder = CheckpointHolder(extras, source)
+    if base_patches:
+        patched.add_patches({f"diffusion_model.{k}": ("set", (t,)) for k, t in base_patches.items()}, 1.0, 1.0)
+    for i in extras.block_ids:
+        key = f"diffusion_model.blocks.{i}.self_attn.forward"
+        if key in patched.object_patches:
+            log.warning("%s block %d's self-attention was patched by another node; UltraGen replaces it.", LOG_PREFIX, i)
+        module = patched.get_model_object(f"diffusion_model.blocks.{i}.self_attn")
+        patched.add_object_patch(key, CheckpointSelfAttention(holder, module, i))
+    patched.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
+    patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, CheckpointWrapper(holder))
+    factory = patcher_factory or type(model)
+    patched.set_additional_models(WRAPPER_KEY, [factory(extras, load_device=model.load_device,
+                                                        offload_device=model.offload_device)])
+    return patched

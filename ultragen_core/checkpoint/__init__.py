@@ -1,0 +1,13 @@
+"""UltraGen checkpoint mode: the published weights (base Wan + hierarchical / global branches and gates).
+
+keys: names and shapes as published; io: safe file loading; modules: the extras as nn.Modules;
+forward: the published self-attention; loader: attach a file to a loaded model.
+"""
+from .forward import ultragen_attention
+from .io import load_state_dict
+from .keys import check_extras, split_checkpoint
+from .loader import load_ultragen
+from .modules import UltraGenExtras
+
+__all__ = ["ultragen_attention", "load_state_dict", "check_extras", "split_checkpoint", "load_ultragen",
+           "UltraGenExtras"]
