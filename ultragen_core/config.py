@@ -145,10 +145,12 @@ def resolve_plan(settings: AttentionSettings, grid: Grid, native: Grid) -> DualB
     )
     factor = 0
     if settings.global_branch:
+        per_side = max(math.ceil(grid[1] / window[1]), math.ceil(grid[2] / window[2]))
         if settings.global_compression:
             factor = max(1, min(settings.global_compression, max(grid[1], grid[2])))
-        elif max(counts[1], counts[2]) > 1:
-            factor = max(counts[1], counts[2])
-        # automatic and the grid is within the native size: the pooled grid would be the grid itself,
-        # so the global branch would only repeat full attention; leave it off (factor 0).
+        elif per_side > 1:
+            # automatic: pool by the window count per side, so the pooled frame is about one window
+            factor = per_side
+        # automatic and one window covers each frame: the pooled grid would be the grid itself, so
+        # the global branch would only repeat full attention; leave it off (factor 0).
     return DualBranchPlan(grid, window, settings.shift == "alternate", factor, settings.fusion, settings.global_strength)

@@ -121,8 +121,13 @@ class WindowLayout:
 
 def make_layout(grid: Grid, window: Grid, shifted: bool) -> WindowLayout:
     """Layout for ``grid`` with ``window`` (each entry clamped to the grid); ``shifted`` moves the
-    segment boundaries by half a window on every axis that holds more than one window."""
-    axes = tuple(tile_axis(n, w, (min(w, n) // 2) if shifted else 0) for n, w in zip(grid, window))
+    spatial segment boundaries by half a window on each spatial axis that holds more than one window.
+
+    Temporal borders never move: a shifted temporal tiling would add a whole layer of windows for a
+    few frames, and the global branch (over all frames) already carries information across them.
+    """
+    axes = tuple(tile_axis(n, w, (min(w, n) // 2) if shifted and axis > 0 else 0)
+                 for axis, (n, w) in enumerate(zip(grid, window)))
     return WindowLayout(tuple(grid), axes)  # type: ignore[arg-type]
 
 

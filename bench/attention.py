@@ -1,0 +1,195 @@
+"""Attention benchmark: full attention (cuDNN / Flash / memory-efficient SDPA) vs. the dual-branch op
+(default and fast settings) vs. FlexAttention with the equivalent block mask, per Wan head layout and
+resolution, 81 frames, bf16. All rows of one table are measured in one run.
+
+    python bench/attention.py                       # everything (about 6 minutes on an H100)
+    python bench/attention.py --layouts 14B --res 4K
+    python bench/attention.py --smoke               # tiny sizes on CPU, checks the script runs
+
+Full attention at large sizes is timed with fewer heads and scaled linearly (heads are independent
+in attention); such rows say "scaled from N heads".
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
+from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
+from ultragen_core.presets import fast_settings  # noqa: E402
+
+HEAD_DIM = 128
+LAYOUTS = {"1.3B": (12, (21, 30, 52)), "5B": (24, (31, 22, 40)), "14B": (40, (21, 45, 80))}
+GRIDS = {  # (layout family, resolution) -> token grid at 81 frames
+    "wan21": {"720p": (21, 45, 80), "1080p": (21, 68, 120), "4K": (21, 135, 240)},
+    "wan22_5b": {"720p": (21, 22, 40), "1080p": (21, 34, 60), "4K": (21, 68, 120)},
+}
+BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
+
+
+def sdpa(backend: str | None, heads: int):
+    """(B, L, H*D) attention through one SDPA backend (None = PyTorch's choice)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def attention(q, k, v):
+        B, L, C = q.shape
+        split = lambda t: t.view(B, -1, heads, C // heads).transpose(1, 2)  # (B, H, L, D)
+        if backend is None:
+            out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        else:
+            with sdpa_kernel(getattr(SDPBackend, BACKENDS[backend])):
+                out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return out.transpose(1, 2).reshape(B, L, C)
+    return attention
+
+
+def timed(fn, reps: int, device) -> tuple[float, float]:
+    """Median seconds of ``reps`` runs after one warm-up, and peak memory (GiB) above the start."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan")
+    return sorted(times)[len(times) // 2], peak
+
+
+def useful_flops(plan, heads: int) -> float:
+    """4 * D * H * (sum over query tokens of the keys each attends to), local + global."""
+    n = math.prod(plan.grid)
+    layout = plan.layouts[0]
+    flops = 4 * HEAD_DIM * heads * n * layout.window_tokens
+    if plan.factor:
+        flops += 4 * HEAD_DIM * heads * math.prod(plan.pooled) ** 2
+    return flops
+
+
+def flex_time(q, k, v, plan, heads, reps, device):
+    """FlexAttention with a block mask that allows exactly the dual-branch op's local windows."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    layout = plan.layouts[0]
+    T, H, W = plan.grid
+    starts = []
+    for axis in layout.axes:
+        owner, _ = axis.owner_and_offset()
+        starts.append(torch.tensor([axis.window_starts[o] for o in owner], device=device))
+    wt, wh, ww = layout.window
+    st, sh, sw = starts
+
+    def mask_mod(b, h, qi, ki):
+        qt, qh, qw = qi // (H * W), (qi // W) % H, qi % W
+        kt, kh, kw = ki // (H * W), (ki // W) % H, ki % W
+        return ((kt >= st[qt]) & (kt < st[qt] + wt) & (kh >= sh[qh]) & (kh < sh[qh] + wh)
+                & (kw >= sw[qw]) & (kw < sw[qw] + ww))
+
+    n = T * H * W
+    mask = create_block_mask(mask_mod, None, None, n, n, device=device)
+    flex = torch.compile(flex_attention)
+    split = lambda t: t.view(1, n, heads, HEAD_DIM).transpose(1, 2)
+    return timed(lambda: flex(split(q), split(k), split(v), block_mask=mask), reps, device)
+
+
+def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smoke):
+    heads, native = LAYOUTS[layout_name]
+    grid = GRIDS["wan22_5b" if layout_name == "5B" else "wan21"][res]
+    if smoke:
+        heads, grid = 2, (3, 9, 14)
+    n = math.prod(grid)
+    rows = []
+    g = torch.Generator(device=device).manual_seed(0)
+    # full attention: fewer heads where a full call would take too long, scaled linearly
+    fh = min(heads, full_heads_cap) if n > 200_000 else heads
+    q, k, v = (torch.randn(1, n, fh * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
+    full_flops = 4 * HEAD_DIM * heads * n * n
+    best = None
+    for backend in BACKENDS if device.type == "cuda" else [None]:
+        try:
+            t, mem = timed(lambda: sdpa(backend, fh)(q, k, v), reps, device)
+        except RuntimeError as e:  # a backend that refuses the shape
+            rows.append((f"full SDPA {backend}", float("nan"), float("nan"), float("nan"), f"unavailable: {str(e)[:60]}"))
+            continue
+        t *= heads / fh
+        note = f"scaled from {fh} heads" if fh != heads else ""
+        rows.append((f"full SDPA {backend or 'default'}", t, full_flops / t / 1e12, mem * heads / fh, note))
+        best = t if best is None else min(best, t)
+    del q, k, v
+    q, k, v = (torch.randn(1, n, heads * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
+    for name, settings in (("UltraGen default", AttentionSettings()),
+                           ("UltraGen fast", fast_settings(native))):
+        plan = resolve_plan(settings, grid, native)
+        for backend in (["cudnn", "flash"] if device.type == "cuda" else [None]):
+            attention = sdpa(backend, heads)
+
+            def run_op():
+                glob = [pool_tokens(t, grid, plan.factor) for t in (q, k, v)] if plan.factor else None
+                outs = []
+                for parity in (0, 1):  # a plain and a shifted block
+                    outs.append(dual_branch_attention((q, k, v), plan.layout(parity), attention, glob,
+                                                      plan.factor, plan.fusion, plan.strength))
+                return outs
+
+            t, mem = timed(run_op, reps, device)
+            t /= 2  # per block, averaged over plain and shifted blocks
+            flops = useful_flops(plan, heads)
+            rows.append((f"{name} ({backend or 'default'})", t, flops / t / 1e12, mem / 2,
+                         f"{plan.describe()}; FLOP ratio {full_flops / flops:.1f}x"))
+    if flex and device.type == "cuda":
+        plan = resolve_plan(AttentionSettings(global_branch=False, fusion="local_only", shift="none"), grid, native)
+        try:
+            t, mem = flex_time(q, k, v, plan, heads, reps, device)
+            rows.append(("FlexAttention block mask (default windows, local only)", t,
+                         useful_flops(plan, heads) / t / 1e12, mem, ""))
+        except Exception as e:  # noqa: BLE001  (report, don't hide)
+            rows.append(("FlexAttention block mask", float("nan"), float("nan"), float("nan"), f"failed: {str(e)[:80]}"))
+    return grid, heads, best, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layouts", default="1.3B,5B,14B")
+    ap.add_argument("--res", default="720p,1080p,4K")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--full-heads-cap", type=int, default=4, help="heads timed for full attention above 200k tokens")
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | cuDNN {torch.backends.cudnn.version()}")
+    print("| layout | res | grid | method | ms / call | useful TFLOP/s | speedup vs fastest full | peak GiB | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for layout_name in args.layouts.split(","):
+        for res in args.res.split(","):
+            grid, heads, best, rows = bench_case(layout_name, res, device, dtype, args.reps,
+                                                 args.full_heads_cap, not args.no_flex, args.smoke)
+            for method, t, tflops, mem, note in rows:
+                speed = f"{best / t:.1f}x" if best and t == t else ""
+                print(f"| {layout_name} ({heads}h) | {res} | {'x'.join(map(str, grid))} | {method} | {t * 1e3:.1f} | "
+                      f"{tflops:.0f} | {speed} | {mem:.2f} | {note} |", flush=True)
+            if args.smoke:
+                return
+
+
+if __name__ == "__main__":
+    main()

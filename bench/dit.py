@@ -1,0 +1,160 @@
+"""One sampling step of ComfyUI's real WanModel architectures (random bf16 weights), unpatched vs.
+patched with the dual-branch attention: time per step, peak VRAM, share of time in attention.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
+    COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
+
+A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
+the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
+and runs the patched model once, for the real peak memory. One step = one model call with batch 1
+(cfg doubles it).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
+
+MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixels per latent), native grid
+    "1.3B": dict(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960, in_dim=16, out_dim=16, scale=8),
+    "5B": dict(dim=3072, num_heads=24, num_layers=30, ffn_dim=14336, in_dim=48, out_dim=48, scale=16),
+    "14B": dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_dim=16, out_dim=16, scale=8),
+}
+RES = {"720p": (720, 1280), "1080p": (1088, 1920), "4K": (2160, 3840)}
+
+
+def build(cfg: dict, layers: int, device):
+    import comfy.ldm.wan.model as wan
+    import comfy.ops
+    kwargs = {k: v for k, v in cfg.items() if k != "scale"}
+    kwargs["num_layers"] = layers
+    model = wan.WanModel(**kwargs, operations=comfy.ops.disable_weight_init, device=device, dtype=torch.bfloat16)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.02, generator=g)
+    return model.eval()
+
+
+def patch(model, grid, settings):
+    """Install the pack's own per-block patch objects; returns transformer_options for a call."""
+    from ultragen_core.adapters.base import CALL_KEY, CallState, PatchHolder
+    from ultragen_core.adapters.wan import WanSelfAttentionPatch, native_grid
+    holder = PatchHolder(settings, "wan", native_grid(model), len(model.blocks))
+    for i, block in enumerate(model.blocks):
+        block.self_attn.forward = WanSelfAttentionPatch(holder, block.self_attn, i)
+    return {CALL_KEY: CallState(holder.plan_for(grid), True)}, holder.plan_for(grid)
+
+
+def step(model, x, t, ctx, options):
+    with torch.inference_mode():
+        return model(x, t, ctx, transformer_options=options)
+
+
+def measure(fn, reps=2):
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times), torch.cuda.max_memory_allocated() / 2**30
+
+
+def attention_share(model, x, t, ctx, options):
+    """Fraction of a call spent inside self-attention (timed with events around each block's self_attn)."""
+    spent = []
+    originals = {}
+    for block in model.blocks:
+        attn = block.self_attn
+        inner = attn.forward
+        originals[attn] = inner
+
+        def timed_forward(*a, _inner=inner, **kw):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            out = _inner(*a, **kw)
+            e.record()
+            spent.append((s, e))
+            return out
+        attn.forward = timed_forward
+    t0 = time.perf_counter()
+    step(model, x, t, ctx, options)
+    torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    for attn, inner in originals.items():
+        attn.forward = inner
+    return sum(s.elapsed_time(e) for s, e in spent) / 1e3 / total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="1.3B,5B,14B")
+    ap.add_argument("--res", default="1080p,4K")
+    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--full-depth", action="store_true")
+    ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
+                    help="skip the unpatched call above this many tokens (report it as not run)")
+    args = ap.parse_args()
+    from ultragen_core.config import AttentionSettings
+    from ultragen_core.presets import fast_settings
+    from ultragen_core.adapters.wan import native_grid
+    device = torch.device("cuda")
+    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
+    print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        cfg = MODELS[name]
+        layers = cfg["num_layers"] if args.full_depth else args.blocks
+        for res in args.res.split(","):
+            h, w = RES[res]
+            T = (args.frames - 1) // 4 + 1
+            lat = (T, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
+            grid = (T, math.ceil(lat[1] / 2), math.ceil(lat[2] / 2))
+            torch.cuda.empty_cache()
+            model = build(cfg, layers, device)
+            x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=torch.bfloat16)
+            t = torch.full((1,), 500.0, device=device)
+            ctx = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
+            scale = cfg["num_layers"] / layers
+            base = None
+            n = math.prod(grid)
+            variants = [("unpatched", None), ("UltraGen default", AttentionSettings()),
+                        ("UltraGen fast", fast_settings(native_grid(model)))]
+            for label, settings in variants:
+                if settings is None and (n > args.skip_unpatched_above or args.full_depth):
+                    continue
+                options, plan = ({}, None) if settings is None else patch(model, grid, settings)
+                secs, peak = measure(lambda: step(model, x, t, ctx, options), reps=1 if n > 500_000 else 2)
+                share = attention_share(model, x, t, ctx, options)
+                secs *= scale
+                base = secs if settings is None else base
+                speed = f"{base / secs:.1f}x" if base else ""
+                note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
+                       (f"; {plan.describe()}" if plan else "")
+                print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | {speed} | "
+                      f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
+                if settings is not None:
+                    for block in model.blocks:  # back to the unpatched forward
+                        del block.self_attn.forward
+            del model, x, ctx
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
