@@ -4,6 +4,7 @@ from comfy_api.latest import ComfyExtension, io
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
+from .load_weights import UltraGenLoadWeights
 from .resolution import UltraGenResolution
 
 NODES: list[type[io.ComfyNode]] = [
@@ -11,6 +12,7 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenApply,
     UltraGenResolution,
     UltraGenCompare,
+    UltraGenLoadWeights,
 ]
 
 

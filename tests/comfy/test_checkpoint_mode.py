@@ -1,0 +1,139 @@
+"""Checkpoint mode in a real ComfyUI: a synthetic UltraGen checkpoint with the published key names at
+width 128 (a random 4-block Wan plus extras for blocks 1 and 2; blocks 0 and 3 keep full attention),
+loaded through UNETLoader and UltraGenLoadWeights, sampled by the real sampler, and compared with the
+naive re-implementation of the published equations in tests/core/test_ultragen_weights_reference.py.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import PromptFailed, captured, random_wan_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+from test_ultragen_weights_reference import block_tensors, random_extras, reference_block  # noqa: E402
+
+EXTRA_BLOCKS = (1, 2)
+LATENT = (1, 16, 2, 20, 26)  # token grid 2 x 10 x 13: every branch resizes
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def files(comfy):
+    from safetensors.torch import save_file
+    folder = comfy.models_dir / "diffusion_models"
+    stock = random_wan_state_dict(seed=5, num_layers=4)
+    tuned = dict(stock)  # the published base is fine-tuned: one base tensor differs from the stock model
+    tuned["blocks.1.self_attn.q.weight"] = stock["blocks.1.self_attn.q.weight"] + 0.05 * torch.randn(128, 128)
+    extras = random_extras(128, EXTRA_BLOCKS, seed=6)
+    save_file(stock, str(folder / "ug_stock.safetensors"))
+    torch.save({**tuned, **extras, "ultragen_junk.weight": torch.zeros(1)}, folder / "ug_full.ckpt")
+    save_file(extras, str(folder / "ug_extras.safetensors"))
+    save_file(random_extras(256, EXTRA_BLOCKS, seed=7), str(folder / "ug_wide.safetensors"))
+    torch.save({"blocks.1.self_attn.q_lora_1.lora_A.weight": torch.zeros(1), "x": _Payload(str(comfy.base / "pwned"))},
+               folder / "ug_evil.ckpt")
+    return {"tuned": tuned, "extras": extras}
+
+
+def node(comfy, model, weights):
+    out = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenLoadWeights"].execute(model=model, weights=weights)
+    return out.args
+
+
+def prompt(unet, weights, key):
+    cond = {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 0, "tokens": 8}}
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "UltraGenLoadWeights", "inputs": {"model": ["1", 0], "weights": weights}},
+        "3": cond, "4": {**cond, "inputs": {"seed": 1, "tokens": 8}},
+        "5": {"class_type": "UltraGenTestLatent", "inputs": {"seed": 0, "channels": 16, "frames": 2, "height": 20,
+                                                             "width": 26, "batch": 1, "corner_bump": 0.0}},
+        "6": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "seed": 0, "steps": 1, "cfg": 3.0,
+                                                   "sampler_name": "euler", "scheduler": "simple", "positive": ["3", 0],
+                                                   "negative": ["4", 0], "latent_image": ["5", 0], "denoise": 1.0}},
+        "7": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["6", 0], "key": key}},
+    }
+
+
+def test_forward_matches_published_equations_in_a_real_sampler(comfy, files):
+    """Stock base + full-DiT checkpoint: the differing base weight is applied, the patched blocks compute
+    the published forward (checked per item of ComfyUI's cond + uncond batch), the extras load with the model."""
+    import comfy.model_management as mm
+    model = comfy.nodes.UNETLoader().load_unet("ug_stock.safetensors", "default")[0]
+    patched, report = node(comfy, model, "ug_full.ckpt")
+    assert "2 blocks of UltraGen weights" in report and "full attention in blocks [0, 3]" in report
+    assert "1 of " in report and "differ from the connected model's and are taken from the file" in report
+    assert "not in the model and are ignored (e.g. ultragen_junk.weight)" in report
+
+    extras_patchers = patched.get_nested_additional_models()
+    assert len(extras_patchers) == 1 and extras_patchers[0].model.block_ids == list(EXTRA_BLOCKS)
+    assert next(extras_patchers[0].model.parameters()).dtype == patched.model_dtype()
+
+    seen = {}
+
+    def hook(block):
+        def record(module, args, kwargs, out):
+            seen.setdefault(block, (args[0].clone(), out.clone(), kwargs))  # returns None: output unchanged
+        return record
+
+    dm = patched.model.diffusion_model
+    hooks = [dm.blocks[b].self_attn.register_forward_hook(hook(b), with_kwargs=True) for b in EXTRA_BLOCKS]
+    try:
+        gen = torch.Generator().manual_seed(0)
+        pos = [[torch.randn(1, 8, 4096, generator=gen), {}]]
+        neg = [[torch.randn(1, 8, 4096, generator=gen), {}]]
+        latent = {"samples": torch.randn(LATENT, generator=gen)}
+        comfy.nodes.common_ksampler(patched, 0, 1, 3.0, "euler", "simple", pos, neg, latent)
+    finally:
+        for h in hooks:
+            h.remove()
+    loaded = [lm.model.model for lm in mm.current_loaded_models if lm.model is not None]
+    assert extras_patchers[0].model in loaded, "the extras were not loaded through ComfyUI's model management"
+
+    grid = (2, 10, 13)
+    for b in EXTRA_BLOCKS:
+        x, out, kwargs = seen[b]
+        call = kwargs["transformer_options"]["ultragen_checkpoint_call"]
+        assert call.grid == grid and x.shape == (2, math.prod(grid), 128)  # cond and uncond in one batch
+        base, ext = block_tensors({**files["tuned"], **files["extras"]}, b)
+        for i in range(2):
+            want = reference_block(x[i], grid, b, base, ext, float(call.timestep[i]), heads=1)
+            torch.testing.assert_close(out[i].double(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_full_ckpt_stock_plus_full_and_extras_only_agree(comfy, files):
+    """Three ways to the same model, each through the real executor: UNETLoader on the .ckpt + the same
+    .ckpt; the stock base + the .ckpt (base weights patched in); the .ckpt + an extras-only file."""
+    comfy.run(prompt("ug_full.ckpt", "ug_full.ckpt", "ckpt_a"))
+    comfy.run(prompt("ug_stock.safetensors", "ug_full.ckpt", "ckpt_b"))
+    comfy.run(prompt("ug_full.ckpt", "ug_extras.safetensors", "ckpt_c"))
+    a, b, c = (captured()[k] for k in ("ckpt_a", "ckpt_b", "ckpt_c"))
+    assert a.shape == LATENT and torch.isfinite(a).all()
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c, a, atol=1e-5, rtol=1e-5)
+    comfy.run(prompt("ug_stock.safetensors", "ug_extras.safetensors", "ckpt_d"))  # stock base: differs
+    assert (captured()["ckpt_d"] - a).abs().max() > 1e-4
+
+
+def test_bad_files_get_clear_errors(comfy, files):
+    model = comfy.nodes.UNETLoader().load_unet("ug_stock.safetensors", "default")[0]
+    with pytest.raises(PromptFailed, match="refuses to load ug_evil.ckpt"):
+        comfy.run(prompt("ug_stock.safetensors", "ug_evil.ckpt", "evil"))
+    assert not (comfy.base / "pwned").exists()
+    with pytest.raises(ValueError, match=r"width 256 .*connected model has width 128"):
+        node(comfy, model, "ug_wide.safetensors")
+    with pytest.raises(ValueError, match="holds a Wan DiT without UltraGen weights"):
+        node(comfy, model, "ug_stock.safetensors")
+    ok, _, _, errors = comfy.validate(prompt("ug_stock.safetensors", "missing.ckpt", "x"))
+    assert not ok and "missing.ckpt" in str(errors)
