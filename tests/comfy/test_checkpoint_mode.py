@@ -137,3 +137,27 @@ def test_bad_files_get_clear_errors(comfy, files):
         node(comfy, model, "ug_stock.safetensors")
     ok, _, _, errors = comfy.validate(prompt("ug_stock.safetensors", "missing.ckpt", "x"))
     assert not ok and "missing.ckpt" in str(errors)
+
+
+def test_checkpoint_workflow_validates(comfy):
+    import json
+    workflow_api = pytest.importorskip("workflow_api")
+    path = Path(__file__).resolve().parents[2] / "workflows" / "ultragen_wan21_1.3B_1080p.json"
+    wf = json.loads(path.read_text())
+    assert wf["version"] == 0.4 and (path.parent / (path.stem + ".jpg")).read_bytes()[:2] == b"\xff\xd8"
+    names = {m["name"]: m for m in wf["models"]}
+    assert set(names) == {"ultragen_wan21_1.3B_1080p.ckpt", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                          "wan_2.1_vae.safetensors"}
+    fp = comfy.folder_paths
+    for m in wf["models"]:  # empty placeholders where ComfyUI looks for them
+        folder = comfy.models_dir / m["directory"]
+        folder.mkdir(parents=True, exist_ok=True)
+        if str(folder) not in fp.get_folder_paths(m["directory"]):
+            fp.add_model_folder_path(m["directory"], str(folder))
+        (folder / m["name"]).touch()
+    prompt = workflow_api.ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {n["class_type"]: n for n in prompt.values()}
+    assert by_type["UltraGenLoadWeights"]["inputs"]["weights"] == by_type["UNETLoader"]["inputs"]["unet_name"]
+    assert "UltraGenApply" not in by_type
+    ok, error, outputs, node_errors = comfy.validate(prompt)
+    assert ok, f"{error} {node_errors}"
