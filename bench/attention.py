@@ -75,10 +75,10 @@ def timed(fn, reps: int, device) -> tuple[float, float]:
 
 
 def useful_flops(plan, heads: int) -> float:
-    """4 * D * H * (sum over query tokens of the keys each attends to), local + global."""
-    n = math.prod(plan.grid)
-    layout = plan.layouts[0]
-    flops = 4 * HEAD_DIM * heads * n * layout.window_tokens
+    """4 * D * H * (keys each query attends to, summed), local (averaged over a plain and a shifted
+    block) + global."""
+    keys = sum(layout.key_tokens() for layout in plan.layouts) / 2
+    flops = 4 * HEAD_DIM * heads * keys
     if plan.factor:
         flops += 4 * HEAD_DIM * heads * math.prod(plan.pooled) ** 2
     return flops
@@ -93,7 +93,7 @@ def flex_time(q, k, v, plan, heads, reps, device):
     for axis in layout.axes:
         owner, _ = axis.owner_and_offset()
         starts.append(torch.tensor([axis.window_starts[o] for o in owner], device=device))
-    wt, wh, ww = layout.window
+    wt, wh, ww = layout.window  # the plain layout: equal windows
     st, sh, sw = starts
 
     def mask_mod(b, h, qi, ki):

@@ -126,9 +126,10 @@ class DualBranchPlan:
 
     def describe(self) -> str:
         plain, shifted = self.layouts
-        text = f"grid {'x'.join(map(str, self.grid))} ({math.prod(self.grid)} tokens): {plain.describe()}"
-        if self.shift and shifted.count != plain.count:
-            text += f", shifted on odd blocks ({shifted.count} windows)"
+        text = (f"grid {'x'.join(map(str, self.grid))} ({math.prod(self.grid)} tokens): "
+                f"windows {'x'.join(map(str, self.window))}, {plain.describe()}")
+        if self.shift and shifted is not plain and not shifted.is_single_window:
+            text += f", shifted on odd blocks: {shifted.describe()}"
         if self.factor:
             text += (f"; global branch pooled x{self.factor} -> {'x'.join(map(str, self.pooled))}, "
                      f"fusion {self.fusion} {self.strength:g}")

@@ -90,8 +90,10 @@ def reachable(grid, window, seeds):
         for t in range(T):
             for h in range(H):
                 for w in range(W):
-                    starts = [a.window_starts[o[c]] for a, o, c in zip(layout.axes, owners, (t, h, w))]
-                    if any(all(s <= c < s + n for s, c, n in zip(starts, tok, layout.window)) for tok in changed):
+                    own = [o[c] for o, c in zip(owners, (t, h, w))]
+                    starts = [a.window_starts[i] for a, i in zip(layout.axes, own)]
+                    lengths = [a.window_lengths[i] for a, i in zip(layout.axes, own)]
+                    if any(all(s <= c < s + n for s, c, n in zip(starts, tok, lengths)) for tok in changed):
                         new.add((t, h, w))
         changed = new
     return changed
@@ -222,5 +224,5 @@ def test_one_info_line_per_sampling_run(comfy, caplog):
         run(comfy, sample_prompt(name, settings(window=(1, 4, 4), global_compression=2), steps=3))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen]")]
     assert len(lines) == 1, lines
-    assert "grid 2x16x16 (512 tokens): 1x4x4 windows (2x4x4 = 32)" in lines[0]
+    assert "grid 2x16x16 (512 tokens): windows 1x4x4, 2x4x4 = 32 windows (32 of 1x4x4)" in lines[0]
     assert "pooled x2 -> 2x8x8" in lines[0] and "active 0%-100%" in lines[0]

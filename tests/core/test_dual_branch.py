@@ -38,9 +38,11 @@ def window_mask(grid, layout):
     owners = [a.owner_and_offset()[0] for a in layout.axes]
     coords = [(t, h, w) for t in range(T) for h in range(H) for w in range(W)]
     for i, (t, h, w) in enumerate(coords):
-        starts = [a.window_starts[o[c]] for a, o, c in zip(layout.axes, owners, (t, h, w))]
+        own = [o[c] for o, c in zip(owners, (t, h, w))]
+        starts = [a.window_starts[i_] for a, i_ in zip(layout.axes, own)]
+        lengths = [a.window_lengths[i_] for a, i_ in zip(layout.axes, own)]
         for j, (t2, h2, w2) in enumerate(coords):
-            mask[i, j] = all(s <= c < s + win for s, c, win in zip(starts, (t2, h2, w2), layout.window))
+            mask[i, j] = all(s <= c < s + n for s, c, n in zip(starts, (t2, h2, w2), lengths))
     return mask
 
 

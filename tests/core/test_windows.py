@@ -11,17 +11,21 @@ def test_axis_segments_cover_once_and_sit_inside_their_window(size, window, shif
     tiling = tile_axis(size, window, shift)
     owner, offset = tiling.owner_and_offset()
     assert len(owner) == size  # every position owned exactly once
-    w = min(window, size)
     for x, (o, off) in enumerate(zip(owner, offset)):
-        start = tiling.window_starts[o]
-        assert 0 <= start <= size - w
-        assert start + off == x and 0 <= off < w
+        start, length = tiling.window_starts[o], tiling.window_lengths[o]
+        assert 0 <= start and start + length <= size and length <= window  # window inside the axis
+        assert start + off == x and 0 <= off < length
+    if not shift or window >= size:  # unshifted: equal windows, clamped inward
+        assert set(tiling.window_lengths) == {min(window, size)}
 
 
 def test_shift_moves_borders_by_half_a_window():
     assert tile_axis(135, 45, 0).segment_bounds == (0, 45, 90, 135)
     assert tile_axis(135, 45, 22).segment_bounds == (0, 22, 67, 112, 135)
-    assert tile_axis(135, 45, 22).window_starts == (0, 22, 67, 90)
+    shifted = tile_axis(135, 45, 22)
+    assert shifted.window_starts == (0, 22, 67, 112)  # exact segments, half windows at the borders
+    assert shifted.window_lengths == (22, 45, 45, 23)
+    assert tile_axis(67, 34, 0).window_starts == (0, 33)  # clamped: the last window overlaps by one
     assert tile_axis(40, 45, 22).window_starts == (0,)  # one window: nothing to shift
 
 
@@ -30,11 +34,20 @@ def test_shift_moves_borders_by_half_a_window():
 def test_gather_and_scatter_are_consistent(grid, window, shifted):
     layout = make_layout(grid, window, shifted)
     n = grid[0] * grid[1] * grid[2]
-    gather, scatter = layout.gather_index(), layout.scatter_index()
-    assert gather.shape == (layout.count * layout.window_tokens,)
+    gather, scatter = torch.cat(layout.gather_indices()), layout.scatter_index()
+    assert gather.shape == (layout.computed_tokens,)
     assert scatter.shape == (n,)
     assert torch.equal(gather[scatter], torch.arange(n))  # each token's own slot holds that token
     assert int(gather.max()) < n and int(gather.min()) >= 0
+
+
+def test_shifted_layouts_group_windows_by_shape_without_overlap():
+    layout = make_layout((21, 68, 120), (21, 34, 60), shifted=True)
+    shapes = {shape: len(w) for shape, w in layout.groups}
+    assert shapes == {(21, 34, 60): 1, (21, 34, 30): 2, (21, 17, 60): 2, (21, 17, 30): 4}
+    assert layout.computed_tokens == 21 * 68 * 120  # no query computed twice
+    plain = make_layout((21, 68, 120), (21, 34, 60), shifted=False)
+    assert plain.count == 4 and plain.key_tokens() == 21 * 68 * 120 * 21 * 34 * 60
 
 
 def test_auto_counts_keep_windows_near_native():

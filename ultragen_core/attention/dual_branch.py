@@ -6,6 +6,7 @@ it) runs our window batches. No (N x N) tensor is ever formed here.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -24,41 +25,43 @@ def _as_projector(qkv: Sequence[torch.Tensor] | Projector) -> Projector:
     return qkv if callable(qkv) else (lambda i: qkv[i])
 
 
-def _tile(t: torch.Tensor, layout: WindowLayout, buffer: torch.Tensor) -> None:
-    """Gather t (B, N, C) into buffer (B * count, Lw, C), window-major per batch item."""
-    B, _, C = t.shape
-    index = layout.gather_index(t.device)
-    torch.index_select(t, 1, index, out=buffer.view(B, layout.count * layout.window_tokens, C))
-
-
 def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
                        extra: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention inside each window of ``layout``, all windows of all batch items in one call.
+    """Attention inside each window of ``layout``: one batched call per window shape (usually one).
 
     qkv: q, k, v of shape (B, T*H*W, C), or a projector returning them one at a time.
-    extra: optional (q, k, v) of shape (B, Lw, C) with Lw = layout.window_tokens, appended to the
-        same call as B more batch entries (the global branch, when its length matches the windows').
+    extra: optional (q, k, v) of shape (Bg, Lw, C) with Lw = layout.window_tokens, appended to the
+        main group's call as Bg more batch entries (the global branch, when its length matches).
     Returns the attention output (B, T*H*W, C) in token order, and the output for ``extra`` or None.
     """
     project = _as_projector(qkv)
-    Lw, n = layout.window_tokens, layout.count
-    tiles = []
+    groups = [(math.prod(shape), len(windows)) for shape, windows in layout.groups]
+    tiles: list[list[torch.Tensor]] = [[] for _ in groups]
+    n_tokens = layout.grid[0] * layout.grid[1] * layout.grid[2]
     for i in range(3):
         t = project(i)
         B, N, C = t.shape
-        if N != layout.grid[0] * layout.grid[1] * layout.grid[2]:
+        if N != n_tokens:
             raise ValueError(f"windowed_attention: {N} tokens do not match the grid {layout.grid}.")
-        rows = B * n + (extra[i].shape[0] if extra is not None else 0)
-        buf = torch.empty((rows, Lw, C), dtype=t.dtype, device=t.device)  # (B*n [+ Bg], Lw, C)
-        _tile(t, layout, buf[: B * n])
+        for g, ((L, count), index) in enumerate(zip(groups, layout.gather_indices(t.device))):
+            rows = B * count + (extra[i].shape[0] if extra is not None and g == 0 else 0)
+            buf = torch.empty((rows, L, C), dtype=t.dtype, device=t.device)  # (B*count [+ Bg], L, C)
+            torch.index_select(t, 1, index, out=buf[: B * count].view(B, count * L, C))
+            if rows > B * count:
+                buf[B * count:] = extra[i]
+            tiles[g].append(buf)
         del t
-        if extra is not None:
-            buf[B * n:] = extra[i]
-        tiles.append(buf)
-    out = attention(*tiles)  # (B*n [+ Bg], Lw, C)
-    del tiles
-    local = out[: B * n].reshape(B, n * Lw, C).index_select(1, layout.scatter_index(out.device))  # (B, N, C)
-    return local, (out[B * n:] if extra is not None else None)
+    outs, extra_out = [], None
+    for g, (L, count) in enumerate(groups):
+        out = attention(*tiles[g])  # (B*count [+ Bg], L, C)
+        tiles[g] = []
+        if g == 0 and extra is not None:
+            extra_out = out[B * count:]
+        outs.append(out[: B * count].reshape(B, count * L, C))
+    joined = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, sum_g count_g * L_g, C)
+    del outs
+    local = joined.index_select(1, layout.scatter_index(joined.device))  # (B, N, C)
+    return local, extra_out
 
 
 def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, fusion: str,

@@ -20,16 +20,21 @@ Grid = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class AxisTiling:
-    """One axis cut into segments, each owned by a window of length ``window`` that contains it."""
+    """One axis cut into segments; segment i is owned by the window (starts[i], lengths[i])."""
 
     size: int
-    window: int
     window_starts: tuple[int, ...]
-    segment_bounds: tuple[int, ...]  # len(window_starts) + 1 boundaries, from 0 to size
+    window_lengths: tuple[int, ...]
+    segment_bounds: tuple[int, ...]  # count + 1 boundaries, from 0 to size
 
     @property
     def count(self) -> int:
         return len(self.window_starts)
+
+    @property
+    def window(self) -> int:
+        """The largest window length on this axis."""
+        return max(self.window_lengths)
 
     def owner_and_offset(self) -> tuple[list[int], list[int]]:
         """For each position along the axis: the owning window and the position inside it."""
@@ -42,25 +47,35 @@ class AxisTiling:
 
 
 def tile_axis(size: int, window: int, shift: int = 0) -> AxisTiling:
-    """Cut ``range(size)`` into windows of length ``min(window, size)``.
+    """Cut ``range(size)`` into segments at ``shift + k * window`` (window clamped to ``size``).
 
-    Segment boundaries sit at ``shift + k * window``; the window of a segment starts at the segment
-    start, clamped to ``size - window`` so that it stays inside the axis. A shift only applies when
-    the axis holds more than one window.
+    Unshifted, every segment gets a window of the full length, clamped inward at the far border (so
+    all windows are equal; the last may overlap its neighbour). Shifted, every window is exactly its
+    segment: the half-size border segments get half-size windows, as Swin's masked shifted windows
+    do, instead of a whole extra row of full windows. A shift only applies when the axis holds more
+    than one window.
     """
     if size < 1 or window < 1:
         raise ValueError(f"tile_axis needs size >= 1 and window >= 1, got size={size}, window={window}")
     window = min(window, size)
     shift = shift % window if window < size else 0
-    first = shift if shift > 0 else window
-    bounds = [0, *range(first, size, window), size]
-    starts = tuple(min(s, size - window) for s in bounds[:-1])
-    return AxisTiling(size, window, starts, tuple(bounds))
+    bounds = [0, *range(shift if shift > 0 else window, size, window), size]
+    if shift:
+        starts = tuple(bounds[:-1])
+        lengths = tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    else:
+        starts = tuple(min(s, size - window) for s in bounds[:-1])
+        lengths = (window,) * len(starts)
+    return AxisTiling(size, starts, lengths, tuple(bounds))
 
 
 @dataclass(frozen=True)
 class WindowLayout:
-    """A 3-D window layout: the product of three axis tilings."""
+    """A 3-D window layout: the product of three axis tilings.
+
+    Windows of equal shape form a *group*; each group runs as one batched attention call. The window
+    outputs of all groups, concatenated group after group, are put back in token order by one gather.
+    """
 
     grid: Grid
     axes: tuple[AxisTiling, AxisTiling, AxisTiling]
@@ -74,49 +89,79 @@ class WindowLayout:
         return math.prod(a.count for a in self.axes)
 
     @property
-    def window_tokens(self) -> int:
-        return math.prod(self.window)
-
-    @property
     def is_single_window(self) -> bool:
         """True when one window covers the whole grid: the layout is then plain full attention."""
         return self.count == 1
 
+    @cached_property
+    def groups(self) -> tuple[tuple[Grid, tuple[tuple[int, int, int], ...]], ...]:
+        """((window shape, (window index per axis, ...)), ...), the most numerous shape first."""
+        by_shape: dict[Grid, list[tuple[int, int, int]]] = {}
+        at, ah, aw = self.axes
+        for it in range(at.count):
+            for ih in range(ah.count):
+                for iw in range(aw.count):
+                    shape = (at.window_lengths[it], ah.window_lengths[ih], aw.window_lengths[iw])
+                    by_shape.setdefault(shape, []).append((it, ih, iw))
+        return tuple(sorted(((s, tuple(w)) for s, w in by_shape.items()), key=lambda g: -len(g[1]) * math.prod(g[0])))
+
+    @property
+    def window_tokens(self) -> int:
+        """Tokens per window of the main (first) group."""
+        return math.prod(self.groups[0][0])
+
     @property
     def computed_tokens(self) -> int:
-        """Query rows the batched call computes (>= grid tokens; more where border windows overlap)."""
-        return self.count * self.window_tokens
+        """Query rows the batched calls compute (>= grid tokens; more where border windows overlap)."""
+        return sum(len(w) * math.prod(s) for s, w in self.groups)
+
+    def key_tokens(self) -> int:
+        """Sum over grid tokens of the keys each one attends to (the useful work of the layout).
+
+        A window is a product of per-axis ranges, so the sum factorises over the axes."""
+        return math.prod(sum(a.window_lengths[o] for o in a.owner_and_offset()[0]) for a in self.axes)
 
     def describe(self) -> str:
         per_axis = "x".join(str(a.count) for a in self.axes)
-        return f"{'x'.join(map(str, self.window))} windows ({per_axis} = {self.count})"
+        shapes = ", ".join(f"{len(w)} of {'x'.join(map(str, s))}" for s, w in self.groups)
+        return f"{per_axis} = {self.count} windows ({shapes})"
 
-    def gather_index(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Flat token index of every window slot, shape (count * window_tokens,), window-major."""
-        return self._indices[0].to(device)
+    def gather_indices(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """Per group: the flat token index of every window slot, window-major, (count_g * L_g,)."""
+        return [g.to(device) for g in self._indices[0]]
 
     def scatter_index(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """For every grid token, its slot in the window-major sequence, shape (T*H*W,)."""
+        """For every grid token, its slot in the concatenated group outputs, shape (T*H*W,)."""
         return self._indices[1].to(device)
 
     @cached_property
-    def _indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _indices(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         T, H, W = self.grid
         at, ah, aw = self.axes
-        wt, wh, ww = self.window
+        gathers = []
+        slot_of = {}  # window index triple -> (first slot of the window, its (lh, lw))
+        offset = 0
+        for (lt, lh, lw), windows in self.groups:
+            t = torch.arange(lt)[:, None, None]
+            h = torch.arange(lh)[None, :, None]
+            w = torch.arange(lw)[None, None, :]
+            parts = []
+            for it, ih, iw in windows:
+                ts, hs, ws = at.window_starts[it], ah.window_starts[ih], aw.window_starts[iw]
+                parts.append((((ts + t) * H + hs + h) * W + ws + w).reshape(-1))
+                slot_of[(it, ih, iw)] = offset
+                offset += lt * lh * lw
+            gathers.append(torch.cat(parts))
 
-        def span(axis: AxisTiling) -> torch.Tensor:  # (count, window) positions along the axis
-            return torch.tensor(axis.window_starts)[:, None] + torch.arange(axis.window)[None, :]
-
-        t, h, w = span(at), span(ah), span(aw)
-        flat = (t[:, None, None, :, None, None] * H + h[None, :, None, None, :, None]) * W + w[None, None, :, None, None, :]
-        gather = flat.reshape(-1)  # (nt, nh, nw, wt, wh, ww) flattened
-
+        first = torch.zeros(at.count, ah.count, aw.count, dtype=torch.long)
+        for (it, ih, iw), s in slot_of.items():
+            first[it, ih, iw] = s
         (ot, pt), (oh, ph), (ow, pw) = (map(torch.tensor, a.owner_and_offset()) for a in self.axes)
-        win = (ot[:, None, None] * ah.count + oh[None, :, None]) * aw.count + ow[None, None, :]
-        pos = (pt[:, None, None] * wh + ph[None, :, None]) * ww + pw[None, None, :]
-        scatter = (win * self.window_tokens + pos).reshape(-1)  # (T*H*W,)
-        return gather, scatter
+        lh = torch.tensor(ah.window_lengths)[oh]  # (H,) height of the owning window
+        lw = torch.tensor(aw.window_lengths)[ow]  # (W,)
+        base = first[ot[:, None, None], oh[None, :, None], ow[None, None, :]]  # (T, H, W)
+        pos = (pt[:, None, None] * lh[None, :, None] + ph[None, :, None]) * lw[None, None, :] + pw[None, None, :]
+        return gathers, (base + pos).reshape(-1)
 
 
 def make_layout(grid: Grid, window: Grid, shifted: bool) -> WindowLayout:
