@@ -103,7 +103,7 @@ def flex_time(q, k, v, plan, heads, reps, device):
                 & (kw >= sw[qw]) & (kw < sw[qw] + ww))
 
     n = T * H * W
-    mask = create_block_mask(mask_mod, None, None, n, n, device=device)
+    mask = create_block_mask(mask_mod, None, None, n, n, device=device, _compile=True)
     flex = torch.compile(flex_attention)
     split = lambda t: t.view(1, n, heads, HEAD_DIM).transpose(1, 2)
     return timed(lambda: flex(split(q), split(k), split(v), block_mask=mask), reps, device)

@@ -62,8 +62,9 @@ def step(model, x, t, ctx, options):
         return model(x, t, ctx, transformer_options=options)
 
 
-def measure(fn, reps=2):
-    fn()
+def measure(fn, reps=2, warmup=True):
+    if warmup:
+        fn()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times = []
@@ -107,7 +108,8 @@ def main():
     ap.add_argument("--res", default="1080p,4K")
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--frames", type=int, default=81)
-    ap.add_argument("--full-depth", action="store_true")
+    ap.add_argument("--full-depth", action="store_true",
+                    help="build every block, run the patched model once (no warm-up): real peak memory")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
     args = ap.parse_args()
@@ -140,8 +142,9 @@ def main():
                 if settings is None and (n > args.skip_unpatched_above or args.full_depth):
                     continue
                 options, plan = ({}, None) if settings is None else patch(model, grid, settings)
-                secs, peak = measure(lambda: step(model, x, t, ctx, options), reps=1 if n > 500_000 else 2)
-                share = attention_share(model, x, t, ctx, options)
+                secs, peak = measure(lambda: step(model, x, t, ctx, options), reps=1 if n > 500_000 else 2,
+                                     warmup=not args.full_depth)
+                share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
                 secs *= scale
                 base = secs if settings is None else base
                 speed = f"{base / secs:.1f}x" if base else ""
