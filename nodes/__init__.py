@@ -6,12 +6,14 @@ from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
 from .load_weights import UltraGenLoadWeights
 from .resolution import UltraGenResolution
+from .tiled_decode import UltraGenTiledVAEDecode
 
 NODES: list[type[io.ComfyNode]] = [
     UltraGenAttentionSettings,
     UltraGenApply,
     UltraGenResolution,
     UltraGenCompare,
+    UltraGenTiledVAEDecode,
     UltraGenLoadWeights,
 ]
 

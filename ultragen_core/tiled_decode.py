@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -24,6 +25,8 @@ import torch
 log = logging.getLogger(__name__)
 PREFIX = "[UltraGen]"
 GIB = 1024 ** 3
+EDGE_MARGIN = 0.25  # part of an overlap, at each tile's edge, that gets (almost) no weight
+MIN_WEIGHT = 1e-3  # keeps every weight positive, so the normalisation never divides by zero
 CHUNK_ELEMENTS = 1 << 25  # elements per post-processing chunk on the decode device (128 MiB in float32)
 
 Shape5 = tuple[int, int, int, int, int]
@@ -136,17 +139,25 @@ def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (size - tile) / (count - 1)) for i in range(count)]
 
 
-def blend_weights(intervals: Sequence[tuple[int, int]], length: int) -> tuple[torch.Tensor, ...]:
-    """Per tile (pixel interval [a, b)), a weight vector ramping linearly over overlaps; normalised to sum 1."""
+def _ramp(n: int, margin: float) -> torch.Tensor:
+    """Rising weights over an overlap of n positions: ~0 over the first ``margin`` of it (the tile's own edge,
+    where its context is cut off), linear across the middle, 1 over the last ``margin``."""
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return ((x - margin) / (1 - 2 * margin)).clamp(MIN_WEIGHT, 1)
+
+
+def blend_weights(intervals: Sequence[tuple[int, int]], length: int,
+                  margin: float = EDGE_MARGIN) -> tuple[torch.Tensor, ...]:
+    """Per tile (pixel interval [a, b)), a weight vector ramping over overlaps (see _ramp); normalised to sum 1."""
     raw = []
     for i, (a, b) in enumerate(intervals):
         w = torch.ones(b - a, dtype=torch.float64)
         if i > 0 and intervals[i - 1][1] > a:  # overlap with the previous tile: ramp up
             n = min(intervals[i - 1][1], b) - a
-            w[:n] *= (torch.arange(n, dtype=torch.float64) + 0.5) / n
+            w[:n] *= _ramp(n, margin)
         if i + 1 < len(intervals) and intervals[i + 1][0] < b:  # overlap with the next tile: ramp down
             n = b - max(intervals[i + 1][0], a)
-            w[b - a - n:] *= (torch.arange(n, 0, -1, dtype=torch.float64) - 0.5) / n
+            w[b - a - n:] *= _ramp(n, margin).flip(0)
         raw.append(w)
     total = torch.zeros(length, dtype=torch.float64)
     for (a, b), w in zip(intervals, raw):
@@ -177,9 +188,16 @@ def plan_tiles(shape: Shape5, cfg: TiledDecodeConfig, scale: Scale, tile: tuple[
     return TilePlan(t_axis, h_axis, w_axis)
 
 
-def _cover_length(size: int, count: int, overlap: int) -> int:
-    """Shortest tile length with which ``count`` tiles cover ``size`` with ``overlap``."""
-    return size if count == 1 else math.ceil((size + (count - 1) * overlap) / count)
+def _lengths(size: int, overlap: int, min_side: int) -> list[int]:
+    """Candidate tile lengths along an axis, longest first: for each tile count, the shortest length that
+    covers ``size`` with ``overlap``; never below ``min_side`` (or the axis)."""
+    out = {size}
+    for count in range(2, size + 1):
+        length = max(math.ceil((size + (count - 1) * overlap) / count), min(min_side, size))
+        out.add(length)
+        if length <= min_side:
+            break
+    return sorted(out, reverse=True)
 
 
 def choose_tile(shape: Shape5, cfg: TiledDecodeConfig, estimate: Callable[[Shape5], float]) -> tuple[int, int]:
@@ -194,14 +212,10 @@ def choose_tile(shape: Shape5, cfg: TiledDecodeConfig, estimate: Callable[[Shape
     if not budget or estimate((B, C, t, fixed_h or H, fixed_w or W)) <= budget:
         return fixed_h or H, fixed_w or W
     best = None
-    for ky in range(1, H + 1):
-        lh = min(fixed_h, H) if fixed_h else _cover_length(H, ky, cfg.overlap[0])
-        if lh < min(cfg.min_side(0), H) or (fixed_h and ky > 1):
-            break
-        for kx in range(1, W + 1):
-            lw = min(fixed_w, W) if fixed_w else _cover_length(W, kx, cfg.overlap[1])
-            if lw < min(cfg.min_side(1), W) or (fixed_w and kx > 1):
-                break
+    lengths_h = [min(fixed_h, H)] if fixed_h else _lengths(H, cfg.overlap[0], cfg.min_side(0))
+    lengths_w = [min(fixed_w, W)] if fixed_w else _lengths(W, cfg.overlap[1], cfg.min_side(1))
+    for lh in lengths_h:
+        for lw in lengths_w:  # longest first: the first that fits is the best for this lh
             if estimate((B, C, t, lh, lw)) <= budget:
                 area = len(axis_starts(H, lh, cfg.overlap[0])) * lh * len(axis_starts(W, lw, cfg.overlap[1])) * lw
                 if best is None or area < best[0]:
@@ -259,6 +273,13 @@ def tiled_decode(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Te
     run = _Run(decode, scale, estimate, torch.device(output_device), postprocess, check_interrupt, empty_cache,
                is_oom)
     tile = choose_tile(tuple(latent.shape), cfg, estimate)
+    plan = plan_tiles(tuple(latent.shape), cfg, scale, tile)
+    log.info("%s tiled VAE decode: latent %s -> %d tile(s) (%d x %d x %d), tile %dx%d px, overlap %dx%d px, "
+             "tile estimate %.2f GiB, budget %s.", PREFIX, tuple(latent.shape), plan.count, len(plan.t.latent),
+             len(plan.h.latent), len(plan.w.latent), tile[0] * scale.spatial, tile[1] * scale.spatial,
+             cfg.overlap[0] * scale.spatial, cfg.overlap[1] * scale.spatial,
+             estimate((*latent.shape[:2], *plan.tile_shape)) / GIB,
+             f"{cfg.budget_bytes / GIB:.2f} GiB" if cfg.budget_bytes else "unlimited")
     return _decode_plan(latent, replace(cfg, tile=tile), run, on_tile)
 
 
@@ -282,8 +303,10 @@ def _decode_plan(latent: torch.Tensor, cfg: TiledDecodeConfig, run: _Run,
             _decode_tile(crop, cfg, run, weight, target)
             if on_tile is not None:
                 on_tile(done + 1, total)
-    except BaseException:
-        out = None  # the traceback keeps this frame alive: drop the big buffer before re-raising
+    except BaseException as exc:
+        # the traceback keeps these frames alive: drop the output and tile tensors before re-raising
+        out = target = crop = None
+        traceback.clear_frames(exc.__traceback__)  # locals of the finished deeper frames (skips running ones)
         if run.empty_cache is not None:
             run.empty_cache()
         raise

@@ -6,6 +6,7 @@ tree itself is never written to. Import this module only when a ComfyUI tree was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -142,3 +143,66 @@ def captured() -> dict:
         if getattr(module, "__file__", None) == str(TEST_NODES) and hasattr(module, "CAPTURED"):
             return module.CAPTURED
     raise RuntimeError("the UltraGen test nodes were not loaded into ComfyUI")
+
+
+# --- tiny Wan VAEs (the tiled VAE decode tests) -------------------------------------------------------------
+
+TINY_VAE_DIM = 8
+
+
+@contextlib.contextmanager
+def tiny_wan_vaes():
+    """While active, comfy.sd.VAE builds Wan 2.1 / 2.2 VAEs with dim 8 (their real dims are hard-coded)."""
+    import comfy.ldm.wan.vae as wan21
+    import comfy.ldm.wan.vae2_2 as wan22
+    real21, real22 = wan21.WanVAE, wan22.WanVAE
+    wan21.WanVAE = lambda **kw: real21(**{**kw, "dim": TINY_VAE_DIM})
+    wan22.WanVAE = lambda **kw: real22(**{**kw, "dim": TINY_VAE_DIM, "dec_dim": TINY_VAE_DIM})
+    try:
+        yield
+    finally:
+        wan21.WanVAE, wan22.WanVAE = real21, real22
+
+
+def tiny_wan_vae_state_dict(version: str = "2.1", seed: int = 0, residual_scale: float = 0.1) -> dict[str, torch.Tensor]:
+    """Random weights of a tiny Wan VAE ("2.1": 16 latent channels, 8x; "2.2": 48 channels, 16x).
+
+    The decoder's residual branches (second conv of each block, attention output) are scaled by
+    ``residual_scale``: plain random weights mix every pixel with the whole frame, trained VAEs act
+    locally; 0.1 gives a decoder whose output depends mostly on nearby latents, like a trained one."""
+    import comfy.ldm.wan.vae as wan21
+    import comfy.ldm.wan.vae2_2 as wan22
+    common = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True])
+    if version == "2.1":
+        model = wan21.WanVAE(dim=TINY_VAE_DIM, z_dim=16, **common)
+    else:
+        model = wan22.WanVAE(dim=TINY_VAE_DIM, dec_dim=TINY_VAE_DIM, z_dim=48, **common)
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in model.state_dict().items():
+        if "gamma" in name or ("norm" in name and name.endswith("weight")):
+            t = torch.ones(p.shape)
+        elif p.ndim >= 2:
+            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
+        else:
+            t = 0.02 * torch.randn(p.shape, generator=gen)
+        if name.startswith("decoder.") and (name.endswith("residual.6.weight") or name.endswith("proj.weight")):
+            t = t * residual_scale
+        sd[name] = t.contiguous()
+    return sd
+
+
+def save_tiny_wan_vae(runtime: ComfyRuntime, version: str = "2.1") -> str:
+    """Write a tiny random Wan VAE into models/vae (load it inside tiny_wan_vaes()); returns its file name."""
+    from safetensors.torch import save_file
+    name = f"tiny_wan{version.replace('.', '')}_vae.safetensors"
+    path = runtime.models_dir / "vae" / name
+    if not path.exists():
+        save_file(tiny_wan_vae_state_dict(version), str(path))
+    return name
+
+
+def node_outputs(runtime: ComfyRuntime, node_id: str):
+    """The outputs a node of the last run left in the executor's output cache."""
+    entry = runtime.executor.caches.outputs.get(node_id)
+    return getattr(entry, "outputs", entry)
