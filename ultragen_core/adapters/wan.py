@@ -23,6 +23,7 @@ from .base import (CALL_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMP
                    with_call_state)
 
 FAMILY = "wan"
+PROJECTION_CHUNK_ELEMENTS = 2**28  # tokens x channels per projection chunk (1 GiB of float32)
 SUPPORTED = ("WanModel", "VaceWanModel")
 
 
@@ -111,14 +112,23 @@ class WanSelfAttentionPatch:
         return type(self.module).forward(self.module, x, freqs, transformer_options=transformer_options)
 
     def project(self, x: torch.Tensor, freqs: torch.Tensor, index: int) -> torch.Tensor:
-        """q (0), k (1) or v (2) of x (B, L, C) as the model computes them: (B, L, C)."""
+        """q (0), k (1) or v (2) of x (B, L, C) as the model computes them: (B, L, C).
+
+        Computed in chunks of tokens (every step is per token): ComfyUI's RoPE works in float32,
+        so one pass over a 4K grid would hold several float32 copies of the whole sequence.
+        """
         m = self.module
-        b, s = x.shape[:2]
+        b, s, c = x.shape
         if index == 2:
             return m.v(x)
         lin, norm = (m.q, m.norm_q) if index == 0 else (m.k, m.norm_k)
-        t = norm(lin(x)).view(b, s, m.num_heads, m.head_dim)
-        return self.namespace.apply_rope1(t, freqs).view(b, s, m.num_heads * m.head_dim)
+        out = torch.empty((b, s, m.num_heads * m.head_dim), dtype=x.dtype, device=x.device)
+        step = max(1, PROJECTION_CHUNK_ELEMENTS // max(1, b * c))
+        for i in range(0, s, step):
+            t = norm(lin(x[:, i:i + step])).view(b, -1, m.num_heads, m.head_dim)
+            t = self.namespace.apply_rope1(t, freqs[:, i:i + step])
+            out[:, i:i + step] = t.reshape(b, -1, m.num_heads * m.head_dim)
+        return out
 
     def __call__(self, x, freqs, transformer_options={}):
         call: CallState | None = transformer_options.get(CALL_KEY)
