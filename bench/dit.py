@@ -50,10 +50,11 @@ def build(cfg: dict, layers: int, device):
 def patch(model, grid, settings):
     """Install the pack's own per-block patch objects; returns transformer_options for a call."""
     from ultragen_core.adapters.base import CALL_KEY, CallState, PatchHolder
-    from ultragen_core.adapters.wan import WanSelfAttentionPatch, native_grid
+    from ultragen_core.adapters.wan import ChunkedFeedForward, WanSelfAttentionPatch, native_grid
     holder = PatchHolder(settings, "wan", native_grid(model), len(model.blocks))
     for i, block in enumerate(model.blocks):
         block.self_attn.forward = WanSelfAttentionPatch(holder, block.self_attn, i)
+        block.ffn.forward = ChunkedFeedForward(block.ffn)
     return {CALL_KEY: CallState(holder.plan_for(grid), True)}, holder.plan_for(grid)
 
 
@@ -155,6 +156,7 @@ def main():
                 if settings is not None:
                     for block in model.blocks:  # back to the unpatched forward
                         del block.self_attn.forward
+                        del block.ffn.forward
             del model, x, ctx
             torch.cuda.empty_cache()
 
