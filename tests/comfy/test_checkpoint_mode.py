@@ -139,6 +139,19 @@ def test_bad_files_get_clear_errors(comfy, files):
     assert not ok and "missing.ckpt" in str(errors)
 
 
+def test_apply_and_load_weights_refuse_to_stack(comfy, files):
+    p = prompt("ug_stock.safetensors", "ug_extras.safetensors", "stack")
+    p["8"] = {"class_type": "UltraGenApply", "inputs": {"model": ["2", 0]}}  # Apply after Load Weights
+    p["6"]["inputs"]["model"] = ["8", 0]
+    with pytest.raises(PromptFailed, match="already runs the published UltraGen checkpoint"):
+        comfy.run(p)
+    p = prompt("ug_stock.safetensors", "ug_extras.safetensors", "stack")
+    p["8"] = {"class_type": "UltraGenApply", "inputs": {"model": ["1", 0]}}  # Load Weights after Apply
+    p["2"]["inputs"]["model"] = ["8", 0]
+    with pytest.raises(PromptFailed, match="already has UltraGen Apply"):
+        comfy.run(p)
+
+
 def test_checkpoint_workflow_validates(comfy):
     import json
     workflow_api = pytest.importorskip("workflow_api")

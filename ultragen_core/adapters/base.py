@@ -19,6 +19,7 @@ HOLDER_KEY = "ultragen"          # transformer_options key of the PatchHolder
 RUN_KEY = "ultragen_run"         # transformer_options key of the RunState of the current sampling run
 CALL_KEY = "ultragen_call"       # transformer_options key of the CallState of the current model call
 WRAPPER_KEY = "ultragen"         # key of our wrappers in the patcher
+CHECKPOINT_HOLDER_KEY = "ultragen_checkpoint"  # transformer_options key of checkpoint mode's holder
 
 # ComfyUI's comfy.patcher_extension.WrappersMP values (plain strings, so no ComfyUI import).
 OUTER_SAMPLE = "outer_sample"

@@ -18,7 +18,7 @@ import torch
 from ..attention.dual_branch import dual_branch_attention
 from ..attention.global_branch import pool_tokens, pooled_positions
 from ..config import AttentionSettings
-from .base import (CALL_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMPLE, RUN_KEY, WRAPPER_KEY,
+from .base import (CALL_KEY, CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMPLE, RUN_KEY, WRAPPER_KEY,
                    CallState, PatchHolder, RunState, log, log_once, outer_sample_wrapper, split_wrapper_args,
                    with_call_state)
 
@@ -187,6 +187,10 @@ def apply(model, settings: AttentionSettings):
     holder = PatchHolder(settings, FAMILY, native_grid(dm), len(dm.blocks))
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
+    if CHECKPOINT_HOLDER_KEY in options:
+        raise ValueError("UltraGen: this model already runs the published UltraGen checkpoint (UltraGen Load "
+                         "Weights), which has its own attention. Remove UltraGen Apply from this model, or "
+                         "connect UltraGen Apply to the model before UltraGen Load Weights is added.")
     if HOLDER_KEY in options:
         log.info("%s the model already had UltraGen attention; the new settings replace the old ones.", LOG_PREFIX)
     options[HOLDER_KEY] = holder

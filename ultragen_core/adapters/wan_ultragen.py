@@ -27,11 +27,11 @@ import torch
 
 from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
 from ..checkpoint.modules import UltraGenExtras
-from .base import DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
+from .base import CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
 from .wan import WanSelfAttentionPatch, model_name, token_grid
 
 SUPPORTED = ("WanModel",)
-CKPT_HOLDER_KEY = "ultragen_checkpoint"       # transformer_options key of the CheckpointHolder
+CKPT_HOLDER_KEY = CHECKPOINT_HOLDER_KEY        # transformer_options key of the CheckpointHolder
 CKPT_CALL_KEY = "ultragen_checkpoint_call"    # transformer_options key of the CheckpointCall
 WRAPPER_KEY = "ultragen_checkpoint"           # wrapper key and additional-models key
 
