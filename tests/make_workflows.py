@@ -3,7 +3,7 @@
     COMFYUI_PATH=/path/to/ComfyUI python tests/make_workflows.py
 
 Needs a ComfyUI tree (for the node registry, CPU only, no model files). The files are committed; run this
-again after a node's schema changes, then run tests/comfy/test_workflows.py.
+again after a node's schema changes, then run tests/comfyui/test_workflows.py.
 """
 from __future__ import annotations
 

@@ -47,8 +47,9 @@ class ComfyRuntime:
         assert root is not None, how
         self.root = root
         self.base = base
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
+        # ComfyUI's root must come first: its top-level `nodes` module would otherwise lose to this
+        # pack's `nodes` package when the pack folder is on the path too.
+        sys.path[:] = [str(root)] + [p for p in sys.path if p != str(root)]
         import comfy.cli_args
         comfy.cli_args.args.cpu = True
         comfy.cli_args.args.disable_api_nodes = True

@@ -1,14 +1,17 @@
 """Fixtures of the ComfyUI tier: one headless runtime per test session."""
+from pathlib import Path
+
 import pytest
 
 from comfyui_finder import find_comfyui
 
 COMFYUI_ROOT, _ = find_comfyui()
+HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "/comfy/" in str(item.fspath).replace("\\", "/"):
+        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
             item.add_marker(pytest.mark.comfyui)
 
 
