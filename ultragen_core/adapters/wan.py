@@ -64,6 +64,17 @@ def token_grid(dm, x: torch.Tensor, time_dim_concat, kwargs: dict) -> tuple[tupl
     return (T, H, W), ok
 
 
+def wan_namespace(attention_module):
+    """The module that defines a Wan attention class; its apply_rope1 / optimized_attention are what the
+    model itself calls (looked up at call time, so packs that replace them still apply)."""
+    namespace = sys.modules[type(attention_module).__module__]
+    if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
+        raise NotImplementedError(
+            f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
+            "version's Wan attention is not supported. Please report your ComfyUI version.")
+    return namespace
+
+
 class WanDiffusionWrapper:
     """DIFFUSION_MODEL wrapper: attach a CallState (grid plan, sigma gate) to transformer_options."""
 
@@ -100,12 +111,7 @@ class WanSelfAttentionPatch:
         self.module = module
         self.block_index = block_index
         self.previous = previous  # another pack's object patch of the same forward, if any
-        namespace = sys.modules[type(module).__module__]
-        if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
-            raise NotImplementedError(
-                f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
-                "version's Wan attention is not supported. Please report your ComfyUI version.")
-        self.namespace = namespace
+        self.namespace = wan_namespace(module)
 
     def original(self, x, freqs, transformer_options):
         if self.previous is not None:

@@ -20,7 +20,6 @@ plain module may stay on the offload device: the forward reads every extra weigh
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,7 @@ import torch
 from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
 from ..checkpoint.modules import UltraGenExtras
 from .base import CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
-from .wan import WanSelfAttentionPatch, model_name, token_grid
+from .wan import WanSelfAttentionPatch, model_name, token_grid, wan_namespace
 
 SUPPORTED = ("WanModel",)
 CKPT_HOLDER_KEY = CHECKPOINT_HOLDER_KEY        # transformer_options key of the CheckpointHolder
@@ -104,12 +103,7 @@ class CheckpointSelfAttention:
         self.holder = holder
         self.module = module
         self.block_index = block_index
-        namespace = sys.modules[type(module).__module__]
-        if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
-            raise NotImplementedError(
-                f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
-                "version's Wan attention is not supported. Please report your ComfyUI version.")
-        self.namespace = namespace
+        self.namespace = wan_namespace(module)
 
     def __call__(self, x, freqs, transformer_options={}):
         m = self.module
