@@ -74,9 +74,9 @@ def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int,
     """
     if fusion == "band":
         low = global_out - pool_tokens(local, grid, factor)  # (B, T*Hp*Wp, C)
-        return local.add_(upsample_tokens(low, grid, factor), alpha=strength)
+        return upsample_tokens(low, grid, factor, out=local, alpha=strength, beta=1.0)
     if fusion == "gate":
-        return local.mul_(1.0 - strength).add_(upsample_tokens(global_out, grid, factor), alpha=strength)
+        return upsample_tokens(global_out, grid, factor, out=local, alpha=strength, beta=1.0 - strength)
     if fusion == "local_only":
         return local
     raise ValueError(f"fusion must be 'band', 'gate' or 'local_only', got {fusion!r}.")

@@ -2,15 +2,20 @@
 
 Pooling is an average over p x p cells of each frame; a grid that p does not divide is padded by
 replicating its last row / column (no token is dropped, none is resized). Upsampling is bilinear
-(align_corners=False) to the padded size, then cropped to the grid.
+(align_corners=False, as ``F.interpolate`` with ``scale_factor=p``) to the padded size, then cropped
+to the grid.
+
+Both are separable linear maps, so each runs as two batched matrix products on the token layout
+(B, T*H*W, C) itself: no permute, no padded copy, one read of the full-size tensor. The weights are
+small integers (exact in any dtype); the 1/p scales go in as the GEMM's alpha, applied in float32.
+Upsampling can add its result into an existing tensor (``out=``), which is how the fusion runs.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from .windows import Grid
 
@@ -20,12 +25,54 @@ def pooled_grid(grid: Grid, factor: int) -> Grid:
     return (T, math.ceil(H / factor), math.ceil(W / factor))
 
 
-# F.pad / F.interpolate index with 32-bit math: keep each piece under 2**31 elements.
-_MAX_ELEMENTS = 2**31 - 1
+@functools.lru_cache(maxsize=64)
+def _pool_counts(n: int, p: int) -> torch.Tensor:
+    """(ceil(n/p), n): how many of cell i's p positions (padded by repeating the last) are position j."""
+    m = torch.zeros(math.ceil(n / p), n, dtype=torch.float64)
+    for r in range(math.ceil(n / p) * p):
+        m[r // p, min(r, n - 1)] += 1
+    return m
 
 
-def _frames_per_chunk(B: int, T: int, per_frame: int) -> int:
-    return max(1, min(B * T, _MAX_ELEMENTS // max(1, per_frame)))
+@functools.lru_cache(maxsize=64)
+def _bilinear_weights(n: int, p: int) -> torch.Tensor:
+    """(n, ceil(n/p)) bilinear weights times 2p (integers): output x of the p-fold upsampling, cropped
+    to n, from input i. Source position (x + 0.5) / p - 0.5, clamped at 0, as PyTorch computes it."""
+    m_in = math.ceil(n / p)
+    m = torch.zeros(n, m_in, dtype=torch.float64)
+    for x in range(n):
+        src2p = max(2 * x + 1 - p, 0)            # 2p * source position
+        i0 = src2p // (2 * p)
+        frac = src2p - 2 * p * i0                # 2p * (source - i0)
+        m[x, i0] += 2 * p - frac
+        m[x, min(i0 + 1, m_in - 1)] += frac
+    return m
+
+
+@functools.lru_cache(maxsize=128)
+def _device_weights(kind: str, n: int, p: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    table = _pool_counts(n, p) if kind == "pool" else _bilinear_weights(n, p)
+    rows, cols = table.shape
+    # rows start at multiples of 8 elements: cuBLAS then picks its vectorized kernels (an odd row
+    # stride, e.g. 17 or 135, sends the product to slow unaligned kernels)
+    padded = torch.zeros(rows, -(-cols // 8) * 8, dtype=dtype)
+    padded[:, :cols] = table
+    return padded.to(device)[:, :cols]
+
+
+def _weights(kind: str, n: int, p: int, like: torch.Tensor) -> torch.Tensor:
+    return _device_weights(kind, n, p, like.device, like.dtype)
+
+
+def _apply(weights: torch.Tensor, x: torch.Tensor, alpha: float, out: torch.Tensor | None = None,
+           beta: float = 0.0) -> torch.Tensor:
+    """out = beta * out + alpha * (weights @ x[i]) for each i; weights (m, k), x (batch, k, n)."""
+    batch, _, n = x.shape
+    w = weights.expand(batch, *weights.shape)
+    if out is None:
+        out = torch.empty((batch, weights.shape[0], n), dtype=x.dtype, device=x.device)
+        beta = 0.0
+    return out.baddbmm_(w, x, beta=beta, alpha=alpha)
 
 
 def pool_tokens(x: torch.Tensor, grid: Grid, factor: int) -> torch.Tensor:
@@ -38,33 +85,28 @@ def pool_tokens(x: torch.Tensor, grid: Grid, factor: int) -> torch.Tensor:
         return x
     B, C = x.shape[0], x.shape[-1]
     _, Hp, Wp = pooled_grid(grid, factor)
-    frames = x.view(B * T, H, W, C)
-    out = torch.empty((B * T, Hp, Wp, C), dtype=x.dtype, device=x.device)
-    step = _frames_per_chunk(B, T, Hp * factor * Wp * factor * C)
-    for s in range(0, B * T, step):
-        f = frames[s:s + step]
-        if Hp * factor != H or Wp * factor != W:  # repeat the last row / column (only when needed)
-            f = F.pad(f.permute(0, 3, 1, 2), (0, Wp * factor - W, 0, Hp * factor - H), mode="replicate")
-            f = f.permute(0, 2, 3, 1)
-        # (n, Hp, p, Wp, p, C) -> mean over the two p axes
-        out[s:s + step] = f.reshape(-1, Hp, factor, Wp, factor, C).mean(dim=(2, 4))
+    rows = _apply(_weights("pool", W, factor, x), x.reshape(B * T * H, W, C), 1.0 / factor)  # (BTH, Wp, C)
+    out = _apply(_weights("pool", H, factor, x), rows.view(B * T, H, Wp * C), 1.0 / factor)   # (BT, Hp, Wp*C)
     return out.view(B, T * Hp * Wp, C)
 
 
-def upsample_tokens(y: torch.Tensor, grid: Grid, factor: int) -> torch.Tensor:
-    """Inverse of :func:`pool_tokens` in shape: (B, T*Hp*Wp, C) -> (B, T*H*W, C), bilinear."""
+def upsample_tokens(y: torch.Tensor, grid: Grid, factor: int, out: torch.Tensor | None = None,
+                    alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
+    """Inverse of :func:`pool_tokens` in shape: (B, T*Hp*Wp, C) -> (B, T*H*W, C), bilinear.
+
+    With ``out`` (B, T*H*W, C) given, computes ``out = beta * out + alpha * up(y)`` in place.
+    """
     T, H, W = grid
-    if factor == 1:
-        return y
     B, C = y.shape[0], y.shape[-1]
+    if factor == 1:
+        return y.clone() if out is None else out.mul_(beta).add_(y, alpha=alpha)
     _, Hp, Wp = pooled_grid(grid, factor)
-    frames = rearrange(y, "b (t h w) c -> (b t) c h w", t=T, h=Hp, w=Wp)
-    out = torch.empty((B * T, H, W, C), dtype=y.dtype, device=y.device)
-    step = _frames_per_chunk(B, T, Hp * factor * Wp * factor * C)
-    for s in range(0, B * T, step):
-        up = F.interpolate(frames[s:s + step], scale_factor=factor, mode="bilinear", align_corners=False)
-        out[s:s + step] = up[:, :, :H, :W].permute(0, 2, 3, 1)
-    return out.view(B, T * H * W, C)
+    scale = 1.0 / (2 * factor)
+    rows = _apply(_weights("up", W, factor, y), y.reshape(B * T * Hp, Wp, C), scale)  # (BTHp, W, C)
+    target = None if out is None else out.view(B * T, H, W * C)
+    result = _apply(_weights("up", H, factor, y), rows.view(B * T, Hp, W * C), alpha * scale,
+                    target, beta)
+    return result.view(B, T * H * W, C)
 
 
 def pooled_positions(grid: Grid, factor: int, device: torch.device | str = "cpu") -> torch.Tensor:
