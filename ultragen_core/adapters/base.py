@@ -79,6 +79,7 @@ class CallState:
 
     plan: DualBranchPlan | None  # None: the tokens do not form a grid we can window; run unpatched
     active: bool
+    cache: dict = field(default_factory=dict)  # per-call values every block shares (e.g. RoPE tables)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):

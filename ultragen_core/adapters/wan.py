@@ -17,6 +17,7 @@ import torch
 
 from ..attention.dual_branch import dual_branch_attention
 from ..attention.global_branch import pool_tokens, pooled_positions
+from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
 from .base import (CALL_KEY, CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMPLE, RUN_KEY, WRAPPER_KEY,
                    CallState, PatchHolder, RunState, log, log_once, outer_sample_wrapper, split_wrapper_args,
@@ -118,11 +119,29 @@ class WanSelfAttentionPatch:
             return self.previous(x, freqs, transformer_options=transformer_options)
         return type(self.module).forward(self.module, x, freqs, transformer_options=transformer_options)
 
-    def project(self, x: torch.Tensor, freqs: torch.Tensor, index: int) -> torch.Tensor:
+    def rope_table(self, freqs: torch.Tensor, call: CallState, positions: torch.Tensor | None = None):
+        """ComfyUI's RoPE table as complex numbers (shared by all blocks of a call), or None to call the
+        model's own ``apply_rope1`` (another pack replaced it, or the table is not made of rotations)."""
+        rope = self.namespace.apply_rope1
+        if (getattr(rope, "__module__", None), getattr(rope, "__name__", None)) != ("comfy.ldm.flux.math", "apply_rope1"):
+            return None
+        key = ("rope", freqs.data_ptr(), tuple(freqs.shape))
+        if key not in call.cache:
+            call.cache[key] = complex_table(freqs)
+        table = call.cache[key]
+        if table is None or positions is None:
+            return table
+        pooled = key + ("pooled", len(positions))
+        if pooled not in call.cache:
+            call.cache[pooled] = table.index_select(1, positions)
+        return call.cache[pooled]
+
+    def project(self, x: torch.Tensor, freqs: torch.Tensor, index: int, table: torch.Tensor | None = None) -> torch.Tensor:
         """q (0), k (1) or v (2) of x (B, L, C) as the model computes them: (B, L, C).
 
-        Computed in chunks of tokens (every step is per token): ComfyUI's RoPE works in float32,
-        so one pass over a 4K grid would hold several float32 copies of the whole sequence.
+        Computed in chunks of tokens (every step is per token): RoPE works in float32, so one pass
+        over a 4K grid would hold several float32 copies of the whole sequence. ``table``: RoPE as
+        complex numbers (see :meth:`rope_table`), else the model's ``apply_rope1`` runs.
         """
         m = self.module
         b, s, c = x.shape
@@ -133,8 +152,11 @@ class WanSelfAttentionPatch:
         step = max(1, PROJECTION_CHUNK_ELEMENTS // max(1, b * c))
         for i in range(0, s, step):
             t = norm(lin(x[:, i:i + step])).view(b, -1, m.num_heads, m.head_dim)
-            t = self.namespace.apply_rope1(t, freqs[:, i:i + step])
-            out[:, i:i + step] = t.reshape(b, -1, m.num_heads * m.head_dim)
+            dst = out[:, i:i + step].view(b, -1, m.num_heads, m.head_dim)
+            if table is not None:
+                apply_complex(t, table[:, i:i + step], out=dst)
+            else:
+                dst.copy_(self.namespace.apply_rope1(t, freqs[:, i:i + step]))
         return out
 
     def __call__(self, x, freqs, transformer_options={}):
@@ -149,13 +171,16 @@ class WanSelfAttentionPatch:
             return self.namespace.optimized_attention(q, k, v, heads=m.num_heads,
                                                       transformer_options=transformer_options)
 
+        table = self.rope_table(freqs, call)
         global_qkv = None
         if plan.factor:
+            positions = pooled_positions(plan.grid, plan.factor, freqs.device)
             xp = pool_tokens(x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
-            fp = freqs.index_select(1, pooled_positions(plan.grid, plan.factor, freqs.device))
-            global_qkv = [self.project(xp, fp, i) for i in range(3)]
+            tp = None if table is None else self.rope_table(freqs, call, positions)
+            fp = freqs.index_select(1, positions) if tp is None else None
+            global_qkv = [self.project(xp, fp, i, tp) for i in range(3)]
             del xp
-        out = dual_branch_attention(lambda i: self.project(x, freqs, i), layout, attention, global_qkv,
+        out = dual_branch_attention(lambda i: self.project(x, freqs, i, table), layout, attention, global_qkv,
                                     plan.factor, plan.fusion, plan.strength)
         return m.o(out)
 
