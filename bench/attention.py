@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
+sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 from ultragen_core.presets import fast_settings  # noqa: E402

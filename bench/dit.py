@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
+sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
 
 MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixels per latent), native grid
@@ -56,6 +57,20 @@ def patch(model, grid, settings):
         block.self_attn.forward = WanSelfAttentionPatch(holder, block.self_attn, i)
         block.ffn.forward = ChunkedFeedForward(block.ffn)
     return {CALL_KEY: CallState(holder.plan_for(grid), True)}, holder.plan_for(grid)
+
+
+def patch_checkpoint(model, grid, timestep):
+    """The published UltraGen architecture (checkpoint mode) with random extras: the model's blocks run
+    as published blocks 3, 4, ... (odd and even blocks differ in window counts)."""
+    from ultragen_core.adapters.wan_ultragen import CKPT_CALL_KEY, CheckpointCall, CheckpointHolder, CheckpointSelfAttention
+    from ultragen_core.checkpoint.keys import PUBLISHED_RANK
+    from ultragen_core.checkpoint.modules import UltraGenExtras
+    ids = [3 + i for i in range(len(model.blocks))]
+    extras = UltraGenExtras(model.dim, PUBLISHED_RANK, ids, device=timestep.device, dtype=torch.bfloat16)
+    holder = CheckpointHolder(extras.requires_grad_(False), "random weights")
+    for i, block in zip(ids, model.blocks):
+        block.self_attn.forward = CheckpointSelfAttention(holder, block.self_attn, i)
+    return {CKPT_CALL_KEY: CheckpointCall(grid, timestep)}
 
 
 def step(model, x, t, ctx, options):
@@ -111,12 +126,16 @@ def main():
     ap.add_argument("--frames", type=int, default=81)
     ap.add_argument("--full-depth", action="store_true",
                     help="build every block, run the patched model once (no warm-up): real peak memory")
+    ap.add_argument("--checkpoint", action="store_true",
+                    help="1.3B: also time the published UltraGen architecture (6 full-attention blocks, 24 "
+                         "UltraGen blocks; random extras)")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
     args = ap.parse_args()
     from ultragen_core.config import AttentionSettings
     from ultragen_core.presets import fast_settings
     from ultragen_core.adapters.wan import native_grid
+    from ultragen_core.checkpoint.keys import PUBLISHED_FULL_BLOCKS
     device = torch.device("cuda")
     print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
@@ -139,24 +158,43 @@ def main():
             n = math.prod(grid)
             variants = [("unpatched", None), ("UltraGen default", AttentionSettings()),
                         ("UltraGen fast", fast_settings(native_grid(model)))]
+            if args.checkpoint and name == "1.3B" and not args.full_depth:
+                variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
+            pair = None  # unpatched seconds for the blocks run
             for label, settings in variants:
                 if settings is None and (n > args.skip_unpatched_above or args.full_depth):
                     continue
-                options, plan = ({}, None) if settings is None else patch(model, grid, settings)
+                if settings == "checkpoint" and pair is None:
+                    continue  # needs the unpatched time of the full-attention blocks
+                if settings is None:
+                    options, plan = {}, None
+                elif settings == "checkpoint":
+                    options, plan = patch_checkpoint(model, grid, t), None
+                else:
+                    options, plan = patch(model, grid, settings)
                 secs, peak = measure(lambda: step(model, x, t, ctx, options), reps=1 if n > 500_000 else 2,
                                      warmup=not args.full_depth)
                 share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
-                secs *= scale
+                if settings is None:
+                    pair = secs
+                if settings == "checkpoint":  # published: blocks 0-2 and 27-29 keep full attention
+                    full = len(PUBLISHED_FULL_BLOCKS)
+                    secs = (full * pair + (cfg["num_layers"] - full) * secs) / layers
+                    note = (f"{cfg['num_layers'] - full} UltraGen blocks (measured on {layers}) + {full} full-attention "
+                            "blocks (the unpatched time)")
+                else:
+                    secs *= scale
+                    note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
+                           (f"; {plan.describe()}" if plan else "")
                 base = secs if settings is None else base
                 speed = f"{base / secs:.1f}x" if base else ""
-                note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
-                       (f"; {plan.describe()}" if plan else "")
                 print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | {speed} | "
                       f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
                 if settings is not None:
                     for block in model.blocks:  # back to the unpatched forward
                         del block.self_attn.forward
-                        del block.ffn.forward
+                        if settings != "checkpoint":
+                            del block.ffn.forward
             del model, x, ctx
             torch.cuda.empty_cache()
 
