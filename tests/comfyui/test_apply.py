@@ -226,3 +226,23 @@ def test_one_info_line_per_sampling_run(comfy, caplog):
     assert len(lines) == 1, lines
     assert "grid 2x16x16 (512 tokens): windows 1x4x4, 2x4x4 = 32 windows (32 of 1x4x4)" in lines[0]
     assert "pooled x2 -> 2x8x8" in lines[0] and "active 0%-100%" in lines[0]
+
+
+def test_blocks_get_contiguous_tokens_only_when_the_patch_changes_the_call(comfy, monkeypatch):
+    import comfy.ldm.wan.model as wan
+    seen = []
+    forward = wan.WanAttentionBlock.forward
+
+    def recording(self, x, *args, **kwargs):
+        seen.append(x.is_contiguous())
+        return forward(self, x, *args, **kwargs)
+    monkeypatch.setattr(wan.WanAttentionBlock, "forward", recording)
+    name = model_file(comfy, WAN_T2V)
+    plain = run(comfy, sample_prompt(name, key="plain"), "plain")
+    assert seen and not any(seen)  # ComfyUI's own token view of the embedding is strided
+    seen.clear()
+    same = run(comfy, sample_prompt(name, settings(window=(64, 64, 64), **LOCAL_ONLY), key="same"), "same")
+    assert seen and not any(seen) and torch.equal(plain, same)  # unchanged calls stay as ComfyUI runs them
+    seen.clear()
+    run(comfy, sample_prompt(name, settings(window=(1, 4, 4)), key="win"), "win")
+    assert seen and all(seen)

@@ -115,6 +115,20 @@ def test_pool_and_upsample_match_hand_built_versions(grid, p):
     torch.testing.assert_close(upsample_tokens(y, grid, p), naive_bilinear(y, grid, p), rtol=1e-12, atol=1e-12)
 
 
+def test_wide_frames_take_the_per_frame_product_path_with_the_same_result():
+    """Rows of W * C >= 2**16 values run one plain GEMM per frame (the fast path on GPUs)."""
+    from ultragen_core.attention import global_branch
+    grid, p, C = (2, 5, 7), 3, 9400  # W * C = 65,800
+    assert grid[2] * C >= global_branch._WIDE
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, math.prod(grid), C, dtype=torch.float64, generator=g)
+    y = naive_pool(x, grid, p)
+    torch.testing.assert_close(pool_tokens(x, grid, p), y, rtol=1e-12, atol=1e-12)
+    base = torch.randn(1, math.prod(grid), C, dtype=torch.float64, generator=g)
+    out = upsample_tokens(y, grid, p, out=base.clone(), alpha=0.5, beta=0.25)
+    torch.testing.assert_close(out, 0.25 * base + 0.5 * naive_bilinear(y, grid, p), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("fusion", ["band", "gate"])
 def test_global_branch_and_fusion_match_a_hand_built_reference(fusion):
     """Pooled tokens -> projections -> full attention -> upsample, fused with the local output."""

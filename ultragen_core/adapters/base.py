@@ -40,6 +40,7 @@ class PatchHolder:
         self.num_blocks = num_blocks
         self.full_blocks = settings.full_blocks(num_blocks)
         self._plans: OrderedDict[Grid, DualBranchPlan] = OrderedDict()
+        self.relayout = False  # True during a model call the patch changes (see adapters.wan.TokenMajorEmbedding)
 
     def __deepcopy__(self, memo):
         return self

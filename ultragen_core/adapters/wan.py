@@ -6,7 +6,9 @@ What is patched, on a clone of the ModelPatcher:
   dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply);
 - a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
   by ``time_dim_concat``, the reference frame that ``reference_latent`` prepends) and the sigma gate;
-- an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run.
+- an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run;
+- object patches that change no value, only memory: chunked feed-forward for long sequences, and a
+  channels-last patch embedding (contiguous tokens for every block).
 """
 from __future__ import annotations
 
@@ -101,7 +103,11 @@ class WanDiffusionWrapper:
                      if plan.is_identity else plan.describe(), self.holder.describe_blocks(),
                      100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent)
         args, kwargs = with_call_state(args, kwargs, options, CallState(plan, active))
-        return executor(*args, **kwargs)
+        self.holder.relayout = bool(active and plan is not None and not plan.is_identity)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.holder.relayout = False
 
 
 class WanSelfAttentionPatch:
@@ -212,6 +218,31 @@ class ChunkedFeedForward:
         return out
 
 
+class TokenMajorEmbedding:
+    """Replacement for ``patch_embedding.forward``: the same values, laid out channels-last.
+
+    WanModel turns the embedding (B, C, T, H, W) into tokens with ``flatten(2).transpose(1, 2)``. On a
+    channels-first conv output that is a strided view, and every later elementwise op keeps its
+    layout, so each block's LayerNorms copy the whole residual stream to contiguous memory and the
+    residual adds run unvectorized (about 0.2 s per block for the 14B at 4K). A channels-last
+    embedding makes the token view contiguous from the first block on. Only for calls the patch
+    changes (``holder.relayout``, set by the diffusion-model wrapper): other calls stay bit for bit
+    what ComfyUI computes.
+    """
+
+    def __init__(self, holder: PatchHolder, module, previous=None):
+        self.holder = holder
+        self.module = module
+        self.previous = previous
+
+    def __call__(self, x):
+        run = self.previous if self.previous is not None else (lambda t: type(self.module).forward(self.module, t))
+        if x.ndim != 5 or not getattr(self.holder, "relayout", False):
+            return run(x)
+        out = run(x.contiguous(memory_format=torch.channels_last_3d))
+        return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
+
+
 def apply(model, settings: AttentionSettings):
     """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a Wan model) with the patch."""
     dm = model.get_model_object("diffusion_model")
@@ -242,6 +273,13 @@ def apply(model, settings: AttentionSettings):
             previous = previous.previous
         patched.add_object_patch(key, ChunkedFeedForward(patched.get_model_object(f"diffusion_model.blocks.{i}.ffn"),
                                                          previous))
+    if getattr(dm, "patch_embedding", None) is not None:
+        key = "diffusion_model.patch_embedding.forward"
+        previous = patched.object_patches.get(key)
+        if isinstance(previous, TokenMajorEmbedding):
+            previous = previous.previous
+        patched.add_object_patch(key, TokenMajorEmbedding(holder, patched.get_model_object("diffusion_model.patch_embedding"),
+                                                          previous))
     for name in (f"diffusion_model.blocks.{i}.self_attn.forward" for i in holder.full_blocks):
         if isinstance(patched.object_patches.get(name), WanSelfAttentionPatch):  # from an earlier Apply
             previous = patched.object_patches[name].previous

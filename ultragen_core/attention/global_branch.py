@@ -60,6 +60,9 @@ def _device_weights(kind: str, n: int, p: int, device: torch.device, dtype: torc
     return padded.to(device)[:, :cols]
 
 
+_WIDE, _FEW = 2**16, 256  # see _apply
+
+
 def _weights(kind: str, n: int, p: int, like: torch.Tensor) -> torch.Tensor:
     return _device_weights(kind, n, p, like.device, like.dtype)
 
@@ -68,11 +71,14 @@ def _apply(weights: torch.Tensor, x: torch.Tensor, alpha: float, out: torch.Tens
            beta: float = 0.0) -> torch.Tensor:
     """out = beta * out + alpha * (weights @ x[i]) for each i; weights (m, k), x (batch, k, n)."""
     batch, _, n = x.shape
-    w = weights.expand(batch, *weights.shape)
     if out is None:
         out = torch.empty((batch, weights.shape[0], n), dtype=x.dtype, device=x.device)
         beta = 0.0
-    return out.baddbmm_(w, x, beta=beta, alpha=alpha)
+    if n >= _WIDE and batch <= _FEW:  # a few wide products: one plain GEMM each (cuBLAS sends the
+        for i in range(batch):        # batched form with a broadcast operand to a slow kernel)
+            out[i].addmm_(weights, x[i], beta=beta, alpha=alpha)
+        return out
+    return out.baddbmm_(weights.expand(batch, *weights.shape), x, beta=beta, alpha=alpha)
 
 
 def pool_tokens(x: torch.Tensor, grid: Grid, factor: int) -> torch.Tensor:
