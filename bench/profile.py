@@ -31,23 +31,34 @@ def settings_for(preset: str, native):
     return fast_settings(native) if preset == "fast" else AttentionSettings()
 
 
+def _self_device_us(event) -> float:
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+
+
 def kernel_table(fn, label: str, rows: int) -> None:
+    """Two tables: GPU time by kernel, and by the PyTorch op (with input shapes) that launched it."""
     from torch.profiler import ProfilerActivity, profile
     fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         fn()
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if getattr(e, "device_type", None) is None or "CUDA" in str(e.device_type)]
-    self_time = lambda e: getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-    events = sorted((e for e in events if self_time(e) > 0), key=self_time, reverse=True)
-    total = sum(self_time(e) for e in events)
+    is_kernel = lambda e: "CUDA" in str(getattr(e, "device_type", ""))
+    kernels = sorted((e for e in prof.key_averages() if is_kernel(e) and _self_device_us(e) > 0),
+                     key=_self_device_us, reverse=True)
+    total = sum(_self_device_us(e) for e in kernels)
     print(f"\n### {label}: {total / 1e3:.1f} ms of GPU time\n")
     print("| kernel | calls | ms | share |\n|---|---|---|---|")
-    for e in events[:rows]:
-        name = e.key.replace("|", "/")
-        name = name if len(name) <= 90 else name[:87] + "..."
-        print(f"| {name} | {e.count} | {self_time(e) / 1e3:.2f} | {self_time(e) / total:.0%} |")
+    for e in kernels[:rows]:
+        name = e.key.replace("|", "/").replace("void at::native::", "").replace("at::native::", "")
+        name = name if len(name) <= 150 else name[:147] + "..."
+        print(f"| {name} | {e.count} | {_self_device_us(e) / 1e3:.2f} | {_self_device_us(e) / total:.0%} |")
+    ops = sorted((e for e in prof.key_averages(group_by_input_shape=True) if not is_kernel(e) and _self_device_us(e) > 0),
+                 key=_self_device_us, reverse=True)
+    print("\n| op | input shapes | calls | GPU ms | share |\n|---|---|---|---|---|")
+    for e in ops[:rows]:
+        shapes = str(e.input_shapes)[:110].replace("|", "/")
+        print(f"| {e.key} | {shapes} | {e.count} | {_self_device_us(e) / 1e3:.2f} | {_self_device_us(e) / total:.0%} |")
 
 
 def op_case(spec: str, rows: int) -> None:
