@@ -1,4 +1,6 @@
 """The patch's RoPE (complex multiply) against ComfyUI's apply_rope1, and packs that replace it."""
+import logging
+
 import torch
 
 from harness import captured
@@ -29,7 +31,7 @@ def test_complex_rope_matches_comfyui_apply_rope1(comfy):
     assert ((ours - theirs).abs() <= theirs.abs() * 2 ** -7 + 1e-30)[differ].all()
 
 
-def test_a_pack_that_replaces_apply_rope1_is_still_called(comfy, monkeypatch):
+def test_a_pack_that_replaces_apply_rope1_is_still_called(comfy, monkeypatch, caplog):
     import comfy.ldm.wan.model as wan
     name = model_file(comfy, WAN_T2V)
     prompt = sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), key="ours")
@@ -41,7 +43,9 @@ def test_a_pack_that_replaces_apply_rope1_is_still_called(comfy, monkeypatch):
         calls.append(x.shape)
         return original(x, freqs)
     monkeypatch.setattr(wan, "apply_rope1", replaced)
-    theirs = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), key="theirs"), "theirs")
+    with caplog.at_level(logging.INFO):
+        theirs = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), key="theirs"), "theirs")
     assert calls, "the replacement apply_rope1 was not called"
+    assert any("apply_rope1 is" in r.getMessage() and "(another pack)" in r.getMessage() for r in caplog.records)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     assert captured()["ours"] is ours

@@ -41,6 +41,7 @@ class PatchHolder:
         self.full_blocks = settings.full_blocks(num_blocks)
         self._plans: OrderedDict[Grid, DualBranchPlan] = OrderedDict()
         self.relayout = False  # True during a model call the patch changes (see adapters.wan.TokenMajorEmbedding)
+        self.logged: set = set()  # keys of messages logged once per applied patch
 
     def __deepcopy__(self, memo):
         return self
@@ -124,7 +125,7 @@ def with_call_state(args: list, kwargs: dict, options: dict, call: CallState) ->
     return args, kwargs
 
 
-def log_once(run: RunState, key, message: str, *fmt) -> None:
+def log_once(run: RunState | PatchHolder, key, message: str, *fmt) -> None:
     if key not in run.logged:
         run.logged.add(key)
         log.info(message, *fmt)

@@ -129,12 +129,18 @@ class WanSelfAttentionPatch:
         """ComfyUI's RoPE table as complex numbers (shared by all blocks of a call), or None to call the
         model's own ``apply_rope1`` (another pack replaced it, or the table is not made of rotations)."""
         rope = self.namespace.apply_rope1
-        if (getattr(rope, "__module__", None), getattr(rope, "__name__", None)) != ("comfy.ldm.flux.math", "apply_rope1"):
+        where = (getattr(rope, "__module__", None), getattr(rope, "__name__", None))
+        if where != ("comfy.ldm.flux.math", "apply_rope1"):
+            log_once(self.holder, "rope-replaced", "%s apply_rope1 is %s.%s (another pack): the patch calls it instead "
+                     "of its complex-multiply RoPE.", LOG_PREFIX, *where)
             return None
         key = ("rope", freqs.data_ptr(), tuple(freqs.shape))
         if key not in call.cache:
             call.cache[key] = complex_table(freqs)
         table = call.cache[key]
+        if table is None:
+            log_once(self.holder, "rope-table", "%s the RoPE table is not made of rotations: the patch calls the "
+                     "model's apply_rope1 instead of its complex-multiply RoPE.", LOG_PREFIX)
         if table is None or positions is None:
             return table
         pooled = key + ("pooled", len(positions))
@@ -237,7 +243,7 @@ class TokenMajorEmbedding:
 
     def __call__(self, x):
         run = self.previous if self.previous is not None else (lambda t: type(self.module).forward(self.module, t))
-        if x.ndim != 5 or not getattr(self.holder, "relayout", False):
+        if x.ndim != 5 or not self.holder.relayout:
             return run(x)
         out = run(x.contiguous(memory_format=torch.channels_last_3d))
         return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
