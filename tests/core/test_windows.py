@@ -41,6 +41,14 @@ def test_gather_and_scatter_are_consistent(grid, window, shifted):
     assert int(gather.max()) < n and int(gather.min()) >= 0
 
 
+def test_device_copies_of_the_indices_are_made_once():
+    layout = make_layout((3, 9, 11), (2, 4, 4), True)
+    first, again = layout.gather_indices("cpu"), layout.gather_indices(torch.device("cpu"))
+    assert all(a is b for a, b in zip(first, again))  # no new copy (a host-to-GPU copy per call would sync)
+    assert layout.scatter_index("cpu") is layout.scatter_index("cpu")
+    assert torch.equal(layout.scatter_index(), layout._indices[1])
+
+
 def test_shifted_layouts_group_windows_by_shape_without_overlap():
     layout = make_layout((21, 68, 120), (21, 34, 60), shifted=True)
     shapes = {shape: len(w) for shape, w in layout.groups}

@@ -128,11 +128,25 @@ class WindowLayout:
 
     def gather_indices(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         """Per group: the flat token index of every window slot, window-major, (count_g * L_g,)."""
-        return [g.to(device) for g in self._indices[0]]
+        return self.on_device("gather", device, lambda: self._indices[0])
 
     def scatter_index(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """For every grid token, its slot in the concatenated group outputs, shape (T*H*W,)."""
-        return self._indices[1].to(device)
+        return self.on_device("scatter", device, lambda: self._indices[1])
+
+    def on_device(self, name: str, device: torch.device | str, build):
+        """``build()`` (a tensor or a list of tensors) moved to ``device``, once per layout and device:
+        a copy from host memory on every call would make the host wait for the GPU each time."""
+        key = (name, str(torch.device(device)))
+        if key not in self._device_copies:
+            value = build()
+            self._device_copies[key] = ([t.to(device) for t in value] if isinstance(value, list)
+                                        else value.to(device))
+        return self._device_copies[key]
+
+    @cached_property
+    def _device_copies(self) -> dict:
+        return {}
 
     @cached_property
     def _indices(self) -> tuple[list[torch.Tensor], torch.Tensor]:
