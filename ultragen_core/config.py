@@ -7,8 +7,9 @@ from functools import cached_property
 
 from .attention.global_branch import pooled_grid
 from .attention.windows import Grid, WindowLayout, auto_count, balanced_window, make_layout
+from .presets import PRESETS, fast_window
 
-SHIFTS = ("alternate", "none")
+SHIFTS = ("auto", "alternate", "none")
 FUSIONS = ("band", "gate", "local_only")
 
 
@@ -33,8 +34,12 @@ def parse_block_list(text: str) -> tuple[int, ...]:
 class AttentionSettings:
     """What the user chose. Zero means automatic for windows and compression.
 
+    preset: "quality" (automatic windows of about the native size, shifted on odd blocks) or "fast"
+        (smaller automatic windows, never shifted; see presets.py). It only fills in what is automatic:
+        a window entry of 0 and shift "auto".
     window: (t, h, w) window size in tokens (latent frames / patch rows / patch columns).
-    shift: "alternate" moves window borders by half a window on odd blocks; "none" never does.
+    shift: "alternate" moves window borders by half a window on odd blocks; "none" never does; "auto"
+        is "alternate" with the quality preset and "none" with the fast one.
     global_branch: add the pooled global branch.
     global_compression: pooling factor p of the global branch.
     fusion: "band" (global replaces the low frequencies of the local output), "gate" (convex mix),
@@ -45,7 +50,7 @@ class AttentionSettings:
     """
 
     window: Grid = (0, 0, 0)
-    shift: str = "alternate"
+    shift: str = "auto"
     global_branch: bool = True
     global_compression: int = 0
     fusion: str = "band"
@@ -53,6 +58,7 @@ class AttentionSettings:
     full_attention_blocks: tuple[int, ...] = field(default=())
     start_percent: float = 0.0
     end_percent: float = 1.0
+    preset: str = "quality"
 
     def __post_init__(self):
         problem = self.problem()
@@ -63,6 +69,8 @@ class AttentionSettings:
         """A message naming what is wrong and how to fix it, or None."""
         if len(self.window) != 3 or any(int(w) != w or w < 0 for w in self.window):
             return f"window must be three whole numbers >= 0 (0 = automatic), got {self.window}."
+        if self.preset not in PRESETS:
+            return f"preset must be one of {PRESETS}, got {self.preset!r}."
         if self.shift not in SHIFTS:
             return f"shift must be one of {SHIFTS}, got {self.shift!r}."
         if self.fusion not in FUSIONS:
@@ -139,11 +147,13 @@ class DualBranchPlan:
 
 
 def resolve_plan(settings: AttentionSettings, grid: Grid, native: Grid) -> DualBranchPlan:
-    """Fill in automatic windows / pooling for ``grid`` on a model trained at ``native``."""
-    counts = [auto_count(n, n0) for n, n0 in zip(grid, native)]
-    window = tuple(
-        min(w, n) if w else balanced_window(n, c) for w, n, c in zip(settings.window, grid, counts)
-    )
+    """Fill in automatic windows / pooling / shift for ``grid`` on a model trained at ``native``."""
+    if settings.preset == "fast":
+        auto = fast_window(native)
+    else:
+        auto = tuple(balanced_window(n, auto_count(n, n0)) for n, n0 in zip(grid, native))
+    window = tuple(min(w or a, n) for w, a, n in zip(settings.window, auto, grid))
+    shift = settings.shift == "alternate" or (settings.shift == "auto" and settings.preset == "quality")
     factor = 0
     if settings.global_branch:
         per_side = max(math.ceil(grid[1] / window[1]), math.ceil(grid[2] / window[2]))
@@ -154,4 +164,4 @@ def resolve_plan(settings: AttentionSettings, grid: Grid, native: Grid) -> DualB
             factor = per_side
         # automatic and one window covers each frame: the pooled grid would be the grid itself, so
         # the global branch would only repeat full attention; leave it off (factor 0).
-    return DualBranchPlan(grid, window, settings.shift == "alternate", factor, settings.fusion, settings.global_strength)
+    return DualBranchPlan(grid, window, shift, factor, settings.fusion, settings.global_strength)

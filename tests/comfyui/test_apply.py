@@ -18,12 +18,16 @@ LOCAL_ONLY = dict(global_branch=False, fusion="local_only")
 
 
 def settings(window=(0, 0, 0), shift="alternate", global_branch=True, global_compression=0, fusion="band",
-             global_strength=1.0, full_attention_blocks="", start_percent=0.0, end_percent=1.0):
-    return {"class_type": "UltraGenAttentionSettings", "inputs": {
+             global_strength=1.0, full_attention_blocks="", start_percent=0.0, end_percent=1.0, preset=None):
+    """The settings node; ``preset`` None leaves that optional input out, as prompts made before it did."""
+    node = {"class_type": "UltraGenAttentionSettings", "inputs": {
         "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift,
         "global_branch": global_branch, "global_compression": global_compression, "fusion": fusion,
         "global_strength": global_strength, "full_attention_blocks": full_attention_blocks,
         "start_percent": start_percent, "end_percent": end_percent}}
+    if preset is not None:
+        node["inputs"]["preset"] = preset
+    return node
 
 
 def sample_prompt(model_file, patch=None, channels=16, frames=2, size=32, bump=0.0, cfg=2.0, steps=1, key="out",
@@ -226,6 +230,21 @@ def test_one_info_line_per_sampling_run(comfy, caplog):
     assert len(lines) == 1, lines
     assert "grid 2x16x16 (512 tokens): windows 1x4x4, 2x4x4 = 32 windows (32 of 1x4x4)" in lines[0]
     assert "pooled x2 -> 2x8x8" in lines[0] and "active 0%-100%" in lines[0]
+
+
+def test_fast_preset_runs_its_automatic_windows_unshifted(comfy, caplog):
+    import logging
+    name = model_file(comfy, WAN_T2V)  # native grid 21x30x52: fast windows 7x12x20, clamped to 2x16x16
+    with caplog.at_level(logging.INFO):
+        fast = run(comfy, sample_prompt(name, settings(shift="auto", preset="fast")))
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen]"))
+    assert "windows 2x12x16, 1x2x1 = 2 windows" in line and "shifted" not in line, line
+    assert "pooled x2 -> 2x8x8" in line, line
+    explicit = run(comfy, sample_prompt(name, settings(window=(2, 12, 16), shift="none", preset="quality")))
+    assert torch.equal(fast, explicit)
+    quality = run(comfy, sample_prompt(name, settings(shift="auto", preset="quality")))
+    assert torch.equal(quality, run(comfy, sample_prompt(name)))  # native size: quality leaves it unchanged
+    assert not torch.allclose(fast, quality, atol=1e-4)
 
 
 def test_blocks_get_contiguous_tokens_only_when_the_patch_changes_the_call(comfy, monkeypatch):

@@ -89,6 +89,21 @@ def test_converter_catches_mistakes(comfy):
     assert "widget steps (INT)" in broken(lambda wf: node(wf, "KSampler")["widgets_values"].__setitem__(2, "30"))
 
 
+def test_workflows_saved_before_the_preset_input_still_load(comfy):
+    """UltraGen Attention Settings gained `preset` as its last widget: older files have one value less."""
+    wf = load(PACK_DIR / "workflows" / "ultragen_wan2.1_t2v_14B_4k.json")
+    node = next(n for n in wf["nodes"] if n["type"] == "UltraGenAttentionSettings")
+    assert node["widgets_values"][-1] == "quality"
+    node["widgets_values"].pop()
+    node["widgets_values"][3] = "alternate"  # the shift value such files hold
+    _placeholders(comfy, wf["models"])
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenAttentionSettings")
+    assert "preset" not in inputs and inputs["shift"] == "alternate" and inputs["end_percent"] == 1.0
+    ok, error, _, node_errors = comfy.validate(prompt)
+    assert ok, f"{error} {node_errors}"
+
+
 def _placeholders(comfy, prompt_models: list[dict]):
     """Empty model files with the workflow's names, in folders ComfyUI searches, and an input image."""
     import numpy as np

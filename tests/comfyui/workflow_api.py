@@ -9,6 +9,8 @@ What the frontend does, and this module mirrors:
   input with ``image_upload`` / ``video_upload`` / ``audio_upload`` (the upload button);
 - a widget converted to an input and connected takes its value from the link; its old value stays in
   ``widgets_values``;
+- a workflow saved before optional widgets were appended to a node has fewer values; those widgets keep
+  their defaults (left out of the API prompt);
 - Note / MarkdownNote nodes exist only in the browser; muted nodes (mode 2) are left out.
 """
 from __future__ import annotations
@@ -109,15 +111,19 @@ def ui_to_api(workflow: dict, registry: dict) -> dict:
         inputs: dict = {}
         # widgets, in order
         values = list(node.get("widgets_values") or [])
-        expected = sum(1 + s.extra_values for s in specs if s.widget)
+        widgets = [s for s in specs if s.widget]
+        # a workflow saved before optional widgets were appended to a node has fewer values: the
+        # frontend keeps those widgets at their defaults, and the API prompt leaves them out
+        present = widgets
+        while present and not present[-1].required and sum(1 + s.extra_values for s in present) > len(values):
+            present = present[:-1]
+        expected = sum(1 + s.extra_values for s in present)
         if len(values) != expected:
-            problems.append(f"{where}: {len(values)} widget values, the node has {expected} "
-                            f"({[s.name for s in specs if s.widget]})")
+            problems.append(f"{where}: {len(values)} widget values, the node has "
+                            f"{sum(1 + s.extra_values for s in widgets)} ({[s.name for s in widgets]})")
         else:
             i = 0
-            for s in specs:
-                if not s.widget:
-                    continue
+            for s in present:
                 if not _value_ok(s, values[i]):
                     problems.append(f"{where}: widget {s.name} ({s.type}) got {values[i]!r}")
                 inputs[s.name] = values[i]

@@ -33,6 +33,7 @@ def test_core_imports_without_comfyui():
     (dict(global_strength=1.5), "within 0..1"),
     (dict(window=(0, -1, 4)), "three whole numbers"),
     (dict(shift="diagonal"), "shift must be one of"),
+    (dict(preset="turbo"), r"preset must be one of \('quality', 'fast'\), got 'turbo'"),
 ])
 def test_invalid_settings_say_what_and_how_to_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -60,3 +61,18 @@ def test_automatic_plans_for_real_grids():
     assert resolve_plan(AttentionSettings(), (21, 30, 52), wan14b).is_identity
     explicit = resolve_plan(AttentionSettings(window=(7, 16, 16), global_compression=5), (21, 67, 120), wan14b)
     assert explicit.window == (7, 16, 16) and explicit.pooled == (21, 14, 24)
+
+
+def test_fast_preset_fills_in_only_what_is_automatic():
+    wan14b, grid4k = (21, 45, 80), (21, 135, 240)
+    fast = resolve_plan(AttentionSettings(preset="fast"), grid4k, wan14b)
+    # the benchmarked fast preset: windows 7x17x30, never shifted, pooled x8 to 21x17x30
+    assert (fast.window, fast.shift, fast.factor, fast.pooled) == ((7, 17, 30), False, 8, (21, 17, 30))
+    quality = resolve_plan(AttentionSettings(), grid4k, wan14b)
+    assert quality.shift and quality.window == (21, 45, 80)  # shift auto = alternate for quality
+    assert not resolve_plan(AttentionSettings(shift="none"), grid4k, wan14b).shift
+    assert resolve_plan(AttentionSettings(preset="fast", shift="alternate"), grid4k, wan14b).shift
+    mixed = resolve_plan(AttentionSettings(preset="fast", window=(21, 0, 0)), grid4k, wan14b)
+    assert mixed.window == (21, 17, 30)  # an explicit entry wins, the others come from the preset
+    small = resolve_plan(AttentionSettings(preset="fast"), (3, 10, 12), wan14b)
+    assert small.window == (3, 10, 12)  # clamped to the grid
