@@ -5,6 +5,10 @@ resolution, 81 frames, bf16. All rows of one table are measured in one run.
     python bench/attention.py                       # everything (about 6 minutes on an H100)
     python bench/attention.py --layouts 14B --res 4K
     python bench/attention.py --smoke               # tiny sizes on CPU, checks the script runs
+    python bench/attention.py --full cudnn --graph --presets default,fast,f:1/3x1/2x1/2   # run 14
+    python bench/attention.py --windows cudnn,fused --layouts 14B,5B --res 1080p,4K      # run 13
+
+UltraGen rows run the op as the Wan patch does: the block input pooled once for the global branch.
 
 Full attention at large sizes is timed with fewer heads and scaled linearly (heads are independent
 in attention); such rows say "scaled from N heads".
@@ -16,6 +20,7 @@ import math
 import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -24,8 +29,9 @@ import torch.nn.functional as F
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
+from fused_windows import available as fused_available  # noqa: E402
+from fused_windows import windowed_attention_fused  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
-from ultragen_core.presets import fast_settings  # noqa: E402
 
 HEAD_DIM = 128
 LAYOUTS = {"1.3B": (12, (21, 30, 52)), "5B": (24, (31, 22, 40)), "14B": (40, (21, 45, 80))}
@@ -52,9 +58,19 @@ def sdpa(backend: str | None, heads: int):
     return attention
 
 
-def timed(fn, reps: int, device) -> tuple[float, float]:
-    """Median seconds of ``reps`` runs after one warm-up, and peak memory (GiB) above the start."""
+def timed(fn, reps: int, device, graph: bool = False) -> tuple[float, float]:
+    """Median seconds of ``reps`` runs after one warm-up, and peak memory (GiB) above the start.
+
+    graph: capture ``fn`` in a CUDA graph and time its replays (GPU time without Python's launch
+    overhead; peak memory is then not measured)."""
     fn()
+    if graph and device.type == "cuda":
+        torch.cuda.synchronize()
+        captured = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(captured):
+            fn()
+        fn = captured.replay
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -72,7 +88,7 @@ def timed(fn, reps: int, device) -> tuple[float, float]:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else float("nan")
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" and not graph else float("nan")
     return sorted(times)[len(times) // 2], peak
 
 
@@ -111,7 +127,9 @@ def flex_time(q, k, v, plan, heads, reps, device):
     return timed(lambda: flex(split(q), split(k), split(v), block_mask=mask), reps, device)
 
 
-def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smoke):
+def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smoke, windows=("cudnn",), graphs=False,
+               full_backends=tuple(BACKENDS), presets=None):
+    presets = presets or [preset("default"), preset("fast")]
     heads, native = LAYOUTS[layout_name]
     grid = GRIDS["wan22_5b" if layout_name == "5B" else "wan21"][res]
     if smoke:
@@ -124,7 +142,7 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
     q, k, v = (torch.randn(1, n, fh * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
     full_flops = 4 * HEAD_DIM * heads * n * n
     best = None
-    for backend in BACKENDS if device.type == "cuda" else [None]:
+    for backend in full_backends if device.type == "cuda" else [None]:
         try:
             t, mem = timed(lambda: sdpa(backend, fh)(q, k, v), reps, device)
         except RuntimeError as e:  # a backend that refuses the shape
@@ -136,24 +154,34 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
         best = t if best is None else min(best, t)
     del q, k, v
     q, k, v = (torch.randn(1, n, heads * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
-    for name, settings in (("UltraGen default", AttentionSettings()),
-                           ("UltraGen fast", fast_settings(native))):
+    for name, settings in presets:
+        settings = settings(native)
         plan = resolve_plan(settings, grid, native)
-        for backend in (["cudnn", "flash"] if device.type == "cuda" else [None]):
-            attention = sdpa(backend, heads)
+        modes = (False, True) if graphs and device.type == "cuda" else (False,)
+        for path, graph in [(p, m) for p in (windows if device.type == "cuda" else ["default"]) for m in modes]:
+            reason = fused_available(device, dtype, HEAD_DIM) if path == "fused" else None
+            if reason:
+                rows.append((f"{name} (fused)", float("nan"), float("nan"), float("nan"), f"unavailable: {reason}"))
+                continue
+            attention = sdpa("cudnn" if path == "fused" else (None if path == "default" else path), heads)
+            kernel = (lambda q_, k_, v_, layout: windowed_attention_fused(q_, k_, v_, layout, heads)) \
+                if path == "fused" else None
 
             def run_op():
-                glob = [pool_tokens(t, grid, plan.factor) for t in (q, k, v)] if plan.factor else None
+                # as the Wan patch runs it: the block input is pooled once and the pooled tokens go
+                # through the block's own q / k / v projections (linear layers, not timed here, as the
+                # full attention rows do not time theirs either); q stands in for the block input
+                glob = [pool_tokens(q, grid, plan.factor)] * 3 if plan.factor else None
                 outs = []
                 for parity in (0, 1):  # a plain and a shifted block
                     outs.append(dual_branch_attention((q, k, v), plan.layout(parity), attention, glob,
-                                                      plan.factor, plan.fusion, plan.strength))
+                                                      plan.factor, plan.fusion, plan.strength, kernel=kernel))
                 return outs
 
-            t, mem = timed(run_op, reps, device)
+            t, mem = timed(run_op, reps, device, graph)
             t /= 2  # per block, averaged over plain and shifted blocks
             flops = useful_flops(plan, heads)
-            rows.append((f"{name} ({backend or 'default'})", t, flops / t / 1e12, mem / 2,
+            rows.append((f"{name} ({path}{', graph' if graph else ''})", t, flops / t / 1e12, mem / 2,
                          f"{plan.describe()}; FLOP ratio {full_flops / flops:.1f}x"))
     if flex and device.type == "cuda":
         plan = resolve_plan(AttentionSettings(global_branch=False, fusion="local_only", shift="none"), grid, native)
@@ -166,6 +194,21 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
     return grid, heads, best, rows
 
 
+def preset(name: str):
+    """(row label, native grid -> AttentionSettings) for a --presets entry."""
+    if name == "default":
+        return "UltraGen default", lambda native: AttentionSettings()
+    if name == "fast":
+        return "UltraGen fast", lambda native: AttentionSettings(preset="fast")
+    if name.startswith("f:"):  # fractions of the native grid, e.g. f:1/3x1/2x1/2
+        fractions = [Fraction(x) for x in name[2:].split("x")]
+        return (f"UltraGen windows {name[2:]} of native",
+                lambda native: AttentionSettings(window=tuple(max(1, math.ceil(n * f)) for n, f in zip(native, fractions)),
+                                                 shift="none"))
+    window = tuple(int(x) for x in name.split("x"))
+    return f"UltraGen windows {name}", lambda native: AttentionSettings(window=window, shift="none")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layouts", default="1.3B,5B,14B")
@@ -173,6 +216,15 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--full-heads-cap", type=int, default=4, help="heads timed for full attention above 200k tokens")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--windows", default="cudnn",
+                    help="how UltraGen rows run their windows: cudnn / flash (batched SDPA calls on window "
+                         "copies), fused (the Triton kernel reading the token layout)")
+    ap.add_argument("--full", default=",".join(BACKENDS), help="full-attention SDPA backends to time")
+    ap.add_argument("--graph", action="store_true",
+                    help="also time UltraGen rows as CUDA graph replays (GPU time, no Python launch overhead)")
+    ap.add_argument("--presets", default="default,fast",
+                    help="default, fast, a window TxHxW or f:TxHxW as fractions of the native grid "
+                         "(fast-preset style: no shift, automatic pooling)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -184,7 +236,9 @@ def main():
     for layout_name in args.layouts.split(","):
         for res in args.res.split(","):
             grid, heads, best, rows = bench_case(layout_name, res, device, dtype, args.reps,
-                                                 args.full_heads_cap, not args.no_flex, args.smoke)
+                                                 args.full_heads_cap, not args.no_flex, args.smoke,
+                                                 args.windows.split(","), args.graph, args.full.split(","),
+                                                 [preset(name) for name in args.presets.split(",")])
             for method, t, tflops, mem, note in rows:
                 speed = f"{best / t:.1f}x" if best and t == t else ""
                 print(f"| {layout_name} ({heads}h) | {res} | {'x'.join(map(str, grid))} | {method} | {t * 1e3:.1f} | "

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -140,11 +141,12 @@ def main():
     ap.add_argument("--checkpoint", action="store_true",
                     help="1.3B: also time the published UltraGen architecture (6 full-attention blocks, 24 "
                          "UltraGen blocks; random extras)")
+    ap.add_argument("--windows", default="",
+                    help="extra variants: windows as fractions of the native grid (no shift), e.g. 1/3x1/2x1/2;1/2x1/2x1/2")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
     args = ap.parse_args()
     from ultragen_core.config import AttentionSettings
-    from ultragen_core.presets import fast_settings
     from ultragen_core.adapters.wan import native_grid
     from ultragen_core.checkpoint.keys import PUBLISHED_FULL_BLOCKS
     device = torch.device("cuda")
@@ -169,7 +171,10 @@ def main():
             n = math.prod(grid)
             variants = [("unpatched", None), ("unpatched + channels-last embedding only", "relayout"),
                         ("UltraGen default", AttentionSettings()),
-                        ("UltraGen fast", fast_settings(native_grid(model)))]
+                        ("UltraGen fast", AttentionSettings(preset="fast"))]
+            for text in filter(None, args.windows.split(";")):
+                window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native_grid(model), text.split("x")))
+                variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
             if args.checkpoint and name == "1.3B" and not args.full_depth:
                 variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
             pair = None  # unpatched seconds for the blocks run
