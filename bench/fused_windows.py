@@ -24,6 +24,7 @@ it can run, and why not.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -36,7 +37,6 @@ except ImportError:  # CPU-only PyTorch builds ship without Triton
     triton = None
 
 HEAD_DIMS = (64, 128)
-_META = 12  # ints per window: key box start (t, h, w), key box size, owned box start, owned box size
 
 
 def available(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
@@ -55,7 +55,6 @@ def available(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | 
 
 
 def _interpreted() -> bool:
-    import os
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
