@@ -29,6 +29,7 @@ import torch.nn.functional as F
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
+from ultragen_core.attention.dual_branch import fuse  # noqa: E402
 from fused_windows import available as fused_available  # noqa: E402
 from fused_windows import windowed_attention_fused  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
@@ -164,8 +165,6 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
                 rows.append((f"{name} (fused)", float("nan"), float("nan"), float("nan"), f"unavailable: {reason}"))
                 continue
             attention = sdpa("cudnn" if path == "fused" else (None if path == "default" else path), heads)
-            kernel = (lambda q_, k_, v_, layout: windowed_attention_fused(q_, k_, v_, layout, heads)) \
-                if path == "fused" else None
 
             def run_op():
                 # as the Wan patch runs it: the block input is pooled once and the pooled tokens go
@@ -174,8 +173,14 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
                 glob = [pool_tokens(q, grid, plan.factor)] * 3 if plan.factor else None
                 outs = []
                 for parity in (0, 1):  # a plain and a shifted block
-                    outs.append(dual_branch_attention((q, k, v), plan.layout(parity), attention, glob,
-                                                      plan.factor, plan.fusion, plan.strength, kernel=kernel))
+                    layout = plan.layout(parity)
+                    if path != "fused":
+                        outs.append(dual_branch_attention((q, k, v), layout, attention, glob,
+                                                          plan.factor, plan.fusion, plan.strength))
+                        continue
+                    local = windowed_attention_fused(q, k, v, layout, heads)
+                    outs.append(local if glob is None else
+                                fuse(local, attention(*glob), grid, plan.factor, plan.fusion, plan.strength))
                 return outs
 
             t, mem = timed(run_op, reps, device, graph)

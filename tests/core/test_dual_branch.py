@@ -198,25 +198,6 @@ def test_batch_items_are_independent():
         torch.testing.assert_close(both[i:i + 1], one, rtol=1e-12, atol=1e-12)
 
 
-def test_a_window_kernel_replaces_the_batched_windows_with_the_same_fused_result():
-    grid, heads = (3, 8, 10), 2
-    layout = make_layout(grid, (2, 5, 6), True)
-    n = math.prod(grid)
-    q, k, v = rand_qkv(2, n, 16)
-    calls = []
-
-    def masked_kernel(q_, k_, v_, layout_):  # a kernel that sees the token layout, never window copies
-        calls.append((q_.shape, layout_))
-        return naive_attention(q_, k_, v_, heads, window_mask(grid, layout_))
-
-    p = 2
-    glob = [pool_tokens(t, grid, p) for t in (q, k, v)]
-    out = dual_branch_attention((q, k, v), layout, sdpa(heads), glob, p, "band", 0.7, kernel=masked_kernel)
-    ref = dual_branch_attention((q, k, v), layout, sdpa(heads), glob, p, "band", 0.7)
-    assert calls == [((2, n, 16), layout)]
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-
-
 def test_token_count_mismatch_is_refused():
     layout = make_layout((1, 4, 4), (1, 2, 2), False)
     with pytest.raises(ValueError, match="do not match the grid"):

@@ -19,9 +19,6 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # Returns q, k or v (index 0, 1, 2) as (B, N, heads * head_dim). Called once per index, in order,
 # so the caller can build one projection at a time and the full-size tensor is freed after tiling.
 Projector = Callable[[int], torch.Tensor]
-# (q, k, v, layout) -> out, all (B, T*H*W, heads * head_dim) in token order: a kernel that runs every
-# window of the layout itself (e.g. fused_windows.windowed_attention_fused with the heads bound).
-WindowKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, WindowLayout], torch.Tensor]
 
 
 def _as_projector(qkv: Sequence[torch.Tensor] | Projector) -> Projector:
@@ -29,23 +26,15 @@ def _as_projector(qkv: Sequence[torch.Tensor] | Projector) -> Projector:
 
 
 def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
-                       extra: Sequence[torch.Tensor] | None = None,
-                       kernel: WindowKernel | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       extra: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention inside each window of ``layout``: one batched call per window shape (usually one).
 
     qkv: q, k, v of shape (B, T*H*W, C), or a projector returning them one at a time.
     extra: optional (q, k, v) of shape (Bg, Lw, C) with Lw = layout.window_tokens, appended to the
         main group's call as Bg more batch entries (the global branch, when its length matches).
-    kernel: run the windows with this kernel instead (no window copies); ``extra`` then goes
-        through ``attention`` on its own.
     Returns the attention output (B, T*H*W, C) in token order, and the output for ``extra`` or None.
     """
     project = _as_projector(qkv)
-    if kernel is not None:
-        q, k, v = (project(i) for i in range(3))
-        local = kernel(q, k, v, layout)
-        del q, k, v
-        return local, (attention(*extra) if extra is not None else None)
     groups = [(math.prod(shape), len(windows)) for shape, windows in layout.groups]
     tiles: list[list[torch.Tensor]] = [[] for _ in groups]
     n_tokens = layout.grid[0] * layout.grid[1] * layout.grid[2]
@@ -95,8 +84,7 @@ def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int,
 
 def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
                           global_qkv: Sequence[torch.Tensor] | None = None, factor: int = 0,
-                          fusion: str = "local_only", strength: float = 1.0,
-                          kernel: WindowKernel | None = None) -> torch.Tensor:
+                          fusion: str = "local_only", strength: float = 1.0) -> torch.Tensor:
     """Local windows plus an optional global branch over pooled tokens, fused.
 
     qkv: q, k, v (B, T*H*W, C) for the local branch (positional encoding already applied), or a
@@ -104,16 +92,14 @@ def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: Windo
     layout: the window layout of the grid.
     global_qkv: q, k, v (B, T*Hp*Wp, C) of the pooled tokens (see :func:`pool_tokens`), or None.
     factor: the pooling factor that produced global_qkv.
-    kernel: optional :data:`WindowKernel` for the local branch (see :func:`windowed_attention`).
     Returns (B, T*H*W, C).
     """
     if global_qkv is None or fusion == "local_only":
-        local, _ = windowed_attention(qkv, layout, attention, kernel=kernel)
+        local, _ = windowed_attention(qkv, layout, attention)
         return local
     grid = layout.grid
-    shared = kernel is not None or global_qkv[0].shape[1] == layout.window_tokens
-    local, global_out = windowed_attention(qkv, layout, attention, extra=global_qkv if shared else None,
-                                           kernel=kernel)
+    shared = global_qkv[0].shape[1] == layout.window_tokens
+    local, global_out = windowed_attention(qkv, layout, attention, extra=global_qkv if shared else None)
     if not shared:
         global_out = attention(*global_qkv)
     return fuse(local, global_out, grid, factor, fusion, strength)
