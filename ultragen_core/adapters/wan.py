@@ -186,7 +186,10 @@ class WanSelfAttentionPatch:
         table = self.rope_table(freqs, call)
         global_qkv = None
         if plan.factor:
-            positions = pooled_positions(plan.grid, plan.factor, freqs.device)
+            key = ("pooled positions", plan.grid, plan.factor)
+            if key not in call.cache:  # the same for every block of the call
+                call.cache[key] = pooled_positions(plan.grid, plan.factor, freqs.device)
+            positions = call.cache[key]
             xp = pool_tokens(x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
             tp = None if table is None else self.rope_table(freqs, call, positions)
             fp = freqs.index_select(1, positions) if tp is None else None
@@ -249,6 +252,16 @@ class TokenMajorEmbedding:
         return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
 
 
+def _replace_forward(patched, path: str, make) -> None:
+    """Object-patch ``<path>.forward`` with ``make(module, previous)``. ``previous`` is another pack's
+    patch of that forward, if any (ours from an earlier Apply is replaced, not chained)."""
+    key = f"{path}.forward"
+    previous = patched.object_patches.get(key)
+    if isinstance(previous, (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding)):
+        previous = previous.previous
+    patched.add_object_patch(key, make(patched.get_model_object(path), previous))
+
+
 def apply(model, settings: AttentionSettings):
     """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a Wan model) with the patch."""
     dm = model.get_model_object("diffusion_model")
@@ -266,26 +279,13 @@ def apply(model, settings: AttentionSettings):
     targets = [("blocks", i) for i in range(len(dm.blocks)) if i not in holder.full_blocks]
     targets += [("vace_blocks", i) for i in range(len(getattr(dm, "vace_blocks", None) or ()))]
     for group, i in targets:
-        key = f"diffusion_model.{group}.{i}.self_attn.forward"
-        previous = patched.object_patches.get(key)
-        if isinstance(previous, WanSelfAttentionPatch):
-            previous = previous.previous
-        module = patched.get_model_object(f"diffusion_model.{group}.{i}.self_attn")
-        patched.add_object_patch(key, WanSelfAttentionPatch(holder, module, i, previous))
+        path = f"diffusion_model.{group}.{i}.self_attn"
+        _replace_forward(patched, path, lambda module, previous: WanSelfAttentionPatch(holder, module, i, previous))
     for i in range(len(dm.blocks)):
-        key = f"diffusion_model.blocks.{i}.ffn.forward"
-        previous = patched.object_patches.get(key)
-        if isinstance(previous, ChunkedFeedForward):
-            previous = previous.previous
-        patched.add_object_patch(key, ChunkedFeedForward(patched.get_model_object(f"diffusion_model.blocks.{i}.ffn"),
-                                                         previous))
+        _replace_forward(patched, f"diffusion_model.blocks.{i}.ffn", ChunkedFeedForward)
     if getattr(dm, "patch_embedding", None) is not None:
-        key = "diffusion_model.patch_embedding.forward"
-        previous = patched.object_patches.get(key)
-        if isinstance(previous, TokenMajorEmbedding):
-            previous = previous.previous
-        patched.add_object_patch(key, TokenMajorEmbedding(holder, patched.get_model_object("diffusion_model.patch_embedding"),
-                                                          previous))
+        _replace_forward(patched, "diffusion_model.patch_embedding",
+                         lambda module, previous: TokenMajorEmbedding(holder, module, previous))
     for name in (f"diffusion_model.blocks.{i}.self_attn.forward" for i in holder.full_blocks):
         if isinstance(patched.object_patches.get(name), WanSelfAttentionPatch):  # from an earlier Apply
             previous = patched.object_patches[name].previous
