@@ -153,7 +153,7 @@ class WindowLayout:
         T, H, W = self.grid
         at, ah, aw = self.axes
         gathers = []
-        slot_of = {}  # window index triple -> (first slot of the window, its (lh, lw))
+        slot_of = {}  # window index triple -> first slot of the window in the concatenated groups
         offset = 0
         for (lt, lh, lw), windows in self.groups:
             t = torch.arange(lt)[:, None, None]
