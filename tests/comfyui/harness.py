@@ -41,6 +41,21 @@ class PromptFailed(RuntimeError):
     pass
 
 
+def make_executor(execution, server):
+    """ComfyUI's PromptExecutor with the classic (drop-after-use) cache, in both tested versions.
+
+    The constructor is not public API and differs: ComfyUI 0.3.64 takes ``(server, cache_type,
+    cache_size)``; 0.33.0 takes ``(server, cache_type, cache_args)`` and reads ``cache_args["ram"]`` /
+    ``["ram_inactive"]`` on every prompt (main.py passes them). Everything else the tests use of it
+    (``execute``, ``reset``, ``success``, ``status_messages``, ``history_result``) is the same in both.
+    """
+    import inspect
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+        return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
+                                        cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0})
+    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC)
+
+
 class ComfyRuntime:
     def __init__(self, base: Path):
         root, how = find_comfyui()
@@ -74,7 +89,7 @@ class ComfyRuntime:
         self.pack_loaded = asyncio.run(nodes.load_custom_node(str(link), module_parent="custom_nodes"))
         self.test_nodes_loaded = asyncio.run(nodes.load_custom_node(str(TEST_NODES), module_parent="custom_nodes"))
         self.server = ServerStub()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC)
+        self.executor = make_executor(execution, self.server)
 
     @property
     def models_dir(self) -> Path:
@@ -201,9 +216,3 @@ def save_tiny_wan_vae(runtime: ComfyRuntime, version: str = "2.1") -> str:
     if not path.exists():
         save_file(tiny_wan_vae_state_dict(version), str(path))
     return name
-
-
-def node_outputs(runtime: ComfyRuntime, node_id: str):
-    """The outputs a node of the last run left in the executor's output cache."""
-    entry = runtime.executor.caches.outputs.get(node_id)
-    return getattr(entry, "outputs", entry)

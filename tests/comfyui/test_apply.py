@@ -258,10 +258,12 @@ def test_blocks_get_contiguous_tokens_only_when_the_patch_changes_the_call(comfy
     monkeypatch.setattr(wan.WanAttentionBlock, "forward", recording)
     name = model_file(comfy, WAN_T2V)
     plain = run(comfy, sample_prompt(name, key="plain"), "plain")
-    assert seen and not any(seen)  # ComfyUI's own token view of the embedding is strided
-    seen.clear()
+    # ComfyUI's own token view of the embedding is strided (0.33 copies it at the start of each block,
+    # so from the second block on its blocks see contiguous tokens; 0.3.64 never copies it)
+    assert seen and not seen[0]
+    unpatched, seen[:] = list(seen), []
     same = run(comfy, sample_prompt(name, settings(window=(64, 64, 64), **LOCAL_ONLY), key="same"), "same")
-    assert seen and not any(seen) and torch.equal(plain, same)  # unchanged calls stay as ComfyUI runs them
+    assert seen == unpatched and torch.equal(plain, same)  # unchanged calls stay as ComfyUI runs them
     seen.clear()
     run(comfy, sample_prompt(name, settings(window=(1, 4, 4)), key="win"), "win")
     assert seen and all(seen)

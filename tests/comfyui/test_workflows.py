@@ -89,6 +89,27 @@ def test_converter_catches_mistakes(comfy):
     assert "widget steps (INT)" in broken(lambda wf: node(wf, "KSampler")["widgets_values"].__setitem__(2, "30"))
 
 
+def test_converter_follows_dynamic_combos(comfy):
+    """ComfyUI 0.33's SaveVideo.format is a V3 dynamic combo: each chosen option brings its own widgets,
+    named <combo>.<input> in the API prompt. (0.3.64 has plain combos format / codec: same values.)"""
+    registry = comfy.nodes.NODE_CLASS_MAPPINGS
+    wf = load(PACK_DIR / "workflows" / "ultragen_wan2.1_t2v_1.3B_1080p.json")
+    save = next(n for n in wf["nodes"] if n["type"] == "SaveVideo")
+    assert save["widgets_values"][1:] == ["auto", "auto"]
+    inputs = next(n["inputs"] for n in ui_to_api(wf, registry).values() if n["class_type"] == "SaveVideo")
+    if registry["SaveVideo"].INPUT_TYPES()["required"]["format"][0] != "COMFY_DYNAMICCOMBO_V3":
+        assert inputs["format"] == "auto" and inputs["codec"] == "auto"
+        return
+    assert inputs["format"] == "auto" and inputs["format.codec"] == "auto" and "codec" not in inputs
+    save["widgets_values"][1:] = ["mp4", "h264", "re-encode", 20.0, "sRGB"]  # nested three deep
+    inputs = next(n["inputs"] for n in ui_to_api(wf, registry).values() if n["class_type"] == "SaveVideo")
+    assert inputs["format.codec.encoding"] == "re-encode" and inputs["format.codec.encoding.crf"] == 20.0
+    assert inputs["format.codec.encoding.color_space"] == "sRGB"
+    save["widgets_values"][1:] = ["webm", "h264"]  # webm offers auto / av1 only
+    with pytest.raises(ConversionError, match=r"format.codec got 'h264', not one of \['auto', 'av1'\]"):
+        ui_to_api(wf, registry)
+
+
 def test_workflows_saved_before_the_preset_input_still_load(comfy):
     """UltraGen Attention Settings gained `preset` as its last widget: older files have one value less."""
     wf = load(PACK_DIR / "workflows" / "ultragen_wan2.1_t2v_14B_4k.json")

@@ -71,6 +71,23 @@ class UltraGenTestCapture:
         return {}
 
 
+class UltraGenTestCaptureImage:
+    """Keeps an IMAGE batch in CAPTURED[key] for the test to read."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "key": ("STRING", {"default": "image"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "capture"
+    OUTPUT_NODE = True
+    CATEGORY = "UltraGen/tests"
+
+    def capture(self, images, key):
+        CAPTURED[key] = images.clone()
+        return {}
+
+
 class UltraGenTestAttentionProbe:
     """Sets an optimized_attention_override (as attention-kernel packs do) that records the shapes it sees."""
 
@@ -95,4 +112,4 @@ class UltraGenTestAttentionProbe:
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (UltraGenTestConditioning, UltraGenTestLatent, UltraGenTestCapture,
-                                               UltraGenTestAttentionProbe)}
+                                               UltraGenTestCaptureImage, UltraGenTestAttentionProbe)}

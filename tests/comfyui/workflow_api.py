@@ -11,13 +11,17 @@ What the frontend does, and this module mirrors:
   ``widgets_values``;
 - a workflow saved before optional widgets were appended to a node has fewer values; those widgets keep
   their defaults (left out of the API prompt);
+- a V3 dynamic combo (``COMFY_DYNAMICCOMBO_V3``, e.g. ``SaveVideo.format`` in ComfyUI 0.33) is one widget
+  whose chosen option brings its own widgets right after it, recursively; the API prompt names them
+  ``<combo>.<input>`` (``format.codec``). Inputs marked ``hidden`` have no widget.
 - Note / MarkdownNote nodes exist only in the browser; muted nodes (mode 2) are left out.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO)
 FRONTEND_ONLY = ("Note", "MarkdownNote")
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 MUTED, BYPASSED = 2, 4
@@ -40,12 +44,16 @@ class InputSpec:
 
 def input_specs(node_class) -> list[InputSpec]:
     """The inputs of a registered node class, in the order the frontend lays out its widgets."""
-    types = node_class.INPUT_TYPES()
+    return specs_of(node_class.INPUT_TYPES())
+
+
+def specs_of(types: dict) -> list[InputSpec]:
+    """InputSpecs of an INPUT_TYPES-style dict (a node's, or a dynamic combo option's ``inputs``)."""
     specs = []
     for section in ("required", "optional"):
         for name, spec in (types.get(section) or {}).items():
             kind, opts = _plain(spec[0]), (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
-            widget = kind in WIDGET_TYPES and not opts.get("forceInput", False)
+            widget = kind in WIDGET_TYPES and not opts.get("forceInput", False) and not opts.get("hidden", False)
             extra = 0
             if widget:
                 control = opts.get("control_after_generate")
@@ -56,6 +64,33 @@ def input_specs(node_class) -> list[InputSpec]:
                 extra += sum(1 for k in UPLOAD_KEYS if opts.get(k))
             specs.append(InputSpec(name, kind, opts, section == "required", widget, extra))
     return specs
+
+
+def read_widgets(specs: list[InputSpec], values: list, pos: int, prefix: str, inputs: dict,
+                 problems: list[str], where: str) -> int:
+    """Assign ``values[pos:]`` to the widgets of ``specs`` (into ``inputs``, names prefixed); returns the
+    position after the last value used. Trailing optional widgets without a value keep their defaults."""
+    widgets = [s for s in specs if s.widget]
+    for n, s in enumerate(widgets):
+        if pos >= len(values):
+            missing = [w.name for w in widgets[n:] if w.required]
+            if missing:
+                problems.append(f"{where}: {len(values)} widget values, no value for {prefix}{missing[0]}")
+            return pos
+        value = values[pos]
+        if not _value_ok(s, value):
+            problems.append(f"{where}: widget {prefix}{s.name} ({s.type}) got {value!r}")
+        inputs[prefix + s.name] = value
+        pos += 1 + s.extra_values
+        if s.type == DYNAMIC_COMBO:
+            chosen = [o for o in s.options.get("options", []) if o.get("key") == value]
+            if not chosen:
+                keys = [o.get("key") for o in s.options.get("options", [])]
+                problems.append(f"{where}: widget {prefix}{s.name} got {value!r}, not one of {keys}")
+                return pos
+            pos = read_widgets(specs_of(chosen[0].get("inputs") or {}), values, pos, f"{prefix}{s.name}.",
+                               inputs, problems, where)
+    return pos
 
 
 def output_types(node_class) -> list[str]:
@@ -75,7 +110,7 @@ def _value_ok(spec: InputSpec, value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if spec.type == "BOOLEAN":
         return isinstance(value, bool)
-    if spec.type == "STRING":
+    if spec.type in ("STRING", DYNAMIC_COMBO):
         return isinstance(value, str)
     return isinstance(value, (str, int, float))  # COMBO: membership is validate_prompt's job (files vary)
 
@@ -111,23 +146,10 @@ def ui_to_api(workflow: dict, registry: dict) -> dict:
         inputs: dict = {}
         # widgets, in order
         values = list(node.get("widgets_values") or [])
-        widgets = [s for s in specs if s.widget]
-        # a workflow saved before optional widgets were appended to a node has fewer values: the
-        # frontend keeps those widgets at their defaults, and the API prompt leaves them out
-        present = widgets
-        while present and not present[-1].required and sum(1 + s.extra_values for s in present) > len(values):
-            present = present[:-1]
-        expected = sum(1 + s.extra_values for s in present)
-        if len(values) != expected:
-            problems.append(f"{where}: {len(values)} widget values, the node has "
-                            f"{sum(1 + s.extra_values for s in widgets)} ({[s.name for s in widgets]})")
-        else:
-            i = 0
-            for s in present:
-                if not _value_ok(s, values[i]):
-                    problems.append(f"{where}: widget {s.name} ({s.type}) got {values[i]!r}")
-                inputs[s.name] = values[i]
-                i += 1 + s.extra_values
+        used = read_widgets(specs, values, 0, "", inputs, problems, where)
+        if used < len(values):
+            problems.append(f"{where}: {len(values)} widget values, the node "
+                            f"takes {used} ({[s.name for s in specs if s.widget]} and their options)")
         # links
         for slot, inp in enumerate(node.get("inputs") or []):
             link_id = inp.get("link")

@@ -1,0 +1,81 @@
+"""Install what the test suite needs into the running Python, for one ComfyUI tree.
+
+    python tests/install_deps.py /path/to/ComfyUI
+
+Installs, only where missing: torch + torchvision + torchaudio of one release (ComfyUI 0.33 imports
+torchaudio at start-up and it must match torch's release; torchaudio stops at 2.11, so that is the
+release installed when none is present), the tree's own requirements.txt (its pinned frontend,
+templates and, for 0.33, comfy-kitchen / comfy-aimdo), this pack's requirements.txt and pytest. Never writes into the ComfyUI tree. Then run the README's test command:
+
+    COMFYUI_PATH=/path/to/ComfyUI python -m pytest
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+TORCH_RELEASE = "2.11.0"  # the newest release with a torchaudio; the GPU machine's release too
+TORCH_SET = [f"torch=={TORCH_RELEASE}", "torchvision==0.26.0", f"torchaudio=={TORCH_RELEASE}"]
+TEST_TOOLS = ["pytest>=8"]
+TORCH_NAMES = ("torch", "torchvision", "torchaudio")
+
+
+def release(package: str) -> str | None:
+    try:
+        return md.version(package).split("+")[0]
+    except md.PackageNotFoundError:
+        return None
+
+
+def torch_ok() -> bool:
+    """torch, torchvision and a torchaudio of torch's own release are installed."""
+    t, a = release("torch"), release("torchaudio")
+    return t is not None and release("torchvision") is not None and a is not None and a == t
+
+
+def pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
+    print("install_deps:", " ".join(cmd[3:]), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def requirements_without_torch(tree: Path) -> Path:
+    """The tree's requirements.txt minus torch / torchvision / torchaudio (installed above, as one set)."""
+    lines = []
+    for line in (tree / "requirements.txt").read_text().splitlines():
+        name = line.split("#")[0].strip().split(";")[0]
+        for sep in "<>=!~[ ":
+            name = name.split(sep)[0]
+        if name.lower() not in TORCH_NAMES:
+            lines.append(line)
+    out = Path(tempfile.mkdtemp(prefix="ultragen-req-")) / "requirements.txt"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("comfyui", type=Path, help="a ComfyUI tree (the folder with main.py and comfy/)")
+    parser.add_argument("--torch-only", action="store_true", help="install only torch / torchvision / torchaudio")
+    args = parser.parse_args()
+    tree = args.comfyui.resolve()
+    if not (tree / "comfy" / "model_patcher.py").is_file():
+        print(f"install_deps: {tree} is not a ComfyUI tree (no comfy/model_patcher.py)", file=sys.stderr)
+        return 2
+    if torch_ok():
+        print(f"install_deps: torch {md.version('torch')}, torchaudio {md.version('torchaudio')} already installed")
+    else:
+        pip(*TORCH_SET)
+    if args.torch_only:
+        return 0
+    pip("-r", str(requirements_without_torch(tree)), "-r", str(PACK_DIR / "requirements.txt"), *TEST_TOOLS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
