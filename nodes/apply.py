@@ -28,4 +28,8 @@ class UltraGenApply(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, settings: AttentionSettings | None = None) -> io.NodeOutput:
+        if settings is not None and not isinstance(settings, AttentionSettings):
+            raise TypeError(f"UltraGen Apply: settings must come from UltraGen Attention Settings, got a "
+                            f"{type(settings).__name__} ({str(settings)[:80]}). Connect the settings output of an "
+                            "UltraGen Attention Settings node, or leave the input empty for automatic settings.")
         return io.NodeOutput(apply_attention(model, settings or AttentionSettings()))

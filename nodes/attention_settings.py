@@ -4,18 +4,21 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ultragen_core.config import FUSIONS, SHIFTS, AttentionSettings, parse_block_list
+from ..ultragen_core.models import NATIVE_RESOLUTIONS
 from ..ultragen_core.presets import PRESETS
 
 AttentionSettingsType = io.Custom("ULTRAGEN_ATTENTION_SETTINGS")
 
 
 def _settings(window_t, window_h, window_w, shift, global_branch, global_compression, fusion, global_strength,
-              full_attention_blocks, start_percent, end_percent, preset="quality") -> AttentionSettings:
+              full_attention_blocks, start_percent, end_percent, preset="quality",
+              native_resolution="auto") -> AttentionSettings:
     return AttentionSettings(
         window=(window_t, window_h, window_w), shift=shift, global_branch=global_branch,
         global_compression=global_compression, fusion=fusion, global_strength=global_strength,
         full_attention_blocks=parse_block_list(full_attention_blocks),
-        start_percent=start_percent, end_percent=end_percent, preset=preset)
+        start_percent=start_percent, end_percent=end_percent, preset=preset,
+        native_resolution=native_resolution)
 
 
 NAMES = ("window_t", "window_h", "window_w", "shift", "global_branch", "global_compression", "fusion",
@@ -71,6 +74,11 @@ class UltraGenAttentionSettings(io.ComfyNode):
                                        "windows of the model's native size. fast: a third of the native frames "
                                        "and 3/8 of its height and width, no shift (Wan 14B at 4K: attention "
                                        "about 14x faster than quality, a sampling step about 3x faster)."),
+                io.Combo.Input("native_resolution", options=list(NATIVE_RESOLUTIONS), default="auto", optional=True,
+                               tooltip="The size the model was trained at, which sets the automatic windows. "
+                                       "auto: from the model (Wan 2.1 1.3B 832x480, 14B and 2.2 A14B 1280x720, "
+                                       "2.2 5B 1280x704). The weights cannot tell Wan 2.1 I2V-14B-480P from the "
+                                       "720P model: pick 480p for it. The log line of each run says which was used."),
             ],
             outputs=[AttentionSettingsType.Output(display_name="settings",
                                                   tooltip="Connect to UltraGen Apply.")],
@@ -83,6 +91,7 @@ class UltraGenAttentionSettings(io.ComfyNode):
         except KeyError:
             return True  # an input comes from a link; execute() checks it
         values["preset"] = kwargs.get("preset") or "quality"
+        values["native_resolution"] = kwargs.get("native_resolution") or "auto"
         try:
             _settings(**values)
         except ValueError as e:
@@ -91,7 +100,8 @@ class UltraGenAttentionSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, window_t, window_h, window_w, shift, global_branch, global_compression, fusion,
-                global_strength, full_attention_blocks, start_percent, end_percent, preset="quality") -> io.NodeOutput:
+                global_strength, full_attention_blocks, start_percent, end_percent, preset="quality",
+                native_resolution="auto") -> io.NodeOutput:
         return io.NodeOutput(_settings(window_t, window_h, window_w, shift, global_branch, global_compression,
                                        fusion, global_strength, full_attention_blocks, start_percent, end_percent,
-                                       preset or "quality"))
+                                       preset or "quality", native_resolution or "auto"))

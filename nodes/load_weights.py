@@ -15,7 +15,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..ultragen_core.checkpoint.io import SUPPORTED
-from ..ultragen_core.checkpoint.loader import load_ultragen
+from ..ultragen_core.adapters.wan_ultragen import load_ultragen
 
 log = logging.getLogger(__name__)
 FOLDER = "ultragen"  # models/ultragen (or an "ultragen:" entry in extra_model_paths.yaml)

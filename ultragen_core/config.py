@@ -7,6 +7,7 @@ from functools import cached_property
 
 from .attention.global_branch import pooled_grid
 from .attention.windows import Grid, WindowLayout, auto_count, balanced_window, make_layout
+from .models import NATIVE_RESOLUTIONS
 from .presets import PRESETS, fast_window
 
 SHIFTS = ("auto", "alternate", "none")
@@ -47,6 +48,8 @@ class AttentionSettings:
     global_strength: weight of the global branch in the fusion, 0..1.
     full_attention_blocks: blocks that keep full attention; negative indices count from the end.
     start_percent / end_percent: part of the sampling schedule in which the patch is active.
+    native_resolution: the size the model was trained at, a key of models.NATIVE_RESOLUTIONS; "auto"
+        takes it from the model family (the weights cannot tell Wan 2.1 I2V-14B 480P from 720P).
     """
 
     window: Grid = (0, 0, 0)
@@ -59,6 +62,7 @@ class AttentionSettings:
     start_percent: float = 0.0
     end_percent: float = 1.0
     preset: str = "quality"
+    native_resolution: str = "auto"
 
     def __post_init__(self):
         problem = self.problem()
@@ -71,6 +75,8 @@ class AttentionSettings:
             return f"window must be three whole numbers >= 0 (0 = automatic), got {self.window}."
         if self.preset not in PRESETS:
             return f"preset must be one of {PRESETS}, got {self.preset!r}."
+        if self.native_resolution not in NATIVE_RESOLUTIONS:
+            return f"native_resolution must be one of {list(NATIVE_RESOLUTIONS)}, got {self.native_resolution!r}."
         if self.shift not in SHIFTS:
             return f"shift must be one of {SHIFTS}, got {self.shift!r}."
         if self.fusion not in FUSIONS:

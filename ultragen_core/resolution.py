@@ -16,8 +16,7 @@ import math
 from dataclasses import dataclass
 
 from .config import AttentionSettings, resolve_plan
-
-Grid = tuple[int, int, int]
+from .models import FAMILIES, Grid, ModelFamily, native_grid
 
 ROUNDINGS = ("nearest", "up", "down")
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -34,54 +33,6 @@ TARGETS: dict[str, tuple[int, int]] = {
 
 # Assumed dense-attention throughput for the time estimate (cuDNN, head_dim 128, H200; DESIGN.md 6).
 REFERENCE_TFLOPS = 500.0
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """What fixes the valid sizes and the attention cost of one model family.
-
-    vae_spatial / vae_temporal: VAE compression; patch: (t, h, w) patch of the transformer;
-    dim: attention width (heads * head_dim); blocks: transformer blocks with self-attention;
-    native: the size it was trained at, (width, height, frames); ultragen: UltraGen Apply supports it.
-    """
-
-    name: str
-    vae_spatial: int
-    vae_temporal: int
-    patch: Grid
-    dim: int
-    heads: int
-    blocks: int
-    native: tuple[int, int, int]
-    ultragen: bool
-
-    @property
-    def pixel_step(self) -> int:
-        return self.vae_spatial * self.patch[1]
-
-    def latent_frames(self, frames: int) -> int:
-        return (frames - 1) // self.vae_temporal + 1
-
-    def grid(self, width: int, height: int, frames: int) -> Grid:
-        """Token grid (T, H, W) for a valid size."""
-        t = math.ceil(self.latent_frames(frames) / self.patch[0])
-        return (t, height // self.pixel_step, width // self.pixel_step)
-
-    @property
-    def native_grid(self) -> Grid:
-        return self.grid(*self.native)
-
-
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
-    ModelFamily("Wan 2.1 T2V/I2V 1.3B", 8, 4, (1, 2, 2), 1536, 12, 30, (832, 480, 81), True),
-    ModelFamily("Wan 2.1 T2V/I2V 14B", 8, 4, (1, 2, 2), 5120, 40, 40, (1280, 720, 81), True),
-    ModelFamily("Wan 2.2 TI2V 5B", 16, 4, (1, 2, 2), 3072, 24, 30, (1280, 704, 121), True),
-    ModelFamily("Wan 2.2 A14B (per expert)", 8, 4, (1, 2, 2), 5120, 40, 40, (1280, 720, 81), True),
-    # HunyuanVideo: 20 double + 40 single stream blocks, 24 x 128 wide; trained at 720p x 129 frames.
-    ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 3072, 24, 60, (1280, 720, 129), False),
-    # LTX-Video (0.9.x 2B): 32x32x8 VAE, patch 1, 28 blocks, 32 x 64 wide; trained at 768x512 x 121 frames.
-    ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 2048, 32, 28, (768, 512, 121), False),
-)}
 
 
 def round_to(value: int, step: int, rounding: str) -> int:
@@ -198,7 +149,7 @@ def attention_cost(family: ModelFamily, grid: Grid, settings: AttentionSettings 
     n = math.prod(grid)
     per_pair = 4.0 * family.dim  # q k^T and p v, over all heads
     full_block = per_pair * n * n
-    plan = resolve_plan(settings, grid, family.native_grid)
+    plan = resolve_plan(settings, grid, native_grid(family, settings.native_resolution)[0])
     full_blocks = settings.full_blocks(family.blocks)
     patched = 0.0
     for b in range(family.blocks):

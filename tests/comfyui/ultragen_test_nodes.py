@@ -14,19 +14,22 @@ class UltraGenTestConditioning:
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
                              "tokens": ("INT", {"default": 8, "min": 1, "max": 512})},
-                "optional": {"time_dim_concat": ("LATENT",), "reference_latent": ("LATENT",)}}
+                "optional": {"time_dim_concat": ("LATENT",), "reference_latent": ("LATENT",),
+                             "context_latent": ("LATENT",)}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "UltraGen/tests"
 
-    def make(self, seed, tokens, time_dim_concat=None, reference_latent=None):
+    def make(self, seed, tokens, time_dim_concat=None, reference_latent=None, context_latent=None):
         gen = torch.Generator().manual_seed(seed)
         extra = {}
         if time_dim_concat is not None:
             extra["time_dim_concat"] = time_dim_concat["samples"]
         if reference_latent is not None:
             extra["reference_latents"] = [reference_latent["samples"]]
+        if context_latent is not None:  # ComfyUI 0.33's in-context latents (appended after the video tokens)
+            extra["context_latents"] = [context_latent["samples"]]
         return ([[torch.randn(1, tokens, 4096, generator=gen), extra]],)
 
 
@@ -111,5 +114,30 @@ class UltraGenTestAttentionProbe:
         return (model,)
 
 
+class UltraGenTestAttn1Patch:
+    """Adds an attn1_patch (as ComfyUI's own patches do) that keeps the q / k of each call and scales x."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "key": ("STRING", {"default": "attn1"}),
+                             "scale": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "UltraGen/tests"
+
+    def patch(self, model, key, scale):
+        seen = CAPTURED.setdefault(key, [])
+
+        def attn1(args):
+            seen.append((args["x"].shape, args["q"].clone(), args["k"].clone()))
+            return args["x"] * scale
+
+        model = model.clone()
+        model.set_model_attn1_patch(attn1)
+        return (model,)
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (UltraGenTestConditioning, UltraGenTestLatent, UltraGenTestCapture,
-                                               UltraGenTestCaptureImage, UltraGenTestAttentionProbe)}
+                                               UltraGenTestCaptureImage, UltraGenTestAttentionProbe,
+                                               UltraGenTestAttn1Patch)}

@@ -202,3 +202,27 @@ def test_token_count_mismatch_is_refused():
     layout = make_layout((1, 4, 4), (1, 2, 2), False)
     with pytest.raises(ValueError, match="do not match the grid"):
         windowed_attention(rand_qkv(1, 15, 4), layout, sdpa(1))
+
+
+@pytest.mark.parametrize("grid,window,shifted", [((2, 5, 7), (2, 2, 3), False), ((1, 7, 5), (1, 3, 2), True)])
+def test_shared_keys_join_every_window(grid, window, shifted):
+    """Tokens outside the grid (a reference frame, in-context latents): every window attends to them
+    besides its own tokens. Reference: masked attention over [grid ; extras] with explicit loops."""
+    n, E, heads, B = math.prod(grid), 6, 2, 2
+    q, k, v = rand_qkv(B, n, 16)
+    ke, ve = rand_qkv(B, E, 16, seed=1)[:2]
+    layout = make_layout(grid, window, shifted=shifted)
+    out = dual_branch_attention((q, k, v), layout, sdpa(heads), shared_kv=(ke, ve))
+    mask = torch.cat((window_mask(grid, layout), torch.ones(n, E, dtype=torch.bool)), dim=1)  # (n, n + E)
+    keys, values = torch.cat((k, ke), 1), torch.cat((v, ve), 1)
+    D = 16 // heads
+    qh, kh, vh = (t.view(B, -1, heads, D).transpose(1, 2) for t in (q, keys, values))
+    scores = (qh @ kh.transpose(-1, -2) / math.sqrt(D)).masked_fill(~mask, float("-inf"))
+    expected = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(B, n, 16)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    # a change in one window still stays there: the shared keys carry nothing between windows
+    q2, k2, v2 = (t.clone() for t in (q, k, v))
+    k2[:, 0] += 1.0
+    v2[:, 0] += 1.0
+    moved = (dual_branch_attention((q2, k2, v2), layout, sdpa(heads), shared_kv=(ke, ve)) - out).abs().amax((0, 2))
+    assert torch.equal(moved > 0, window_mask(grid, layout)[:, 0])

@@ -1,17 +1,23 @@
-"""Wan 2.1 / 2.2 (T2V, I2V, TI2V-5B, A14B experts, VACE): patch the self-attention of a loaded model.
+"""Wan 2.1 / 2.2 (T2V, I2V, TI2V-5B, A14B experts, VACE, Camera): patch the self-attention of a
+loaded model.
 
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``blocks.{i}.self_attn.forward`` (and ``vace_blocks.{i}``) for every block that
   does not keep full attention: it recomputes q / k / v with the block's own layers and runs the
   dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply);
 - a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
-  by ``time_dim_concat``, the reference frame that ``reference_latent`` prepends) and the sigma gate;
+  by ``time_dim_concat``, the reference tokens that ``reference_latent`` prepends) and the sigma gate;
 - an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run;
 - object patches that change no value, only memory: chunked feed-forward for long sequences, and a
   channels-last patch embedding (contiguous tokens for every block).
+
+Tokens outside the video grid (a reference frame prepended by ``ref_conv``; in-context latents appended
+after the video) are never windowed with the video: every window attends to
+them besides its own tokens, and they attend to each other and to the pooled video tokens.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 
@@ -21,68 +27,101 @@ from ..attention.dual_branch import dual_branch_attention
 from ..attention.global_branch import pool_tokens, pooled_positions
 from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
-from .base import (CALL_KEY, CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, OUTER_SAMPLE, RUN_KEY, WRAPPER_KEY,
-                   CallState, PatchHolder, RunState, log, log_once, outer_sample_wrapper, split_wrapper_args,
-                   with_call_state)
+from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
+from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
+                   log_once, remove_forward, replace_forward, run_with_call, split_wrapper_args)
 
 FAMILY = "wan"
+SUPPORTED = WAN_SUPPORTED
 PROJECTION_CHUNK_ELEMENTS = 2**28  # tokens x channels per projection chunk (1 GiB of float32)
 FFN_CHUNK_ELEMENTS = 2**30  # tokens x hidden channels per feed-forward chunk (2 GiB in bf16)
-SUPPORTED = ("WanModel", "VaceWanModel")
 
 
-def matches(diffusion_model) -> bool:
-    return type(diffusion_model).__name__ in SUPPORTED
+def claims(diffusion_model) -> bool:
+    name = type(diffusion_model).__name__
+    return name in SUPPORTED or name in WAN_REFUSED or type(diffusion_model).__module__.startswith("comfy.ldm.wan")
 
 
-def native_grid(dm) -> tuple[int, int, int]:
-    """Token grid (t, h, w) the model was trained at (81 frames; 121 for the 5B)."""
-    if getattr(dm, "out_dim", 16) == 48:       # Wan2.2-TI2V-5B, 16x16 VAE: 1280x704
-        return (31, 22, 40)
-    if dm.dim >= 5120:                          # 14B, each Wan2.2-A14B expert: 1280x720
-        return (21, 45, 80)
-    return (21, 30, 52)                         # 1.3B (and tiny test models): 832x480
+def refusal(diffusion_model) -> str | None:
+    name = type(diffusion_model).__name__
+    if name in SUPPORTED:
+        return None
+    return WAN_REFUSED.get(name, "it is a Wan variant this version of the pack does not know")
 
 
-def model_name(dm) -> str:
-    kind = "Wan2.2-TI2V-5B" if getattr(dm, "out_dim", 16) == 48 else f"Wan (dim {dm.dim})"
-    return f"{kind} [{type(dm).__name__}, {len(dm.blocks)} blocks]"
+def model_name(dm, family: ModelFamily) -> str:
+    return f"{family.name} [{type(dm).__name__}, dim {dm.dim}, {len(dm.blocks)} blocks]"
 
 
-def token_grid(dm, x: torch.Tensor, time_dim_concat, kwargs: dict) -> tuple[tuple[int, int, int], bool]:
-    """The (T, H, W) grid of the token sequence for one call, and whether it is a plain grid.
+def token_grid(dm, x: torch.Tensor, time_dim_concat, kwargs: dict) -> tuple[tuple[int, int, int], int]:
+    """The (T, H, W) grid of the video tokens of one call, and how many tokens come before them.
 
-    x: (B, C, t, h, w) latent. A reference latent prepends one frame of tokens when its size matches.
+    x: (B, C, t, h, w) latent. ``time_dim_concat`` frames extend the grid in time; a reference latent
+    (models with ``ref_conv``) is prepended as tokens of its own.
     """
     pt, ph, pw = dm.patch_size
     t, h, w = x.shape[2:]
     T, H, W = math.ceil(t / pt), math.ceil(h / ph), math.ceil(w / pw)
     if time_dim_concat is not None:
         T += math.ceil(time_dim_concat.shape[2] / pt)
-    ok = True
-    if getattr(dm, "ref_conv", None) is not None and kwargs.get("reference_latent") is not None:
-        ref = kwargs["reference_latent"]
-        T += 1
-        ok = (ref.shape[-2] // ph) * (ref.shape[-1] // pw) == H * W
-    return (T, H, W), ok
+    prefix = 0
+    ref = kwargs.get("reference_latent")
+    if getattr(dm, "ref_conv", None) is not None and ref is not None:
+        prefix = (ref.shape[-2] // ph) * (ref.shape[-1] // pw)
+    return (T, H, W), prefix
+
+
+_NAMESPACES: dict[type, object] = {}
 
 
 def wan_namespace(attention_module):
     """The module that defines a Wan attention class; its apply_rope1 / optimized_attention are what the
     model itself calls (looked up at call time, so packs that replace them still apply)."""
-    namespace = sys.modules[type(attention_module).__module__]
-    if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
-        raise NotImplementedError(
-            f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
-            "version's Wan attention is not supported. Please report your ComfyUI version.")
+    cls = type(attention_module)
+    namespace = _NAMESPACES.get(cls)
+    if namespace is None:
+        namespace = sys.modules[cls.__module__]
+        if not hasattr(namespace, "apply_rope1") or not hasattr(namespace, "optimized_attention"):
+            raise NotImplementedError(
+                f"UltraGen: {namespace.__name__} has no apply_rope1 / optimized_attention; this ComfyUI "
+                "version's Wan attention is not supported. Please report your ComfyUI version.")
+        _NAMESPACES[cls] = namespace
     return namespace
 
 
-class WanDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: attach a CallState (grid plan, sigma gate) to transformer_options."""
+_RUNS_ATTN1: dict[type, bool] = {}
 
-    def __init__(self, holder: PatchHolder):
+
+def runs_attn1_patch(attention_module) -> bool:
+    """Whether this Wan self-attention class itself runs ``patches["attn1_patch"]`` after attention
+    (ComfyUI 0.33 does, 0.3.64 does not): the patch then runs them the same way, else never."""
+    cls = type(attention_module)
+    if cls not in _RUNS_ATTN1:
+        try:
+            _RUNS_ATTN1[cls] = "attn1_patch" in inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            _RUNS_ATTN1[cls] = False
+    return _RUNS_ATTN1[cls]
+
+
+def _module(call: CallState | None, path: tuple, what: str):
+    """The module at ``path`` (attribute names and indices) of the model this call runs."""
+    if call is None:
+        raise RuntimeError(f"UltraGen: {what} ran outside a call of the patched model (no UltraGen call state). "
+                           "A node that calls the model's blocks directly bypasses ComfyUI's model wrappers; "
+                           "remove UltraGen Apply from that model.")
+    module = call.model
+    for step in path:
+        module = module[step] if isinstance(step, int) else getattr(module, step)
+    return module
+
+
+class WanDiffusionWrapper:
+    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate)."""
+
+    def __init__(self, holder: PatchHolder, family: ModelFamily):
         self.holder = holder
+        self.family = family
         self.fallback_run = RunState()
 
     def __call__(self, executor, *args, **kwargs):
@@ -92,43 +131,46 @@ class WanDiffusionWrapper:
         time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
         run = options.get(RUN_KEY) or self.fallback_run
         active = run.is_active(options.get("sigmas"))
-        grid, is_grid = token_grid(dm, x, time_dim_concat, kwargs)
-        plan = self.holder.plan_for(grid) if is_grid else None
-        if active and plan is None:
-            log_once(run, ("nogrid", grid), "%s reference tokens do not match the video grid %s: "
-                     "full attention for these calls.", LOG_PREFIX, grid)
-        elif active:
-            log_once(run, ("plan", grid), "%s %s: %s; %s; active %g%%-%g%% of sampling.", LOG_PREFIX,
-                     model_name(dm), "unchanged (grid within one window, no global branch)"
-                     if plan.is_identity else plan.describe(), self.holder.describe_blocks(),
+        grid, prefix = token_grid(dm, x, time_dim_concat, kwargs)
+        plan = self.holder.plan_for(grid)
+        if active:
+            extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
+            log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling.", LOG_PREFIX,
+                     model_name(dm, self.family), self.holder.native_note,
+                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
+                     self.holder.describe_blocks(), extra,
                      100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent)
-        args, kwargs = with_call_state(args, kwargs, options, CallState(plan, active))
-        self.holder.relayout = bool(active and plan is not None and not plan.is_identity)
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            self.holder.relayout = False
+        return run_with_call(CallState(dm, plan, active, prefix), executor, *args, **kwargs)
+
+
+def _split(t: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """t[:, start:stop] and the rest (before, then after) along dim 1."""
+    inside = t[:, start:stop]
+    if start == 0:
+        return inside, t[:, stop:]
+    if stop == t.shape[1]:
+        return inside, t[:, :start]
+    return inside, torch.cat((t[:, :start], t[:, stop:]), dim=1)
 
 
 class WanSelfAttentionPatch:
     """Replacement for ``WanSelfAttention.forward`` of one block (an object patch)."""
 
-    def __init__(self, holder: PatchHolder, module, block_index: int, previous=None):
+    def __init__(self, holder: PatchHolder, group: str, block_index: int, previous=None):
         self.holder = holder
-        self.module = module
+        self.path = (group, block_index, "self_attn")
         self.block_index = block_index
         self.previous = previous  # another pack's object patch of the same forward, if any
-        self.namespace = wan_namespace(module)
 
-    def original(self, x, freqs, transformer_options):
+    def original(self, module, x, freqs, transformer_options):
         if self.previous is not None:
             return self.previous(x, freqs, transformer_options=transformer_options)
-        return type(self.module).forward(self.module, x, freqs, transformer_options=transformer_options)
+        return type(module).forward(module, x, freqs, transformer_options=transformer_options)
 
-    def rope_table(self, freqs: torch.Tensor, call: CallState, positions: torch.Tensor | None = None):
+    def rope_table(self, namespace, freqs: torch.Tensor, call: CallState):
         """ComfyUI's RoPE table as complex numbers (shared by all blocks of a call), or None to call the
         model's own ``apply_rope1`` (another pack replaced it, or the table is not made of rotations)."""
-        rope = self.namespace.apply_rope1
+        rope = namespace.apply_rope1
         where = (getattr(rope, "__module__", None), getattr(rope, "__name__", None))
         if where != ("comfy.ldm.flux.math", "apply_rope1"):
             log_once(self.holder, "rope-replaced", "%s apply_rope1 is %s.%s (another pack): the patch calls it instead "
@@ -141,21 +183,17 @@ class WanSelfAttentionPatch:
         if table is None:
             log_once(self.holder, "rope-table", "%s the RoPE table is not made of rotations: the patch calls the "
                      "model's apply_rope1 instead of its complex-multiply RoPE.", LOG_PREFIX)
-        if table is None or positions is None:
-            return table
-        pooled = key + ("pooled", len(positions))
-        if pooled not in call.cache:
-            call.cache[pooled] = table.index_select(1, positions)
-        return call.cache[pooled]
+        return table
 
-    def project(self, x: torch.Tensor, freqs: torch.Tensor, index: int, table: torch.Tensor | None = None) -> torch.Tensor:
-        """q (0), k (1) or v (2) of x (B, L, C) as the model computes them: (B, L, C).
+    @staticmethod
+    def project(m, namespace, x: torch.Tensor, freqs: torch.Tensor, index: int,
+                table: torch.Tensor | None = None) -> torch.Tensor:
+        """q (0), k (1) or v (2) of x (B, L, C) as the module ``m`` computes them: (B, L, C).
 
         Computed in chunks of tokens (every step is per token): RoPE works in float32, so one pass
         over a 4K grid would hold several float32 copies of the whole sequence. ``table``: RoPE as
         complex numbers (see :meth:`rope_table`), else the model's ``apply_rope1`` runs.
         """
-        m = self.module
         b, s, c = x.shape
         if index == 2:
             return m.v(x)
@@ -168,35 +206,85 @@ class WanSelfAttentionPatch:
             if table is not None:
                 apply_complex(t, table[:, i:i + step], out=dst)
             else:
-                dst.copy_(self.namespace.apply_rope1(t, freqs[:, i:i + step]))
+                dst.copy_(namespace.apply_rope1(t, freqs[:, i:i + step]))
         return out
 
+    def plan_of(self, call: CallState, transformer_options: dict):
+        """The call's plan, re-made when ComfyUI says the video grid is another (0.33's ``grid_sizes``)."""
+        sizes = transformer_options.get("grid_sizes")
+        if sizes is None:
+            return call.plan
+        grid = tuple(int(v) for v in sizes)
+        if grid == call.plan.grid:
+            return call.plan
+        log_once(self.holder, ("grid_sizes", grid), "%s ComfyUI reports the video grid %s (computed %s): "
+                 "windowing %s.", LOG_PREFIX, grid, call.plan.grid, grid)
+        return self.holder.plan_for(grid)
+
     def __call__(self, x, freqs, transformer_options={}):
-        call: CallState | None = transformer_options.get(CALL_KEY)
-        if call is None or not call.active or call.plan is None or call.plan.is_identity:
-            return self.original(x, freqs, transformer_options)
-        plan = call.plan
-        layout = plan.layout(self.block_index)
-        m = self.module
+        call = current_call()
+        m = _module(call, self.path, "a patched Wan self-attention")
+        if not call.changed:
+            return self.original(m, x, freqs, transformer_options)
+        plan = self.plan_of(call, transformer_options)
+        if plan.is_identity:
+            return self.original(m, x, freqs, transformer_options)
+        start, stop, total = call.prefix, call.prefix + math.prod(plan.grid), x.shape[1]
+        if stop > total or freqs.shape[1] != total:
+            log_once(self.holder, ("layout", plan.grid, start, total), "%s %d tokens (%d before the video) do not "
+                     "hold the video grid %s: full attention for these calls.", LOG_PREFIX, total, start, plan.grid)
+            return self.original(m, x, freqs, transformer_options)
+        namespace = wan_namespace(m)
+        b, heads = x.shape[0], m.num_heads
 
         def attention(q, k, v):
-            return self.namespace.optimized_attention(q, k, v, heads=m.num_heads,
-                                                      transformer_options=transformer_options)
+            return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
 
-        table = self.rope_table(freqs, call)
+        table = self.rope_table(namespace, freqs, call)
+        has_extras = stop - start < total
+        attn1 = transformer_options.get("patches", {}).get("attn1_patch") if runs_attn1_patch(m) else None
+        # ComfyUI's attn1_patch gets the whole sequence's q and k: project them once, then cut
+        full = [self.project(m, namespace, x, freqs, i, table) for i in range(2)] if attn1 else None
+        xv, xe = _split(x, start, stop)
+        fv, fe = _split(freqs, start, stop)
+        tv, te = _split(table, start, stop) if table is not None else (None, None)
+        if full is not None:
+            parts = [_split(t, start, stop) for t in full]
+            video = lambda i: parts[i][0] if i < 2 else m.v(xv)  # noqa: E731
+            extras_qkv = [parts[0][1], parts[1][1], m.v(xe)] if has_extras else None
+        else:
+            video = lambda i: self.project(m, namespace, xv, fv, i, tv)  # noqa: E731
+            extras_qkv = [self.project(m, namespace, xe, fe, i, te) for i in range(3)] if has_extras else None
+
         global_qkv = None
         if plan.factor:
             key = ("pooled positions", plan.grid, plan.factor)
             if key not in call.cache:  # the same for every block of the call
                 call.cache[key] = pooled_positions(plan.grid, plan.factor, freqs.device)
             positions = call.cache[key]
-            xp = pool_tokens(x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
-            tp = None if table is None else self.rope_table(freqs, call, positions)
-            fp = freqs.index_select(1, positions) if tp is None else None
-            global_qkv = [self.project(xp, fp, i, tp) for i in range(3)]
+            xp = pool_tokens(xv, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
+            tp = None if tv is None else tv.index_select(1, positions)
+            fp = fv.index_select(1, positions) if tp is None else None
+            global_qkv = [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
             del xp
-        out = dual_branch_attention(lambda i: self.project(x, freqs, i, table), layout, attention, global_qkv,
-                                    plan.factor, plan.fusion, plan.strength)
+        out = dual_branch_attention(video, plan.layout(self.block_index), attention, global_qkv,
+                                    plan.factor, plan.fusion, plan.strength,
+                                    shared_kv=extras_qkv[1:] if extras_qkv is not None else None)
+        if has_extras:
+            # the tokens outside the grid attend to each other and to the pooled video (when pooled)
+            qe, ke, ve = extras_qkv
+            if global_qkv is not None:
+                ke, ve = torch.cat((ke, global_qkv[1]), dim=1), torch.cat((ve, global_qkv[2]), dim=1)
+            extras_out = attention(qe, ke, ve)  # (B, E, C)
+            whole = torch.empty((b, total, out.shape[-1]), dtype=out.dtype, device=out.device)
+            whole[:, start:stop] = out
+            whole[:, :start] = extras_out[:, :start]
+            whole[:, stop:] = extras_out[:, start:]
+            out = whole
+        if attn1:
+            q, k = (t.view(b, total, heads, m.head_dim) for t in full)
+            for p in attn1:
+                out = p({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
         return m.o(out)
 
 
@@ -208,13 +296,14 @@ class ChunkedFeedForward:
     Sequences whose hidden activation is small run the module unchanged.
     """
 
-    def __init__(self, module, previous=None):
-        self.module = module
+    def __init__(self, block_index: int, previous=None):
+        self.path = ("blocks", block_index, "ffn")
         self.previous = previous
 
     def __call__(self, x):
-        run = self.previous if self.previous is not None else (lambda t: type(self.module).forward(self.module, t))
-        hidden = self.module[0].out_features if hasattr(self.module[0], "out_features") else x.shape[-1] * 4
+        module = _module(current_call(), self.path, "a patched Wan feed-forward")
+        run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
+        hidden = module[0].out_features if hasattr(module[0], "out_features") else x.shape[-1] * 4
         step = max(1, FFN_CHUNK_ELEMENTS // max(1, x.shape[0] * hidden))
         if x.shape[1] <= step:
             return run(x)
@@ -233,68 +322,46 @@ class TokenMajorEmbedding:
     WanModel turns the embedding (B, C, T, H, W) into tokens with ``flatten(2).transpose(1, 2)``. On a
     channels-first conv output that is a strided view, and every later elementwise op keeps its
     layout, so each block's LayerNorms copy the whole residual stream to contiguous memory and the
-    residual adds run unvectorized (about 0.2 s per block for the 14B at 4K). A channels-last
-    embedding makes the token view contiguous from the first block on. Only for calls the patch
-    changes (``holder.relayout``, set by the diffusion-model wrapper): other calls stay bit for bit
-    what ComfyUI computes.
+    residual adds run unvectorized (about 0.2 s per block for the 14B at 4K; ComfyUI 0.33 copies once
+    per block instead). A channels-last embedding makes the token view contiguous from the first block
+    on. Only for calls the patch changes: other calls stay bit for bit what ComfyUI computes.
     """
 
-    def __init__(self, holder: PatchHolder, module, previous=None):
-        self.holder = holder
-        self.module = module
+    path = ("patch_embedding",)
+
+    def __init__(self, previous=None):
         self.previous = previous
 
     def __call__(self, x):
-        run = self.previous if self.previous is not None else (lambda t: type(self.module).forward(self.module, t))
-        if x.ndim != 5 or not self.holder.relayout:
+        call = current_call()
+        module = _module(call, self.path, "the patched Wan patch embedding")
+        run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
+        if x.ndim != 5 or not call.changed:
             return run(x)
         out = run(x.contiguous(memory_format=torch.channels_last_3d))
         return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
 
 
-def _replace_forward(patched, path: str, make) -> None:
-    """Object-patch ``<path>.forward`` with ``make(module, previous)``. ``previous`` is another pack's
-    patch of that forward, if any (ours from an earlier Apply is replaced, not chained)."""
-    key = f"{path}.forward"
-    previous = patched.object_patches.get(key)
-    if isinstance(previous, (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding)):
-        previous = previous.previous
-    patched.add_object_patch(key, make(patched.get_model_object(path), previous))
+OURS = (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding)
 
 
 def apply(model, settings: AttentionSettings):
     """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a Wan model) with the patch."""
     dm = model.get_model_object("diffusion_model")
-    holder = PatchHolder(settings, FAMILY, native_grid(dm), len(dm.blocks))
-    patched = model.clone()
-    options = patched.model_options.setdefault("transformer_options", {})
-    if CHECKPOINT_HOLDER_KEY in options:
-        raise ValueError("UltraGen: this model already runs the published UltraGen checkpoint (UltraGen Load "
-                         "Weights), which has its own attention. Remove UltraGen Apply from this model, or "
-                         "connect UltraGen Apply to the model before UltraGen Load Weights is added.")
-    if HOLDER_KEY in options:
-        log.info("%s the model already had UltraGen attention; the new settings replace the old ones.", LOG_PREFIX)
-    options[HOLDER_KEY] = holder
+    family = wan_family(dm)
+    native, note = native_grid(family, settings.native_resolution)
+    holder = PatchHolder(settings, native, len(dm.blocks), note)
+    patched = install(model, holder, WanDiffusionWrapper(holder, family))
 
     targets = [("blocks", i) for i in range(len(dm.blocks)) if i not in holder.full_blocks]
     targets += [("vace_blocks", i) for i in range(len(getattr(dm, "vace_blocks", None) or ()))]
     for group, i in targets:
-        path = f"diffusion_model.{group}.{i}.self_attn"
-        _replace_forward(patched, path, lambda module, previous: WanSelfAttentionPatch(holder, module, i, previous))
+        replace_forward(patched, f"diffusion_model.{group}.{i}.self_attn",
+                        lambda previous: WanSelfAttentionPatch(holder, group, i, previous), OURS)
+    for i in holder.full_blocks:  # from an earlier Apply
+        remove_forward(patched, f"diffusion_model.blocks.{i}.self_attn", OURS)
     for i in range(len(dm.blocks)):
-        _replace_forward(patched, f"diffusion_model.blocks.{i}.ffn", ChunkedFeedForward)
+        replace_forward(patched, f"diffusion_model.blocks.{i}.ffn", lambda previous: ChunkedFeedForward(i, previous), OURS)
     if getattr(dm, "patch_embedding", None) is not None:
-        _replace_forward(patched, "diffusion_model.patch_embedding",
-                         lambda module, previous: TokenMajorEmbedding(holder, module, previous))
-    for name in (f"diffusion_model.blocks.{i}.self_attn.forward" for i in holder.full_blocks):
-        if isinstance(patched.object_patches.get(name), WanSelfAttentionPatch):  # from an earlier Apply
-            previous = patched.object_patches[name].previous
-            if previous is None:
-                del patched.object_patches[name]
-            else:
-                patched.object_patches[name] = previous
-
-    for kind, wrapper in ((OUTER_SAMPLE, outer_sample_wrapper), (DIFFUSION_MODEL, WanDiffusionWrapper(holder))):
-        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)  # from an earlier Apply on this model
-        patched.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
+        replace_forward(patched, "diffusion_model.patch_embedding", TokenMajorEmbedding, OURS)
     return patched

@@ -20,12 +20,15 @@ plain module may stay on the offload device: the forward reads every extra weigh
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
+from ..checkpoint.loader import prepare_checkpoint
 from ..checkpoint.modules import UltraGenExtras
+from ..models import wan_family
 from .base import CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
 from .wan import WanSelfAttentionPatch, model_name, token_grid, wan_namespace
 
@@ -54,8 +57,10 @@ class CheckpointHolder:
 
 @dataclass
 class CheckpointCall:
-    """One call of the diffusion model: its token grid (None: not a plain grid) and raw timestep (B,)."""
+    """One call of the diffusion model: the model being run, its token grid (None: not a plain grid)
+    and the raw timestep (B,)."""
 
+    model: object
     grid: tuple[int, int, int] | None
     timestep: torch.Tensor
 
@@ -81,13 +86,15 @@ class CheckpointWrapper:
         dm = executor.class_obj
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
-        grid, is_grid = token_grid(dm, args[0], time_dim_concat, kwargs)
+        grid, prefix = token_grid(dm, args[0], time_dim_concat, kwargs)
+        is_grid = prefix == 0  # the published model knows no tokens outside the video grid
         if is_grid:
             check_grid(grid)
             self.holder.log_once(("grid", grid), "%s %s: UltraGen checkpoint attention (%s) on a %dx%dx%d token "
-                                 "grid in blocks %s; full attention in the others.", LOG_PREFIX, model_name(dm),
-                                 self.holder.source, *grid, self.holder.extras.block_ids)
-        call = CheckpointCall(grid if is_grid else None, timestep)
+                                 "grid in blocks %s; full attention in the others.", LOG_PREFIX,
+                                 model_name(dm, wan_family(dm)), self.holder.source, *grid,
+                                 self.holder.extras.block_ids)
+        call = CheckpointCall(dm, grid if is_grid else None, timestep)
         new = {**options, CKPT_CALL_KEY: call}
         if "transformer_options" in kwargs:
             kwargs = {**kwargs, "transformer_options": new}
@@ -99,16 +106,18 @@ class CheckpointWrapper:
 class CheckpointSelfAttention:
     """Replacement for ``WanSelfAttention.forward`` of one block that has UltraGen extras."""
 
-    def __init__(self, holder: CheckpointHolder, module, block_index: int):
+    def __init__(self, holder: CheckpointHolder, block_index: int):
         self.holder = holder
-        self.module = module
         self.block_index = block_index
-        self.namespace = wan_namespace(module)
 
     def __call__(self, x, freqs, transformer_options={}):
-        m = self.module
         call: CheckpointCall | None = transformer_options.get(CKPT_CALL_KEY)
-        if call is None or call.grid is None:
+        if call is None:
+            raise RuntimeError("UltraGen: the checkpoint's self-attention ran outside a call of the patched model. "
+                               "A node that calls the model's blocks directly bypasses ComfyUI's model wrappers.")
+        m = call.model.blocks[self.block_index].self_attn  # the running model's own (each device its own)
+        namespace = wan_namespace(m)
+        if call.grid is None:
             self.holder.log_once("nogrid", "%s the tokens do not form a plain video grid (reference latent?): "
                                  "full attention for these calls.", LOG_PREFIX)
             return type(m).forward(m, x, freqs, transformer_options=transformer_options)
@@ -118,10 +127,10 @@ class CheckpointSelfAttention:
         def rope(t, sub):
             f = table.index_select(1, window_positions(grid, sub, t.device))
             b, n = t.shape[:2]
-            return self.namespace.apply_rope1(t.view(b, n, heads, -1), f).view(b, n, -1)
+            return namespace.apply_rope1(t.view(b, n, heads, -1), f).view(b, n, -1)
 
         def attention(q, k, v):
-            return self.namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
+            return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
 
         base = BaseAttention(m.q, m.k, m.v, m.o, m.norm_q, m.norm_k, rope, attention)
         extras = self.holder.extras.blocks[str(self.block_index)]
@@ -160,11 +169,18 @@ def attach(model, extras: UltraGenExtras, source: str, base_patches: dict[str, t
         key = f"diffusion_model.blocks.{i}.self_attn.forward"
         if key in patched.object_patches:
             log.warning("%s block %d's self-attention was patched by another node; UltraGen replaces it.", LOG_PREFIX, i)
-        module = patched.get_model_object(f"diffusion_model.blocks.{i}.self_attn")
-        patched.add_object_patch(key, CheckpointSelfAttention(holder, module, i))
+        patched.add_object_patch(key, CheckpointSelfAttention(holder, i))
     patched.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
     patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, CheckpointWrapper(holder))
     factory = patcher_factory or type(model)
     patched.set_additional_models(WRAPPER_KEY, [factory(extras, load_device=model.load_device,
                                                         offload_device=model.offload_device)])
     return patched
+
+
+def load_ultragen(model, path: str, patcher_factory=None):
+    """Clone ``model`` and attach the UltraGen checkpoint at ``path``; returns (patched, report)."""
+    dm = model.get_model_object("diffusion_model")
+    check_model(dm)
+    extras, base, report = prepare_checkpoint(model, dm, path)
+    return attach(model, extras, os.path.basename(path), base, patcher_factory), report

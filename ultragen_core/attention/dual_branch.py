@@ -26,14 +26,19 @@ def _as_projector(qkv: Sequence[torch.Tensor] | Projector) -> Projector:
 
 
 def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
-                       extra: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       extra: Sequence[torch.Tensor] | None = None,
+                       shared_kv: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention inside each window of ``layout``: one batched call per window shape (usually one).
 
     qkv: q, k, v of shape (B, T*H*W, C), or a projector returning them one at a time.
     extra: optional (q, k, v) of shape (Bg, Lw, C) with Lw = layout.window_tokens, appended to the
         main group's call as Bg more batch entries (the global branch, when its length matches).
+    shared_kv: optional (k, v) of shape (B, E, C): keys / values every window of batch item b attends
+        to besides its own (tokens outside the grid, e.g. a reference frame). Not with ``extra``.
     Returns the attention output (B, T*H*W, C) in token order, and the output for ``extra`` or None.
     """
+    if extra is not None and shared_kv is not None:
+        raise ValueError("windowed_attention: extra batch entries and shared keys cannot share one call.")
     project = _as_projector(qkv)
     groups = [(math.prod(shape), len(windows)) for shape, windows in layout.groups]
     tiles: list[list[torch.Tensor]] = [[] for _ in groups]
@@ -44,6 +49,14 @@ def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLa
         if N != n_tokens:
             raise ValueError(f"windowed_attention: {N} tokens do not match the grid {layout.grid}.")
         for g, ((L, count), index) in enumerate(zip(groups, layout.gather_indices(t.device))):
+            if shared_kv is not None and i > 0:
+                shared = shared_kv[i - 1]  # (B, E, C)
+                E = shared.shape[1]
+                buf = torch.empty((B, count, L + E, C), dtype=t.dtype, device=t.device)
+                buf[:, :, :L] = t.index_select(1, index).view(B, count, L, C)
+                buf[:, :, L:] = shared[:, None]
+                tiles[g].append(buf.view(B * count, L + E, C))  # (B*count, L + E, C)
+                continue
             rows = B * count + (extra[i].shape[0] if extra is not None and g == 0 else 0)
             buf = torch.empty((rows, L, C), dtype=t.dtype, device=t.device)  # (B*count [+ Bg], L, C)
             torch.index_select(t, 1, index, out=buf[: B * count].view(B, count * L, C))
@@ -84,7 +97,8 @@ def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int,
 
 def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
                           global_qkv: Sequence[torch.Tensor] | None = None, factor: int = 0,
-                          fusion: str = "local_only", strength: float = 1.0) -> torch.Tensor:
+                          fusion: str = "local_only", strength: float = 1.0,
+                          shared_kv: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Local windows plus an optional global branch over pooled tokens, fused.
 
     qkv: q, k, v (B, T*H*W, C) for the local branch (positional encoding already applied), or a
@@ -92,14 +106,17 @@ def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: Windo
     layout: the window layout of the grid.
     global_qkv: q, k, v (B, T*Hp*Wp, C) of the pooled tokens (see :func:`pool_tokens`), or None.
     factor: the pooling factor that produced global_qkv.
+    shared_kv: optional (k, v), each (B, E, C), that every window attends to besides its own tokens
+        (see :func:`windowed_attention`).
     Returns (B, T*H*W, C).
     """
     if global_qkv is None or fusion == "local_only":
-        local, _ = windowed_attention(qkv, layout, attention)
+        local, _ = windowed_attention(qkv, layout, attention, shared_kv=shared_kv)
         return local
     grid = layout.grid
-    shared = global_qkv[0].shape[1] == layout.window_tokens
-    local, global_out = windowed_attention(qkv, layout, attention, extra=global_qkv if shared else None)
+    shared = global_qkv[0].shape[1] == layout.window_tokens and shared_kv is None
+    local, global_out = windowed_attention(qkv, layout, attention, extra=global_qkv if shared else None,
+                                           shared_kv=shared_kv)
     if not shared:
         global_out = attention(*global_qkv)
     return fuse(local, global_out, grid, factor, fusion, strength)

@@ -1,4 +1,6 @@
-"""Load an UltraGen checkpoint onto a loaded Wan model (a ComfyUI ModelPatcher, duck-typed)."""
+"""Read an UltraGen checkpoint for a loaded Wan model (a ComfyUI ModelPatcher, duck-typed): the extra
+weights as modules, the base weights that differ, and a report. Attaching them to the model is the
+adapter's job (``adapters.wan_ultragen``)."""
 from __future__ import annotations
 
 import os
@@ -61,12 +63,10 @@ def compare_base(split: SplitCheckpoint, model_sd: dict[str, torch.Tensor], sour
     return differ, notes
 
 
-def load_ultragen(model, path: str, patcher_factory=None):
-    """Clone ``model`` and attach the UltraGen checkpoint at ``path``; returns (patched, report)."""
-    from ..adapters.wan_ultragen import attach, check_model
+def prepare_checkpoint(model, dm, path: str) -> tuple[UltraGenExtras, dict[str, torch.Tensor], str]:
+    """The checkpoint at ``path`` for ``model`` (its diffusion model ``dm``): (extras, base weights to
+    set, report). Raises ValueError naming the file when it does not fit the model."""
     source = os.path.basename(path)
-    dm = model.get_model_object("diffusion_model")
-    check_model(dm)
     split = split_checkpoint(load_state_dict(path))
     notes = check_extras(split, int(dm.dim), len(dm.blocks), source)
     base, base_notes = compare_base(split, dm.state_dict(), source)
@@ -77,4 +77,4 @@ def load_ultragen(model, path: str, patcher_factory=None):
             f"parameters, LoRA rank {split.rank}, kept in {str(dtype).replace('torch.', '')}); full attention in "
             f"blocks {full}")
     report = "; ".join([head] + base_notes + notes) + "."
-    return attach(model, extras, source, base, patcher_factory), report
+    return extras, base, report
