@@ -1,7 +1,7 @@
 """Where the time goes: CUDA kernel time of the dual-branch op or of one patched Wan block, by kernel.
 
-    python bench/profile.py --op 14B:4K:fast --op 5B:4K:default
-    COMFYUI_PATH=... python bench/profile.py --block 14B:4K:fast
+    python bench/kernel_profile.py --op 14B:4K:fast --op 5B:4K:default
+    COMFYUI_PATH=... python bench/kernel_profile.py --block 14B:4K:fast
 
 ``--op LAYOUT:RES:PRESET`` profiles the op as bench/attention.py runs it (a plain and a shifted
 block, pooling included); ``--block`` profiles one call of a one-block WanModel (bench/dit.py's
@@ -24,11 +24,10 @@ sys.path.insert(0, str(HERE))
 from attention import GRIDS, HEAD_DIM, LAYOUTS, sdpa  # noqa: E402
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
-from ultragen_core.presets import fast_settings  # noqa: E402
 
 
-def settings_for(preset: str, native):
-    return fast_settings(native) if preset == "fast" else AttentionSettings()
+def settings_for(preset: str) -> AttentionSettings:
+    return AttentionSettings(preset="fast") if preset == "fast" else AttentionSettings()
 
 
 def _self_device_us(event) -> float:
@@ -65,7 +64,7 @@ def op_case(spec: str, rows: int) -> None:
     layout_name, res, preset = spec.split(":")
     heads, native = LAYOUTS[layout_name]
     grid = GRIDS["wan22_5b" if layout_name == "5B" else "wan21"][res]
-    plan = resolve_plan(settings_for(preset, native), grid, native)
+    plan = resolve_plan(settings_for(preset), grid, native)
     n = math.prod(grid)
     q, k, v = (torch.randn(1, n, heads * HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     attention = sdpa("cudnn", heads)
@@ -82,14 +81,13 @@ def op_case(spec: str, rows: int) -> None:
 def block_case(spec: str, rows: int) -> None:
     sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
     from dit import MODELS, RES, build, patch
-    from ultragen_core.adapters.wan import native_grid
     name, res, preset = spec.split(":")
     cfg = MODELS[name]
     h, w = RES[res]
     lat = (21, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
     grid = (21, math.ceil(lat[1] / 2), math.ceil(lat[2] / 2))
     model = build(cfg, 1, torch.device("cuda"))
-    options, plan = patch(model, grid, settings_for(preset, native_grid(model)))
+    options, plan = patch(model, grid, settings_for(preset))
     x = torch.randn(1, cfg["in_dim"], *lat, device="cuda", dtype=torch.bfloat16)
     t = torch.full((1,), 500.0, device="cuda")
     ctx = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
