@@ -30,8 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
 from ultragen_core.attention.dual_branch import fuse  # noqa: E402
-from fused_windows import available as fused_available  # noqa: E402
-from fused_windows import windowed_attention_fused  # noqa: E402
+from experiments.fused_windows import available as fused_available  # noqa: E402
+from experiments.fused_windows import windowed_attention_fused  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 
 HEAD_DIM = 128

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from attention import GRIDS, HEAD_DIM, LAYOUTS, sdpa, timed  # noqa: E402
 from ultragen_core.attention.dual_branch import windowed_attention  # noqa: E402
-from fused_windows import windowed_attention_fused  # noqa: E402
+from experiments.fused_windows import windowed_attention_fused  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 
 CASES = "14B:4K:fast,14B:4K:default,14B:1080p:fast,5B:1080p:default,5B:4K:fast,5B:720p:fast,1.3B:720p:fast,1.3B:4K:fast"
