@@ -34,7 +34,7 @@ from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 
 from experiments.fused_windows import available as fused_available  # noqa: E402
 from experiments.fused_windows import windowed_attention_fused  # noqa: E402
-from smoke import HEADS as SMOKE_HEADS, banner, pick_device, shrink  # noqa: E402
+from smoke import HEADS as SMOKE_HEADS, SHRUNK, banner, pick_device, shrink  # noqa: E402
 
 HEAD_DIM = 128
 LAYOUTS = {"1.3B": (12, (21, 30, 52)), "5B": (24, (31, 22, 40)), "14B": (40, (21, 45, 80))}
@@ -252,7 +252,7 @@ def main():
     else:
         skipped = [f"SDPA backends {','.join(args.full)} (full) and {','.join(args.windows)} (windows): PyTorch's "
                    "CPU attention instead"] + ["CUDA graphs"] * args.graph + ["FlexAttention"] * (not args.no_flex)
-        print(banner("CUDA only, not run: " + "; ".join(skipped)))
+        print(banner(SHRUNK, "; ".join(skipped)))
         args.full = [None]
         args.windows = ["default"] + ["fused"] * ("fused" in args.windows)  # fused: reports why it cannot run
         args.graph, args.no_flex = False, True

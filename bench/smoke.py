@@ -14,6 +14,7 @@ import torch
 
 SCALE = (7, 15, 15)  # real token grids (frames, rows, columns) are divided by these, rounded up
 HEADS = 2  # attention heads of the smoke cases (head_dim stays 128)
+SHRUNK = f"token grids / {'x'.join(map(str, SCALE))}, {HEADS} heads"
 
 
 def shrink(grid: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -33,7 +34,7 @@ def pick_device(smoke: bool, script: str) -> torch.device:
     return torch.device("cuda")
 
 
-def banner(script_note: str) -> str:
-    """The first line of a smoke run's output."""
-    return (f"# smoke run (CPU, 1 thread, float32, grids / {'x'.join(map(str, SCALE))}, numbers mean nothing): "
-            f"{script_note}")
+def banner(sizes: str, not_run: str = "") -> str:
+    """The first line of a smoke run's output: what was shrunk, and what needs CUDA and was skipped."""
+    line = f"# smoke run on the CPU (1 thread, float32; the numbers measure nothing): {sizes}"
+    return line + (f"; CUDA only, not run: {not_run}" if not_run else "")

@@ -25,7 +25,7 @@ from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 from attention import HEAD_DIM, case_sizes, sdpa, timed  # noqa: E402
 from experiments.fused_windows import available as fused_available  # noqa: E402
 from experiments.fused_windows import windowed_attention_fused  # noqa: E402
-from smoke import banner, pick_device  # noqa: E402
+from smoke import SHRUNK, banner, pick_device  # noqa: E402
 
 CASES = "14B:4K:fast,14B:4K:default,14B:1080p:fast,5B:1080p:default,5B:4K:fast,5B:720p:fast,1.3B:720p:fast,1.3B:4K:fast"
 
@@ -52,7 +52,7 @@ def main():
     if cuda:
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | cuDNN {torch.backends.cudnn.version()}")
     else:
-        print(banner("CUDA only, not run: cuDNN (PyTorch's CPU attention instead)" + "; CUDA graphs" * args.graph
+        print(banner(SHRUNK, "cuDNN (PyTorch's CPU attention instead)" + "; CUDA graphs" * args.graph
                      + "; the fused Triton kernel (its rows say why)"))
     why_not = fused_available(device, dtype, HEAD_DIM)
     print("| case | windows | path | ms (plain / shifted avg) | useful TFLOP/s | max diff vs batched |")
