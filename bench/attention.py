@@ -5,7 +5,7 @@ resolution, 81 frames, bf16. All rows of one table are measured in one run.
     python bench/attention.py                       # everything (about 6 minutes on an H100)
     python bench/attention.py --layouts 14B --res 4K
     python bench/attention.py --smoke               # tiny sizes on the CPU: checks that the script runs
-    python bench/attention.py --full cudnn --graph --presets default,fast,f:1/3x1/2x1/2   # run 14
+    python bench/attention.py --full cudnn --graph --no-flex --reps 3 --presets default,fast,f:1/3x1/2x1/2,f:1/2x1/2x1/2  # run 14
     python bench/attention.py --windows cudnn,fused --layouts 14B,5B --res 1080p,4K      # run 13
 
 UltraGen rows run the op as the Wan patch does: the block input pooled once for the global branch.

@@ -191,14 +191,14 @@ def main():
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--budget-gb", type=float, default=6.0, help="max_vram_gb of the 'ultragen_budget' rows")
     ap.add_argument("--budget-s", type=float, default=420.0, help="time for all rows; later rows shrink or skip")
-    ap.add_argument("--smoke", action="store_true", help="tiny VAEs (dim 8) on the CPU at 128x256, 5 frames, budget "
-                    "0.6 GiB (2-3 tiles): checks that the script runs (bench/smoke.py)")
+    ap.add_argument("--smoke", action="store_true", help="tiny VAEs (dim 8) on the CPU at 128x256, 1 frame, budget "
+                    "0.6 GiB (1-3 tiles): checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
     cuda = pick_device(args.smoke, "bench/vae_decode.py").type == "cuda"
     use_comfyui("bench/vae_decode.py", cpu=args.smoke)
     if args.smoke:
-        args.res, args.frames, args.budget_gb = "smoke", 5, 0.6
-        print(banner("Wan VAEs of dim 8, 128x256 pixels, 5 frames", "peak VRAM"))
+        args.res, args.frames, args.budget_gb = "smoke", 1, 0.6
+        print(banner(f"Wan VAEs of dim 8, {'x'.join(map(str, RES['smoke']))} pixels, 1 frame", "peak VRAM"))
     import folder_paths  # noqa: F401  (ComfyUI imports these before nodes)
     import utils.extra_config  # noqa: F401
     import comfy.model_management as mm
