@@ -4,8 +4,8 @@ resolution, 81 frames, bf16. All rows of one table are measured in one run.
 
     python bench/attention.py                       # everything (about 6 minutes on an H100)
     python bench/attention.py --layouts 14B --res 4K
-    python bench/attention.py --smoke               # tiny sizes on CPU, checks the script runs
-    python bench/attention.py --full cudnn --graph --presets default,fast,f:1/3x1/2x1/2   # run 14
+    python bench/attention.py --smoke               # tiny sizes on the CPU: checks that the script runs
+    python bench/attention.py --full cudnn --graph --no-flex --reps 3 --presets default,fast,f:1/3x1/2x1/2,f:1/2x1/2x1/2  # run 14
     python bench/attention.py --windows cudnn,fused --layouts 14B,5B --res 1080p,4K      # run 13
 
 UltraGen rows run the op as the Wan patch does: the block input pooled once for the global branch.
@@ -30,9 +30,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core.attention import dual_branch_attention, pool_tokens  # noqa: E402
 from ultragen_core.attention.dual_branch import fuse  # noqa: E402
-from fused_windows import available as fused_available  # noqa: E402
-from fused_windows import windowed_attention_fused  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
+
+from experiments.fused_windows import available as fused_available  # noqa: E402
+from experiments.fused_windows import windowed_attention_fused  # noqa: E402
+from smoke import HEADS as SMOKE_HEADS, SHRUNK, banner, pick_device, shrink  # noqa: E402
 
 HEAD_DIM = 128
 LAYOUTS = {"1.3B": (12, (21, 30, 52)), "5B": (24, (31, 22, 40)), "14B": (40, (21, 45, 80))}
@@ -128,24 +130,54 @@ def flex_time(q, k, v, plan, heads, reps, device):
     return timed(lambda: flex(split(q), split(k), split(v), block_mask=mask), reps, device)
 
 
-def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smoke, windows=("cudnn",), graphs=False,
-               full_backends=tuple(BACKENDS), presets=None):
-    presets = presets or [preset("default"), preset("fast")]
+def case_sizes(layout_name: str, res: str, smoke: bool):
+    """(heads, native grid, token grid at 81 frames) of a head layout at a resolution; smoke: 2 heads and
+    both grids shrunk (bench/smoke.py), so windows, shifts and pooling still happen."""
     heads, native = LAYOUTS[layout_name]
     grid = GRIDS["wan22_5b" if layout_name == "5B" else "wan21"][res]
-    if smoke:
-        heads, grid = 2, (3, 9, 14)
+    return (SMOKE_HEADS, shrink(native), shrink(grid)) if smoke else (heads, native, grid)
+
+
+def ultragen_op(q, k, v, grid, plan, attention, heads, fused=False):
+    """The dual-branch op as the Wan patch runs it, for a plain and a shifted block; returns a callable.
+
+    q, k, v: (1, T*H*W, heads * HEAD_DIM). The block input is pooled once for the global branch and the
+    pooled tokens go through the block's own q / k / v projections (linear layers, not timed here, as the
+    full attention rows do not time theirs either); q stands in for the block input. fused: the local
+    branch through the experimental Triton kernel (experiments/fused_windows.py).
+    """
+    def run():
+        glob = [pool_tokens(q, grid, plan.factor)] * 3 if plan.factor else None
+        outs = []
+        for parity in (0, 1):  # a plain and a shifted block
+            layout = plan.layout(parity)
+            if not fused:
+                outs.append(dual_branch_attention((q, k, v), layout, attention, glob,
+                                                  plan.factor, plan.fusion, plan.strength))
+                continue
+            local = windowed_attention_fused(q, k, v, layout, heads)
+            outs.append(local if glob is None else
+                        fuse(local, attention(*glob), grid, plan.factor, plan.fusion, plan.strength))
+        return outs
+    return run
+
+
+def bench_case(layout_name, res, device, dtype, args):
+    """Rows (method, seconds, useful TFLOP/s, peak GiB, note) of one layout and resolution.
+
+    args: the parsed options, with .full / .windows as lists of what runs on this device."""
+    heads, native, grid = case_sizes(layout_name, res, args.smoke)
     n = math.prod(grid)
     rows = []
     g = torch.Generator(device=device).manual_seed(0)
     # full attention: fewer heads where a full call would take too long, scaled linearly
-    fh = min(heads, full_heads_cap) if n > 200_000 else heads
+    fh = min(heads, args.full_heads_cap) if n > 200_000 else heads
     q, k, v = (torch.randn(1, n, fh * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
     full_flops = 4 * HEAD_DIM * heads * n * n
     best = None
-    for backend in full_backends if device.type == "cuda" else [None]:
+    for backend in args.full:
         try:
-            t, mem = timed(lambda: sdpa(backend, fh)(q, k, v), reps, device)
+            t, mem = timed(lambda: sdpa(backend, fh)(q, k, v), args.reps, device)
         except RuntimeError as e:  # a backend that refuses the shape
             rows.append((f"full SDPA {backend}", float("nan"), float("nan"), float("nan"), f"unavailable: {str(e)[:60]}"))
             continue
@@ -155,43 +187,23 @@ def bench_case(layout_name, res, device, dtype, reps, full_heads_cap, flex, smok
         best = t if best is None else min(best, t)
     del q, k, v
     q, k, v = (torch.randn(1, n, heads * HEAD_DIM, device=device, dtype=dtype, generator=g) for _ in range(3))
-    for name, settings in presets:
-        settings = settings(native)
-        plan = resolve_plan(settings, grid, native)
-        modes = (False, True) if graphs and device.type == "cuda" else (False,)
-        for path, graph in [(p, m) for p in (windows if device.type == "cuda" else ["default"]) for m in modes]:
+    for name, settings in [preset(text) for text in args.presets.split(",")]:
+        plan = resolve_plan(settings(native), grid, native)
+        for path, graph in [(p, m) for p in args.windows for m in ((False, True) if args.graph else (False,))]:
             reason = fused_available(device, dtype, HEAD_DIM) if path == "fused" else None
             if reason:
                 rows.append((f"{name} (fused)", float("nan"), float("nan"), float("nan"), f"unavailable: {reason}"))
                 continue
             attention = sdpa("cudnn" if path == "fused" else (None if path == "default" else path), heads)
-
-            def run_op():
-                # as the Wan patch runs it: the block input is pooled once and the pooled tokens go
-                # through the block's own q / k / v projections (linear layers, not timed here, as the
-                # full attention rows do not time theirs either); q stands in for the block input
-                glob = [pool_tokens(q, grid, plan.factor)] * 3 if plan.factor else None
-                outs = []
-                for parity in (0, 1):  # a plain and a shifted block
-                    layout = plan.layout(parity)
-                    if path != "fused":
-                        outs.append(dual_branch_attention((q, k, v), layout, attention, glob,
-                                                          plan.factor, plan.fusion, plan.strength))
-                        continue
-                    local = windowed_attention_fused(q, k, v, layout, heads)
-                    outs.append(local if glob is None else
-                                fuse(local, attention(*glob), grid, plan.factor, plan.fusion, plan.strength))
-                return outs
-
-            t, mem = timed(run_op, reps, device, graph)
+            t, mem = timed(ultragen_op(q, k, v, grid, plan, attention, heads, path == "fused"), args.reps, device, graph)
             t /= 2  # per block, averaged over plain and shifted blocks
             flops = useful_flops(plan, heads)
             rows.append((f"{name} ({path}{', graph' if graph else ''})", t, flops / t / 1e12, mem / 2,
                          f"{plan.describe()}; FLOP ratio {full_flops / flops:.1f}x"))
-    if flex and device.type == "cuda":
+    if not args.no_flex:
         plan = resolve_plan(AttentionSettings(global_branch=False, fusion="local_only", shift="none"), grid, native)
         try:
-            t, mem = flex_time(q, k, v, plan, heads, reps, device)
+            t, mem = flex_time(q, k, v, plan, heads, args.reps, device)
             rows.append(("FlexAttention block mask (default windows, local only)", t,
                          useful_flops(plan, heads) / t / 1e12, mem, ""))
         except Exception as e:  # noqa: BLE001  (report, don't hide)
@@ -230,26 +242,29 @@ def main():
     ap.add_argument("--presets", default="default,fast",
                     help="default, fast, a window TxHxW or f:TxHxW as fractions of the native grid "
                          "(fast-preset style: no shift, automatic pooling)")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    device = pick_device(args.smoke, "bench/attention.py")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    args.full, args.windows = args.full.split(","), args.windows.split(",")
     if device.type == "cuda":
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__} | cuDNN {torch.backends.cudnn.version()}")
+    else:
+        skipped = [f"SDPA backends {','.join(args.full)} (full) and {','.join(args.windows)} (windows): PyTorch's "
+                   "CPU attention instead"] + ["CUDA graphs"] * args.graph + ["FlexAttention"] * (not args.no_flex)
+        print(banner(SHRUNK, "; ".join(skipped)))
+        args.full = [None]
+        args.windows = ["default"] + ["fused"] * ("fused" in args.windows)  # fused: reports why it cannot run
+        args.graph, args.no_flex = False, True
     print("| layout | res | grid | method | ms / call | useful TFLOP/s | speedup vs fastest full | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|")
     for layout_name in args.layouts.split(","):
         for res in args.res.split(","):
-            grid, heads, best, rows = bench_case(layout_name, res, device, dtype, args.reps,
-                                                 args.full_heads_cap, not args.no_flex, args.smoke,
-                                                 args.windows.split(","), args.graph, args.full.split(","),
-                                                 [preset(name) for name in args.presets.split(",")])
+            grid, heads, best, rows = bench_case(layout_name, res, device, dtype, args)
             for method, t, tflops, mem, note in rows:
                 speed = f"{best / t:.1f}x" if best and t == t else ""
                 print(f"| {layout_name} ({heads}h) | {res} | {'x'.join(map(str, grid))} | {method} | {t * 1e3:.1f} | "
                       f"{tflops:.0f} | {speed} | {mem:.2f} | {note} |", flush=True)
-            if args.smoke:
-                return
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ patched with the dual-branch attention: time per step, peak VRAM, share of time 
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
+    COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
 the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
@@ -18,12 +19,16 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
+from ultragen_core.adapters.wan import native_grid  # noqa: E402
+
+from comfyui_env import use_comfyui  # noqa: E402
+from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
 
 MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixels per latent), native grid
     "1.3B": dict(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960, in_dim=16, out_dim=16, scale=8),
@@ -31,14 +36,29 @@ MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixel
     "14B": dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_dim=16, out_dim=16, scale=8),
 }
 RES = {"720p": (720, 1280), "1080p": (1088, 1920), "4K": (2160, 3840)}
+SMOKE_WIDTH = dict(dim=128, num_heads=1, ffn_dim=256)  # --smoke: the smallest Wan block (head_dim 128)
 
 
-def build(cfg: dict, layers: int, device):
+def case(name: str, res: str, frames: int, smoke: bool):
+    """(model config, latent size (T, h, w), token grid, native grid) of a model at a resolution.
+
+    smoke: a model of SMOKE_WIDTH at the real depth, latent and native grid shrunk (bench/smoke.py)."""
+    cfg = MODELS[name]
+    native = native_grid(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]))  # what the real model has
+    h, w = RES[res]
+    lat = ((frames - 1) // 4 + 1, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
+    if smoke:
+        cfg, lat, native = dict(cfg, **SMOKE_WIDTH), shrink(lat), shrink(native)
+    grid = (lat[0], math.ceil(lat[1] / 2), math.ceil(lat[2] / 2))  # patch size 1x2x2
+    return cfg, lat, grid, native
+
+
+def build(cfg: dict, layers: int, device, dtype=torch.bfloat16):
     import comfy.ldm.wan.model as wan
     import comfy.ops
     kwargs = {k: v for k, v in cfg.items() if k != "scale"}
     kwargs["num_layers"] = layers
-    model = wan.WanModel(**kwargs, operations=comfy.ops.disable_weight_init, device=device, dtype=torch.bfloat16)
+    model = wan.WanModel(**kwargs, operations=comfy.ops.disable_weight_init, device=device, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -49,11 +69,11 @@ def build(cfg: dict, layers: int, device):
     return model.eval()
 
 
-def patch(model, grid, settings):
-    """Install the pack's own per-block patch objects; returns transformer_options for a call."""
+def patch(model, grid, settings, native):
+    """Install the pack's own per-block patch objects; returns transformer_options for a call, and the plan."""
     from ultragen_core.adapters.base import CALL_KEY, CallState, PatchHolder
-    from ultragen_core.adapters.wan import ChunkedFeedForward, TokenMajorEmbedding, WanSelfAttentionPatch, native_grid
-    holder = PatchHolder(settings, "wan", native_grid(model), len(model.blocks))
+    from ultragen_core.adapters.wan import ChunkedFeedForward, TokenMajorEmbedding, WanSelfAttentionPatch
+    holder = PatchHolder(settings, "wan", native, len(model.blocks))
     for i, block in enumerate(model.blocks):
         block.self_attn.forward = WanSelfAttentionPatch(holder, block.self_attn, i)
         block.ffn.forward = ChunkedFeedForward(block.ffn)
@@ -69,7 +89,7 @@ def patch_checkpoint(model, grid, timestep):
     from ultragen_core.checkpoint.keys import PUBLISHED_RANK
     from ultragen_core.checkpoint.modules import UltraGenExtras
     ids = [3 + i for i in range(len(model.blocks))]
-    extras = UltraGenExtras(model.dim, PUBLISHED_RANK, ids, device=timestep.device, dtype=torch.bfloat16)
+    extras = UltraGenExtras(model.dim, PUBLISHED_RANK, ids, device=timestep.device, dtype=model.patch_embedding.weight.dtype)
     holder = CheckpointHolder(extras.requires_grad_(False), "random weights")
     for i, block in zip(ids, model.blocks):
         block.self_attn.forward = CheckpointSelfAttention(holder, block.self_attn, i)
@@ -90,23 +110,32 @@ def step(model, x, t, ctx, options):
         return model(x, t, ctx, transformer_options=options)
 
 
-def measure(fn, reps=2, warmup=True):
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn, device, reps=2, warmup=True):
+    """Best seconds of ``reps`` calls and the peak VRAM in GiB (nan on the CPU)."""
     if warmup:
         fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - t0)
-    return min(times), torch.cuda.max_memory_allocated() / 2**30
+    return min(times), torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
 def attention_share(model, x, t, ctx, options):
-    """Fraction of a call spent inside self-attention (timed with events around each block's self_attn)."""
-    spent = []
+    """Fraction of a call spent inside self-attention (timed around each block's self_attn: CUDA events on
+    the GPU, the wall clock on the CPU)."""
+    cuda = x.device.type == "cuda"
+    spent = []  # per self-attention call: a (start, end) pair of CUDA events, or seconds
     originals = {}
     for block in model.blocks:
         attn = block.self_attn
@@ -114,6 +143,11 @@ def attention_share(model, x, t, ctx, options):
         originals[attn] = inner
 
         def timed_forward(*a, _inner=inner, **kw):
+            if not cuda:
+                t0 = time.perf_counter()
+                out = _inner(*a, **kw)
+                spent.append(time.perf_counter() - t0)
+                return out
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
             out = _inner(*a, **kw)
@@ -123,11 +157,11 @@ def attention_share(model, x, t, ctx, options):
         attn.forward = timed_forward
     t0 = time.perf_counter()
     step(model, x, t, ctx, options)
-    torch.cuda.synchronize()
+    sync(x.device)
     total = time.perf_counter() - t0
     for attn, inner in originals.items():
         attn.forward = inner
-    return sum(s.elapsed_time(e) for s, e in spent) / 1e3 / total
+    return (sum(s.elapsed_time(e) / 1e3 for s, e in spent) if cuda else sum(spent)) / total
 
 
 def main():
@@ -145,27 +179,29 @@ def main():
                     help="extra variants: windows as fractions of the native grid (no shift), e.g. 1/3x1/2x1/2;1/2x1/2x1/2")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
+    ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
+    device = pick_device(args.smoke, "bench/dit.py")
+    use_comfyui("bench/dit.py", cpu=args.smoke)
+    dtype = torch.float32 if args.smoke else torch.bfloat16
     from ultragen_core.config import AttentionSettings
-    from ultragen_core.adapters.wan import native_grid
     from ultragen_core.checkpoint.keys import PUBLISHED_FULL_BLOCKS
-    device = torch.device("cuda")
-    print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
+    if args.smoke:
+        print(banner(f"WanModels of dim 128, 1 head, ffn 256 at the real depths, latents / {'x'.join(map(str, SCALE))}",
+                     "peak VRAM"))
+    else:
+        print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        cfg = MODELS[name]
-        layers = cfg["num_layers"] if args.full_depth else args.blocks
         for res in args.res.split(","):
-            h, w = RES[res]
-            T = (args.frames - 1) // 4 + 1
-            lat = (T, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
-            grid = (T, math.ceil(lat[1] / 2), math.ceil(lat[2] / 2))
+            cfg, lat, grid, native = case(name, res, args.frames, args.smoke)
+            layers = cfg["num_layers"] if args.full_depth else args.blocks
             torch.cuda.empty_cache()
-            model = build(cfg, layers, device)
-            x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=torch.bfloat16)
+            model = build(cfg, layers, device, dtype)
+            x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=dtype)
             t = torch.full((1,), 500.0, device=device)
-            ctx = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
+            ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
             scale = cfg["num_layers"] / layers
             base = None
             n = math.prod(grid)
@@ -173,7 +209,7 @@ def main():
                         ("UltraGen default", AttentionSettings()),
                         ("UltraGen fast", AttentionSettings(preset="fast"))]
             for text in filter(None, args.windows.split(";")):
-                window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native_grid(model), text.split("x")))
+                window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native, text.split("x")))
                 variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
             if args.checkpoint and name == "1.3B" and not args.full_depth:
                 variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
@@ -191,8 +227,8 @@ def main():
                     options, plan = {}, None
                     model.patch_embedding.forward = relayout_only(model.patch_embedding)
                 else:
-                    options, plan = patch(model, grid, settings)
-                secs, peak = measure(lambda: step(model, x, t, ctx, options), reps=1 if n > 500_000 else 2,
+                    options, plan = patch(model, grid, settings, native)
+                secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
                                      warmup=not args.full_depth)
                 share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
                 if settings is None:

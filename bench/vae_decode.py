@@ -3,7 +3,7 @@ with ComfyUI's real Wan 2.1 and Wan 2.2 VAE architectures (random weights, bf16)
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/vae_decode.py                 # full matrix (~7 min on an H100)
     COMFYUI_PATH=... python bench/vae_decode.py --vaes wan21 --res 4K
-    COMFYUI_PATH=... python bench/vae_decode.py --smoke                      # tiny VAEs on CPU (~1 min): checks the script
+    COMFYUI_PATH=... python bench/vae_decode.py --smoke                      # tiny VAEs on the CPU: checks that the script runs
 
 Per row: wall time of one decode (the VAE weights stay loaded; one warm-up decode per VAE first), peak VRAM
 (torch.cuda.max_memory_allocated, VAE weights included), peak host RSS (sampled every 5 ms) and its rise
@@ -31,10 +31,12 @@ from pathlib import Path
 
 import torch
 
+from comfyui_env import use_comfyui  # bench/ is first on sys.path
+from smoke import banner, pick_device
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, os.environ.get("COMFYUI_PATH", ""))
 GIB = 2 ** 30
-RES = {"720p": (720, 1280), "1080p": (1088, 1920), "4K": (2160, 3840), "smoke": (160, 256)}
+RES = {"720p": (720, 1280), "1080p": (1088, 1920), "4K": (2160, 3840), "smoke": (128, 256)}
 VAES = {"wan21": ("comfy.ldm.wan.vae", dict(dim=96, z_dim=16), 8), "wan22": ("comfy.ldm.wan.vae2_2", dict(dim=160, z_dim=48), 16)}
 METHODS = ("vaedecode", "ultragen_budget", "ultragen_auto", "vaedecode_tiled")
 
@@ -189,12 +191,14 @@ def main():
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--budget-gb", type=float, default=6.0, help="max_vram_gb of the 'ultragen_budget' rows")
     ap.add_argument("--budget-s", type=float, default=420.0, help="time for all rows; later rows shrink or skip")
-    ap.add_argument("--smoke", action="store_true", help="tiny VAEs (dim 8) on CPU at 160x256, 5 frames, budget 0.75 GiB")
+    ap.add_argument("--smoke", action="store_true", help="tiny VAEs (dim 8) on the CPU at 128x256, 1 frame, budget "
+                    "0.6 GiB (1-3 tiles): checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
+    cuda = pick_device(args.smoke, "bench/vae_decode.py").type == "cuda"
+    use_comfyui("bench/vae_decode.py", cpu=args.smoke)
     if args.smoke:
-        import comfy.cli_args
-        comfy.cli_args.args.cpu = True
-        args.res, args.frames, args.budget_gb = "smoke", 5, 0.75
+        args.res, args.frames, args.budget_gb = "smoke", 1, 0.6
+        print(banner(f"Wan VAEs of dim 8, {'x'.join(map(str, RES['smoke']))} pixels, 1 frame", "peak VRAM"))
     import folder_paths  # noqa: F401  (ComfyUI imports these before nodes)
     import utils.extra_config  # noqa: F401
     import comfy.model_management as mm
@@ -203,7 +207,6 @@ def main():
     plans = []
     real_plan = td.plan_tiles
     td.plan_tiles = lambda *a, **k: plans.append(real_plan(*a, **k)) or plans[-1]  # record the top-level plan
-    cuda = torch.cuda.is_available() and not args.smoke
     logging.basicConfig(level=logging.WARNING)
     dev = torch.cuda.get_device_name() if cuda else "CPU"
     total = mm.get_total_memory(mm.get_torch_device()) / GIB

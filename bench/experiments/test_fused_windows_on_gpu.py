@@ -1,24 +1,37 @@
-"""Tier 3: the experimental fused Triton window kernel (bench/fused_windows.py) against masked full
-attention (float32) at real sizes: the benchmark numbers it produced come from a correct kernel."""
-import importlib.util
+"""The experimental fused Triton window kernel (fused_windows.py) against masked full attention (float32)
+at real sizes: the benchmark numbers it produced come from a correct kernel. Needs CUDA and Triton:
+
+    python -m pytest bench/experiments
+"""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from attention import sdpa
+from experiments.fused_windows import available, windowed_attention_fused
 from ultragen_core.attention import dual_branch_attention, make_layout
-from test_kernels_on_gpu import CUDA, cudnn_attention, window_mask
 
-# loaded by path: putting bench/ on sys.path would shadow the standard library's `profile`
-_spec = importlib.util.spec_from_file_location(
-    "ultragen_bench_fused_windows", Path(__file__).resolve().parents[2] / "bench" / "fused_windows.py")
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
-windowed_attention_fused = _module.windowed_attention_fused
+CUDA = "cuda"
+WHY_NOT = available(torch.device(CUDA), torch.bfloat16, 128) if torch.cuda.is_available() else "CUDA is not available"
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"the fused kernel cannot run here: {WHY_NOT}")
 
-pytestmark = pytest.mark.gpu
+
+def window_mask(layout):
+    """(N, N) bool, True where the key lies in the query's window: per axis, the query's window owns the
+    coordinate; the mask is the outer product of the three axes' (query coordinate, key coordinate) masks."""
+    per_axis = []
+    for axis, size in zip(layout.axes, layout.grid):
+        owner, _ = axis.owner_and_offset()
+        start = torch.tensor([axis.window_starts[o] for o in owner], device=CUDA)[:, None]  # (size, 1)
+        length = torch.tensor([axis.window_lengths[o] for o in owner], device=CUDA)[:, None]
+        key = torch.arange(size, device=CUDA)[None, :]
+        per_axis.append((key >= start) & (key < start + length))  # (query coordinate, key coordinate)
+    mt, mh, mw = per_axis
+    mask = mt[:, None, None, :, None, None] & mh[None, :, None, None, :, None] & mw[None, None, :, None, None, :]
+    n = math.prod(layout.grid)
+    return mask.reshape(n, n)  # (T, H, W, T', H', W') -> (N, N), tokens row-major
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -32,11 +45,11 @@ def test_fused_windows_match_masked_full_attention(window, shifted, dtype):
     q, k, v = (torch.randn(2, n, heads * 128, device=CUDA, generator=g).to(dtype) for _ in range(3))
     out = windowed_attention_fused(q, k, v, layout, heads)
     split = lambda t: t.float().view(2, n, heads, 128).transpose(1, 2)
-    ref = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=window_mask(grid, layout))
+    ref = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=window_mask(layout))
     ref = ref.transpose(1, 2).reshape(2, n, heads * 128)
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
     # no worse than the batched cuDNN path's own error against the same reference
-    batched = dual_branch_attention((q, k, v), layout, cudnn_attention(heads))
+    batched = dual_branch_attention((q, k, v), layout, sdpa("cudnn", heads))
     assert (out.float() - ref).abs().max() <= 1.5 * (batched.float() - ref).abs().max() + 1e-3
 
 
@@ -46,7 +59,7 @@ def test_fused_windows_on_the_14b_fast_layout_at_4k_match_the_batched_path():
     g = torch.Generator(device=CUDA).manual_seed(4)
     q, k, v = (torch.randn(1, math.prod(grid), heads * 128, device=CUDA, generator=g).bfloat16() for _ in range(3))
     out = windowed_attention_fused(q, k, v, layout, heads)
-    batched = dual_branch_attention((q, k, v), layout, cudnn_attention(heads))
+    batched = dual_branch_attention((q, k, v), layout, sdpa("cudnn", heads))
     torch.testing.assert_close(out.float(), batched.float(), rtol=2e-2, atol=2e-2)
 
 
