@@ -25,7 +25,7 @@ import torch
 
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
-from ultragen_core.adapters.wan import native_grid  # noqa: E402
+from ultragen_core.models import wan_family  # noqa: E402
 
 from comfyui_env import use_comfyui  # noqa: E402
 from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
@@ -44,7 +44,7 @@ def case(name: str, res: str, frames: int, smoke: bool):
 
     smoke: a model of SMOKE_WIDTH at the real depth, latent and native grid shrunk (bench/smoke.py)."""
     cfg = MODELS[name]
-    native = native_grid(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]))  # what the real model has
+    native = wan_family(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"])).native_grid  # the real model's
     h, w = RES[res]
     lat = ((frames - 1) // 4 + 1, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
     if smoke:
@@ -69,17 +69,20 @@ def build(cfg: dict, layers: int, device, dtype=torch.bfloat16):
     return model.eval()
 
 
+BENCH_CALL = "ultragen_bench_call"  # the CallState / CheckpointCall a variant runs with (not passed to the model)
+
+
 def patch(model, grid, settings, native):
-    """Install the pack's own per-block patch objects; returns transformer_options for a call, and the plan."""
-    from ultragen_core.adapters.base import CALL_KEY, CallState, PatchHolder
+    """Install the pack's own per-block patch objects; returns the options for :func:`step`, and the plan."""
+    from ultragen_core.adapters.base import CallState, PatchHolder
     from ultragen_core.adapters.wan import ChunkedFeedForward, TokenMajorEmbedding, WanSelfAttentionPatch
-    holder = PatchHolder(settings, "wan", native, len(model.blocks))
+    holder = PatchHolder(settings, native, len(model.blocks))
     for i, block in enumerate(model.blocks):
-        block.self_attn.forward = WanSelfAttentionPatch(holder, block.self_attn, i)
-        block.ffn.forward = ChunkedFeedForward(block.ffn)
-    model.patch_embedding.forward = TokenMajorEmbedding(holder, model.patch_embedding)
-    holder.relayout = True
-    return {CALL_KEY: CallState(holder.plan_for(grid), True)}, holder.plan_for(grid)
+        block.self_attn.forward = WanSelfAttentionPatch(holder, "blocks", i)
+        block.ffn.forward = ChunkedFeedForward(i)
+    model.patch_embedding.forward = TokenMajorEmbedding()
+    plan = holder.plan_for(grid)
+    return {BENCH_CALL: CallState(model, plan, True)}, plan
 
 
 def patch_checkpoint(model, grid, timestep):
@@ -91,23 +94,31 @@ def patch_checkpoint(model, grid, timestep):
     ids = [3 + i for i in range(len(model.blocks))]
     extras = UltraGenExtras(model.dim, PUBLISHED_RANK, ids, device=timestep.device, dtype=model.patch_embedding.weight.dtype)
     holder = CheckpointHolder(extras.requires_grad_(False), "random weights")
-    for i, block in zip(ids, model.blocks):
-        block.self_attn.forward = CheckpointSelfAttention(holder, block.self_attn, i)
-    return {CKPT_CALL_KEY: CheckpointCall(grid, timestep)}
+    for i, (published, block) in enumerate(zip(ids, model.blocks)):
+        block.self_attn.forward = CheckpointSelfAttention(holder, published, module_index=i)
+    return {CKPT_CALL_KEY: CheckpointCall(model, grid, timestep)}
 
 
-def relayout_only(embedding):
-    """The pack's channels-last patch embedding alone (no attention change): its share of a speedup."""
+def relayout_only(model, grid, native):
+    """The pack's channels-last patch embedding alone (no attention change): its share of a speedup.
+    Returns the options for :func:`step`."""
+    from ultragen_core.adapters.base import CallState, PatchHolder
     from ultragen_core.adapters.wan import TokenMajorEmbedding
-
-    class Always:
-        relayout = True
-    return TokenMajorEmbedding(Always(), embedding)
+    from ultragen_core.config import AttentionSettings
+    model.patch_embedding.forward = TokenMajorEmbedding()
+    plan = PatchHolder(AttentionSettings(), native, len(model.blocks)).plan_for(grid)
+    return {BENCH_CALL: CallState(model, plan, True)}
 
 
 def step(model, x, t, ctx, options):
+    """One model call, with the variant's call state (as the pack's diffusion-model wrapper sets it)."""
+    from ultragen_core.adapters.base import run_with_call
+    call = options.get(BENCH_CALL)
+    options = {k: v for k, v in options.items() if k != BENCH_CALL}
     with torch.inference_mode():
-        return model(x, t, ctx, transformer_options=options)
+        if call is None:
+            return model(x, t, ctx, transformer_options=options)
+        return run_with_call(call, model, x, t, ctx, transformer_options=options)
 
 
 def sync(device):
@@ -224,8 +235,7 @@ def main():
                 elif settings == "checkpoint":
                     options, plan = patch_checkpoint(model, grid, t), None
                 elif settings == "relayout":
-                    options, plan = {}, None
-                    model.patch_embedding.forward = relayout_only(model.patch_embedding)
+                    options, plan = relayout_only(model, grid, native), None
                 else:
                     options, plan = patch(model, grid, settings, native)
                 secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,

@@ -78,7 +78,7 @@ def op_case(spec: str, rows: int, device, smoke: bool) -> None:
 
 
 def block_case(spec: str, rows: int, device, smoke: bool) -> None:
-    from dit import build, case, patch
+    from dit import build, case, patch, step
     name, res, preset_name = spec.split(":")
     cfg, lat, grid, native = case(name, res, 81, smoke)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -89,8 +89,7 @@ def block_case(spec: str, rows: int, device, smoke: bool) -> None:
     ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
 
     def run():
-        with torch.inference_mode():
-            model(x, t, ctx, transformer_options=options)
+        step(model, x, t, ctx, options)
 
     kernel_table(run, f"one {name} block at {res} ({plan.describe()})", rows, device)
 

@@ -106,16 +106,19 @@ class CheckpointWrapper:
 class CheckpointSelfAttention:
     """Replacement for ``WanSelfAttention.forward`` of one block that has UltraGen extras."""
 
-    def __init__(self, holder: CheckpointHolder, block_index: int):
+    def __init__(self, holder: CheckpointHolder, block_index: int, module_index: int | None = None):
+        """block_index: the block's number in the checkpoint (its extras, its window counts);
+        module_index: the block of the running model it replaces (the same number, except in bench/)."""
         self.holder = holder
         self.block_index = block_index
+        self.module_index = block_index if module_index is None else module_index
 
     def __call__(self, x, freqs, transformer_options={}):
         call: CheckpointCall | None = transformer_options.get(CKPT_CALL_KEY)
         if call is None:
             raise RuntimeError("UltraGen: the checkpoint's self-attention ran outside a call of the patched model. "
                                "A node that calls the model's blocks directly bypasses ComfyUI's model wrappers.")
-        m = call.model.blocks[self.block_index].self_attn  # the running model's own (each device its own)
+        m = call.model.blocks[self.module_index].self_attn  # the running model's own (each device its own)
         namespace = wan_namespace(m)
         if call.grid is None:
             self.holder.log_once("nogrid", "%s the tokens do not form a plain video grid (reference latent?): "
