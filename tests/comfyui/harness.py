@@ -41,6 +41,32 @@ class PromptFailed(RuntimeError):
     pass
 
 
+def enable_dynamic_vram() -> bool:
+    """Turn on dynamic VRAM the way ComfyUI 0.33's main.py does at start-up on CUDA (comfy-aimdo; the
+    default loader path there). Not public API, and only for the CUDA test mode: 0.3.64 has no dynamic
+    VRAM (returns False), and a server started by main.py does this itself. comfy-aimdo's library must be
+    loaded before ComfyUI's model patcher imports it, as main.py does."""
+    try:
+        import comfy_aimdo.control
+    except ImportError:  # ComfyUI before dynamic VRAM
+        return False
+    try:
+        loaded = comfy_aimdo.control.init(simple_vram_headroom=None)
+    except TypeError:  # older comfy-aimdo protocol
+        loaded = comfy_aimdo.control.init()
+    import comfy.memory_management
+    import comfy.model_management
+    import comfy.model_patcher as model_patcher
+    if not loaded or not hasattr(model_patcher, "ModelPatcherDynamic"):
+        return False
+    devices = comfy.model_management.get_all_torch_devices()
+    if not comfy_aimdo.control.init_devices(d.index for d in devices):
+        return False
+    model_patcher.CoreModelPatcher = model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
+    return True
+
+
 def make_executor(execution, server):
     """ComfyUI's PromptExecutor with the classic (drop-after-use) cache, in both tested versions.
 
@@ -66,7 +92,11 @@ class ComfyRuntime:
         # pack's `nodes` package when the pack folder is on the path too.
         sys.path[:] = [str(root)] + [p for p in sys.path if p != str(root)]
         import comfy.cli_args
-        comfy.cli_args.args.cpu = True
+        # ComfyUI on the CPU, unless a CUDA run asks for the GPU (ULTRAGEN_TEST_DEVICE=cuda: ComfyUI's own
+        # device choice, e.g. 0.33's dynamic VRAM loading)
+        on_gpu = os.environ.get("ULTRAGEN_TEST_DEVICE") == "cuda"
+        comfy.cli_args.args.cpu = not on_gpu
+        self.dynamic_vram = on_gpu and enable_dynamic_vram()  # before comfy.model_patcher is imported
         comfy.cli_args.args.disable_api_nodes = True
         import folder_paths
         import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
@@ -114,6 +144,23 @@ class ComfyRuntime:
         return self.executor.status_messages
 
 
+@contextlib.contextmanager
+def eager_weights():
+    """ComfyUI's layers allocate their weights at once (with dynamic VRAM on, 0.33 leaves them to the
+    state-dict load): for building random test checkpoints."""
+    try:
+        import comfy.memory_management as mm
+    except ImportError:
+        yield
+        return
+    enabled = getattr(mm, "aimdo_enabled", False)
+    mm.aimdo_enabled = False
+    try:
+        yield
+    finally:
+        mm.aimdo_enabled = enabled
+
+
 def random_wan_state_dict(seed: int = 0, dim: int = 128, num_layers: int = 2, in_dim: int = 16, out_dim: int = 16,
                           model_class: str = "WanModel", **extra) -> dict[str, torch.Tensor]:
     """A random-weight Wan DiT state dict built from ComfyUI's own classes (scaled for healthy signals)."""
@@ -123,7 +170,8 @@ def random_wan_state_dict(seed: int = 0, dim: int = 128, num_layers: int = 2, in
     kwargs = dict(dim=dim, num_heads=dim // 128, num_layers=num_layers, ffn_dim=2 * dim, in_dim=in_dim,
                   out_dim=out_dim, text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
     kwargs.update(extra)
-    model = cls(**kwargs)
+    with eager_weights():
+        model = cls(**kwargs)
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
