@@ -174,3 +174,40 @@ def test_checkpoint_workflow_validates(comfy):
     assert "UltraGenApply" not in by_type
     ok, error, outputs, node_errors = comfy.validate(prompt)
     assert ok, f"{error} {node_errors}"
+
+
+def test_device_clones_run_their_own_extras(comfy, files):
+    """ComfyUI 0.33's MultiGPU CFG Split deep-clones the model and its additional models (the extras) per
+    extra device and runs the clones in threads at once. Both "devices" are the CPU here: the clone's
+    extras get other weights, and each clone must run its own."""
+    import threading
+    import comfy.sample as comfy_sample
+    import comfy.sd as comfy_sd
+    base = comfy_sd.load_diffusion_model(str(comfy.models_dir / "diffusion_models" / "ug_stock.safetensors"))
+    if not hasattr(base, "deepclone_multigpu"):
+        pytest.skip("this ComfyUI has no multi-GPU deep clones")
+    patched = node(comfy, base, "ug_full.ckpt")[0]
+    clone = patched.deepclone_multigpu(new_load_device=torch.device("cpu"))
+    mine, theirs = (m.get_additional_models_with_key("ultragen_checkpoint")[0].model for m in (patched, clone))
+    assert mine is not theirs
+    with torch.no_grad():
+        theirs.blocks["1"].alpha_time_projection[1].bias.add_(3.0)  # the clone's gate of block 1 differs
+
+    gen = torch.Generator().manual_seed(0)
+    latent = torch.randn(LATENT, generator=gen)
+    cond = [[torch.randn(1, 8, 4096, generator=gen), {}]]
+
+    def sample(model):
+        noise = torch.randn(LATENT, generator=torch.Generator().manual_seed(1))
+        return comfy_sample.sample(model, noise, 1, 3.0, "euler", "simple", cond, cond, latent, seed=1)
+
+    alone = [sample(patched), sample(clone)]
+    assert (alone[0] - alone[1]).abs().max() > 1e-4, "the clone ran the original's extras"
+    together = [None, None]
+    threads = [threading.Thread(target=lambda i=i, m=m: together.__setitem__(i, sample(m)))
+               for i, m in enumerate((patched, clone))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.equal(together[0], alone[0]) and torch.equal(together[1], alone[1])

@@ -20,7 +20,10 @@ plain module may stay on the offload device: the forward reads every extra weigh
 """
 from __future__ import annotations
 
+import copy
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +33,11 @@ from ..checkpoint.loader import prepare_checkpoint
 from ..checkpoint.modules import UltraGenExtras
 from ..models import wan_family
 from .base import CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
+
+# ComfyUI 0.33's comfy.patcher_extension.CallbacksMP values (plain strings: no ComfyUI import; 0.3.64
+# stores them and never calls them)
+ON_DEEPCLONE_MULTIGPU = "on_deepclone_multigpu"
+ON_MATCH_MULTIGPU_CLONES = "on_match_multigpu_clones"
 from .wan import WanSelfAttentionPatch, model_name, token_grid, wan_namespace
 
 SUPPORTED = ("WanModel",)
@@ -39,15 +47,30 @@ WRAPPER_KEY = "ultragen_checkpoint"           # wrapper key and additional-model
 
 
 class CheckpointHolder:
-    """The extras of one loaded checkpoint; shared by clones (``__deepcopy__`` returns itself)."""
+    """The extras of one loaded checkpoint; shared by clones (``__deepcopy__`` returns itself).
+
+    ComfyUI 0.33's multi-GPU engine deep-clones the model and its additional models (our extras) per
+    extra device; :func:`register_device_clone` records which extras belong to which clone's diffusion
+    model, so each device runs its own copy.
+    """
 
     def __init__(self, extras: UltraGenExtras, source: str):
         self.extras = extras
         self.source = source
         self.logged: set = set()
+        self._clones: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # diffusion model -> extras
+        self._lock = threading.Lock()
 
     def __deepcopy__(self, memo):
         return self
+
+    def extras_for(self, diffusion_model) -> UltraGenExtras:
+        with self._lock:
+            return self._clones.get(diffusion_model, self.extras)
+
+    def remember(self, diffusion_model, extras: UltraGenExtras) -> None:
+        with self._lock:
+            self._clones[diffusion_model] = extras
 
     def log_once(self, key, message: str, *fmt) -> None:
         if key not in self.logged:
@@ -57,12 +80,13 @@ class CheckpointHolder:
 
 @dataclass
 class CheckpointCall:
-    """One call of the diffusion model: the model being run, its token grid (None: not a plain grid)
-    and the raw timestep (B,)."""
+    """One call of the diffusion model: the model being run, its token grid (None: not a plain grid),
+    the raw timestep (B,) and the extras of this model's device."""
 
     model: object
     grid: tuple[int, int, int] | None
     timestep: torch.Tensor
+    extras: UltraGenExtras | None = None
 
 
 def window_positions(grid, sub, device) -> torch.Tensor:
@@ -94,7 +118,7 @@ class CheckpointWrapper:
                                  "grid in blocks %s; full attention in the others.", LOG_PREFIX,
                                  model_name(dm, wan_family(dm)), self.holder.source, *grid,
                                  self.holder.extras.block_ids)
-        call = CheckpointCall(dm, grid if is_grid else None, timestep)
+        call = CheckpointCall(dm, grid if is_grid else None, timestep, self.holder.extras_for(dm))
         new = {**options, CKPT_CALL_KEY: call}
         if "transformer_options" in kwargs:
             kwargs = {**kwargs, "transformer_options": new}
@@ -136,7 +160,7 @@ class CheckpointSelfAttention:
             return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
 
         base = BaseAttention(m.q, m.k, m.v, m.o, m.norm_q, m.norm_k, rope, attention)
-        extras = self.holder.extras.blocks[str(self.block_index)]
+        extras = (call.extras or self.holder.extras).blocks[str(self.block_index)]
         return ultragen_attention(x, grid, self.block_index, extras, call.timestep, base)
 
 
@@ -176,9 +200,28 @@ def attach(model, extras: UltraGenExtras, source: str, base_patches: dict[str, t
     patched.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
     patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, CheckpointWrapper(holder))
     factory = patcher_factory or type(model)
-    patched.set_additional_models(WRAPPER_KEY, [factory(extras, load_device=model.load_device,
-                                                        offload_device=model.offload_device)])
+    extras_patcher = factory(extras, load_device=model.load_device, offload_device=model.offload_device)
+    # what ComfyUI 0.33's multi-GPU engine rebuilds a fresh copy from, for each extra device
+    extras_patcher.cached_patcher_init = (fresh_extras_patcher, (factory, extras, model.load_device,
+                                                                 model.offload_device))
+    patched.set_additional_models(WRAPPER_KEY, [extras_patcher])
+    for kind in (ON_DEEPCLONE_MULTIGPU, ON_MATCH_MULTIGPU_CLONES):
+        patched.remove_callbacks_with_key(kind, WRAPPER_KEY)
+        patched.add_callback_with_key(kind, WRAPPER_KEY, lambda _, clone: register_device_clone(holder, clone))
     return patched
+
+
+def fresh_extras_patcher(factory, extras: UltraGenExtras, load_device, offload_device, disable_dynamic=False):
+    """A new patcher over a copy of ``extras`` (ComfyUI's ``cached_patcher_init`` protocol)."""
+    return factory(copy.deepcopy(extras), load_device=load_device, offload_device=offload_device)
+
+
+def register_device_clone(holder: CheckpointHolder, clone) -> None:
+    """ON_DEEPCLONE_MULTIGPU / ON_MATCH_MULTIGPU_CLONES: the clone for another device runs the extras
+    ComfyUI cloned with it (its additional model), not the original's."""
+    copies = clone.get_additional_models_with_key(WRAPPER_KEY)
+    if copies:
+        holder.remember(clone.get_model_object("diffusion_model"), copies[0].model)
 
 
 def load_ultragen(model, path: str, patcher_factory=None):
