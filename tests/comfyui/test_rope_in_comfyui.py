@@ -49,3 +49,26 @@ def test_a_pack_that_replaces_apply_rope1_is_still_called(comfy, monkeypatch, ca
     assert any("apply_rope1 is" in r.getMessage() and "(another pack)" in r.getMessage() for r in caplog.records)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     assert captured()["ours"] is ours
+
+
+def test_rope_freqs_at_integer_positions_equal_wan_rope_encode(comfy):
+    """The proxy's RoPE function (core) against the model's own ``WanModel.rope_encode``."""
+    from types import SimpleNamespace
+
+    from comfy.ldm.flux.layers import EmbedND
+    from comfy.ldm.wan.model import WanModel
+
+    from ultragen_core.attention.proxy import proxy_positions
+    from ultragen_core.attention.rope import rope_freqs, wan_axes_dim
+    d, grid = 128, (3, 7, 11)
+    stub = SimpleNamespace(patch_size=(1, 2, 2), dim=d, num_heads=1,
+                           rope_embedder=EmbedND(dim=d, theta=10000.0, axes_dim=[d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6)]))
+    theirs = WanModel.rope_encode(stub, grid[0], 2 * grid[1], 2 * grid[2], device="cpu", dtype=torch.float32)
+    ours = rope_freqs(proxy_positions(grid, grid), wan_axes_dim(d))  # a same-size proxy sits on the grid
+    assert torch.equal(ours, theirs)
+    # rope_options (ScaleROPE): the video token i sits at shift + scale * i; so does a same-size proxy
+    options = {"rope_options": {"scale_t": 1.0, "scale_y": 2.0, "scale_x": 0.5, "shift_y": 3.0}}
+    theirs = WanModel.rope_encode(stub, grid[0], 2 * grid[1], 2 * grid[2], device="cpu", dtype=torch.float32,
+                                  transformer_options=options)
+    ours = rope_freqs(proxy_positions(grid, grid, scale=(1.0, 2.0, 0.5), shift=(0.0, 3.0, 0.0)), wan_axes_dim(d))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)  # linspace in float32 vs exact positions
