@@ -41,3 +41,37 @@ def test_resolution_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kin
 def test_resolution_accepts_a_custom_size_below_one_step(comfy):
     ok, error, _, node_errors = comfy.validate(resolution(model_family="LTX-Video", custom_width=16))
     assert ok, (error, node_errors)
+
+
+# --- UltraGen Tiled VAE Decode ----------------------------------------------------------------------------
+
+def tiled_decode(**inputs) -> dict:
+    values = dict(max_vram_gb=0.0, tile_size=0, overlap=64, temporal_size=0, temporal_overlap=8)
+    values.update(inputs)
+    return {"1": {"class_type": "UltraGenTestLatent", "inputs": {"seed": 0, "channels": 16, "frames": 2, "height": 8,
+                                                                 "width": 8, "batch": 1, "corner_bump": 0.0}},
+            "2": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_wan21_vae.safetensors"}},
+            "3": {"class_type": "UltraGenTiledVAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0], **values}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind, words", [
+    (dict(tile_size=32), "tile_size", "custom_validation_failed", "at least 64"),
+    (dict(tile_size=10 ** 6), "tile_size", "custom_validation_failed", "0 (automatic) to 8192"),
+    (dict(overlap=10 ** 6), "overlap", "value_bigger_than_max", ""),
+    (dict(max_vram_gb=float("inf")), "max_vram_gb", "value_bigger_than_max", ""),
+    (dict(temporal_overlap=-8), "temporal_overlap", "value_smaller_than_min", ""),
+])
+def test_tiled_decode_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind, words):
+    from harness import save_tiny_wan_vae
+    save_tiny_wan_vae(comfy, "2.1")
+    found = only_error(comfy, tiled_decode(**inputs), "3")
+    assert found[:2] == (kind, name) and words in found[2], found
+
+
+def test_tiled_decode_overlap_above_half_the_tile_is_no_error(comfy):
+    from harness import save_tiny_wan_vae
+    save_tiny_wan_vae(comfy, "2.1")
+    ok, error, _, node_errors = comfy.validate(tiled_decode(tile_size=64, overlap=48, temporal_size=8,
+                                                            temporal_overlap=8))
+    assert ok, (error, node_errors)
