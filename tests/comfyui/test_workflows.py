@@ -172,7 +172,6 @@ def _tiny_1080p_prompt(comfy) -> dict:
     prefix = f"video/tiny_{uuid.uuid4().hex[:8]}"
     prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"] = prefix
     decode = by_type["UltraGenTiledVAEDecode"][0]
-    prompt[decode]["inputs"]["overlap"] = 16  # 64 px frames: the 1080p default (64) is the whole frame
     prompt["900"] = {"class_type": "UltraGenCompare", "inputs": {
         "video_a": [decode, 0], "video_b": [decode, 0], "layout": "side_by_side", "size_mode": "first",
         "length_mode": "trim", "label_a": "a", "label_b": "b", "flow_max_side": 0}}
