@@ -75,3 +75,33 @@ def test_tiled_decode_overlap_above_half_the_tile_is_no_error(comfy):
     ok, error, _, node_errors = comfy.validate(tiled_decode(tile_size=64, overlap=48, temporal_size=8,
                                                             temporal_overlap=8))
     assert ok, (error, node_errors)
+
+
+# --- UltraGen Compare -------------------------------------------------------------------------------------
+
+def compare(**inputs) -> dict:
+    values = dict(layout="side_by_side", size_mode="first", length_mode="trim", label_a="A", label_b="B",
+                  flow_max_side=0, wall_time_a=0.0, peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
+    values.update(inputs)
+    image = {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 0}}
+    return {"1": image, "2": {**image, "inputs": {**image["inputs"], "color": 255}},
+            "3": {"class_type": "UltraGenCompare", "inputs": {"video_a": ["1", 0], "video_b": ["2", 0], **values}},
+            "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind", [
+    (dict(wall_time_a=float("inf")), "wall_time_a", "value_bigger_than_max"),
+    (dict(peak_vram_b=-1.0), "peak_vram_b", "value_smaller_than_min"),
+    (dict(flow_max_side=10 ** 6), "flow_max_side", "value_bigger_than_max"),
+    (dict(layout="diagonal"), "layout", "value_not_in_list"),
+])
+def test_compare_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
+    assert only_error(comfy, compare(**inputs), "3")[:2] == (kind, name)
+
+
+def test_compare_nan_wall_time_is_refused_naming_the_input(comfy):
+    from harness import PromptFailed
+    prompt = compare(wall_time_b=float("nan"))
+    assert comfy.validate(prompt)[0]  # NaN passes ComfyUI's min / max checks ...
+    with pytest.raises(PromptFailed, match=r"wall_time_b must be a finite number >= 0 \(0 = not given\), got nan"):
+        comfy.run(prompt)  # ... and the node refuses it before measuring
