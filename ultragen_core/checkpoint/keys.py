@@ -13,7 +13,6 @@ import torch
 
 #: Blocks that keep full attention in the published 30-block model (they carry no extra keys).
 PUBLISHED_FULL_BLOCKS = (0, 1, 2, 27, 28, 29)
-PUBLISHED_WIDTH = 1536
 PUBLISHED_RANK = 64
 TIME_EMBED_DIM = 256
 
