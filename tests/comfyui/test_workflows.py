@@ -126,16 +126,17 @@ def test_workflows_saved_before_the_preset_input_still_load(comfy):
 
 
 def _placeholders(comfy, prompt_models: list[dict]):
-    """Empty model files with the workflow's names, in folders ComfyUI searches, and an input image."""
+    """Placeholder model files with the workflow's names, in folders ComfyUI searches, and an input image."""
     import numpy as np
     from PIL import Image
+    from harness import placeholder
     fp = comfy.folder_paths
     for m in prompt_models:
         folder = comfy.models_dir / m["directory"]
         folder.mkdir(parents=True, exist_ok=True)
         if str(folder) not in fp.get_folder_paths(m["directory"]):
             fp.add_model_folder_path(m["directory"], str(folder))
-        (folder / m["name"]).touch()
+        placeholder(folder / m["name"])
     image = Path(fp.get_input_directory()) / "example.png"
     if not image.exists():
         Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
