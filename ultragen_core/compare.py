@@ -344,6 +344,8 @@ def compare(a: torch.Tensor, b: torch.Tensor, layout: str = "side_by_side", size
             length_mode: str = "trim", labels: tuple[str, str] = ("A", "B"), costs: tuple[Cost, Cost] = (Cost(), Cost()),
             flow_max_side: int = 512, on_frame: Callable[[], None] | None = None) -> tuple[torch.Tensor, Comparison]:
     """Align, measure and compose: (comparison video, metrics)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     for branch, cost in zip("ab", costs):
         for name, value in ((f"wall_time_{branch}", cost.seconds), (f"peak_vram_{branch}", cost.peak_vram_gb)):
             if not (math.isfinite(value) and value >= 0):

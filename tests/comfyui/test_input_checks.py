@@ -18,6 +18,17 @@ def only_error(comfy, prompt: dict, node_id: str) -> tuple[str, str, str]:
     return found[0]
 
 
+def bad_combo_is_refused(comfy, prompt: dict, node_id: str, name: str, value: str) -> None:
+    """ComfyUI 0.33 checks V3 combos itself (one entry at the input); 0.3.64's executor does not check V3
+    combos at all, so there the node refuses the value when it runs, naming the input."""
+    from harness import PromptFailed
+    if not comfy.validate(prompt)[0]:
+        assert only_error(comfy, prompt, node_id)[:2] == ("value_not_in_list", name)
+        return
+    with pytest.raises(PromptFailed, match=rf"{name} must be one of .*got '{value}'|{name} '{value}' is unknown"):
+        comfy.run(prompt)
+
+
 # --- UltraGen Resolution ----------------------------------------------------------------------------------
 
 def resolution(**inputs) -> dict:
@@ -32,10 +43,14 @@ def resolution(**inputs) -> dict:
     (dict(frames=10 ** 9), "frames", "value_bigger_than_max"),
     (dict(frames=0), "frames", "value_smaller_than_min"),
     (dict(custom_width=10 ** 6), "custom_width", "value_bigger_than_max"),
-    (dict(rounding="sideways"), "rounding", "value_not_in_list"),
 ])
 def test_resolution_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
     assert only_error(comfy, resolution(**inputs), "1")[:2] == (kind, name)
+
+
+@pytest.mark.parametrize("name, value", [("rounding", "sideways"), ("model_family", "Wan 9")])
+def test_resolution_bad_choice_is_refused_at_its_input(comfy, name, value):
+    bad_combo_is_refused(comfy, resolution(**{name: value}), "1", name, value)
 
 
 def test_resolution_accepts_a_custom_size_below_one_step(comfy):
@@ -93,10 +108,14 @@ def compare(**inputs) -> dict:
     (dict(wall_time_a=float("inf")), "wall_time_a", "value_bigger_than_max"),
     (dict(peak_vram_b=-1.0), "peak_vram_b", "value_smaller_than_min"),
     (dict(flow_max_side=10 ** 6), "flow_max_side", "value_bigger_than_max"),
-    (dict(layout="diagonal"), "layout", "value_not_in_list"),
 ])
 def test_compare_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
     assert only_error(comfy, compare(**inputs), "3")[:2] == (kind, name)
+
+
+@pytest.mark.parametrize("name, value", [("layout", "diagonal"), ("size_mode", "huge")])
+def test_compare_bad_choice_is_refused_at_its_input(comfy, name, value):
+    bad_combo_is_refused(comfy, compare(**{name: value}), "3", name, value)
 
 
 def test_compare_nan_wall_time_is_refused_naming_the_input(comfy):
