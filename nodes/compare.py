@@ -11,8 +11,6 @@ from ..ultragen_core.compare import LAYOUTS, LENGTH_MODES, SIZE_MODES, Cost, com
 
 log = logging.getLogger(__name__)
 
-_CHOICES = {"layout": LAYOUTS, "size_mode": SIZE_MODES, "length_mode": LENGTH_MODES}
-
 
 def _cost_inputs(branch: str, label: str) -> list[io.Input]:
     return [
@@ -61,17 +59,8 @@ class UltraGenCompare(io.ComfyNode):
             ],
         )
 
-    @classmethod
-    def validate_inputs(cls, **kwargs) -> bool | str:
-        for name, options in _CHOICES.items():
-            value = kwargs.get(name)
-            if value is not None and value not in options:
-                return f"{name} {value!r} is not one of {list(options)}; pick one from the list."
-        for name in ("wall_time_a", "wall_time_b", "peak_vram_a", "peak_vram_b", "flow_max_side"):
-            value = kwargs.get(name)
-            if value is not None and value < 0:
-                return f"{name} must be >= 0 (0 = not given / full size), got {value}."
-        return True
+    # No validate_inputs: the combos and the min / max of every number are ComfyUI's own checks (each bad value
+    # reported once, at its input). NaN passes them; the core refuses it, naming the input.
 
     @classmethod
     def execute(cls, video_a, video_b, layout, size_mode, length_mode, label_a, label_b, flow_max_side,
@@ -89,4 +78,8 @@ class UltraGenCompare(io.ComfyNode):
                                 flow_max_side=flow_max_side, on_frame=on_frame)
         report = result.report()
         log.info("[UltraGen] compare:\n%s", report.split("\n\n")[0])
+        if any(result.unusable):
+            log.warning("[UltraGen] compare: frames with NaN or infinite pixels (A: %s, B: %s) are left out of the "
+                        "metrics; such pixels usually come from a NaN latent (sampler or weights).",
+                        list(result.unusable[0]), list(result.unusable[1]))
         return io.NodeOutput(video, report, ui=ui.PreviewText(report))

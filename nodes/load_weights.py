@@ -14,8 +14,8 @@ import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
-from ..ultragen_core.checkpoint.io import SUPPORTED
 from ..ultragen_core.adapters.wan_ultragen import load_ultragen
+from ..ultragen_core.checkpoint.io import SUPPORTED, weights_file_problem
 
 log = logging.getLogger(__name__)
 FOLDER = "ultragen"  # models/ultragen (or an "ultragen:" entry in extra_model_paths.yaml)
@@ -32,12 +32,15 @@ def weight_files() -> list[str]:
     return sorted(names)
 
 
-def resolve(name: str) -> str | None:
+def find(name: str) -> str:
+    """The full path of a weights file picked in the list; ValueError (for the weights input) when there is none."""
+    if not name.lower().endswith(SUPPORTED):
+        raise ValueError(f"weights: '{name}' is not one of {', '.join(SUPPORTED)}; select an UltraGen checkpoint file.")
     for folder in SEARCHED:
         path = folder_paths.get_full_path(folder, name)
         if path is not None:
             return path
-    return None
+    raise ValueError(f"weights: '{name}' was not found in models/ultragen or models/diffusion_models.")
 
 
 class UltraGenLoadWeights(io.ComfyNode):
@@ -57,23 +60,29 @@ class UltraGenLoadWeights(io.ComfyNode):
                 io.Combo.Input("weights", options=weight_files(),
                                tooltip="UltraGen checkpoint (.ckpt / .pt / .pth pickles are loaded weights-only; "
                                        ".safetensors) from models/ultragen or models/diffusion_models. Full DiT or "
-                                       "only the extra keys ('python -m ultragen_core.convert' writes either)."),
+                                       "only the extra keys ('python -m ultragen_core.convert' writes either). The "
+                                       "list shows every diffusion model; a plain Wan file is refused when queued."),
             ],
-            outputs=[io.Model.Output(tooltip="A patched copy of the model running the UltraGen checkpoint."),
-                     io.String.Output("report", tooltip="What was loaded: blocks, parameters, which base weights "
-                                                        "came from the file, missing / unexpected keys.")],
+            outputs=[io.Model.Output(display_name="model",
+                                     tooltip="A patched copy of the model running the UltraGen checkpoint."),
+                     io.String.Output("report", display_name="report",
+                                      tooltip="What was loaded: blocks, parameters, which base weights came from "
+                                              "the file, missing / unexpected keys.")],
         )
 
     @classmethod
-    def validate_inputs(cls, weights: str) -> bool | str:
-        if not weights.lower().endswith(SUPPORTED):
-            return f"weights: '{weights}' is not one of {', '.join(SUPPORTED)}; select an UltraGen checkpoint file."
-        if resolve(weights) is None:
-            return f"weights: '{weights}' was not found in models/ultragen or models/diffusion_models."
-        return True
+    def validate_inputs(cls, weights: str | None = None) -> bool | str:
+        if weights is None:
+            return True  # from a link: checked when the file is loaded
+        try:
+            path = find(weights)
+        except ValueError as e:
+            return str(e)
+        problem = weights_file_problem(path)  # reads a safetensors header only, never the tensors
+        return f"weights: {problem}" if problem else True
 
     @classmethod
     def execute(cls, model, weights: str) -> io.NodeOutput:
-        patched, report = load_ultragen(model, resolve(weights), patcher_factory=comfy.model_patcher.ModelPatcher)
+        patched, report = load_ultragen(model, find(weights), patcher_factory=comfy.model_patcher.ModelPatcher)
         log.info("%s", report)
         return io.NodeOutput(patched, report)

@@ -4,15 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..ultragen_core.config import AttentionSettings
-from ..ultragen_core.resolution import FAMILIES, ORIENTATIONS, ROUNDINGS, TARGETS, ResolutionRequest, pick_resolution
+from ..ultragen_core.resolution import (FAMILIES, MAX_FRAMES, MAX_SIDE, MIN_SIDE, ORIENTATIONS, ROUNDINGS, TARGETS,
+                                        ResolutionRequest, pick_resolution)
 from .attention_settings import AttentionSettingsType
-
-_FIELDS = ("model_family", "target", "orientation", "frames", "custom_width", "custom_height", "rounding")
-
-
-def _request(model_family, target, orientation, frames, custom_width, custom_height, rounding) -> ResolutionRequest:
-    return ResolutionRequest(family=model_family, target=target, orientation=orientation, frames=frames,
-                             width=custom_width, height=custom_height, rounding=rounding)
 
 
 class UltraGenResolution(io.ComfyNode):
@@ -35,13 +29,15 @@ class UltraGenResolution(io.ComfyNode):
                 io.Combo.Input("orientation", options=list(ORIENTATIONS), default="landscape",
                                tooltip="landscape = wide, portrait = tall (sides swapped), square = the short side "
                                        "both ways. Ignored for target 'custom'."),
-                io.Int.Input("frames", default=81, min=1, max=1025,
+                io.Int.Input("frames", default=81, min=1, max=MAX_FRAMES,
                              tooltip="Wanted video length in frames; moved to the nearest count the VAE accepts "
                                      "(81 = 5 s at 16 fps for Wan 2.1; Wan 2.2-5B: 121 at 24 fps)."),
-                io.Int.Input("custom_width", default=1920, min=16, max=8192, step=16,
-                             tooltip="Width in pixels, used only when target is 'custom'; rounded to the pixel step."),
-                io.Int.Input("custom_height", default=1080, min=16, max=8192, step=16,
-                             tooltip="Height in pixels, used only when target is 'custom'; rounded to the pixel step."),
+                io.Int.Input("custom_width", default=1920, min=MIN_SIDE, max=MAX_SIDE, step=16,
+                             tooltip="Width in pixels, used only when target is 'custom'; rounded to the pixel step "
+                                     "(at least one step)."),
+                io.Int.Input("custom_height", default=1080, min=MIN_SIDE, max=MAX_SIDE, step=16,
+                             tooltip="Height in pixels, used only when target is 'custom'; rounded to the pixel step "
+                                     "(at least one step)."),
                 io.Combo.Input("rounding", options=list(ROUNDINGS), default="nearest",
                                tooltip="How sizes snap to the pixel step: nearest (ties up, e.g. 1080 -> 1088), "
                                        "up (never smaller than asked), down (never larger; Wan 2.2-5B's own 720p "
@@ -60,20 +56,14 @@ class UltraGenResolution(io.ComfyNode):
             ],
         )
 
-    @classmethod
-    def validate_inputs(cls, **kwargs) -> bool | str:
-        if any(k not in kwargs for k in _FIELDS):
-            return True  # an input comes from a link; execute() checks it
-        try:
-            _request(**{k: kwargs[k] for k in _FIELDS})
-        except ValueError as e:
-            return str(e)
-        return True
+    # No validate_inputs: every widget has a single-value rule (a combo, min / max) that ComfyUI checks
+    # itself and reports once, at that input. Values arriving through links are checked in the core.
 
     @classmethod
     def execute(cls, model_family, target, orientation, frames, custom_width, custom_height, rounding,
                 settings: AttentionSettings | None = None) -> io.NodeOutput:
-        res = pick_resolution(_request(model_family, target, orientation, frames, custom_width, custom_height,
-                                       rounding), settings)
+        request = ResolutionRequest(family=model_family, target=target, orientation=orientation, frames=frames,
+                                    width=custom_width, height=custom_height, rounding=rounding)
+        res = pick_resolution(request, settings)
         report = res.report()
         return io.NodeOutput(res.width, res.height, res.frames, res.tokens, report, ui=ui.PreviewText(report))

@@ -10,6 +10,9 @@ dropped). Metrics use OpenCV on one frame at a time (memory stays at a few frame
   their long side is at most ``flow_max_side``;
 - PSNR (dB, inf for identical frames) and SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5, on luma)
   between the aligned videos.
+
+A frame with NaN or infinite pixels (e.g. from a NaN latent) is unusable: it is left out of every metric
+that needs it, and the report lists such frames per video.
 """
 from __future__ import annotations
 
@@ -31,6 +34,10 @@ def _rgb(video: torch.Tensor, name: str) -> torch.Tensor:
     if video.ndim != 4 or video.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{name} must be an IMAGE batch (frames, height, width, channels), got shape "
                          f"{tuple(video.shape)}. Connect a decoded video (IMAGE).")
+    if 0 in video.shape[:3]:
+        raise ValueError(f"{name} is empty (shape {tuple(video.shape)}: {video.shape[0]} frames of "
+                         f"{video.shape[2]}x{video.shape[1]} px): there is nothing to compare. Connect a video with "
+                         "at least one frame.")
     if video.shape[-1] == 1:
         return video.expand(-1, -1, -1, 3)
     return video[..., :3]
@@ -44,7 +51,8 @@ def _resize(video: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch
     for i in range(0, video.shape[0], chunk):
         x = video[i:i + chunk].movedim(-1, 1).float()  # (f, 3, H, W)
         y = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
-        out[i:i + chunk] = y.clamp(0, 1).movedim(1, -1).to(video.dtype)
+        y = torch.where(torch.isfinite(y), y.clamp(0, 1), y)  # NaN / inf stay visible as unusable
+        out[i:i + chunk] = y.movedim(1, -1).to(video.dtype)
     return out
 
 
@@ -159,6 +167,8 @@ def high_frequency_energy(gray: np.ndarray, sigma: float = 1.5) -> float:
 def psnr(x: np.ndarray, y: np.ndarray) -> float:
     """PSNR in dB of two frames in 0..1; inf when they are identical."""
     mse = float(np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2))
+    if not math.isfinite(mse):
+        raise ValueError("psnr needs finite pixels: a frame holds NaN or infinite values.")
     return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
 
 
@@ -219,16 +229,21 @@ class Comparison:
     size: tuple[int, int, int]  # (frames, height, width) compared
     a: VideoStats
     b: VideoStats
-    psnr: list[float]
+    psnr: list[float]  # NaN where a frame of either video is unusable
     ssim: list[float]
     costs: tuple[Cost, Cost] = (Cost(), Cost())
+    unusable: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # frames with NaN / inf pixels, per video
 
     def report(self) -> str:
         la, lb = self.labels
         (fa, ha, wa), (fb, hb, wb) = self.sources
         n, h, w = self.size
 
+        def known(v):
+            return [x for x in v if not math.isnan(x)]
+
         def mean(v):
+            v = known(v)
             return sum(v) / len(v) if v else float("nan")
 
         def row(name, x, y, unit=""):
@@ -238,72 +253,106 @@ class Comparison:
             return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
         lines = [f"UltraGen Compare: A = {la} ({wa}x{ha}, {fa} frames), B = {lb} ({wb}x{hb}, {fb} frames)",
-                 f"compared at {w}x{h}, {n} frames",
-                 row("", "A", "B"),
-                 row("sharpness (Laplacian var)", num(mean(self.a.sharpness)), num(mean(self.b.sharpness)),
-                     "higher = more fine detail"),
-                 row("high-frequency energy", num(mean(self.a.hf_energy), "{:.4f}"),
-                     num(mean(self.b.hf_energy), "{:.4f}"), "share of variance above sigma 1.5 px"),
-                 row("flicker (flow warp error)", num(mean(self.a.flicker), "{:.3f}"),
-                     num(mean(self.b.flicker), "{:.3f}"), "8-bit levels, lower = steadier")]
+                 f"compared at {w}x{h}, {n} frames"]
+        if any(self.unusable):
+            listed = [", ".join(map(str, frames)) or "none" for frames in self.unusable]
+            lines.append(f"unusable frames (NaN or infinite pixels, left out of every metric): A: {listed[0]}; "
+                         f"B: {listed[1]}")
+        lines += [row("", "A", "B"),
+                  row("sharpness (Laplacian var)", num(mean(self.a.sharpness)), num(mean(self.b.sharpness)),
+                      "higher = more fine detail"),
+                  row("high-frequency energy", num(mean(self.a.hf_energy), "{:.4f}"),
+                      num(mean(self.b.hf_energy), "{:.4f}"), "share of variance above sigma 1.5 px"),
+                  row("flicker (flow warp error)", num(mean(self.a.flicker), "{:.3f}"),
+                      num(mean(self.b.flicker), "{:.3f}"), "8-bit levels, lower = steadier")]
         ca, cb = self.costs
         if ca.seconds or cb.seconds:
             lines.append(row("wall time", num(ca.seconds or None, "{:.1f} s"), num(cb.seconds or None, "{:.1f} s")))
         if ca.peak_vram_gb or cb.peak_vram_gb:
             lines.append(row("peak VRAM", num(ca.peak_vram_gb or None, "{:.1f} GB"),
                              num(cb.peak_vram_gb or None, "{:.1f} GB")))
-        finite = [p for p in self.psnr if math.isfinite(p)]
-        p_mean = mean(finite) if finite else math.inf  # identical frames (inf) are left out of the mean
-        lines.append(f"A vs B: PSNR mean {num(p_mean, '{:.2f}')} dB (min {num(min(self.psnr, default=None), '{:.2f}')}), "
-                     f"SSIM mean {num(mean(self.ssim), '{:.4f}')} (min {num(min(self.ssim, default=None), '{:.4f}')})")
-        if len(finite) not in (0, len(self.psnr)):
-            lines.append(f"  ({len(self.psnr) - len(finite)} identical frames with infinite PSNR left out of the mean)")
+        psnrs, ssims = known(self.psnr), known(self.ssim)
+        finite = [p for p in psnrs if math.isfinite(p)]
+        p_mean = mean(finite) if finite else (math.inf if psnrs else float("nan"))  # identical frames: inf
+        lines.append(f"A vs B: PSNR mean {num(p_mean, '{:.2f}')} dB (min {num(min(psnrs, default=None), '{:.2f}')}), "
+                     f"SSIM mean {num(mean(ssims), '{:.4f}')} (min {num(min(ssims, default=None), '{:.4f}')})")
+        if len(finite) not in (0, len(psnrs)):
+            lines.append(f"  ({len(psnrs) - len(finite)} identical frames with infinite PSNR left out of the mean)")
         lines.append("")
         lines.append(f"{'frame':>5} {'sharp A':>9} {'sharp B':>9} {'flick A':>8} {'flick B':>8} {'PSNR':>7} {'SSIM':>7}")
         for i in range(n):
             fl_a = num(self.a.flicker[i - 1], "{:.2f}") if i else "-"
             fl_b = num(self.b.flicker[i - 1], "{:.2f}") if i else "-"
-            lines.append(f"{i:>5} {self.a.sharpness[i]:>9.2f} {self.b.sharpness[i]:>9.2f} {fl_a:>8} {fl_b:>8} "
-                         f"{self.psnr[i]:>7.2f} {self.ssim[i]:>7.4f}")
+            lines.append(f"{i:>5} {num(self.a.sharpness[i], '{:.2f}'):>9} {num(self.b.sharpness[i], '{:.2f}'):>9} "
+                         f"{fl_a:>8} {fl_b:>8} {num(self.psnr[i], '{:.2f}'):>7} {num(self.ssim[i], '{:.4f}'):>7}")
         return "\n".join(lines)
+
+
+def usable_frames(video: torch.Tensor) -> list[bool]:
+    """Per frame of (F, H, W, C): True when every pixel is finite."""
+    return torch.isfinite(video).flatten(1).all(1).tolist()
 
 
 def measure(a: torch.Tensor, b: torch.Tensor, labels: tuple[str, str] = ("A", "B"),
             sources: tuple | None = None, costs: tuple[Cost, Cost] = (Cost(), Cost()),
             flow_max_side: int = 512, on_frame: Callable[[], None] | None = None) -> Comparison:
-    """Metrics of two aligned videos (F, H, W, 3); ``on_frame`` is called once per frame (progress)."""
+    """Metrics of two aligned videos (F, H, W, 3); ``on_frame`` is called once per frame (progress).
+    A metric that needs an unusable frame (NaN / inf pixels) is NaN there."""
     if a.shape != b.shape:
         raise ValueError(f"measure needs aligned videos, got {tuple(a.shape)} and {tuple(b.shape)}; call align().")
     n, h, w, _ = a.shape
+    nan = float("nan")
+    usable = (usable_frames(a), usable_frames(b))
     stats = (VideoStats(), VideoStats())
     p_list, s_list = [], []
     prev = (None, None)
     for i in range(n):
-        lumas = []
-        cur = []
-        for video, st, pv in zip((a, b), stats, prev):
+        lumas, cur = [], []
+        for video, st, pv, ok in zip((a, b), stats, prev, usable):
+            if not ok[i]:
+                st.sharpness.append(nan)
+                st.hf_energy.append(nan)
+                if i:
+                    st.flicker.append(nan)
+                lumas.append(None)
+                cur.append(None)
+                continue
             g = _luma(video[i])
             lumas.append(g)
             st.sharpness.append(sharpness(g))
             st.hf_energy.append(high_frequency_energy(g))
             f = _flow_frame(video[i], flow_max_side)
-            if pv is not None:
-                st.flicker.append(warp_error(pv, f))
+            if i:
+                st.flicker.append(nan if pv is None else warp_error(pv, f))
             cur.append(f)
         prev = tuple(cur)
-        identical = torch.equal(a[i], b[i])
-        p_list.append(math.inf if identical else psnr(a[i].numpy(), b[i].numpy()))
-        s_list.append(1.0 if identical else ssim(*lumas))
+        if usable[0][i] and usable[1][i]:
+            identical = torch.equal(a[i], b[i])
+            p_list.append(math.inf if identical else psnr(a[i].numpy(), b[i].numpy()))
+            s_list.append(1.0 if identical else ssim(*lumas))
+        else:
+            p_list.append(nan)
+            s_list.append(nan)
         if on_frame is not None:
             on_frame()
     sources = sources or ((n, h, w), (n, h, w))
-    return Comparison(labels, sources, (n, h, w), stats[0], stats[1], p_list, s_list, costs)
+    unusable = tuple(tuple(i for i, ok in enumerate(u) if not ok) for u in usable)
+    return Comparison(labels, sources, (n, h, w), stats[0], stats[1], p_list, s_list, costs, unusable)
 
 
 def compare(a: torch.Tensor, b: torch.Tensor, layout: str = "side_by_side", size_mode: str = "first",
             length_mode: str = "trim", labels: tuple[str, str] = ("A", "B"), costs: tuple[Cost, Cost] = (Cost(), Cost()),
             flow_max_side: int = 512, on_frame: Callable[[], None] | None = None) -> tuple[torch.Tensor, Comparison]:
     """Align, measure and compose: (comparison video, metrics)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    for branch, cost in zip("ab", costs):
+        for name, value in ((f"wall_time_{branch}", cost.seconds), (f"peak_vram_{branch}", cost.peak_vram_gb)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (0 = not given), got {value}: type the "
+                                 "measured value from the console, or 0.")
+    if flow_max_side < 0:
+        raise ValueError(f"flow_max_side must be >= 0 (0 = full size), got {flow_max_side}.")
     sources = tuple((v.shape[0], v.shape[1], v.shape[2]) for v in (a, b))
     a, b = align(a, b, size_mode, length_mode)
     result = measure(a, b, labels, sources, costs, flow_max_side, on_frame)

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from .checkpoint.io import load_state_dict, save_safetensors
+from .checkpoint.io import check_finite, load_state_dict, save_safetensors
 from .checkpoint.keys import check_extras, describe_width, split_checkpoint
 
 DTYPES = {"keep": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -30,6 +30,7 @@ def convert(src: str, dst: str, extras_only: bool = False, dtype: str = "keep") 
     width = split.width
     num_blocks = 1 + max([int(k.split(".")[1]) for k in split.base if k.startswith("blocks.")] + list(split.extras))
     check_extras(split, width or 0, num_blocks, src)
+    check_finite(split.named_tensors(), src)
     cast = DTYPES[dtype]
     out = {} if extras_only else dict(split.base)
     out.update({f"blocks.{b}.self_attn.{n}": t for b, ts in split.extras.items() for n, t in ts.items()})

@@ -31,6 +31,10 @@ TARGETS: dict[str, tuple[int, int]] = {
     "custom": (0, 0),
 }
 
+# What a request may ask for (the node's widget limits; values arriving through links are checked here).
+MAX_FRAMES = 1025
+MIN_SIDE, MAX_SIDE = 16, 8192
+
 # Assumed dense-attention throughput for the time estimate (cuDNN, head_dim 128, H200; DESIGN.md 6).
 REFERENCE_TFLOPS = 500.0
 
@@ -56,7 +60,8 @@ def round_frames(frames: int, temporal: int) -> int:
 
 @dataclass(frozen=True)
 class ResolutionRequest:
-    """What the user asked for. width / height are used only for target "custom"."""
+    """What the user asked for. width / height are used only for target "custom"; a size below one pixel
+    step of the family (16 px for a 32-px family) becomes one step."""
 
     family: str
     target: str
@@ -80,13 +85,13 @@ class ResolutionRequest:
             return f"orientation must be one of {ORIENTATIONS}, got {self.orientation!r}."
         if self.rounding not in ROUNDINGS:
             return f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}."
-        if self.frames < 1:
-            return f"frames must be at least 1, got {self.frames}."
+        if not 1 <= self.frames <= MAX_FRAMES:
+            return f"frames must be 1 to {MAX_FRAMES}, got {self.frames}; set frames in that range."
         if self.target == "custom":
-            step = FAMILIES[self.family].pixel_step
-            if self.width < step or self.height < step:
-                return (f"custom size {self.width}x{self.height} is below one {step}-pixel patch of "
-                        f"{self.family}; set custom_width and custom_height to at least {step}.")
+            for name, value in (("custom_width", self.width), ("custom_height", self.height)):
+                if not MIN_SIDE <= value <= MAX_SIDE:
+                    return (f"{name} must be {MIN_SIDE} to {MAX_SIDE} px, got {value} (custom size "
+                            f"{self.width}x{self.height}); pick a size in that range.")
         return None
 
 

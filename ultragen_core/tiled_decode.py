@@ -188,6 +188,12 @@ def plan_tiles(shape: Shape5, cfg: TiledDecodeConfig, scale: Scale, tile: tuple[
     return TilePlan(t_axis, h_axis, w_axis)
 
 
+def fit_overlap(size: tuple[int, int], tile: tuple[int, int], overlap: tuple[int, int]) -> tuple[int, int]:
+    """The overlap (h, w) that tiles of ``tile`` over a latent of ``size`` (H, W) can have: none along an axis
+    that one tile covers, at most half a tile along the others (a tile cut to a small latent shrinks it)."""
+    return tuple(0 if t >= n else min(o, t // 2) for n, t, o in zip(size, tile, overlap))
+
+
 def _lengths(size: int, overlap: int, min_side: int) -> list[int]:
     """Candidate tile lengths along an axis, longest first: for each tile count, the shortest length that
     covers ``size`` with ``overlap``; never below ``min_side`` (or the axis)."""
@@ -246,6 +252,7 @@ class _Run:
     check_interrupt: Callable[[], None] | None
     empty_cache: Callable[[], None] | None
     is_oom: Callable[[BaseException], bool]
+    requested: TiledDecodeConfig  # the caller's config: its overlap, before fitting it to a tile grid
     max_tile: tuple[int, int] | None = None  # set after an out-of-memory: tiles above it are sub-tiled
 
 
@@ -271,8 +278,9 @@ def tiled_decode(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Te
     if latent.ndim != 5:
         raise ValueError(f"tiled_decode needs a video latent (B, C, T, H, W), got shape {tuple(latent.shape)}.")
     run = _Run(decode, scale, estimate, torch.device(output_device), postprocess, check_interrupt, empty_cache,
-               is_oom)
+               is_oom, cfg)
     tile = choose_tile(tuple(latent.shape), cfg, estimate)
+    cfg = replace(cfg, tile=tile, overlap=fit_overlap(tuple(latent.shape[-2:]), tile, cfg.overlap))
     plan = plan_tiles(tuple(latent.shape), cfg, scale, tile)
     log.info("%s tiled VAE decode: latent %s -> %d tile(s) (%d x %d x %d), tile %dx%d px, overlap %dx%d px, "
              "tile estimate %.2f GiB, budget %s.", PREFIX, tuple(latent.shape), plan.count, len(plan.t.latent),
@@ -280,7 +288,7 @@ def tiled_decode(latent: torch.Tensor, decode: Callable[[torch.Tensor], torch.Te
              cfg.overlap[0] * scale.spatial, cfg.overlap[1] * scale.spatial,
              estimate((*latent.shape[:2], *plan.tile_shape)) / GIB,
              f"{cfg.budget_bytes / GIB:.2f} GiB" if cfg.budget_bytes else "unlimited")
-    return _decode_plan(latent, replace(cfg, tile=tile), run, on_tile)
+    return _decode_plan(latent, cfg, run, on_tile)
 
 
 def _decode_plan(latent: torch.Tensor, cfg: TiledDecodeConfig, run: _Run,
@@ -341,12 +349,13 @@ def _decode_tile(crop: torch.Tensor, cfg: TiledDecodeConfig, run: _Run, weight: 
         if run.empty_cache is not None:
             run.empty_cache()
         target.zero_()  # a partly written tile is rewritten in full
-        half = (max(cfg.min_side(0), math.ceil((h + cfg.overlap[0]) / 2)),
-                max(cfg.min_side(1), math.ceil((w + cfg.overlap[1]) / 2)))
+        want = run.requested  # sub-tiles overlap as asked, also along an axis this tile covered alone
+        half = (max(want.min_side(0), math.ceil((h + want.overlap[0]) / 2)),
+                max(want.min_side(1), math.ceil((w + want.overlap[1]) / 2)))
         if half[0] >= h and half[1] >= w:
             raise MemoryError(
                 f"{PREFIX} tiled decode: out of memory on a {h}x{w} latent tile, the smallest this overlap "
-                f"{cfg.overlap} allows. Free VRAM (unload models), lower the overlap, or lower max_vram_gb.")
+                f"{want.overlap} allows. Free VRAM (unload models), lower the overlap, or lower max_vram_gb.")
         run.max_tile = (min(half[0], h), min(half[1], w))
         log.warning("%s tiled VAE decode: out of memory on a %dx%d latent tile; freed the cache and retrying it "
                     "(and later tiles) as tiles of at most %dx%d.", PREFIX, h, w, *run.max_tile)
@@ -355,8 +364,9 @@ def _decode_tile(crop: torch.Tensor, cfg: TiledDecodeConfig, run: _Run, weight: 
 
 def _decode_subtiled(crop: torch.Tensor, cfg: TiledDecodeConfig, run: _Run, weight: Weight,
                      target: torch.Tensor) -> None:
-    sub_cfg = replace(cfg, tile=(min(run.max_tile[0], crop.shape[-2]), min(run.max_tile[1], crop.shape[-1])),
-                      budget_bytes=0)
+    tile = (min(run.max_tile[0], crop.shape[-2]), min(run.max_tile[1], crop.shape[-1]))
+    overlap = fit_overlap(tuple(crop.shape[-2:]), tile, run.requested.overlap)
+    sub_cfg = replace(cfg, tile=tile, overlap=overlap, budget_bytes=0)
     pixels = _decode_plan(crop, sub_cfg, run, on_tile=None)  # (B, t', h', w', C') on the output device
     _weigh(pixels, weight, 0)
     target += pixels

@@ -195,6 +195,17 @@ def save_wan(runtime: ComfyRuntime, name: str, **kwargs) -> str:
     return name
 
 
+def placeholder(path: Path) -> None:
+    """A stand-in for a model file that validation only looks up: empty, or for a torch pickle an empty but
+    well-formed checkpoint (UltraGen Load Weights checks a pickle's structure when a prompt is queued)."""
+    if path.exists() and path.stat().st_size:
+        return
+    if path.suffix.lower() in (".ckpt", ".pt", ".pth"):
+        torch.save({}, path)
+    else:
+        path.touch()
+
+
 def env_for_subprocess() -> dict:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import PromptFailed, captured, random_wan_state_dict
+from harness import PromptFailed, captured, placeholder, random_wan_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from test_ultragen_weights_reference import block_tensors, random_extras, reference_block  # noqa: E402
@@ -139,6 +139,45 @@ def test_bad_files_get_clear_errors(comfy, files):
     assert not ok and "missing.ckpt" in str(errors)
 
 
+def weights_errors(comfy, weights: str) -> list[tuple[str, str, str]]:
+    ok, _, _, node_errors = comfy.validate(prompt("ug_stock.safetensors", weights, "x"))
+    assert not ok and set(node_errors) == {"2"}, node_errors
+    return [(e["type"], e["extra_info"]["input_name"], e["details"]) for e in node_errors["2"]["errors"]]
+
+
+def test_plain_wan_and_truncated_files_are_refused_at_graph_time(comfy, files):
+    [(kind, name, details)] = weights_errors(comfy, "ug_stock.safetensors")  # a plain Wan file from the list
+    assert (kind, name) == ("custom_validation_failed", "weights")
+    assert "weights: ug_stock.safetensors holds no UltraGen weights" in details and "Load Diffusion Model" in details
+    folder = comfy.models_dir / "diffusion_models"
+    data = (folder / "ug_extras.safetensors").read_bytes()
+    (folder / "ug_cut.safetensors").write_bytes(data[:len(data) // 3])  # an interrupted download
+    [(kind, name, details)] = weights_errors(comfy, "ug_cut.safetensors")
+    assert name == "weights" and "ug_cut.safetensors" in details and "download or convert it again" in details
+
+
+def test_nan_extras_are_refused_when_loaded(comfy, files):
+    from safetensors.torch import save_file
+    extras = dict(files["extras"])
+    key = "blocks.2.self_attn.v_lora_1.lora_A.bias"
+    extras[key] = extras[key].clone()
+    extras[key][0] = float("nan")
+    save_file(extras, str(comfy.models_dir / "diffusion_models" / "ug_nan.safetensors"))
+    p = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "ug_stock.safetensors", "weight_dtype": "default"}},
+         "2": {"class_type": "UltraGenLoadWeights", "inputs": {"model": ["1", 0], "weights": "ug_nan.safetensors"}},
+         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
+    with pytest.raises(PromptFailed, match=rf"{key} in ug_nan.safetensors holds 1 NaN or infinite value"):
+        comfy.run(p)
+
+
+def test_outputs_have_names_not_raw_types(comfy):
+    for node_id in ("UltraGenLoadWeights", "UltraGenTiledVAEDecode", "UltraGenResolution", "UltraGenCompare"):
+        cls = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
+        names, types = tuple(cls.RETURN_NAMES), tuple(cls.RETURN_TYPES)
+        assert len(names) == len(types) and not set(names) & set(types), (node_id, names, types)
+    assert tuple(comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenLoadWeights"].RETURN_NAMES) == ("model", "report")
+
+
 def test_apply_and_load_weights_refuse_to_stack(comfy, files):
     p = prompt("ug_stock.safetensors", "ug_extras.safetensors", "stack")
     p["8"] = {"class_type": "UltraGenApply", "inputs": {"model": ["2", 0]}}  # Apply after Load Weights
@@ -162,12 +201,12 @@ def test_checkpoint_workflow_validates(comfy):
     assert set(names) == {"ultragen_wan21_1.3B_1080p.ckpt", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
                           "wan_2.1_vae.safetensors"}
     fp = comfy.folder_paths
-    for m in wf["models"]:  # empty placeholders where ComfyUI looks for them
+    for m in wf["models"]:  # placeholders where ComfyUI looks for them
         folder = comfy.models_dir / m["directory"]
         folder.mkdir(parents=True, exist_ok=True)
         if str(folder) not in fp.get_folder_paths(m["directory"]):
             fp.add_model_folder_path(m["directory"], str(folder))
-        (folder / m["name"]).touch()
+        placeholder(folder / m["name"])
     prompt = workflow_api.ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
     by_type = {n["class_type"]: n for n in prompt.values()}
     assert by_type["UltraGenLoadWeights"]["inputs"]["weights"] == by_type["UNETLoader"]["inputs"]["unet_name"]

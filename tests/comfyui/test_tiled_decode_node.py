@@ -123,17 +123,49 @@ def test_interrupt_between_tiles_then_rerun(comfy, monkeypatch):
     assert torch.equal(first, second) and first.shape == (5, 64, 96, 3)
 
 
-@pytest.mark.parametrize("inputs,message", [
-    (dict(tile_size=64, overlap=48), "more than half of tile_size"),
-    (dict(tile_size=32), "at least 64"),
-    (dict(temporal_size=8, temporal_overlap=8), "temporal_overlap"),
-    (dict(max_vram_gb=0.25), "max_vram_gb"),
+def execute(comfy, vae, latent, **widgets):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenTiledVAEDecode"]
+    inputs = dict(max_vram_gb=0.0, tile_size=0, overlap=64, temporal_size=0, temporal_overlap=8)
+    inputs.update(widgets)
+    return node.execute(samples={"samples": latent}, vae=vae, **inputs).result[0]
+
+
+@pytest.fixture(scope="module")
+def wan_vaes(comfy):
+    with tiny_wan_vaes():
+        return {v: comfy.nodes.VAELoader().load_vae(save_tiny_wan_vae(comfy, v))[0] for v in ("2.1", "2.2")}
+
+
+def test_small_videos_decode_with_default_and_oversized_tiles(comfy, wan_vaes):
+    """64 px high frames: the default overlap (64 px) and a 512 px tile fit the latent (one tile, no overlap);
+    tile 64 with overlap 64 lowers the overlap to 32 px (two tiles across the width)."""
+    vae = wan_vaes["2.1"]
+    latent = torch.randn(1, 16, 1, 8, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        untiled = vae.decode(latent).reshape(-1, 64, 96, 3)
+        for widgets in (dict(), dict(tile_size=512), dict(tile_size=64, overlap=64)):
+            diff = (execute(comfy, vae, latent, **widgets) - untiled).abs()
+            assert diff.shape == (1, 64, 96, 3)
+            assert float(diff.max()) < (MAX_TOL if widgets.get("tile_size") == 64 else 1e-5), widgets
+
+
+@pytest.mark.parametrize("version, shape, words", [
+    ("2.1", (1, 16, 8, 8), ["Wan 2.1 VAE decodes video latents", "(1, 16, 8, 8)"]),
+    ("2.1", (1, 48, 2, 8, 8), ["48 channels", "expects 16"]),
+    ("2.2", (1, 16, 2, 8, 8), ["16 channels", "expects 48"]),
+    ("2.1", (1, 16, 0, 8, 8), ["empty", "(1, 16, 0, 8, 8)"]),
 ])
-def test_impossible_inputs_fail_validation(comfy, inputs, message):
-    name = save_tiny_wan_vae(comfy, "2.1")
-    ok, error, _, node_errors = comfy.validate(prompt(name, 16, 2, 8, 8, untiled=False, **inputs))
-    assert not ok
-    assert message in str(node_errors)
+def test_latents_the_vae_cannot_decode_are_named(comfy, wan_vaes, version, shape, words):
+    with pytest.raises(ValueError) as e:
+        execute(comfy, wan_vaes[version], torch.zeros(shape))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_image_vae_given_a_video_latent_is_named(comfy):
+    import comfy.sd as comfy_sd
+    vae = comfy_sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})  # an image VAE (latent_dim 2)
+    with pytest.raises(ValueError, match=r"is an image VAE .* video latent of shape \(1, 3, 2, 8, 8\)"):
+        execute(comfy, vae, torch.zeros(1, 3, 2, 8, 8))
 
 
 def test_unknown_vae_falls_back_to_comfy_tiled_decode(comfy, caplog):

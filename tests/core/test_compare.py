@@ -95,3 +95,52 @@ def test_report_shows_costs():
     text = r.report()
     assert "native 4K" in text and "720p + upscale" in text
     assert "1200.0 s" in text and "70.5 GB" in text and "20.0 GB" in text
+
+
+def test_empty_videos_are_refused_by_name():
+    v = panning_video(frames=2)
+    with pytest.raises(ValueError, match=r"video_a is empty \(shape \(0, 96, 160, 3\): 0 frames"):
+        compare(v[:0], v)
+    with pytest.raises(ValueError, match="video_b is empty"):
+        compare(v, v[:, :0])
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_frames_with_nan_or_inf_pixels_are_reported_and_left_out(bad):
+    a = panning_video(frames=4, h=48, w=80)
+    b = blurred(a)[:, ::2, ::2].contiguous()  # half size: scaled up to A's size, which must keep the bad pixel
+    clean = compare(a, b, flow_max_side=0)[1]
+    b[1, 5, 5, 0] = bad  # one pixel of one frame
+    _, r = compare(a, b, flow_max_side=0)
+    assert r.unusable == ((), (1,))
+    assert math.isnan(r.psnr[1]) and math.isnan(r.ssim[1]) and math.isnan(r.b.sharpness[1])
+    assert math.isnan(r.b.flicker[0]) and math.isnan(r.b.flicker[1]) and math.isfinite(r.b.flicker[2])
+    assert r.a.sharpness == clean.a.sharpness  # A is untouched
+    assert [r.psnr[i] for i in (0, 2, 3)] == [clean.psnr[i] for i in (0, 2, 3)]
+    text = r.report()
+    assert "unusable frames (NaN or infinite pixels, left out of every metric): A: none; B: 1" in text
+    psnr_mean = sum(clean.psnr[i] for i in (0, 2, 3)) / 3
+    assert f"PSNR mean {psnr_mean:.2f} dB" in text and "nan" not in text
+
+
+def test_a_video_without_usable_frames_gets_no_numbers():
+    a = panning_video(frames=2, h=48, w=80)
+    _, r = compare(a, torch.full_like(a, float("nan")), flow_max_side=0)
+    assert r.unusable == ((), (0, 1))
+    line = next(x for x in r.report().splitlines() if x.startswith("sharpness"))
+    assert line.split()[-6] == "n/a" and "PSNR mean n/a dB" in r.report()
+
+
+@pytest.mark.parametrize("costs, name", [((Cost(float("nan")), Cost()), "wall_time_a"),
+                                         ((Cost(), Cost(0.0, float("inf"))), "peak_vram_b"),
+                                         ((Cost(), Cost(-1.0)), "wall_time_b")])
+def test_costs_must_be_finite_and_not_negative(costs, name):
+    v = panning_video(frames=1, h=16, w=16)
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+        compare(v, v, costs=costs)
+
+
+def test_psnr_of_non_finite_frames_is_an_error_not_a_domain_error():
+    x = torch.full((8, 8, 3), 0.5).numpy()
+    with pytest.raises(ValueError, match="finite pixels"):
+        psnr(x, x * float("inf"))

@@ -61,6 +61,12 @@ def test_rounding_modes_and_frames():
     assert pick("LTX-Video", "720p (1280x720)", frames=121).grid == (16, 23, 40)
 
 
+def test_custom_size_below_one_step_becomes_one_step():
+    r = pick("LTX-Video", "custom", width=16, height=500, rounding="down")  # 32-px steps
+    assert (r.width, r.height) == (32, 480) and r.grid[1:] == (15, 1)
+    assert "asked 16x500" in r.report()
+
+
 def test_full_attention_cost_is_quadratic_and_ultragen_is_cheaper():
     f = FAMILIES[WAN21]
     c720 = attention_cost(f, (21, 45, 80))
@@ -92,8 +98,10 @@ def test_report_names_grid_and_cost():
 @pytest.mark.parametrize("kw, words", [
     (dict(family="Wan 9", target="1080p (1920x1080)"), ["model_family", "Wan 9"]),
     (dict(family=WAN21, target="8K"), ["target", "8K"]),
-    (dict(family=WAN21, target="custom", width=8, height=720), ["custom_width", "8x720", "16"]),
-    (dict(family=WAN21, target="720p (1280x720)", frames=0), ["frames", "0"]),
+    (dict(family=WAN21, target="custom", width=8, height=720), ["custom_width", "8x720", "16 to 8192"]),
+    (dict(family=WAN21, target="custom", width=1280, height=10 ** 6), ["custom_height", "1000000"]),
+    (dict(family=WAN21, target="720p (1280x720)", frames=0), ["frames", "got 0"]),
+    (dict(family=WAN21, target="720p (1280x720)", frames=10 ** 9), ["frames", "1 to 1025", "1000000000"]),
 ])
 def test_bad_requests_name_the_problem(kw, words):
     with pytest.raises(ValueError) as e:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ultragen_core.tiled_decode import (Scale, TiledDecodeConfig, axis_starts, blend_weights, choose_tile,
-                                        plan_tiles, tiled_decode)
+                                        fit_overlap, plan_tiles, tiled_decode)
 
 WAN_FRAMES = lambda n: max(0, 1 + 4 * (n - 1))  # noqa: E731  (Wan: 1 + 4 (n - 1) frames)
 WAN = Scale(spatial=8, frames=WAN_FRAMES, frame_stride=4, channels=3)
@@ -61,6 +61,22 @@ def test_single_tile_is_bit_exact():
     out = tiled_decode(latent, dec, TiledDecodeConfig(), WAN, postprocess=lambda x: x.clamp(-1, 1))
     assert torch.equal(out, dec(latent).clamp(-1, 1).movedim(1, -1))
     assert len(dec.calls) == 2  # one tile (plus the reference call)
+
+
+def test_overlap_fits_tiles_cut_to_a_small_latent():
+    assert fit_overlap((15, 40), (15, 20), (8, 8)) == (0, 8)  # one tile covers the height: no overlap there
+    assert fit_overlap((15, 40), (64, 12), (8, 8)) == (0, 6)  # at most half a tile
+    latent = torch.randn(1, 4, 2, 15, 40)
+    dec = PointwiseDecoder(WAN)
+    ref = dec(latent).movedim(1, -1)
+    for cfg in (TiledDecodeConfig(overlap=(8, 8)),  # automatic tile = the whole latent (the default widgets)
+                TiledDecodeConfig(tile=(64, 64), overlap=(8, 8)),  # an explicit tile larger than the latent
+                TiledDecodeConfig(tile=(64, 20), overlap=(8, 8))):  # larger in height only
+        dec.calls.clear()
+        out = tiled_decode(latent, dec, cfg, WAN)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        assert all(c[-2] == 15 for c in dec.calls)  # never split along the height
+    assert [c[-1] for c in dec.calls] == [20, 20, 20]  # 40 wide in tiles of 20 overlapping by >= 8
 
 
 def test_whole_clip_vae_may_tile_in_time():

@@ -13,7 +13,6 @@ import torch
 
 #: Blocks that keep full attention in the published 30-block model (they carry no extra keys).
 PUBLISHED_FULL_BLOCKS = (0, 1, 2, 27, 28, 29)
-PUBLISHED_WIDTH = 1536
 PUBLISHED_RANK = 64
 TIME_EMBED_DIM = 256
 
@@ -62,6 +61,12 @@ def is_extra_name(name: str) -> bool:
     return name in EXTRA_NAMES
 
 
+def is_extra_key(key: str) -> bool:
+    """A full key (``blocks.{l}.self_attn.{name}``, possibly under a wrapper prefix) of an UltraGen weight."""
+    m = _BLOCK_KEY.match(key)
+    return bool(m) and m["prefix"] in ("", *_BASE_PREFIXES) and is_extra_name(m["name"])
+
+
 def strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop a wrapper prefix common to every key (``model.diffusion_model.``, ``dit.``, ...)."""
     for prefix in _BASE_PREFIXES:
@@ -97,6 +102,13 @@ class SplitCheckpoint:
                 if name.endswith("lora_A.weight"):
                     return int(t.shape[0])
         return None
+
+    def named_tensors(self):
+        """(key without a wrapper prefix, tensor) of every base weight and extra."""
+        yield from self.base.items()
+        for block, tensors in self.extras.items():
+            for name, t in tensors.items():
+                yield f"blocks.{block}.self_attn.{name}", t
 
     def count(self) -> int:
         return sum(t.numel() for b in self.extras.values() for t in b.values())

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .io import load_state_dict
+from .io import check_finite, load_state_dict
 from .keys import SplitCheckpoint, check_extras, split_checkpoint
 from .modules import UltraGenExtras
 
@@ -69,6 +69,7 @@ def prepare_checkpoint(model, dm, path: str) -> tuple[UltraGenExtras, dict[str, 
     source = os.path.basename(path)
     split = split_checkpoint(load_state_dict(path))
     notes = check_extras(split, int(dm.dim), len(dm.blocks), source)
+    check_finite(split.named_tensors(), source)
     base, base_notes = compare_base(split, dm.state_dict(), source)
     dtype = storage_dtype(model)
     extras = UltraGenExtras.from_tensors(split.extras, split.width, split.rank, dtype)

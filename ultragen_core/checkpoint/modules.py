@@ -63,11 +63,6 @@ class UltraGenExtras(nn.Module):
         module.load_state_dict(sd, strict=True, assign=True)
         return module.requires_grad_(False).eval()
 
-    def published_state_dict(self) -> dict[str, torch.Tensor]:
-        """Keys as in the published checkpoint: ``blocks.{l}.self_attn.{name}``."""
-        return {f"blocks.{b}.self_attn.{name}": t for b, block in self.blocks.items()
-                for name, t in block.state_dict().items()}
-
 
 def cast(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """``t`` on the device and in the dtype of ``like`` (no copy when already there)."""

@@ -1,0 +1,126 @@
+"""Graph-time checks of UltraGen nodes through ComfyUI's validate_prompt: one error entry per bad value,
+at the input it is about, and ComfyUI's own min / max / combo checks stay on for every other input."""
+from __future__ import annotations
+
+import pytest
+
+
+def entries(node_errors: dict, node_id: str) -> list[tuple[str, str, str]]:
+    """(type, input name, details) of every error ComfyUI reports for one node."""
+    return [(e["type"], e["extra_info"].get("input_name"), e["details"]) for e in node_errors[node_id]["errors"]]
+
+
+def only_error(comfy, prompt: dict, node_id: str) -> tuple[str, str, str]:
+    ok, _, _, node_errors = comfy.validate(prompt)
+    assert not ok and set(node_errors) == {node_id}, node_errors
+    found = entries(node_errors, node_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def bad_combo_is_refused(comfy, prompt: dict, node_id: str, name: str, value: str) -> None:
+    """ComfyUI 0.33 checks V3 combos itself (one entry at the input); 0.3.64's executor does not check V3
+    combos at all, so there the node refuses the value when it runs, naming the input."""
+    from harness import PromptFailed
+    if not comfy.validate(prompt)[0]:
+        assert only_error(comfy, prompt, node_id)[:2] == ("value_not_in_list", name)
+        return
+    with pytest.raises(PromptFailed, match=rf"{name} must be one of .*got '{value}'|{name} '{value}' is unknown"):
+        comfy.run(prompt)
+
+
+# --- UltraGen Resolution ----------------------------------------------------------------------------------
+
+def resolution(**inputs) -> dict:
+    values = dict(model_family="Wan 2.1 T2V/I2V 14B", target="custom", orientation="landscape", frames=81,
+                  custom_width=1920, custom_height=1080, rounding="nearest")
+    values.update(inputs)
+    return {"1": {"class_type": "UltraGenResolution", "inputs": values},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 4]}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind", [
+    (dict(frames=10 ** 9), "frames", "value_bigger_than_max"),
+    (dict(frames=0), "frames", "value_smaller_than_min"),
+    (dict(custom_width=10 ** 6), "custom_width", "value_bigger_than_max"),
+])
+def test_resolution_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
+    assert only_error(comfy, resolution(**inputs), "1")[:2] == (kind, name)
+
+
+@pytest.mark.parametrize("name, value", [("rounding", "sideways"), ("model_family", "Wan 9")])
+def test_resolution_bad_choice_is_refused_at_its_input(comfy, name, value):
+    bad_combo_is_refused(comfy, resolution(**{name: value}), "1", name, value)
+
+
+def test_resolution_accepts_a_custom_size_below_one_step(comfy):
+    ok, error, _, node_errors = comfy.validate(resolution(model_family="LTX-Video", custom_width=16))
+    assert ok, (error, node_errors)
+
+
+# --- UltraGen Tiled VAE Decode ----------------------------------------------------------------------------
+
+def tiled_decode(**inputs) -> dict:
+    values = dict(max_vram_gb=0.0, tile_size=0, overlap=64, temporal_size=0, temporal_overlap=8)
+    values.update(inputs)
+    return {"1": {"class_type": "UltraGenTestLatent", "inputs": {"seed": 0, "channels": 16, "frames": 2, "height": 8,
+                                                                 "width": 8, "batch": 1, "corner_bump": 0.0}},
+            "2": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_wan21_vae.safetensors"}},
+            "3": {"class_type": "UltraGenTiledVAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0], **values}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind, words", [
+    (dict(tile_size=32), "tile_size", "custom_validation_failed", "at least 64"),
+    (dict(tile_size=10 ** 6), "tile_size", "custom_validation_failed", "0 (automatic) to 8192"),
+    (dict(overlap=10 ** 6), "overlap", "value_bigger_than_max", ""),
+    (dict(max_vram_gb=float("inf")), "max_vram_gb", "value_bigger_than_max", ""),
+    (dict(temporal_overlap=-8), "temporal_overlap", "value_smaller_than_min", ""),
+])
+def test_tiled_decode_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind, words):
+    from harness import save_tiny_wan_vae
+    save_tiny_wan_vae(comfy, "2.1")
+    found = only_error(comfy, tiled_decode(**inputs), "3")
+    assert found[:2] == (kind, name) and words in found[2], found
+
+
+def test_tiled_decode_overlap_above_half_the_tile_is_no_error(comfy):
+    from harness import save_tiny_wan_vae
+    save_tiny_wan_vae(comfy, "2.1")
+    ok, error, _, node_errors = comfy.validate(tiled_decode(tile_size=64, overlap=48, temporal_size=8,
+                                                            temporal_overlap=8))
+    assert ok, (error, node_errors)
+
+
+# --- UltraGen Compare -------------------------------------------------------------------------------------
+
+def compare(**inputs) -> dict:
+    values = dict(layout="side_by_side", size_mode="first", length_mode="trim", label_a="A", label_b="B",
+                  flow_max_side=0, wall_time_a=0.0, peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
+    values.update(inputs)
+    image = {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 0}}
+    return {"1": image, "2": {**image, "inputs": {**image["inputs"], "color": 255}},
+            "3": {"class_type": "UltraGenCompare", "inputs": {"video_a": ["1", 0], "video_b": ["2", 0], **values}},
+            "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind", [
+    (dict(wall_time_a=float("inf")), "wall_time_a", "value_bigger_than_max"),
+    (dict(peak_vram_b=-1.0), "peak_vram_b", "value_smaller_than_min"),
+    (dict(flow_max_side=10 ** 6), "flow_max_side", "value_bigger_than_max"),
+])
+def test_compare_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
+    assert only_error(comfy, compare(**inputs), "3")[:2] == (kind, name)
+
+
+@pytest.mark.parametrize("name, value", [("layout", "diagonal"), ("size_mode", "huge")])
+def test_compare_bad_choice_is_refused_at_its_input(comfy, name, value):
+    bad_combo_is_refused(comfy, compare(**{name: value}), "3", name, value)
+
+
+def test_compare_nan_wall_time_is_refused_naming_the_input(comfy):
+    from harness import PromptFailed
+    prompt = compare(wall_time_b=float("nan"))
+    assert comfy.validate(prompt)[0]  # NaN passes ComfyUI's min / max checks ...
+    with pytest.raises(PromptFailed, match=r"wall_time_b must be a finite number >= 0 \(0 = not given\), got nan"):
+        comfy.run(prompt)  # ... and the node refuses it before measuring
