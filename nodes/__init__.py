@@ -5,6 +5,7 @@ from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
 from .load_weights import UltraGenLoadWeights
+from .proxy_guidance import UltraGenProxyGuidance
 from .resolution import UltraGenResolution
 from .tiled_decode import UltraGenTiledVAEDecode
 
@@ -15,6 +16,7 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenCompare,
     UltraGenTiledVAEDecode,
     UltraGenLoadWeights,
+    UltraGenProxyGuidance,
 ]
 
 

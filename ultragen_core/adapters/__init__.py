@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from ..config import AttentionSettings
-from . import wan
+from . import wan, wan_proxy
+from .base import HOLDER_KEY
 
 ADAPTERS = (wan,)
 
@@ -33,3 +34,28 @@ def adapter_for(model):
 def apply_attention(model, settings: AttentionSettings):
     """Clone ``model`` and patch its self-attention with the dual-branch op."""
     return adapter_for(model).apply(model, settings)
+
+
+def apply_proxy_guidance(model, proxy_samples, settings: "wan_proxy.ProxySettings"):
+    """Clone ``model`` with proxy guidance from ``proxy_samples`` (a LATENT's samples, (B, C, T', h', w'));
+    the UltraGen patch is added with automatic settings when the model has none."""
+    if adapter_for(model) is not wan:
+        raise NotImplementedError("UltraGen proxy guidance supports Wan models only.")
+    dm = model.get_model_object("diffusion_model")
+    if not wan_proxy.supports_context_latents(dm):
+        raise NotImplementedError(
+            f"UltraGen proxy guidance runs the proxy as an in-context latent, which {type(dm).__name__} of this "
+            "ComfyUI does not take (ComfyUI 0.33 or later with a Wan T2V / TI2V model is needed). Update ComfyUI, "
+            "or sample without UltraGen Proxy Guidance.")
+    channels = getattr(getattr(dm, "patch_embedding", None), "in_channels", None)
+    if proxy_samples.ndim != 5 or proxy_samples.shape[1] != channels:
+        raise ValueError(f"UltraGen proxy guidance: the proxy latent is {tuple(proxy_samples.shape)}, but this model "
+                         f"takes video latents of {channels} channels (B, {channels}, frames, height, width). Connect "
+                         "the LATENT of a first sampling pass with the same model (image-to-video models, whose "
+                         "input carries the start image, are not supported yet).")
+    options = model.model_options.get("transformer_options", {})
+    patched = model.clone() if HOLDER_KEY in options else apply_attention(model, AttentionSettings())
+    latent = model.model.process_latent_in(proxy_samples[:1].float()).cpu()  # the model's input space
+    patched.model_options.setdefault("transformer_options", {})[wan_proxy.PROXY_KEY] = \
+        wan_proxy.ProxyHolder(latent, settings)
+    return patched

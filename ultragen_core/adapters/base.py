@@ -108,6 +108,7 @@ class CallState:
     model: the diffusion model being called (its modules are the ones to run).
     plan: the window plan of the video grid; None: the tokens do not form a grid we can window.
     prefix: tokens before the video grid (e.g. a reference frame), which are not windowed.
+    proxy: the proxy of proxy guidance (adapters.wan_proxy.ProxyCall), whose tokens end the sequence.
     changed: the patch changes this call (else every patched module runs ComfyUI's own code).
     cache: per-call values every block shares (e.g. RoPE tables).
     """
@@ -116,6 +117,7 @@ class CallState:
     plan: DualBranchPlan | None
     active: bool
     prefix: int = 0
+    proxy: object | None = None
     cache: dict = field(default_factory=dict)
 
     @property

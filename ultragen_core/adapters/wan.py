@@ -23,13 +23,15 @@ import sys
 
 import torch
 
-from ..attention.dual_branch import dual_branch_attention
+from ..attention.dual_branch import dual_branch_attention, fuse
 from ..attention.global_branch import pool_tokens, pooled_positions
+from ..attention.proxy import proxy_guided_attention
 from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
 from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
                    log_once, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from .wan_proxy import PROXY_KEY, add_proxy
 
 FAMILY = "wan"
 SUPPORTED = WAN_SUPPORTED
@@ -140,7 +142,11 @@ class WanDiffusionWrapper:
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
                      self.holder.describe_blocks(), extra,
                      100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent)
-        return run_with_call(CallState(dm, plan, active, prefix), executor, *args, **kwargs)
+        call = CallState(dm, plan, active, prefix)
+        proxy = options.get(PROXY_KEY)
+        if proxy is not None and call.changed:
+            kwargs, call.proxy = add_proxy(proxy, dm, x, kwargs, options.get("sigmas"))
+        return run_with_call(call, executor, *args, **kwargs)
 
 
 def _split(t: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,8 +235,12 @@ class WanSelfAttentionPatch:
         plan = self.plan_of(call, transformer_options)
         if plan.is_identity:
             return self.original(m, x, freqs, transformer_options)
+        proxy = call.proxy  # its tokens are the last of the sequence
+        if proxy is not None:
+            x, x_proxy = x[:, :-proxy.tokens], x[:, -proxy.tokens:]
+            freqs = freqs[:, :-proxy.tokens]
         start, stop, total = call.prefix, call.prefix + math.prod(plan.grid), x.shape[1]
-        if stop > total or freqs.shape[1] != total:
+        if stop > total or freqs.shape[1] != total or proxy is not None and stop != total:
             log_once(self.holder, ("layout", plan.grid, start, total), "%s %d tokens (%d before the video) do not "
                      "hold the video grid %s: full attention for these calls.", LOG_PREFIX, total, start, plan.grid)
             return self.original(m, x, freqs, transformer_options)
@@ -267,9 +277,19 @@ class WanSelfAttentionPatch:
             fp = fv.index_select(1, positions) if tp is None else None
             global_qkv = [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
             del xp
-        out = dual_branch_attention(video, plan.layout(self.block_index), attention, global_qkv,
-                                    plan.factor, plan.fusion, plan.strength,
-                                    shared_kv=extras_qkv[1:] if extras_qkv is not None else None)
+        shared_kv = extras_qkv[1:] if extras_qkv is not None else None
+        layout = plan.layout(self.block_index)
+        if proxy is None:
+            out = dual_branch_attention(video, layout, attention, global_qkv, plan.factor, plan.fusion,
+                                        plan.strength, shared_kv=shared_kv)
+        else:  # the windows also see their proxy neighbourhood; the proxy attends to itself only
+            ptab = proxy.rope(plan.grid, m.head_dim, transformer_options, x.device, table is not None, call.cache)
+            proxy_qkv = [self.project(m, namespace, x_proxy, None if table is not None else ptab, i,
+                                      ptab if table is not None else None) for i in range(3)]
+            out, proxy_out = proxy_guided_attention(video, layout, attention, proxy_qkv, proxy.layout(layout, call.cache),
+                                                    proxy.settings.strength, shared_kv=shared_kv)
+            if global_qkv is not None and plan.fusion != "local_only":
+                out = fuse(out, attention(*global_qkv), plan.grid, plan.factor, plan.fusion, plan.strength)
         if has_extras:
             # the tokens outside the grid attend to each other and to the pooled video (when pooled)
             qe, ke, ve = extras_qkv
@@ -281,6 +301,11 @@ class WanSelfAttentionPatch:
             whole[:, :start] = extras_out[:, :start]
             whole[:, stop:] = extras_out[:, start:]
             out = whole
+        if proxy is not None:
+            out = torch.cat((out, proxy_out), dim=1)  # (B, total + P, C)
+            if full is not None:
+                full = [torch.cat((t, p), dim=1) for t, p in zip(full, proxy_qkv[:2])]
+            total += proxy.tokens
         if attn1:
             q, k = (t.view(b, total, heads, m.head_dim) for t in full)
             for p in attn1:

@@ -1,0 +1,44 @@
+"""UltraGenProxyGuidance: a native-size first pass guides the high-resolution pass (AtlaVid-style)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..ultragen_core.adapters import apply_proxy_guidance
+from ..ultragen_core.adapters.wan_proxy import MODES, ProxySettings
+
+
+class UltraGenProxyGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UltraGenProxyGuidance",
+            display_name="UltraGen Proxy Guidance",
+            category="UltraGen/attention",
+            description="Guide a high-resolution sampling pass with a native-size latent of the same video (a "
+                        "first pass): every window also attends to the proxy tokens around it, so objects keep "
+                        "one layout across windows. Needs ComfyUI 0.33+ and a Wan T2V / TI2V model.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan model, with or without UltraGen Apply (without: automatic "
+                                                "windows)."),
+                io.Latent.Input("proxy", tooltip="The LATENT of a first pass at the model's native size (fewer "
+                                                 "frames allowed), same prompt and model."),
+                io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
+                               tooltip="0 = no guidance (the model unchanged); 1 = windows attend to their own "
+                                       "and the proxy tokens jointly; between: a mix of the two."),
+                io.Combo.Input("neighbourhood", options=list(MODES), default="neighbourhood",
+                               tooltip="neighbourhood: each window sees the proxy cells under it plus a margin "
+                                       "(bounded cost at 4K); all: every proxy token (costly at 4K)."),
+                io.Int.Input("radius_frames", default=1, min=0, max=64,
+                             tooltip="Margin of the neighbourhood in proxy latent frames."),
+                io.Int.Input("radius_cells", default=2, min=0, max=256,
+                             tooltip="Margin of the neighbourhood in proxy tokens, up / down / left / right."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Seed of the noise the proxy is re-noised with at each step."),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="The guided copy of the model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, proxy, strength, neighbourhood, radius_frames, radius_cells, seed) -> io.NodeOutput:
+        settings = ProxySettings(strength, neighbourhood, (radius_frames, radius_cells, radius_cells), seed)
+        return io.NodeOutput(apply_proxy_guidance(model, proxy["samples"], settings))

@@ -1,0 +1,76 @@
+"""UltraGen Proxy Guidance in the real ComfyUI runtime: a native-size proxy latent guides the windows of a
+patched tiny Wan (the proxy runs as ComfyUI 0.33's in-context latent; 0.3.64 refuses with the reason)."""
+import pytest
+import torch
+
+from harness import PromptFailed
+from test_apply import LOCAL_ONLY, WAN_T2V, model_file, run, sample_prompt, settings
+
+GRID = (2, 16, 16)  # the video: latent 2 x 32 x 32, tokens 2 x 16 x 16
+
+
+def guided(name, strength, proxy_seed=5, bump=0.0, mode="neighbourhood", radius=(1, 2, 2), key="out",
+           patch=None, video_bump=0.0):
+    p = sample_prompt(name, patch or settings(window=(1, 4, 4), **LOCAL_ONLY), cfg=1.0, denoise=0.5, key=key,
+                      bump=video_bump)
+    p["proxy_latent"] = {"class_type": "UltraGenTestLatent", "inputs": {
+        "seed": proxy_seed, "channels": 16, "frames": 2, "height": 16, "width": 16, "batch": 1, "corner_bump": bump}}
+    p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
+        "model": ["apply", 0], "proxy": ["proxy_latent", 0], "strength": strength, "neighbourhood": mode,
+        "radius_frames": radius[0], "radius_cells": radius[1], "seed": 0}}
+    p["sample"]["inputs"]["model"] = ["proxy", 0]
+    return p
+
+
+def per_token(a, b):
+    diff = (a - b).abs()[0].amax(0)  # (frames, 32, 32)
+    return diff.view(GRID[0], GRID[1], 2, GRID[2], 2).amax(dim=(2, 4))
+
+
+def needs_in_context_latents(comfy):
+    import inspect
+
+    import comfy.ldm.wan.model as wan
+    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
+        pytest.skip("this ComfyUI has no in-context latents (proxy guidance needs ComfyUI 0.33+)")
+
+
+def test_strength_zero_is_the_unguided_model_and_the_proxy_guides_otherwise(comfy):
+    needs_in_context_latents(comfy)
+    name = model_file(comfy, WAN_T2V)
+    plain = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), cfg=1.0, denoise=0.5))
+    assert torch.equal(run(comfy, guided(name, 0.0)), plain)
+    one, other = run(comfy, guided(name, 1.0)), run(comfy, guided(name, 1.0, proxy_seed=6))
+    assert per_token(one, plain).min() > 0, "every window sees proxy tokens: all tokens change"
+    assert per_token(one, other).min() > 0, "another proxy, another result"
+    half = run(comfy, guided(name, 0.5))
+    assert 0 < float((half - plain).abs().mean()) < float((one - plain).abs().mean())
+
+
+def test_the_proxy_carries_a_corner_change_across_windows_only_when_guiding(comfy):
+    """A bump in one corner of the proxy (the proxy attends to itself in full, so after one block the whole
+    proxy knows it): with guidance off the video is bit-identical; with guidance on tokens in windows far
+    from that corner change (windowed attention alone never carries a change across windows)."""
+    needs_in_context_latents(comfy)
+    name = model_file(comfy, WAN_T2V)
+    off = run(comfy, guided(name, 0.0)), run(comfy, guided(name, 0.0, bump=5.0))
+    assert torch.equal(*off)
+    change = per_token(run(comfy, guided(name, 1.0)), run(comfy, guided(name, 1.0, bump=5.0)))
+    far = torch.ones(GRID, dtype=torch.bool)
+    far[:, :4, :4] = False  # the windows over the bumped corner
+    assert (change[far] > 0).float().mean() > 0.9
+
+
+def test_proxy_guidance_refuses_what_it_cannot_run(comfy):
+    import inspect
+
+    import comfy.ldm.wan.model as wan
+    name = model_file(comfy, WAN_T2V)
+    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
+        with pytest.raises(PromptFailed, match="ComfyUI 0.33 or later"):
+            comfy.run(guided(name, 0.5))
+        return
+    p = guided(name, 0.5)
+    p["proxy_latent"]["inputs"]["channels"] = 48  # a Wan 2.2 5B latent for a 16-channel model
+    with pytest.raises(PromptFailed, match="takes video latents of 16 channels"):
+        comfy.run(p)

@@ -1,0 +1,122 @@
+"""Proxy guidance for Wan (AtlaVid-style, training-free): a native-size latent of the same video (a first
+sampling pass) guides the high-resolution pass.
+
+How it runs inside ComfyUI's own forward: the diffusion-model wrapper appends the proxy, re-noised to the
+current sigma with a fixed seed, as one more in-context latent (ComfyUI 0.33's ``context_latents``: patch-
+embedded, run through every block with the video, cut off at the end). In each patched self-attention the
+proxy tokens get RoPE positions aligned with the video grid (:func:`attention.proxy.proxy_positions`),
+attend to each other only (full attention at native size, as the model was trained), and every video
+window attends to its own tokens plus the proxy tokens of its neighbourhood
+(:func:`attention.proxy.proxy_guided_attention`). The proxy never looks at the video.
+
+Why re-noised per step rather than denoised jointly: ComfyUI's samplers step one latent; a jointly denoised
+proxy would need a second latent in the sampler state. The proxy of a finished first pass, noised to each
+step's sigma, is what the model saw in training at that noise level.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..attention.proxy import ProxyLayout, proxy_positions
+from ..attention.rope import complex_table, rope_freqs, wan_axes_dim
+
+PROXY_KEY = "ultragen_proxy"  # transformer_options key of the ProxyHolder
+MODES = ("neighbourhood", "all")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """strength: 0..1 (0 leaves the model unchanged, see attention.proxy); mode: which proxy tokens a
+    window sees; radius: neighbourhood margin in proxy cells (t, h, w); seed: of the re-noising."""
+
+    strength: float = 0.5
+    mode: str = "neighbourhood"
+    radius: tuple[int, int, int] = (1, 2, 2)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be within 0..1 (0 = no guidance), got {self.strength}.")
+        if self.mode not in MODES:
+            raise ValueError(f"neighbourhood must be one of {MODES}, got {self.mode!r}.")
+        if any(r < 0 for r in self.radius):
+            raise ValueError(f"radius must be >= 0 proxy cells, got {self.radius}.")
+
+
+class ProxyHolder:
+    """The proxy latent (model input space, (1, C, T', h', w')) and its settings; shared by clones."""
+
+    def __init__(self, latent: torch.Tensor, settings: ProxySettings):
+        self.latent = latent
+        self.settings = settings
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def noised(self, sigma: float, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The proxy at noise level ``sigma`` (flow matching: (1 - s) x0 + s e), (batch, C, T', h', w')."""
+        gen = torch.Generator().manual_seed(self.settings.seed)
+        noise = torch.randn(self.latent.shape, generator=gen, dtype=torch.float32)
+        proxy = (1.0 - sigma) * self.latent.float() + sigma * noise
+        return proxy.to(device=like.device, dtype=like.dtype).expand(batch, -1, -1, -1, -1)
+
+
+@dataclass
+class ProxyCall:
+    """The proxy of one model call: its token grid and settings (tokens are the last of the sequence)."""
+
+    grid: tuple[int, int, int]
+    settings: ProxySettings
+
+    @property
+    def tokens(self) -> int:
+        return math.prod(self.grid)
+
+    def layout(self, layout, cache: dict) -> ProxyLayout:
+        key = ("proxy layout", id(layout))
+        if key not in cache:
+            cache[key] = ProxyLayout(layout, self.grid, self.settings.mode, self.settings.radius)
+        return cache[key]
+
+    def rope(self, video_grid, head_dim: int, transformer_options: dict, device, complex_form: bool, cache: dict):
+        """RoPE of the proxy tokens at their places on the video grid: complex table, or the model's freqs
+        layout when ``complex_form`` is False (another pack's apply_rope1 runs)."""
+        key = ("proxy rope", video_grid, head_dim, complex_form)
+        if key not in cache:
+            opts = transformer_options.get("rope_options") or {}
+            scale = (opts.get("scale_t", 1.0), opts.get("scale_y", 1.0), opts.get("scale_x", 1.0))
+            shift = (opts.get("shift_t", 0.0), opts.get("shift_y", 0.0), opts.get("shift_x", 0.0))
+            freqs = rope_freqs(proxy_positions(video_grid, self.grid, scale=scale, shift=shift),
+                               wan_axes_dim(head_dim)).to(device)
+            cache[key] = complex_table(freqs) if complex_form else freqs
+        return cache[key]
+
+
+def supports_context_latents(dm) -> bool:
+    """ComfyUI 0.33's WanModel appends in-context latents; 0.3.64 and the Wan subclasses with their own
+    forward do not."""
+    try:
+        return "context_latents" in inspect.getsource(type(dm).forward_orig)
+    except (OSError, TypeError):
+        return False
+
+
+def proxy_grid(dm, latent: torch.Tensor) -> tuple[int, int, int]:
+    pt, ph, pw = dm.patch_size
+    t, h, w = latent.shape[2:]
+    return (math.ceil(t / pt), math.ceil(h / ph), math.ceil(w / pw))
+
+
+def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) -> tuple[dict, ProxyCall | None]:
+    """kwargs of the model call with the re-noised proxy appended as an in-context latent, and its ProxyCall
+    (None with strength 0: the call stays the unguided one)."""
+    if holder.settings.strength == 0.0:
+        return kwargs, None
+    sigma = float(sigmas.max()) if sigmas is not None else 1.0
+    proxy = holder.noised(sigma, x.shape[0], x)
+    latents = list(kwargs.get("context_latents") or []) + [proxy]
+    return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
