@@ -70,6 +70,7 @@ def build(cfg: dict, layers: int, device, dtype=torch.bfloat16):
 
 
 BENCH_CALL = "ultragen_bench_call"  # the CallState / CheckpointCall a variant runs with (not passed to the model)
+BENCH_KWARGS = "ultragen_bench_kwargs"  # more keyword arguments of the model call (the proxy's latent)
 
 
 def patch(model, grid, settings, native):
@@ -113,12 +114,26 @@ def relayout_only(model, grid, native):
 def step(model, x, t, ctx, options):
     """One model call, with the variant's call state (as the pack's diffusion-model wrapper sets it)."""
     from ultragen_core.adapters.base import run_with_call
-    call = options.get(BENCH_CALL)
-    options = {k: v for k, v in options.items() if k != BENCH_CALL}
+    call, kwargs = options.get(BENCH_CALL), options.get(BENCH_KWARGS, {})
+    options = {k: v for k, v in options.items() if k not in (BENCH_CALL, BENCH_KWARGS)}
     with torch.inference_mode():
         if call is None:
-            return model(x, t, ctx, transformer_options=options)
-        return run_with_call(call, model, x, t, ctx, transformer_options=options)
+            return model(x, t, ctx, transformer_options=options, **kwargs)
+        return run_with_call(call, model, x, t, ctx, transformer_options=options, **kwargs)
+
+
+def with_proxy(model, options, native, mode: str, device, dtype):
+    """Proxy guidance on top of :func:`patch`'s options: a proxy at the native size with half the frames
+    (strength 0.5), appended as ComfyUI 0.33's in-context latent. None when this ComfyUI cannot run it."""
+    from ultragen_core.adapters.wan_proxy import ProxyCall, ProxySettings, supports_context_latents
+    if not supports_context_latents(model):
+        return None
+    proxy_grid = (math.ceil(native[0] / 2), native[1], native[2])
+    latent = torch.randn(1, model.patch_embedding.in_channels, proxy_grid[0], 2 * native[1], 2 * native[2],
+                         device=device, dtype=dtype)
+    options[BENCH_CALL].proxy = ProxyCall(proxy_grid, ProxySettings(strength=0.5, mode=mode))
+    options[BENCH_KWARGS] = {"context_latents": [latent]}
+    return options
 
 
 def sync(device):
@@ -188,6 +203,9 @@ def main():
                          "UltraGen blocks; random extras)")
     ap.add_argument("--windows", default="",
                     help="extra variants: windows as fractions of the native grid (no shift), e.g. 1/3x1/2x1/2;1/2x1/2x1/2")
+    ap.add_argument("--proxy", default="",
+                    help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
+                         "(comma separated; needs ComfyUI 0.33+)")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
@@ -222,6 +240,8 @@ def main():
             for text in filter(None, args.windows.split(";")):
                 window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native, text.split("x")))
                 variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
+            for mode in filter(None, args.proxy.split(",")):
+                variants.append((f"UltraGen default + proxy guidance ({mode})", ("proxy", mode)))
             if args.checkpoint and name == "1.3B" and not args.full_depth:
                 variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
             pair = None  # unpatched seconds for the blocks run
@@ -236,6 +256,13 @@ def main():
                     options, plan = patch_checkpoint(model, grid, t), None
                 elif settings == "relayout":
                     options, plan = relayout_only(model, grid, native), None
+                elif isinstance(settings, tuple):  # ("proxy", mode)
+                    options, plan = patch(model, grid, AttentionSettings(), native)
+                    options = with_proxy(model, options, native, settings[1], device, dtype)
+                    if options is None:
+                        print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | | | | | "
+                              "not run: this ComfyUI has no in-context latents (0.33+) |")
+                        continue
                 else:
                     options, plan = patch(model, grid, settings, native)
                 secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
