@@ -124,14 +124,14 @@ def step(model, x, t, ctx, options):
 
 def with_proxy(model, options, native, mode: str, device, dtype):
     """Proxy guidance on top of :func:`patch`'s options: a proxy at the native size with half the frames
-    (strength 0.5), appended as ComfyUI 0.33's in-context latent. None when this ComfyUI cannot run it."""
+    (strength 1, the node's default: one attention call per window shape), appended as ComfyUI 0.33's in-context latent. None when this ComfyUI cannot run it."""
     from ultragen_core.adapters.wan_proxy import ProxyCall, ProxySettings, supports_context_latents
     if not supports_context_latents(model):
         return None
     proxy_grid = (math.ceil(native[0] / 2), native[1], native[2])
     latent = torch.randn(1, model.patch_embedding.in_channels, proxy_grid[0], 2 * native[1], 2 * native[2],
                          device=device, dtype=dtype)
-    options[BENCH_CALL].proxy = ProxyCall(proxy_grid, ProxySettings(strength=0.5, mode=mode))
+    options[BENCH_CALL].proxy = ProxyCall(proxy_grid, ProxySettings(strength=1.0, mode=mode))
     options[BENCH_KWARGS] = {"context_latents": [latent]}
     return options
 

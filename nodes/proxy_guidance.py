@@ -22,9 +22,10 @@ class UltraGenProxyGuidance(io.ComfyNode):
                                                 "windows)."),
                 io.Latent.Input("proxy", tooltip="The LATENT of a first pass at the model's native size (fewer "
                                                  "frames allowed), same prompt and model."),
-                io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="0 = no guidance (the model unchanged); 1 = windows attend to their own "
-                                       "and the proxy tokens jointly; between: a mix of the two."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="1 = windows attend to their own and their proxy tokens jointly (one "
+                                       "attention call); 0 = no guidance (the model unchanged); between: a mix "
+                                       "of the two, which costs a second attention call per window."),
                 io.Combo.Input("neighbourhood", options=list(MODES), default="neighbourhood",
                                tooltip="neighbourhood: each window sees the proxy cells under it plus a margin "
                                        "(bounded cost at 4K); all: every proxy token (costly at 4K)."),

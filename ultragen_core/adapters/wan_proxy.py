@@ -33,7 +33,7 @@ class ProxySettings:
     """strength: 0..1 (0 leaves the model unchanged, see attention.proxy); mode: which proxy tokens a
     window sees; radius: neighbourhood margin in proxy cells (t, h, w); seed: of the re-noising."""
 
-    strength: float = 0.5
+    strength: float = 1.0
     mode: str = "neighbourhood"
     radius: tuple[int, int, int] = (1, 2, 2)
     seed: int = 0
