@@ -9,6 +9,7 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import comfy.utils
 
+from ..ultragen_core.models import VIDEO_VAES
 from ..ultragen_core.tiled_decode import Scale
 from ..ultragen_core.vae_decode import (MAX_TILE_PX, CausalVae, DeviceMemory, decode_within_budget, latent_problem,
                                         tile_size_problem)
@@ -16,14 +17,11 @@ from ..ultragen_core.vae_decode import (MAX_TILE_PX, CausalVae, DeviceMemory, de
 log = logging.getLogger(__name__)
 PREFIX = "[UltraGen]"
 
-# VAE classes decoded by our own tiler (module, class name) -> family; all are causal (frame by frame).
-KNOWN_VAES = {("comfy.ldm.wan.vae", "WanVAE"): "Wan 2.1", ("comfy.ldm.wan.vae2_2", "WanVAE"): "Wan 2.2"}
-
-
 def vae_family(vae) -> str | None:
-    """The family of a comfy.sd.VAE that UltraGen tiles itself, or None."""
+    """The family of a comfy.sd.VAE that UltraGen tiles itself (models.VIDEO_VAES), or None."""
     cls = type(getattr(vae, "first_stage_model", None))
-    return KNOWN_VAES.get((cls.__module__, cls.__name__))
+    known = VIDEO_VAES.get((cls.__module__, cls.__name__))
+    return known.name if known else None
 
 
 def _causal_vae(vae, family: str) -> CausalVae:

@@ -79,6 +79,28 @@ NATIVE_RESOLUTIONS: dict[str, tuple[int, int] | None] = {
 }
 
 
+# --- video VAEs ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoVae:
+    """A causal video VAE that UltraGen Tiled VAE Decode tiles itself (frame by frame, with a cache).
+
+    spatial / temporal: compression; latent_channels: C of its latents; file: ComfyUI's usual file name."""
+
+    name: str
+    spatial: int
+    temporal: int
+    latent_channels: int
+    file: str
+
+
+WAN21_VAE = VideoVae("Wan 2.1", 8, 4, 16, "wan_2.1_vae")  # Wan 2.1 (all sizes) and the Wan 2.2-A14B experts
+WAN22_VAE = VideoVae("Wan 2.2", 16, 4, 48, "wan2.2_vae")  # Wan 2.2 TI2V-5B
+# ComfyUI's VAE classes (module, class name) -> the VAE; the families' vae_spatial / latent_channels agree.
+VIDEO_VAES: dict[tuple[str, str], VideoVae] = {("comfy.ldm.wan.vae", "WanVAE"): WAN21_VAE,
+                                                ("comfy.ldm.wan.vae2_2", "WanVAE"): WAN22_VAE}
+
+
 # --- Wan -------------------------------------------------------------------------------------------------------
 
 # Diffusion-model classes of ComfyUI's comfy.ldm.wan that UltraGen Apply patches (each is tested with a

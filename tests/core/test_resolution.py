@@ -108,3 +108,13 @@ def test_bad_requests_name_the_problem(kw, words):
         ResolutionRequest(**kw)
     for w in words:
         assert w in str(e.value)
+
+
+def test_the_registry_agrees_with_itself():
+    """Each Wan family's VAE facts equal those of the VAE the tiled decode knows it by."""
+    from ultragen_core.models import FAMILIES, VIDEO_VAES, WAN21_VAE, WAN22_VAE
+    assert set(VIDEO_VAES.values()) == {WAN21_VAE, WAN22_VAE}
+    for family in FAMILIES.values():
+        if family.name.startswith("Wan"):
+            vae = WAN22_VAE if family.latent_channels == 48 else WAN21_VAE
+            assert (family.vae_spatial, family.vae_temporal) == (vae.spatial, vae.temporal), family.name
