@@ -1,4 +1,5 @@
 """The patch's RoPE (complex multiply) against ComfyUI's apply_rope1, and packs that replace it."""
+import inspect
 import logging
 
 import torch
@@ -66,6 +67,8 @@ def test_rope_freqs_at_integer_positions_equal_wan_rope_encode(comfy):
     theirs = WanModel.rope_encode(stub, grid[0], 2 * grid[1], 2 * grid[2], device="cpu", dtype=torch.float32)
     ours = rope_freqs(proxy_positions(grid, grid), wan_axes_dim(d))  # a same-size proxy sits on the grid
     assert torch.equal(ours, theirs)
+    if "transformer_options" not in inspect.signature(WanModel.rope_encode).parameters:
+        return  # ComfyUI 0.3.64: no rope_options (ScaleROPE) yet
     # rope_options (ScaleROPE): the video token i sits at shift + scale * i; so does a same-size proxy
     options = {"rope_options": {"scale_t": 1.0, "scale_y": 2.0, "scale_x": 0.5, "shift_y": 3.0}}
     theirs = WanModel.rope_encode(stub, grid[0], 2 * grid[1], 2 * grid[2], device="cpu", dtype=torch.float32,
