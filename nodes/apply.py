@@ -6,15 +6,18 @@ from comfy_api.latest import io
 from ..ultragen_core.adapters import apply_attention
 from ..ultragen_core.config import AttentionSettings
 from .attention_settings import AttentionSettingsType
+from .schema import schema
 
 
 class UltraGenApply(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenApply",
             display_name="UltraGen Apply",
             category="UltraGen/attention",
+            search_aliases=("window attention", "dual branch attention", "hierarchical attention",
+                            "sparse attention", "wan 4k", "patch attention"),
             description="Replace full self-attention with dual-branch (local windows + pooled global) attention "
                         "for native 1080p / 2K / 4K sampling. The input model is left unchanged.",
             inputs=[

@@ -8,6 +8,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..ultragen_core.compare import LAYOUTS, LENGTH_MODES, SIZE_MODES, Cost, compare
+from .schema import schema
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,11 @@ def _cost_inputs(branch: str, label: str) -> list[io.Input]:
 class UltraGenCompare(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenCompare",
             display_name="UltraGen Compare",
             category="UltraGen/utils",
+            search_aliases=("native vs upscaled", "side by side", "video comparison"),
             description="Compare two videos (e.g. native 4K vs. 720p + upscale): aligns size and length, lays "
                         "them out side by side or as a split wipe, and reports sharpness, high-frequency energy, "
                         "temporal flicker (optical-flow warp error) and PSNR / SSIM between them.",

@@ -16,6 +16,7 @@ from comfy_api.latest import io
 
 from ..ultragen_core.adapters.wan_ultragen import load_ultragen
 from ..ultragen_core.checkpoint.io import SUPPORTED, weights_file_problem
+from .schema import schema
 
 log = logging.getLogger(__name__)
 FOLDER = "ultragen"  # models/ultragen (or an "ultragen:" entry in extra_model_paths.yaml)
@@ -46,10 +47,11 @@ def find(name: str) -> str:
 class UltraGenLoadWeights(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenLoadWeights",
             display_name="UltraGen Load Weights (checkpoint mode)",
             category="UltraGen/weights",
+            search_aliases=("ultragen checkpoint", "ultragen weights", "hierarchical attention"),
             description="Run the UltraGen authors' published model: local windows, a hierarchical branch and a "
                         "compressed global branch with timestep gates in every block but the first and last "
                         "three. Connect the Wan2.1-T2V-1.3B model; sample at 1920x1088.",

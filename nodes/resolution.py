@@ -7,15 +7,17 @@ from ..ultragen_core.config import AttentionSettings
 from ..ultragen_core.resolution import (FAMILIES, MAX_FRAMES, MAX_SIDE, MIN_SIDE, ORIENTATIONS, ROUNDINGS, TARGETS,
                                         ResolutionRequest, pick_resolution)
 from .attention_settings import AttentionSettingsType
+from .schema import schema
 
 
 class UltraGenResolution(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenResolution",
             display_name="UltraGen Resolution",
             category="UltraGen/utils",
+            search_aliases=("4k resolution", "video size", "token count", "attention cost"),
             description="Pick a target resolution for a model family: returns a width, height and length the "
                         "model's VAE and patch size accept (e.g. 1088 rows, not 1080, for Wan 2.1; 4n+1 frames), "
                         "and reports the token grid and full vs. UltraGen attention cost.",

@@ -13,6 +13,7 @@ from ..ultragen_core.models import VIDEO_VAES
 from ..ultragen_core.tiled_decode import Scale
 from ..ultragen_core.vae_decode import (MAX_TILE_PX, CausalVae, DeviceMemory, decode_within_budget, latent_problem,
                                         tile_size_problem)
+from .schema import schema
 
 log = logging.getLogger(__name__)
 PREFIX = "[UltraGen]"
@@ -78,10 +79,11 @@ def _decode_comfy(vae, latent: torch.Tensor, tile_size: int, overlap: int, tempo
 class UltraGenTiledVAEDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenTiledVAEDecode",
             display_name="UltraGen Tiled VAE Decode",
             category="UltraGen/vae",
+            search_aliases=("tiled decode", "vae decode 4k", "high resolution decode", "wan vae"),
             description="Decodes a high-resolution video latent tile by tile within a VRAM budget (4K x 81 frames "
                         "in a few GiB). Wan 2.1 / 2.2 VAEs: spatial tiles only, each over all frames (no blinking), "
                         "with overlap and feathered blending. Other VAEs use ComfyUI's own tiled decode.",

@@ -78,9 +78,14 @@ def prompts(g, clip, col=1, text=PROMPT):
     return pos, neg
 
 
-def resolution(g, family, target, frames, col=0):
-    return g.add("UltraGenResolution", col, color=PURPLE, model_family=family, target=target,
-                 orientation="landscape", frames=frames, custom_width=1920, custom_height=1080, rounding="nearest")
+def resolution(g, family, target, frames, settings=None, col=0):
+    """UltraGen Resolution; with ``settings`` linked, its report follows the chosen preset / windows and a
+    bad setting stops this branch at validation too."""
+    res = g.add("UltraGenResolution", col, color=PURPLE, model_family=family, target=target,
+                orientation="landscape", frames=frames, custom_width=1920, custom_height=1080, rounding="nearest")
+    if settings is not None:
+        g.connect(settings, res, "settings")
+    return res
 
 
 def size_into(g, res, node):
@@ -119,8 +124,8 @@ def report(g, res, col, title="Token grid and attention cost"):
 
 def t2v(g, *, unet_key, vae_key, family, target, frames, steps, cfg, shift, fps, prefix, five_b=False):
     unet, clip, vae = loaders(g, unet_key, vae_key)
-    res = resolution(g, family, target, frames)
     settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
+    res = resolution(g, family, target, frames, settings)
     pos, neg = prompts(g, clip)
     if five_b:
         latent = g.add("Wan22ImageToVideoLatent", 1, width=1280, height=704, length=121, batch_size=1)
@@ -129,7 +134,7 @@ def t2v(g, *, unet_key, vae_key, family, target, frames, steps, cfg, shift, fps,
         latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
     size_into(g, res, latent)
     model = patched(g, unet, settings, shift)
-    ks = g.add("KSampler", 2, seed=42, seed_control="randomize", steps=steps, cfg=cfg, sampler_name="uni_pc",
+    ks = g.add("KSampler", 2, seed=42, seed_control="fixed", steps=steps, cfg=cfg, sampler_name="uni_pc",
                scheduler="simple", denoise=1.0)
     for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
         g.connect(src, ks, name)
@@ -146,7 +151,7 @@ The small Wan model, trained at 832x480, sampled directly at 1920x1088 x 81 fram
 tokens, 4.4x its training size). UltraGen Apply swaps full self-attention for windows of the native size
 plus a pooled global branch; the token grid and cost appear in the report node after a run.
 Sampler: uni_pc, 30 steps, CFG 6, shift 8 (ComfyUI's Wan 1.3B template).""",
-                ["t2v_1.3b", "umt5", "vae21"], "about 10-14 GB (fp16 weights 2.8 GB; text encoder offloaded)"), 4)
+                ["t2v_1.3b", "umt5", "vae21"], "about 10-14 GB (fp16 weights 2.8 GB; text encoder offloaded)"), 0)
     return t2v(g, unet_key="t2v_1.3b", vae_key="vae21", family="Wan 2.1 T2V/I2V 1.3B", target="1080p (1920x1080)",
                frames=81, steps=30, cfg=6.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_1.3B_1080p")
 
@@ -159,7 +164,7 @@ def wan21_14b_4k(reg):
 size). Full attention would cost about 19 s per block and step on an H200; UltraGen's windows + global
 branch about 6x less (see the report node). The decode runs in spatial tiles (untiled 4K needs > 80 GB).
 Sampler: uni_pc, 30 steps, CFG 5, shift 8. Start with fewer frames (e.g. 33) to check the prompt.""",
-                ["t2v_14b", "umt5", "vae21"], "about 60-75 GB: an 80 GB H100 / H200 class card (fp8 weights 14 GB)"), 4)
+                ["t2v_14b", "umt5", "vae21"], "about 60-75 GB: an 80 GB H100 / H200 class card (fp8 weights 14 GB)"), 0)
     return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
                frames=81, steps=30, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_4K")
 
@@ -171,7 +176,7 @@ def wan22_5b_4k(reg):
 The 5B model's 16x16 VAE keeps 4K small: 3840x2176 x 121 frames is a 31x68x120 token grid (the size must
 be a multiple of 32, hence 2176 rows). Text to video here; connect a start image to *Wan22ImageToVideoLatent*
 for image to video. Sampler: uni_pc, 20 steps, CFG 5, shift 8, 24 fps (ComfyUI's 5B template).""",
-                ["ti2v_5b", "umt5", "vae22"], "about 30-40 GB (fp16 weights 10 GB; tiled Wan 2.2 VAE decode)"), 4)
+                ["ti2v_5b", "umt5", "vae22"], "about 30-40 GB (fp16 weights 10 GB; tiled Wan 2.2 VAE decode)"), 0)
     return t2v(g, unet_key="ti2v_5b", vae_key="vae22", family="Wan 2.2 TI2V 5B", target="4K UHD (3840x2160)",
                frames=121, steps=20, cfg=5.0, shift=8.0, fps=24, prefix="video/UltraGen_wan22_5B_4K", five_b=True)
 
@@ -184,22 +189,22 @@ Wan 2.2-A14B is two models: the high-noise expert runs the first 10 of 20 steps,
 rest (two KSamplerAdvanced). **Both** go through UltraGen Apply with the same settings; patching only one
 leaves half the steps at full 1080p attention. Sampler: euler, 20 steps, CFG 3.5, shift 8.""",
                 ["a14b_high", "a14b_low", "umt5", "vae21"],
-                "about 35-45 GB with fp8 experts (14 GB each; ComfyUI keeps one loaded at a time when memory is short)"), 4)
+                "about 35-45 GB with fp8 experts (14 GB each; ComfyUI keeps one loaded at a time when memory is short)"), 0)
     high = g.add("UNETLoader", 0, title="High-noise expert", models=[M["a14b_high"]],
                  unet_name=M["a14b_high"]["name"], weight_dtype="default")
     low = g.add("UNETLoader", 0, title="Low-noise expert", models=[M["a14b_low"]],
                 unet_name=M["a14b_low"]["name"], weight_dtype="default")
     clip = g.add("CLIPLoader", 0, models=[M["umt5"]], clip_name=M["umt5"]["name"], type="wan", device="default")
     vae = g.add("VAELoader", 0, models=[M["vae21"]], vae_name=M["vae21"]["name"])
-    res = resolution(g, "Wan 2.2 A14B (per expert)", "1080p (1920x1080)", 81)
     settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
+    res = resolution(g, "Wan 2.2 A14B (per expert)", "1080p (1920x1080)", 81, settings)
     pos, neg = prompts(g, clip)
     latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
     size_into(g, res, latent)
     m_high = patched(g, high, settings, 8.0)
     m_low = patched(g, low, settings, 8.0)
     k1 = g.add("KSamplerAdvanced", 3, title="KSampler (high noise, steps 0-10)", add_noise="enable", noise_seed=42,
-               noise_seed_control="randomize", steps=20, cfg=3.5, sampler_name="euler", scheduler="simple",
+               noise_seed_control="fixed", steps=20, cfg=3.5, sampler_name="euler", scheduler="simple",
                start_at_step=0, end_at_step=10, return_with_leftover_noise="enable")
     k2 = g.add("KSamplerAdvanced", 3, title="KSampler (low noise, steps 10-20)", add_noise="disable", noise_seed=0,
                steps=20, cfg=3.5, sampler_name="euler", scheduler="simple", start_at_step=10, end_at_step=10000,
@@ -221,12 +226,12 @@ Image to video at 1920x1088 x 81 frames from the 720p I2V model. Load your start
 the output size); CLIP Vision H encodes it for the model's image cross-attention. UltraGen patches the
 self-attention only. Sampler: uni_pc, 20 steps, CFG 5, shift 8.""",
                 ["i2v_720p", "umt5", "vae21", "clip_vision"],
-                "about 45-55 GB with fp16 weights (32 GB); use an fp8 copy of the model on 24-48 GB cards"), 5)
+                "about 45-55 GB with fp16 weights (32 GB); use an fp8 copy of the model on 24-48 GB cards"), 0)
     unet, clip, vae = loaders(g, "i2v_720p", "vae21")
     cv = g.add("CLIPVisionLoader", 0, models=[M["clip_vision"]], clip_name=M["clip_vision"]["name"])
     image = g.add("LoadImage", 0, title="Start image", image="example.png")
-    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "1080p (1920x1080)", 81, col=1)
     settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "1080p (1920x1080)", 81, settings, col=1)
     pos, neg = prompts(g, clip, col=1, text="The fox turns its head toward the camera, snow falling gently, "
                                              "subtle camera push-in, sharp fur detail")
     enc = g.add("CLIPVisionEncode", 2, crop="none")
@@ -238,7 +243,7 @@ self-attention only. Sampler: uni_pc, 20 steps, CFG 5, shift 8.""",
         g.connect(src, i2v, name)
     size_into(g, res, i2v)
     model = patched(g, unet, settings, 8.0, col=2)
-    ks = g.add("KSampler", 3, seed=42, seed_control="randomize", steps=20, cfg=5.0, sampler_name="uni_pc",
+    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=20, cfg=5.0, sampler_name="uni_pc",
                scheduler="simple", denoise=1.0)
     for src, name in ((model, "model"), ((i2v, 0), "positive"), ((i2v, 1), "negative"), ((i2v, 2), "latent_image")):
         g.connect(src, ks, name)
@@ -257,52 +262,66 @@ UltraGen, (b) at its native 1280x720 with plain attention, then 4x upscaled by R
 clips share prompt and seed, not content: compare detail and steadiness, not pixels (PSNR / SSIM are low
 for different content). Fill in the wall times and peak VRAM from ComfyUI's console
 to see cost next to quality. The 720p -> 4K upscale of 81 frames holds about 15 GB of frames in RAM.""",
-                ["t2v_14b", "umt5", "vae21", "esrgan"], "about 60-75 GB for branch (a); branch (b) about 25-30 GB"), 6)
+                ["t2v_14b", "umt5", "vae21", "esrgan"], "about 60-75 GB for branch (a); branch (b) about 25-30 GB"), 0)
     unet, clip, vae = loaders(g, "t2v_14b", "vae21")
     up_loader = g.add("UpscaleModelLoader", 0, models=[M["esrgan"]], model_name=M["esrgan"]["name"])
     pos, neg = prompts(g, clip, col=1)
     sampling = g.add("ModelSamplingSD3", 1, shift=8.0)
     g.connect(unet, sampling, "model")
     settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    apply = g.add("UltraGenApply", 2, color=PURPLE)
-    g.connect(sampling, apply, "model")
-    g.connect(settings, apply, "settings")
     images = {}
-    for branch, target, model_src, col in (("a", "4K UHD (3840x2160)", apply, 2), ("b", "720p (1280x720)", sampling, 3)):
-        res = resolution(g, "Wan 2.1 T2V/I2V 14B", target, 81, col=col)
-        latent = g.add("EmptyHunyuanLatentVideo", col, width=1280, height=720, length=81, batch_size=1)
+    # the two branches side by side in columns 2-4, (a) above (b), each in its own group
+    for branch, target in (("a", "4K UHD (3840x2160)"), ("b", "720p (1280x720)")):
+        g.align(2, 3, 4)
+        first = len(g.nodes)
+        if branch == "a":
+            model_src = g.add("UltraGenApply", 2, color=PURPLE)
+            g.connect(sampling, model_src, "model")
+            g.connect(settings, model_src, "settings")
+        else:
+            model_src = sampling
+        res = resolution(g, "Wan 2.1 T2V/I2V 14B", target, 81, settings if branch == "a" else None, col=2)
+        latent = g.add("EmptyHunyuanLatentVideo", 2, width=1280, height=720, length=81, batch_size=1)
         size_into(g, res, latent)
-        ks = g.add("KSampler", col, title=f"KSampler ({'native 4K' if branch == 'a' else '720p'})", seed=42,
+        ks = g.add("KSampler", 3, title=f"KSampler ({'native 4K' if branch == 'a' else '720p'})", seed=42,
                    seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
         for src, name in ((model_src, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
             g.connect(src, ks, name)
-        dec = decode_and_save(g, ks, vae, 16, f"video/UltraGen_compare_{branch}", col=col + 2)
-        images[branch] = dec
-    up = g.add("ImageUpscaleWithModel", 5)
-    g.connect(up_loader, up, "upscale_model")
-    g.connect(images["b"], up, "image")
-    cmp = g.add("UltraGenCompare", 6, color=PURPLE, layout="split_wipe", size_mode="first", length_mode="trim",
+        images[branch] = decode_and_save(g, ks, vae, 16, f"video/UltraGen_compare_{branch}", col=4)
+        if branch == "b":
+            up = g.add("ImageUpscaleWithModel", 3)
+            g.connect(up_loader, up, "upscale_model")
+            g.connect(images["b"], up, "image")
+            g.group("(b) 720p, plain attention, then RealESRGAN x4", g.nodes[first:], color="#3f5a3f")
+        else:
+            g.group("(a) native 4K with UltraGen", g.nodes[first:], color="#3f3f6a")
+    cmp = g.add("UltraGenCompare", 5, color=PURPLE, layout="split_wipe", size_mode="first", length_mode="trim",
                 label_a="native 4K (UltraGen)", label_b="720p + RealESRGAN x4", flow_max_side=512,
                 wall_time_a=0.0, peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
     g.connect(images["a"], cmp, "video_a")
     g.connect(up, cmp, "video_b")
-    video = g.add("CreateVideo", 6, fps=16.0)
+    video = g.add("CreateVideo", 5, fps=16.0)
     g.connect((cmp, 0), video, "images")
-    save = g.add("SaveVideo", 6, filename_prefix="video/UltraGen_compare", format="auto", codec="auto")
+    save = g.add("SaveVideo", 5, filename_prefix="video/UltraGen_compare", format="auto", codec="auto")
     g.connect(video, save, "video")
-    show = g.add("PreviewAny", 6, title="Comparison report")
+    show = g.add("PreviewAny", 5, title="Comparison report")
     g.connect((cmp, 1), show, "source")
     return g
 
 
+# file name -> (thumbnail title, builder). ComfyUI's template browser shows a custom node pack's
+# templates by file name (as the card title and, 0.33's frontend, with - and _ as spaces, the
+# description); it reads no title or description from the file. So the names are the titles.
 WORKFLOWS = {
-    "ultragen_wan2.1_t2v_1.3B_1080p": ("Wan 2.1 T2V 1.3B - native 1080p", wan21_1_3b_1080p),
-    "ultragen_wan2.1_t2v_14B_4k": ("Wan 2.1 T2V 14B - native 4K", wan21_14b_4k),
-    "ultragen_wan2.2_ti2v_5B_4k": ("Wan 2.2 TI2V 5B - native 4K", wan22_5b_4k),
-    "ultragen_wan2.2_t2v_A14B_1080p": ("Wan 2.2 A14B - native 1080p", wan22_a14b_1080p),
-    "ultragen_wan2.1_i2v_14B_1080p": ("Wan 2.1 I2V 14B - native 1080p", wan21_i2v_1080p),
-    "ultragen_compare_native4k_vs_upscale": ("Native 4K vs 720p + upscale", compare_4k_vs_upscale),
+    "UltraGen Wan 2.1 T2V 1.3B native 1080p": ("Wan 2.1 T2V 1.3B native 1080p", wan21_1_3b_1080p),
+    "UltraGen Wan 2.1 T2V 14B native 4K": ("Wan 2.1 T2V 14B native 4K", wan21_14b_4k),
+    "UltraGen Wan 2.2 TI2V 5B native 4K": ("Wan 2.2 TI2V 5B native 4K", wan22_5b_4k),
+    "UltraGen Wan 2.2 T2V A14B native 1080p": ("Wan 2.2 A14B native 1080p", wan22_a14b_1080p),
+    "UltraGen Wan 2.1 I2V 14B native 1080p": ("Wan 2.1 I2V 14B native 1080p", wan21_i2v_1080p),
+    "UltraGen compare native 4K vs 720p upscale": ("Native 4K vs 720p + upscale", compare_4k_vs_upscale),
 }
+# Written by hand (checkpoint mode); main() only redraws its thumbnail.
+HAND_WRITTEN = {"UltraGen checkpoint mode Wan 2.1 1.3B 1080p": "Checkpoint mode: Wan 2.1 1.3B 1080p"}
 
 
 def main():
@@ -319,6 +338,10 @@ def main():
             (out / f"{name}.json").write_text(json.dumps(workflow, indent=1, ensure_ascii=False) + "\n")
             cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, title), [cv2.IMWRITE_JPEG_QUALITY, 85])
             print(f"wrote workflows/{name}.json and .jpg")
+        for name, title in HAND_WRITTEN.items():
+            workflow = json.loads((out / f"{name}.json").read_text())
+            cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, title), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            print(f"wrote workflows/{name}.jpg")
 
 
 if __name__ == "__main__":

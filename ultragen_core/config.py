@@ -5,13 +5,13 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from .attention.dual_branch import FUSIONS
 from .attention.global_branch import pooled_grid
 from .attention.windows import Grid, WindowLayout, auto_count, balanced_window, make_layout
 from .models import NATIVE_RESOLUTIONS
 from .presets import PRESETS, fast_window
 
 SHIFTS = ("auto", "alternate", "none")
-FUSIONS = ("band", "gate", "local_only")
 
 
 def parse_block_list(text: str) -> tuple[int, ...]:
@@ -44,7 +44,9 @@ class AttentionSettings:
     global_branch: add the pooled global branch.
     global_compression: pooling factor p of the global branch.
     fusion: "band" (global replaces the low frequencies of the local output), "gate" (convex mix),
-        "local_only" (windows alone).
+        "local_only" (windows alone). global_branch off and fusion "local_only" are two switches for
+        the same thing: either one alone runs the windows without a global branch (see
+        ``uses_global_branch``), so no pair of the two is contradictory.
     global_strength: weight of the global branch in the fusion, 0..1.
     full_attention_blocks: blocks that keep full attention; negative indices count from the end.
     start_percent / end_percent: part of the sampling schedule in which the patch is active.
@@ -80,21 +82,20 @@ class AttentionSettings:
         if self.shift not in SHIFTS:
             return f"shift must be one of {SHIFTS}, got {self.shift!r}."
         if self.fusion not in FUSIONS:
-            return f"fusion must be one of {FUSIONS}, got {self.fusion!r}."
+            return f"fusion must be one of {tuple(FUSIONS)}, got {self.fusion!r}."
         if self.global_compression < 0:
             return f"global_compression must be >= 0 (0 = automatic), got {self.global_compression}."
-        if self.fusion == "local_only" and self.global_branch:
-            return ("fusion 'local_only' discards the global branch, but global_branch is on: "
-                    "turn global_branch off, or pick fusion 'band' or 'gate'.")
-        if not self.global_branch and self.fusion != "local_only":
-            return (f"global_branch is off, so fusion {self.fusion!r} has nothing to fuse: "
-                    "set fusion to 'local_only', or turn global_branch on.")
         if not 0.0 <= self.global_strength <= 1.0:
             return f"global_strength must be within 0..1, got {self.global_strength}."
         if not 0.0 <= self.start_percent < self.end_percent <= 1.0:
             return (f"start_percent ({self.start_percent}) must be below end_percent ({self.end_percent}), "
                     "both within 0..1.")
         return None
+
+    @property
+    def uses_global_branch(self) -> bool:
+        """The global branch runs: global_branch on and a fusion that uses it."""
+        return self.global_branch and self.fusion != "local_only"
 
     def full_blocks(self, num_blocks: int) -> frozenset[int]:
         """Resolve negative indices; refuse indices outside the model."""
@@ -161,7 +162,7 @@ def resolve_plan(settings: AttentionSettings, grid: Grid, native: Grid) -> DualB
     window = tuple(min(w or a, n) for w, a, n in zip(settings.window, auto, grid))
     shift = settings.shift == "alternate" or (settings.shift == "auto" and settings.preset == "quality")
     factor = 0
-    if settings.global_branch:
+    if settings.uses_global_branch:
         per_side = max(math.ceil(grid[1] / window[1]), math.ceil(grid[2] / window[2]))
         if settings.global_compression:
             factor = max(1, min(settings.global_compression, max(grid[1], grid[2])))

@@ -74,7 +74,19 @@ def test_prompt_through_the_real_server(server, comfy):
     info = get(url + "/object_info/UltraGenApply")["UltraGenApply"]
     assert info["display_name"] == "UltraGen Apply" and info["category"] == "UltraGen/attention"
     assert info["input"]["required"]["model"][1]["tooltip"]
-    assert "UltraGenAttentionSettings" in get(url + "/object_info")
+    all_info = get(url + "/object_info")
+    assert "UltraGenAttentionSettings" in all_info
+
+    # node search: the words users type find the pack where ComfyUI's schema has search_aliases (0.33 on)
+    import inspect
+    from comfy_api.latest import io
+    if "search_aliases" in inspect.signature(io.Schema).parameters:
+        pack = ("UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
+                "UltraGenTiledVAEDecode", "UltraGenLoadWeights")
+        ours = {k: all_info[k].get("search_aliases") or [] for k in pack}
+        for words in ("window attention", "4k video", "dual branch", "hierarchical"):
+            assert any(words in alias for alias in ours["UltraGenApply"]), (words, ours["UltraGenApply"])
+        assert all(ours.values()), ours
 
     prompt = sample_prompt(name, settings(window=(1, 4, 4), global_compression=2), cfg=2.0)
     prompt["capture"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
@@ -98,10 +110,13 @@ def test_prompt_through_the_real_server(server, comfy):
     local = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), global_compression=2), cfg=2.0))
     torch.testing.assert_close(served, local, rtol=0, atol=1e-5)
 
-    bad = sample_prompt(name, settings(global_branch=False, fusion="band"))
+    bad = sample_prompt(name, settings(full_attention_blocks="0,x"))
     req = urllib.request.Request(url + "/prompt", data=json.dumps({"prompt": bad}).encode(),
                                  headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=10)
     assert refused.value.code == 400
-    assert "set fusion to 'local_only'" in refused.value.read().decode()
+    node_errors = json.loads(refused.value.read().decode())["node_errors"]
+    errors = node_errors["settings"]["errors"]
+    assert len(errors) == 1 and errors[0]["extra_info"]["input_name"] == "full_attention_blocks", errors
+    assert "'x' is not a block number" in errors[0]["details"]

@@ -16,6 +16,9 @@ from workflow_api import input_specs, output_types
 COLUMN_WIDTH = 420
 NODE_WIDTH = 360
 ROW_HEIGHT = 26
+GAP = 60  # between nodes of a column
+GROUP_PAD = 20  # around a group's nodes; its title bar takes GROUP_TITLE more above them
+GROUP_TITLE = 46
 
 
 class Node:
@@ -40,6 +43,17 @@ class Graph:
         self.nodes: list[Node] = []
         self.links: list[list] = []
         self.models: list[dict] = []
+        self.aligns: list[tuple[int, tuple[int, ...]]] = []  # (before node index, columns)
+        self.groups: list[tuple[str, list[Node], str]] = []
+
+    def align(self, *cols: int) -> None:
+        """Start the next nodes of ``cols`` at one height, below everything placed in them so far
+        (room for a group title included)."""
+        self.aligns.append((len(self.nodes), cols))
+
+    def group(self, title: str, nodes: list[Node], color: str) -> None:
+        """A LiteGraph group (a titled frame) around ``nodes``."""
+        self.groups.append((title, list(nodes), color))
 
     def add(self, ntype: str, col: int, title: str | None = None, models: list[dict] | None = None,
             color: str | None = None, **widgets) -> Node:
@@ -121,22 +135,29 @@ class Graph:
                 for i, (name, t) in enumerate(zip(names, output_types(node.cls)))]
 
     def _height(self, node: Node, n_inputs: int, n_outputs: int, n_values: int) -> int:
-        if node.cls is None:
-            return 60 + 18 * (node.widgets["text"].count("\n") + 2)
+        if node.cls is None:  # a note: about 50 characters per row at NODE_WIDTH
+            rows = sum(1 + len(line) // 50 for line in node.widgets["text"].split("\n"))
+            return 60 + 18 * (rows + 1)
         widgets = sum(1 for s in node.specs if s.widget)
         return 40 + ROW_HEIGHT * (max(n_inputs, n_outputs) + widgets)
 
     def to_json(self) -> dict:
         ys: dict[int, int] = {}
         out_nodes = []
+        boxes: dict[int, tuple[int, int, int, int]] = {}
         for order, node in enumerate(self.nodes):
+            for at, cols in self.aligns:
+                if at == order:
+                    top = max(ys.get(c, 0) for c in cols) + (GROUP_TITLE + 2 * GROUP_PAD if order else 0)
+                    ys.update({c: top for c in cols})
             inputs = self._inputs(node)
             outputs = self._outputs(node)
             values = self._widget_values(node)
-            width = NODE_WIDTH + (140 if node.cls is None else 0)
+            width = NODE_WIDTH
             height = self._height(node, len(inputs), len(outputs), len(values))
             y = ys.get(node.col, 0)
-            ys[node.col] = y + height + 60
+            ys[node.col] = y + height + GAP
+            boxes[node.id] = (node.col * COLUMN_WIDTH, y, width, height)
             props = {"Node name for S&R": node.type}
             if node.models:
                 props["models"] = node.models
@@ -148,6 +169,14 @@ class Graph:
             if node.color:
                 entry["color"], entry["bgcolor"] = node.color, node.color
             out_nodes.append(entry)
+        groups = []
+        for title, members, color in self.groups:
+            x0 = min(boxes[n.id][0] for n in members) - GROUP_PAD
+            y0 = min(boxes[n.id][1] for n in members) - GROUP_PAD - GROUP_TITLE
+            x1 = max(boxes[n.id][0] + boxes[n.id][2] for n in members) + GROUP_PAD
+            y1 = max(boxes[n.id][1] + boxes[n.id][3] for n in members) + GROUP_PAD
+            groups.append({"id": len(groups) + 1, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0],
+                           "color": color, "font_size": 24, "flags": {}})
         return {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "ultragen/" + "/".join(n.type for n in self.nodes))),
             "revision": 0,
@@ -155,7 +184,7 @@ class Graph:
             "last_link_id": len(self.links),
             "nodes": out_nodes,
             "links": self.links,
-            "groups": [],
+            "groups": groups,
             "config": {},
             "extra": {"ds": {"scale": 0.6, "offset": [40, 40]}},
             "models": self.models,
@@ -163,8 +192,22 @@ class Graph:
         }
 
 
-def render_thumbnail(workflow: dict, title: str, size: tuple[int, int] = (640, 360)) -> np.ndarray:
-    """A schematic picture of the graph (boxes, titles, links), BGR uint8, for the template browser."""
+def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, cv2.FONT_HERSHEY_DUPLEX, scale, thick)[0][0] > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line else lines
+
+
+def render_thumbnail(workflow: dict, title: str, subtitle: str = "UltraGen for ComfyUI",
+                     size: tuple[int, int] = (640, 360)) -> np.ndarray:
+    """A card picture for the template browser, BGR uint8: the title in large type (readable when the
+    browser shows the card at about a third of this size) over a dim sketch of the graph."""
     w, h = size
     img = np.full((h, w, 3), (38, 32, 30), np.uint8)
     nodes = {n["id"]: n for n in workflow["nodes"]}
@@ -172,26 +215,32 @@ def render_thumbnail(workflow: dict, title: str, size: tuple[int, int] = (640, 3
     y0 = min(n["pos"][1] for n in nodes.values())
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes.values())
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes.values())
-    top = 46
-    s = min((w - 20) / (x1 - x0), (h - top - 10) / (y1 - y0))
+    s = min((w - 20) / (x1 - x0), (h - 20) / (y1 - y0))
 
     def p(x, y):
-        return int(10 + (x - x0) * s), int(top + (y - y0) * s)
+        return int(10 + (x - x0) * s), int(10 + (y - y0) * s)
 
     for link in workflow["links"]:
         a, b = nodes[link[1]], nodes[link[3]]
         pa = p(a["pos"][0] + a["size"][0], a["pos"][1] + 30 + 22 * link[2])
         pb = p(b["pos"][0], b["pos"][1] + 30 + 22 * (link[4] or 0))
-        cv2.line(img, pa, pb, (150, 150, 150), 1, cv2.LINE_AA)
+        cv2.line(img, pa, pb, (90, 90, 90), 1, cv2.LINE_AA)
     for n in nodes.values():
         ultragen = n["type"].startswith("UltraGen")
-        note = n["type"] in ("Note", "MarkdownNote")
-        fill = (60, 110, 200) if ultragen else (70, 90, 70) if note else (80, 70, 64)
+        fill = (150, 80, 60) if ultragen else (70, 62, 58)
         (ax, ay), (bx, by) = p(*n["pos"]), p(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
         cv2.rectangle(img, (ax, ay), (bx, by), fill, -1)
-        cv2.rectangle(img, (ax, ay), (bx, by), (200, 200, 200), 1)
-        label = n.get("title") or n["type"]
-        cv2.putText(img, label[:28], (ax + 3, ay + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (240, 240, 240), 1, cv2.LINE_AA)
-    cv2.rectangle(img, (0, 0), (w, top - 8), (25, 20, 20), -1)
-    cv2.putText(img, title, (10, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+    img = (img * 0.55).astype(np.uint8)  # the sketch stays in the background
+    scale, thick = 1.5, 2
+    lines = _wrap(title, w - 40, scale, thick)
+    line_h = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_DUPLEX, scale, thick)[0][1] + 22
+    top = (h - line_h * len(lines)) // 2 + line_h - 10
+    for i, line in enumerate(lines):
+        tw = cv2.getTextSize(line, cv2.FONT_HERSHEY_DUPLEX, scale, thick)[0][0]
+        org = ((w - tw) // 2, top + i * line_h)
+        cv2.putText(img, line, org, cv2.FONT_HERSHEY_DUPLEX, scale, (0, 0, 0), thick + 6, cv2.LINE_AA)
+        cv2.putText(img, line, org, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    cv2.rectangle(img, (0, h - 44), (w, h), (120, 60, 50), -1)
+    tw = cv2.getTextSize(subtitle, cv2.FONT_HERSHEY_DUPLEX, 0.9, 2)[0][0]
+    cv2.putText(img, subtitle, ((w - tw) // 2, h - 13), cv2.FONT_HERSHEY_DUPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
     return img

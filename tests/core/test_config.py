@@ -27,8 +27,7 @@ def test_core_imports_without_comfyui():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(fusion="local_only", global_branch=True), "turn global_branch off"),
-    (dict(fusion="band", global_branch=False), "set fusion to 'local_only'"),
+    (dict(fusion="blend"), r"fusion must be one of \('band', 'gate', 'local_only'\), got 'blend'"),
     (dict(start_percent=0.6, end_percent=0.4), "must be below end_percent"),
     (dict(global_strength=1.5), "within 0..1"),
     (dict(window=(0, -1, 4)), "three whole numbers"),
@@ -38,6 +37,16 @@ def test_core_imports_without_comfyui():
 def test_invalid_settings_say_what_and_how_to_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AttentionSettings(**kwargs)
+
+
+@pytest.mark.parametrize("global_branch,fusion,uses", [
+    (True, "band", True), (True, "gate", True), (True, "local_only", False),
+    (False, "band", False), (False, "gate", False), (False, "local_only", False)])
+def test_global_branch_off_or_local_only_runs_windows_alone(global_branch, fusion, uses):
+    s = AttentionSettings(window=(1, 4, 4), global_branch=global_branch, fusion=fusion)
+    assert s.uses_global_branch is uses
+    plan = resolve_plan(s, (2, 16, 16), (1, 8, 8))
+    assert (plan.factor > 0) is uses
 
 
 def test_block_lists():

@@ -77,22 +77,37 @@ def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLa
     return local, extra_out
 
 
+def _band(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float) -> torch.Tensor:
+    """local + s * up(global - pool(local)): the global branch replaces the low spatial frequencies of the
+    local output (s = 1) or part of them."""
+    low = global_out - pool_tokens(local, grid, factor)  # (B, T*Hp*Wp, C)
+    return upsample_tokens(low, grid, factor, out=local, alpha=strength, beta=1.0)
+
+
+def _gate(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float) -> torch.Tensor:
+    """(1 - s) * local + s * up(global)."""
+    return upsample_tokens(global_out, grid, factor, out=local, alpha=strength, beta=1.0 - strength)
+
+
+def _local_only(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int,
+                 strength: float) -> torch.Tensor:
+    """The windows alone (the global branch is not computed at all; see dual_branch_attention)."""
+    return local
+
+
+# The fusion modes: name -> fn(local (B, N, C), global (B, T*Hp*Wp, C), grid, factor, strength), in place
+# on local. The one list of names: the settings check and the node's combo read it.
+FUSIONS: dict[str, Callable[..., torch.Tensor]] = {"band": _band, "gate": _gate, "local_only": _local_only}
+
+
 def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, fusion: str,
          strength: float) -> torch.Tensor:
-    """Combine the local output (B, N, C) with the global output (B, T*Hp*Wp, C), in place on local.
-
-    band: local + s * up(global - pool(local)), i.e. the global branch replaces the low spatial
-        frequencies of the local output (s = 1) or part of them.
-    gate: (1 - s) * local + s * up(global).
-    """
-    if fusion == "band":
-        low = global_out - pool_tokens(local, grid, factor)  # (B, T*Hp*Wp, C)
-        return upsample_tokens(low, grid, factor, out=local, alpha=strength, beta=1.0)
-    if fusion == "gate":
-        return upsample_tokens(global_out, grid, factor, out=local, alpha=strength, beta=1.0 - strength)
-    if fusion == "local_only":
-        return local
-    raise ValueError(f"fusion must be 'band', 'gate' or 'local_only', got {fusion!r}.")
+    """Combine the local output (B, N, C) with the global output (B, T*Hp*Wp, C) by ``FUSIONS[fusion]``."""
+    try:
+        fn = FUSIONS[fusion]
+    except KeyError:
+        raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {fusion!r}.") from None
+    return fn(local, global_out, grid, factor, strength)
 
 
 def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,
