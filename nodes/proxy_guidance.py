@@ -5,15 +5,17 @@ from comfy_api.latest import io
 
 from ..ultragen_core.adapters import apply_proxy_guidance
 from ..ultragen_core.adapters.wan_proxy import MODES, ProxySettings
+from .schema import schema
 
 
 class UltraGenProxyGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="UltraGenProxyGuidance",
             display_name="UltraGen Proxy Guidance",
             category="UltraGen/attention",
+            search_aliases=("proxy", "atlavid", "coarse to fine", "two pass", "low res guide"),
             description="Guide a high-resolution sampling pass with a native-size latent of the same video (a "
                         "first pass): every window also attends to the proxy tokens around it, so objects keep "
                         "one layout across windows. Needs ComfyUI 0.33+ and a Wan T2V / TI2V model.",
