@@ -206,6 +206,44 @@ def placeholder(path: Path) -> None:
         path.touch()
 
 
+@contextlib.contextmanager
+def running_server(root: Path, base: Path, log_path: Path, timeout_s: float = 180.0):
+    """ComfyUI's real server (main.py) on 127.0.0.1 with ``base`` as its base directory (models, custom
+    nodes, outputs: nothing is written into the tree); yields its URL once it answers, stops it after."""
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+             str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
+            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env_for_subprocess())
+        try:
+            deadline = time.time() + timeout_s
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/system_stats", timeout=5) as r:
+                        json.loads(r.read())
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise RuntimeError("ComfyUI server did not start:\n" + log_path.read_text()[-3000:])
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def env_for_subprocess() -> dict:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from comfyui_finder import PACK_DIR, find_comfyui
-from harness import PACK_NAME, env_for_subprocess, placeholder
-from test_server import free_port, get
+from harness import PACK_NAME, placeholder, running_server
+from test_server import get
 
 CHROMIUM = os.environ.get("ULTRAGEN_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("ULTRAGEN_REQUIRE_COMFYUI") == "1" or os.environ.get("CI", "").lower() == "true"
@@ -68,24 +65,7 @@ def frontend(tmp_path_factory):
     (base / "input").mkdir()
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(base / "input" / "example.png")  # LoadImage's
 
-    port = free_port()
-    log_path = tmp / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-         str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env_for_subprocess())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                get(url + "/system_stats")
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("ComfyUI server did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
+    with running_server(root, base, tmp / "server.log", timeout_s=120) as url:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
                 str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -99,13 +79,6 @@ def frontend(tmp_path_factory):
                 yield page, url
             finally:
                 context.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def queue(page, workflow: dict, edit: str = "") -> tuple[int, dict]:

@@ -1,9 +1,6 @@
 """One prompt through the real ComfyUI server on 127.0.0.1, with the pack installed in custom_nodes."""
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -12,14 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from comfyui_finder import PACK_DIR
-from harness import PACK_NAME, TEST_NODES, env_for_subprocess
+from harness import PACK_NAME, TEST_NODES, running_server
 from test_apply import WAN_T2V, model_file, run, sample_prompt, settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url, timeout=5.0):
@@ -42,31 +33,8 @@ def server(comfy, tmp_path):
     shutil.copy(TEST_NODES, base / "custom_nodes" / TEST_NODES.name)
     name = model_file(comfy, WAN_T2V)
     shutil.copy(comfy.models_dir / "diffusion_models" / name, base / "models" / "diffusion_models" / name)
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-         str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
-        cwd=comfy.root, stdout=log, stderr=subprocess.STDOUT, env=env_for_subprocess())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                get(url + "/system_stats")
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("ComfyUI server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
+    with running_server(comfy.root, base, tmp_path / "server.log") as url:
         yield url, base, name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_prompt_through_the_real_server(server, comfy):
