@@ -18,18 +18,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+from dit import MODELS, RES, SMOKE_WIDTH, build  # noqa: E402
 from smoke import SCALE, banner, pick_device  # noqa: E402
 
-from ultragen_core.models import FAMILIES  # noqa: E402
-
-MODELS = {"1.3B": ("Wan 2.1 T2V/I2V 1.3B", 8960), "14B": ("Wan 2.1 T2V/I2V 14B", 13824)}  # family, ffn width
-RES = {"720p": (1280, 720), "1080p": (1920, 1088), "4K": (3840, 2160)}
+from ultragen_core.models import wan_family  # noqa: E402
 
 
 def comfyui():
@@ -40,33 +39,11 @@ def comfyui():
     return root
 
 
-def random_checkpoint(path: Path, dim: int, heads: int, blocks: int, ffn: int) -> None:
-    """A random Wan DiT of the given width as safetensors (ComfyUI's class, eager weights)."""
-    import comfy.ldm.wan.model as wan
-    import comfy.ops
+def random_checkpoint(path: Path, cfg: dict, blocks: int) -> None:
+    """A random Wan DiT of ``cfg`` (bench/dit.py's models) with ``blocks`` blocks, as bf16 safetensors."""
     from safetensors.torch import save_file
-    try:
-        import comfy.memory_management as mm  # 0.33: layers defer their weights under dynamic VRAM
-    except ImportError:
-        mm = None
-    eager = getattr(mm, "aimdo_enabled", False)
-    if mm is not None:
-        mm.aimdo_enabled = False
-    try:
-        model = wan.WanModel(dim=dim, num_heads=heads, num_layers=blocks, ffn_dim=ffn, in_dim=16, out_dim=16,
-                             text_dim=4096, freq_dim=256, operations=comfy.ops.disable_weight_init)
-    finally:
-        if mm is not None:
-            mm.aimdo_enabled = eager
-    gen = torch.Generator().manual_seed(0)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            sd[name] = torch.ones(p.shape, dtype=torch.bfloat16)
-        else:
-            std = 1.0 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.02
-            sd[name] = (torch.randn(p.shape, generator=gen) * std).to(torch.bfloat16)
-    save_file(sd, str(path))
+    model = build(cfg, blocks, torch.device("cpu"), torch.bfloat16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 def sample_once(model, latent, cond, uncond):
@@ -119,20 +96,19 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     folder = Path(tempfile.mkdtemp(prefix="ultragen-multigpu-"))
     for name in args.models.split(","):
-        family_name, ffn = MODELS[name]
-        family = FAMILIES[family_name]
-        dim, heads = (128, 1) if args.smoke else (family.dim, family.heads)
+        cfg = MODELS[name]
+        family = wan_family(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]))
         path = folder / f"wan_{name}_{args.blocks}.safetensors"
-        random_checkpoint(path, dim, heads, args.blocks, 256 if args.smoke else ffn)
+        random_checkpoint(path, dict(cfg, **SMOKE_WIDTH) if args.smoke else cfg, args.blocks)
         base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": torch.bfloat16})
         for res in args.res.split(","):
-            w, h = RES[res]
+            h, w = RES[res]
             lat = (family.latent_frames(args.frames), h // family.vae_spatial, w // family.vae_spatial)
             if args.smoke:
                 lat = tuple(max(2, math.ceil(n / s)) for n, s in zip(lat, SCALE))
             grid = (lat[0], lat[1] // 2, lat[2] // 2)
             gen = torch.Generator().manual_seed(0)
-            latent = torch.randn(1, 16, *lat, generator=gen)
+            latent = torch.randn(1, cfg["in_dim"], *lat, generator=gen)
             cond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             uncond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             for preset in args.presets.split(","):
