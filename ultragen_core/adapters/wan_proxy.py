@@ -51,17 +51,17 @@ class ProxyHolder:
     """The proxy latent (model input space, (1, C, T', h', w')) and its settings; shared by clones."""
 
     def __init__(self, latent: torch.Tensor, settings: ProxySettings):
-        self.latent = latent
+        self.latent = latent.float()
         self.settings = settings
+        # the same noise at every step (a fixed seed): drawn once
+        self.noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(settings.seed))
 
     def __deepcopy__(self, memo):
         return self
 
     def noised(self, sigma: float, batch: int, like: torch.Tensor) -> torch.Tensor:
         """The proxy at noise level ``sigma`` (flow matching: (1 - s) x0 + s e), (batch, C, T', h', w')."""
-        gen = torch.Generator().manual_seed(self.settings.seed)
-        noise = torch.randn(self.latent.shape, generator=gen, dtype=torch.float32)
-        proxy = (1.0 - sigma) * self.latent.float() + sigma * noise
+        proxy = (1.0 - sigma) * self.latent + sigma * self.noise
         return proxy.to(device=like.device, dtype=like.dtype).expand(batch, -1, -1, -1, -1)
 
 
