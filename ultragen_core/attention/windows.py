@@ -134,6 +134,15 @@ class WindowLayout:
         """For every grid token, its slot in the concatenated group outputs, shape (T*H*W,)."""
         return self.on_device("scatter", device, lambda: self._indices[1])
 
+    def owned_tokens(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """[tokens, slots]: every grid token and the slot of its owning window, sorted by slot, (T*H*W,)
+        each. Windows can overlap (clamped border windows); a token's output is its owner's. The tokens
+        owned by the windows of slots [a, b) are ``tokens[lo:hi]`` with lo, hi = bisect(slots, a / b)."""
+        def build():
+            slots, tokens = torch.sort(self._indices[1], stable=True)
+            return [tokens, slots]
+        return self.on_device("owned", device, build)
+
     def on_device(self, name: str, device: torch.device | str, build):
         """``build()`` (a tensor or a list of tensors) moved to ``device``, once per layout and device:
         a copy from host memory on every call would make the host wait for the GPU each time."""
