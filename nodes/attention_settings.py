@@ -60,17 +60,24 @@ INPUTS = (
                            "model (Wan 2.1 1.3B 832x480, 14B and 2.2 A14B 1280x720, 2.2 5B 1280x704). The weights "
                            "cannot tell Wan 2.1 I2V-14B-480P from the 720P model: pick 480p for it. The log line "
                            "of each run says which was used."),
+    io.Float.Input("memory_budget_gb", default=0.0, min=0.0, max=1024.0, step=0.5, optional=True,
+                   tooltip="VRAM in GB the sampling may use (your card's size, or less to leave room for other "
+                           "programs). 0 = automatic: ComfyUI's free VRAM (which --reserve-vram lowers). Below "
+                           "what the whole video needs at once, the patch works on chunks of tokens (q / k / v of "
+                           "a few windows, the feed-forward of a few rows): the same result, less memory. Each "
+                           "run's log line says the chunk size."),
 )
 NAMES = tuple(i.id for i in INPUTS)
 
 
 def _settings(window_t, window_h, window_w, full_attention_blocks, preset=None, native_resolution=None,
-              **rest) -> AttentionSettings:
+              memory_budget_gb=None, **rest) -> AttentionSettings:
     """AttentionSettings from the node's input values (keyword arguments named as in INPUTS)."""
     return AttentionSettings(window=(window_t, window_h, window_w),
                              full_attention_blocks=parse_block_list(full_attention_blocks),
                              preset="quality" if preset is None else preset,
-                             native_resolution="auto" if native_resolution is None else native_resolution, **rest)
+                             native_resolution="auto" if native_resolution is None else native_resolution,
+                             memory_budget_gb=0.0 if memory_budget_gb is None else float(memory_budget_gb), **rest)
 
 
 class UltraGenAttentionSettings(io.ComfyNode):

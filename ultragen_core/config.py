@@ -52,6 +52,8 @@ class AttentionSettings:
     start_percent / end_percent: part of the sampling schedule in which the patch is active.
     native_resolution: the size the model was trained at, a key of models.NATIVE_RESOLUTIONS; "auto"
         takes it from the model family (the weights cannot tell Wan 2.1 I2V-14B 480P from 720P).
+    memory_budget_gb: VRAM (GB) a model call may use; 0 = automatic (the free VRAM). Below what the whole
+        sequence needs, the patch streams its tokens in chunks (see memory.py); results are unchanged.
     """
 
     window: Grid = (0, 0, 0)
@@ -65,6 +67,7 @@ class AttentionSettings:
     end_percent: float = 1.0
     preset: str = "quality"
     native_resolution: str = "auto"
+    memory_budget_gb: float = 0.0
 
     def __post_init__(self):
         problem = self.problem()
@@ -87,6 +90,9 @@ class AttentionSettings:
             return f"global_compression must be >= 0 (0 = automatic), got {self.global_compression}."
         if not 0.0 <= self.global_strength <= 1.0:
             return f"global_strength must be within 0..1, got {self.global_strength}."
+        if not self.memory_budget_gb >= 0.0:
+            return (f"memory_budget_gb must be >= 0 GB (0 = automatic, from the free VRAM), got "
+                    f"{self.memory_budget_gb}.")
         if not 0.0 <= self.start_percent < self.end_percent <= 1.0:
             return (f"start_percent ({self.start_percent}) must be below end_percent ({self.end_percent}), "
                     "both within 0..1.")

@@ -109,6 +109,7 @@ class CallState:
     plan: the window plan of the video grid; None: the tokens do not form a grid we can window.
     prefix: tokens before the video grid (e.g. a reference frame), which are not windowed.
     proxy: the proxy of proxy guidance (adapters.wan_proxy.ProxyCall), whose tokens end the sequence.
+    memory: how many tokens the call works on at once (memory.MemoryPlan), or None: all of them.
     changed: the patch changes this call (else every patched module runs ComfyUI's own code).
     cache: per-call values every block shares (e.g. RoPE tables).
     """
@@ -118,6 +119,7 @@ class CallState:
     active: bool
     prefix: int = 0
     proxy: object | None = None
+    memory: object | None = None
     cache: dict = field(default_factory=dict)
 
     @property
@@ -140,6 +142,18 @@ def run_with_call(call: CallState, fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     finally:
         _CALL.reset(token)
+
+
+def module_at(call: CallState | None, path: tuple, what: str):
+    """The module at ``path`` (attribute names and indices) of the model this call runs."""
+    if call is None:
+        raise RuntimeError(f"UltraGen: {what} ran outside a call of the patched model (no UltraGen call state). "
+                           "A node that calls the model's blocks directly bypasses ComfyUI's model wrappers; "
+                           "remove UltraGen Apply from that model.")
+    module = call.model
+    for step in path:
+        module = module[step] if isinstance(step, int) else getattr(module, step)
+    return module
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):

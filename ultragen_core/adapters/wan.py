@@ -18,19 +18,23 @@ them besides its own tokens, and they attend to each other and to the pooled vid
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import sys
+from dataclasses import dataclass
 
 import torch
 
-from ..attention.dual_branch import dual_branch_attention, fuse
+from ..attention.dual_branch import fuse
 from ..attention.global_branch import pool_tokens, pooled_positions
-from ..attention.proxy import proxy_guided_attention
+from ..attention.streamed import ProxyKeys, streamed_window_attention
 from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
+from ..memory import GiB, MemoryPlan, plan_memory
 from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                   log_once, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+                   log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from .wan_block import StreamedWanBlock
 from .wan_proxy import PROXY_KEY, add_proxy
 
 FAMILY = "wan"
@@ -106,18 +110,6 @@ def runs_attn1_patch(attention_module) -> bool:
     return _RUNS_ATTN1[cls]
 
 
-def _module(call: CallState | None, path: tuple, what: str):
-    """The module at ``path`` (attribute names and indices) of the model this call runs."""
-    if call is None:
-        raise RuntimeError(f"UltraGen: {what} ran outside a call of the patched model (no UltraGen call state). "
-                           "A node that calls the model's blocks directly bypasses ComfyUI's model wrappers; "
-                           "remove UltraGen Apply from that model.")
-    module = call.model
-    for step in path:
-        module = module[step] if isinstance(step, int) else getattr(module, step)
-    return module
-
-
 class WanDiffusionWrapper:
     """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate)."""
 
@@ -134,29 +126,45 @@ class WanDiffusionWrapper:
         run = options.get(RUN_KEY) or self.fallback_run
         active = run.is_active(options.get("sigmas"))
         grid, prefix = token_grid(dm, x, time_dim_concat, kwargs)
-        plan = self.holder.plan_for(grid)
-        if active:
-            extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
-            log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling.", LOG_PREFIX,
-                     model_name(dm, self.family), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), extra,
-                     100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent)
-        call = CallState(dm, plan, active, prefix)
+        call = CallState(dm, self.holder.plan_for(grid), active, prefix)
         proxy = options.get(PROXY_KEY)
         if proxy is not None and call.changed:
             kwargs, call.proxy = add_proxy(proxy, dm, x, kwargs, options.get("sigmas"))
+        if call.changed:
+            call.memory = self.memory_plan(dm, x, call, run)
+        if active:
+            plan = call.plan
+            extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
+            memory = f"; {call.memory.describe()}" if call.memory is not None else ""
+            log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
+                     model_name(dm, self.family), self.holder.native_note,
+                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
+                     self.holder.describe_blocks(), extra,
+                     100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent, memory)
         return run_with_call(call, executor, *args, **kwargs)
 
+    def memory_plan(self, dm, x: torch.Tensor, call: CallState, run: RunState) -> MemoryPlan:
+        """How many tokens this call works on at once, from the memory budget (see memory.py)."""
+        tokens = call.prefix + math.prod(call.plan.grid) + (call.proxy.tokens if call.proxy is not None else 0)
+        ffn_dim = getattr(dm.blocks[0], "ffn_dim", 4 * dm.dim)
+        memory = plan_memory(tokens, x.shape[0], dm.dim, ffn_dim, x.element_size(), x.device,
+                             self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
+        if not memory.fits:
+            log_once(run, ("memory too small", tokens, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
+                     "is below what %d tokens of width %d need even in the smallest chunks (the block's input "
+                     "and output, one window): sampling may run out of memory. Raise memory_budget_gb, lower the "
+                     "resolution, or use preset fast (smaller windows).", LOG_PREFIX, memory.budget / GiB, tokens,
+                     dm.dim, level=logging.WARNING)
+        return memory
 
-def _split(t: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """t[:, start:stop] and the rest (before, then after) along dim 1."""
-    inside = t[:, start:stop]
+
+def _outside(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The tokens of t (B, L, ...) before ``start`` and from ``stop`` on, joined along dim 1."""
     if start == 0:
-        return inside, t[:, stop:]
+        return t[:, stop:]
     if stop == t.shape[1]:
-        return inside, t[:, :start]
-    return inside, torch.cat((t[:, :start], t[:, stop:]), dim=1)
+        return t[:, :start]
+    return torch.cat((t[:, :start], t[:, stop:]), dim=1)
 
 
 class WanSelfAttentionPatch:
@@ -229,88 +237,132 @@ class WanSelfAttentionPatch:
 
     def __call__(self, x, freqs, transformer_options={}):
         call = current_call()
-        m = _module(call, self.path, "a patched Wan self-attention")
+        m = module_at(call, self.path, "a patched Wan self-attention")
         if not call.changed:
             return self.original(m, x, freqs, transformer_options)
         plan = self.plan_of(call, transformer_options)
         if plan.is_identity:
             return self.original(m, x, freqs, transformer_options)
         proxy = call.proxy  # its tokens are the last of the sequence
-        if proxy is not None:
-            x, x_proxy = x[:, :-proxy.tokens], x[:, -proxy.tokens:]
-            freqs = freqs[:, :-proxy.tokens]
-        start, stop, total = call.prefix, call.prefix + math.prod(plan.grid), x.shape[1]
-        if stop > total or freqs.shape[1] != total or proxy is not None and stop != total:
+        total = x.shape[1] - (proxy.tokens if proxy is not None else 0)  # tokens before the proxy
+        start, stop = call.prefix, call.prefix + math.prod(plan.grid)
+        if stop > total or freqs.shape[1] != x.shape[1] or proxy is not None and stop != total:
             log_once(self.holder, ("layout", plan.grid, start, total), "%s %d tokens (%d before the video) do not "
                      "hold the video grid %s: full attention for these calls.", LOG_PREFIX, total, start, plan.grid)
             return self.original(m, x, freqs, transformer_options)
         namespace = wan_namespace(m)
-        b, heads = x.shape[0], m.num_heads
+        heads = m.num_heads
+        rows = call.memory.chunk_tokens if call.memory is not None else x.shape[1]
 
         def attention(q, k, v):
             return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
 
-        table = self.rope_table(namespace, freqs, call)
-        has_extras = stop - start < total
-        attn1 = transformer_options.get("patches", {}).get("attn1_patch") if runs_attn1_patch(m) else None
-        # ComfyUI's attn1_patch gets the whole sequence's q and k: project them once, then cut
-        full = [self.project(m, namespace, x, freqs, i, table) for i in range(2)] if attn1 else None
-        xv, xe = _split(x, start, stop)
-        fv, fe = _split(freqs, start, stop)
-        tv, te = _split(table, start, stop) if table is not None else (None, None)
-        if full is not None:
-            parts = [_split(t, start, stop) for t in full]
-            video = lambda i: parts[i][0] if i < 2 else m.v(xv)  # noqa: E731
-            extras_qkv = [parts[0][1], parts[1][1], m.v(xe)] if has_extras else None
-        else:
-            video = lambda i: self.project(m, namespace, xv, fv, i, tv)  # noqa: E731
-            extras_qkv = [self.project(m, namespace, xe, fe, i, te) for i in range(3)] if has_extras else None
-
-        global_qkv = None
-        if plan.factor:
-            key = ("pooled positions", plan.grid, plan.factor)
-            if key not in call.cache:  # the same for every block of the call
-                call.cache[key] = pooled_positions(plan.grid, plan.factor, freqs.device)
-            positions = call.cache[key]
-            xp = pool_tokens(xv, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
-            tp = None if tv is None else tv.index_select(1, positions)
-            fp = fv.index_select(1, positions) if tp is None else None
-            global_qkv = [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
-            del xp
-        shared_kv = extras_qkv[1:] if extras_qkv is not None else None
+        table = self.rope_table(namespace, freqs[:, :total], call)
+        inputs = self.video_inputs(m, namespace, x[:, :total], freqs[:, :total], table, (start, stop), transformer_options)
+        out = torch.empty((x.shape[0], x.shape[1], heads * m.head_dim), dtype=x.dtype, device=x.device)
+        video_out = out[:, start:stop]  # (B, T*H*W, C)
+        if not video_out.is_contiguous():  # a prefix with batch > 1: fuse in a buffer of its own
+            video_out = torch.empty_like(video_out)
         layout = plan.layout(self.block_index)
-        if proxy is None:
-            out = dual_branch_attention(video, layout, attention, global_qkv, plan.factor, plan.fusion,
-                                        plan.strength, shared_kv=shared_kv)
-        else:  # the windows also see their proxy neighbourhood; the proxy attends to itself only
+        proxy_keys = proxy_qkv = None
+        if proxy is not None:  # the windows also see their proxy neighbourhood; the proxy attends to itself only
             ptab = proxy.rope(plan.grid, m.head_dim, transformer_options, x.device, table is not None, call.cache)
-            proxy_qkv = [self.project(m, namespace, x_proxy, None if table is not None else ptab, i,
-                                      ptab if table is not None else None) for i in range(3)]
-            out, proxy_out = proxy_guided_attention(video, layout, attention, proxy_qkv, proxy.layout(layout, call.cache),
-                                                    proxy.settings.strength, shared_kv=shared_kv)
-            if global_qkv is not None and plan.fusion != "local_only":
-                out = fuse(out, attention(*global_qkv), plan.grid, plan.factor, plan.fusion, plan.strength)
-        if has_extras:
+            complex_form = table is not None
+            proxy_qkv = [self.project(m, namespace, x[:, total:], None if complex_form else ptab, i,
+                                      ptab if complex_form else None) for i in range(3)]
+            proxy_keys = ProxyKeys(proxy_qkv[1], proxy_qkv[2], proxy.layout(layout, call.cache),
+                                   proxy.settings.strength)
+        extras_qkv = inputs.extras
+        shared_kv = extras_qkv[1:] if extras_qkv is not None else None
+        streamed_window_attention(inputs.project, layout, attention, video_out, rows, shared_kv, proxy_keys)
+        global_qkv = self.global_qkv(m, namespace, plan, inputs, call)
+        if global_qkv is not None and plan.fusion != "local_only":
+            fuse(video_out, attention(*global_qkv), plan.grid, plan.factor, plan.fusion, plan.strength)
+        if video_out.data_ptr() != out[:, start:stop].data_ptr():
+            out[:, start:stop] = video_out
+        del video_out
+        if extras_qkv is not None:
             # the tokens outside the grid attend to each other and to the pooled video (when pooled)
             qe, ke, ve = extras_qkv
             if global_qkv is not None:
                 ke, ve = torch.cat((ke, global_qkv[1]), dim=1), torch.cat((ve, global_qkv[2]), dim=1)
             extras_out = attention(qe, ke, ve)  # (B, E, C)
-            whole = torch.empty((b, total, out.shape[-1]), dtype=out.dtype, device=out.device)
-            whole[:, start:stop] = out
-            whole[:, :start] = extras_out[:, :start]
-            whole[:, stop:] = extras_out[:, start:]
-            out = whole
-        if proxy is not None:
-            out = torch.cat((out, proxy_out), dim=1)  # (B, total + P, C)
-            if full is not None:
-                full = [torch.cat((t, p), dim=1) for t, p in zip(full, proxy_qkv[:2])]
-            total += proxy.tokens
-        if attn1:
-            q, k = (t.view(b, total, heads, m.head_dim) for t in full)
-            for p in attn1:
+            out[:, :start] = extras_out[:, :start]
+            out[:, stop:total] = extras_out[:, start:]
+        if proxy_qkv is not None:
+            out[:, total:] = attention(*proxy_qkv)
+        if inputs.full is not None:  # ComfyUI's attn1_patch: q and k of the whole sequence
+            q, k = inputs.full
+            if proxy_qkv is not None:
+                q, k = torch.cat((q, proxy_qkv[0]), dim=1), torch.cat((k, proxy_qkv[1]), dim=1)
+            q, k = (t.view(x.shape[0], x.shape[1], heads, m.head_dim) for t in (q, k))
+            for p in transformer_options["patches"]["attn1_patch"]:
                 out = p({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
-        return m.o(out)
+        return self.output(m, out, rows)
+
+    def video_inputs(self, m, namespace, x, freqs, table, span, transformer_options) -> "VideoInputs":
+        """How this block gets q / k / v: per chunk of grid tokens, and for the tokens outside the grid."""
+        start, stop = span
+        total = x.shape[1]
+        attn1 = runs_attn1_patch(m) and transformer_options.get("patches", {}).get("attn1_patch")
+        # ComfyUI's attn1_patch gets the whole sequence's q and k: project them once, then gather
+        full = [self.project(m, namespace, x, freqs, i, table) for i in range(2)] if attn1 else None
+        xv, fv = x[:, start:stop], freqs[:, start:stop]
+        tv = table[:, start:stop] if table is not None else None
+
+        def project(tokens):  # q, k, v of the given grid tokens, (B, n, C) each
+            xc = xv.index_select(1, tokens)
+            if full is not None:
+                return [t[:, start:stop].index_select(1, tokens) for t in full] + [m.v(xc)]
+            tc = tv.index_select(1, tokens) if tv is not None else None
+            fc = fv.index_select(1, tokens) if tv is None else None
+            return [self.project(m, namespace, xc, fc, i, tc) for i in range(3)]
+
+        extras = None
+        if stop - start < total:
+            xe, fe = _outside(x, start, stop), _outside(freqs, start, stop)
+            te = _outside(table, start, stop) if table is not None else None
+            if full is not None:
+                extras = [_outside(t, start, stop) for t in full] + [m.v(xe)]
+            else:
+                extras = [self.project(m, namespace, xe, fe, i, te) for i in range(3)]
+        return VideoInputs(xv, fv, tv, project, extras, full)
+
+    def global_qkv(self, m, namespace, plan, inputs: "VideoInputs", call: CallState):
+        """q, k, v of the pooled video tokens (RoPE at pooled positions), or None without a global branch."""
+        if not plan.factor:
+            return None
+        key = ("pooled positions", plan.grid, plan.factor)
+        if key not in call.cache:  # the same for every block of the call
+            call.cache[key] = pooled_positions(plan.grid, plan.factor, inputs.freqs.device)
+        positions = call.cache[key]
+        xp = pool_tokens(inputs.x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
+        tp = None if inputs.table is None else inputs.table.index_select(1, positions)
+        fp = inputs.freqs.index_select(1, positions) if tp is None else None
+        return [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
+
+    @staticmethod
+    def output(m, out: torch.Tensor, rows: int) -> torch.Tensor:
+        """The output projection; over chunks of rows in place when the call streams its tokens."""
+        if rows >= out.shape[1]:
+            return m.o(out)
+        for i in range(0, out.shape[1], rows):
+            out[:, i:i + rows] = m.o(out[:, i:i + rows])
+        return out
+
+
+@dataclass
+class VideoInputs:
+    """The video part of a self-attention input: x (B, N, C), RoPE freqs / complex table at its tokens,
+    ``project(tokens)`` -> q, k, v of those grid tokens; q, k, v of the tokens outside the grid (or None);
+    q and k of the whole sequence when ComfyUI's attn1_patch needs them (else None)."""
+
+    x: torch.Tensor
+    freqs: torch.Tensor
+    table: torch.Tensor | None
+    project: object
+    extras: list | None
+    full: list | None
 
 
 class ChunkedFeedForward:
@@ -326,7 +378,7 @@ class ChunkedFeedForward:
         self.previous = previous
 
     def __call__(self, x):
-        module = _module(current_call(), self.path, "a patched Wan feed-forward")
+        module = module_at(current_call(), self.path, "a patched Wan feed-forward")
         run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
         hidden = module[0].out_features if hasattr(module[0], "out_features") else x.shape[-1] * 4
         step = max(1, FFN_CHUNK_ELEMENTS // max(1, x.shape[0] * hidden))
@@ -359,7 +411,7 @@ class TokenMajorEmbedding:
 
     def __call__(self, x):
         call = current_call()
-        module = _module(call, self.path, "the patched Wan patch embedding")
+        module = module_at(call, self.path, "the patched Wan patch embedding")
         run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
         if x.ndim != 5 or not call.changed:
             return run(x)
@@ -367,7 +419,7 @@ class TokenMajorEmbedding:
         return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
 
 
-OURS = (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding)
+OURS = (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding, StreamedWanBlock)
 
 
 def apply(model, settings: AttentionSettings):
@@ -387,6 +439,8 @@ def apply(model, settings: AttentionSettings):
         remove_forward(patched, f"diffusion_model.blocks.{i}.self_attn", OURS)
     for i in range(len(dm.blocks)):
         replace_forward(patched, f"diffusion_model.blocks.{i}.ffn", lambda previous: ChunkedFeedForward(i, previous), OURS)
+        replace_forward(patched, f"diffusion_model.blocks.{i}",
+                        lambda previous: StreamedWanBlock(holder, i, previous), OURS)
     if getattr(dm, "patch_embedding", None) is not None:
         replace_forward(patched, "diffusion_model.patch_embedding", TokenMajorEmbedding, OURS)
     return patched

@@ -1,0 +1,140 @@
+"""A Wan block whose per-token work runs in chunks of rows, for calls that stream their tokens.
+
+ComfyUI's ``WanAttentionBlock.forward`` holds several sequence-size tensors at once: the residual, the
+modulated self-attention input, the self-attention output, the new residual, the cross-attention's
+queries and output, the feed-forward's input and output. Everything but self-attention is per token,
+so this replacement computes it over chunks of rows and writes each chunk's new residual into the
+self-attention output's memory: the block then holds its input, the modulated input and one output
+(the input and the output once self-attention is done), plus a chunk.
+
+The math is ComfyUI's, step for step (the same modules, the same elementwise ops in the same order);
+only the row count of each call differs. It runs only for the block versions whose ``forward`` it was
+checked against (:data:`KNOWN_FORWARDS`, ComfyUI 0.3.64 and 0.33.0), and only when the call streams
+(a memory budget below what the whole sequence needs); otherwise ComfyUI's own forward runs.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import textwrap
+
+import torch
+
+from .base import LOG_PREFIX, current_call, log_once, module_at
+
+# sha256 (first 16 hex digits) of the AST of WanAttentionBlock.forward without its docstring
+KNOWN_FORWARDS = {
+    "7f99c7d7c2be254b": "ComfyUI 0.3.64",
+    "78cb1a2acbeb2ddb": "ComfyUI 0.33.0",
+}
+_FINGERPRINTS: dict[type, str | None] = {}
+
+
+def forward_fingerprint(cls: type) -> str | None:
+    """The fingerprint of ``cls.forward`` (see :data:`KNOWN_FORWARDS`), or None without source."""
+    if cls not in _FINGERPRINTS:
+        try:
+            fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
+        except (OSError, TypeError, SyntaxError, IndexError):
+            _FINGERPRINTS[cls] = None
+            return None
+        body = fn.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            fn.body = body[1:]  # the docstring
+        _FINGERPRINTS[cls] = hashlib.sha256(ast.dump(fn).encode()).hexdigest()[:16]
+    return _FINGERPRINTS[cls]
+
+
+def known_block(block) -> bool:
+    """A plain WanAttentionBlock whose forward is one this module reproduces."""
+    cls = type(block)
+    return cls.__name__ == "WanAttentionBlock" and forward_fingerprint(cls) in KNOWN_FORWARDS
+
+
+def rows_of(e: torch.Tensor, length: int, lo: int, hi: int) -> torch.Tensor:
+    """``repeat_e(e, x)[:, lo:hi]`` for x of ``length`` tokens, without the full-length copy.
+
+    e: (B, F, C), one row for all tokens (F = 1) or per frame; ComfyUI repeats each row
+    ``length // F`` times (once more when that does not fill the sequence) and crops.
+    """
+    frames = e.shape[1]
+    if frames == 1:
+        return e
+    repeats = length // frames
+    if repeats == 1:
+        return e[:, lo:hi]
+    if repeats * frames != length:
+        repeats += 1
+    return e.index_select(1, torch.arange(lo, hi, device=e.device) // repeats)
+
+
+class StreamedWanBlock:
+    """Replacement for ``blocks.{i}.forward`` (an object patch): ComfyUI's block, per-token work in chunks."""
+
+    def __init__(self, holder, block_index: int, previous=None):
+        self.holder = holder
+        self.path = ("blocks", block_index)
+        self.previous = previous  # another pack's object patch of the same forward, if any
+
+    def __call__(self, x, e, freqs, context, context_img_len=257, transformer_options={}, **kwargs):
+        call = current_call()
+        block = module_at(call, self.path, "a patched Wan block")
+        memory = call.memory
+        rows = memory.chunk_tokens if memory is not None else x.shape[1]
+        streams = call.changed and rows < x.shape[1] and not kwargs
+        if streams and self.previous is not None:
+            log_once(self.holder, ("block-previous", self.path), "%s block %d's forward is patched by another pack: "
+                     "it runs whole, not in chunks of rows.", LOG_PREFIX, self.path[1])
+            streams = False
+        if streams and "attn2_patch" in transformer_options.get("patches", {}):
+            log_once(self.holder, "block-attn2", "%s an attn2_patch works on the whole sequence: the blocks run "
+                     "whole, not in chunks of rows (more memory).", LOG_PREFIX)
+            streams = False
+        if streams and not known_block(block):
+            log_once(self.holder, ("block-unknown", type(block)), "%s this ComfyUI's %s.forward is not one the pack "
+                     "was checked against: it runs whole, not in chunks of rows (more memory). Please report your "
+                     "ComfyUI version.", LOG_PREFIX, type(block).__name__)
+            streams = False
+        if not streams:
+            run = self.previous if self.previous is not None else (lambda *a, **k: type(block).forward(block, *a, **k))
+            return run(x, e, freqs, context, context_img_len=context_img_len, transformer_options=transformer_options,
+                       **kwargs)
+        return streamed_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows)
+
+
+def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
+                     transformer_options: dict, rows: int) -> torch.Tensor:
+    """WanAttentionBlock.forward over chunks of ``rows`` tokens: x (B, L, C), e (B, 6, C) or (B, F, 6, C)."""
+    modulation = block.modulation.to(device=x.device, dtype=x.dtype)
+    if e.ndim < 4:
+        e = (modulation + e).chunk(6, dim=1)  # each (B, 1, C)
+    else:
+        e = (modulation.unsqueeze(0) + e).unbind(2)  # each (B, F, C)
+    length = x.shape[1]
+    spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
+
+    def mod(i, lo, hi):
+        return rows_of(e[i], length, lo, hi)
+
+    modulated = None  # (B, L, C): the self-attention input
+    for lo, hi in spans:
+        part = torch.addcmul(mod(0, lo, hi), block.norm1(x[:, lo:hi]), 1 + mod(1, lo, hi))
+        if modulated is None:
+            modulated = torch.empty((x.shape[0], length, part.shape[-1]), dtype=part.dtype, device=part.device)
+        modulated[:, lo:hi] = part
+    del part
+    y = block.self_attn(modulated, freqs, transformer_options=transformer_options)  # (B, L, C)
+    del modulated
+    out = None
+    for lo, hi in spans:
+        h = torch.addcmul(x[:, lo:hi], y[:, lo:hi], mod(2, lo, hi))
+        h = h + block.cross_attn(block.norm3(h), context, context_img_len=context_img_len,
+                                 transformer_options=transformer_options)
+        h = torch.addcmul(h, block.ffn(torch.addcmul(mod(3, lo, hi), block.norm2(h), 1 + mod(4, lo, hi))),
+                          mod(5, lo, hi))
+        if out is None:  # the new residual goes where y's consumed rows were, when the dtypes agree
+            out = y if h.dtype == y.dtype and y.is_contiguous() else torch.empty(
+                (x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
+        out[:, lo:hi] = h
+    return out
