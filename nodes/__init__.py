@@ -1,6 +1,8 @@
 """The pack's V3 nodes: each a schema plus one call into ultragen_core."""
+import comfy.model_management
 from comfy_api.latest import ComfyExtension, io
 
+from ..ultragen_core.memory import set_free_memory
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
@@ -23,3 +25,11 @@ NODES: list[type[io.ComfyNode]] = [
 class UltraGenExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return list(NODES)
+
+
+def comfy_free_memory(device) -> int:
+    """Free VRAM as ComfyUI counts it (the device's and torch's cache), less its reserve (--reserve-vram)."""
+    return comfy.model_management.get_free_memory(device) - comfy.model_management.extra_reserved_memory()
+
+
+set_free_memory(comfy_free_memory)  # the memory budget's automatic mode reads what ComfyUI leaves us
