@@ -50,8 +50,10 @@ def enable_dynamic_vram() -> bool:
         import comfy_aimdo.control
     except ImportError:  # ComfyUI before dynamic VRAM
         return False
+    import comfy.cli_args
+    reserve = comfy.cli_args.args.reserve_vram  # --reserve-vram caps dynamic VRAM's weight cache too
     try:
-        loaded = comfy_aimdo.control.init(simple_vram_headroom=None)
+        loaded = comfy_aimdo.control.init(simple_vram_headroom=None if reserve is None else int(reserve * 1024**3))
     except TypeError:  # older comfy-aimdo protocol
         loaded = comfy_aimdo.control.init()
     import comfy.memory_management

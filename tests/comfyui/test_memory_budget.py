@@ -37,6 +37,7 @@ def test_streamed_chunks_give_the_unlimited_result(comfy, caplog, spec, channels
     line = next(m for m in ultragen_lines(caplog) if "memory:" in m)
     assert re.search(r"budget 1e-06 GB \(UltraGen Attention Settings\).* in chunks of 64 \(\d+ per block\)", line), line
     assert any("below what" in m for m in ultragen_lines(caplog))  # the warning that 1e-6 GB cannot fit
+    assert any("the blocks run their per-token work in chunks of 64 of" in m for m in ultragen_lines(caplog))
     torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-5)  # float32: only row counts of matmuls differ
 
 

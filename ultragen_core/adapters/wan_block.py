@@ -14,35 +14,34 @@ checked against (:data:`KNOWN_FORWARDS`, ComfyUI 0.3.64 and 0.33.0), and only wh
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import inspect
-import textwrap
+import io
+import tokenize
 
 import torch
 
 from .base import LOG_PREFIX, current_call, log_once, module_at
 
-# sha256 (first 16 hex digits) of the AST of WanAttentionBlock.forward without its docstring
+# sha256 (first 16 hex digits) of the tokens of WanAttentionBlock.forward, see forward_fingerprint
 KNOWN_FORWARDS = {
-    "7f99c7d7c2be254b": "ComfyUI 0.3.64",
-    "78cb1a2acbeb2ddb": "ComfyUI 0.33.0",
+    "fc5b215294a75871": "ComfyUI 0.3.64",
+    "94743eb4e5a84d47": "ComfyUI 0.33.0",
 }
 _FINGERPRINTS: dict[type, str | None] = {}
+_LAYOUT = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
 
 
 def forward_fingerprint(cls: type) -> str | None:
-    """The fingerprint of ``cls.forward`` (see :data:`KNOWN_FORWARDS`), or None without source."""
+    """The fingerprint of ``cls.forward`` (see :data:`KNOWN_FORWARDS`): its source's tokens without comments,
+    line breaks and indentation (the same on every Python version), or None without source."""
     if cls not in _FINGERPRINTS:
         try:
-            fn = ast.parse(textwrap.dedent(inspect.getsource(cls.forward))).body[0]
-        except (OSError, TypeError, SyntaxError, IndexError):
-            _FINGERPRINTS[cls] = None
-            return None
-        body = fn.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-            fn.body = body[1:]  # the docstring
-        _FINGERPRINTS[cls] = hashlib.sha256(ast.dump(fn).encode()).hexdigest()[:16]
+            source = inspect.getsource(cls.forward)
+            tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in _LAYOUT]
+        except (OSError, TypeError, tokenize.TokenError, SyntaxError):
+            tokens = None
+        _FINGERPRINTS[cls] = None if tokens is None else hashlib.sha256(" ".join(tokens).encode()).hexdigest()[:16]
     return _FINGERPRINTS[cls]
 
 
@@ -100,6 +99,8 @@ class StreamedWanBlock:
             run = self.previous if self.previous is not None else (lambda *a, **k: type(block).forward(block, *a, **k))
             return run(x, e, freqs, context, context_img_len=context_img_len, transformer_options=transformer_options,
                        **kwargs)
+        log_once(self.holder, ("block-streams", rows, x.shape[1]), "%s the blocks run their per-token work in chunks "
+                 "of %d of %d tokens.", LOG_PREFIX, rows, x.shape[1])
         return streamed_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows)
 
 
