@@ -10,6 +10,7 @@ from .load_weights import UltraGenLoadWeights
 from .proxy_guidance import UltraGenProxyGuidance
 from .resolution import UltraGenResolution
 from .tiled_decode import UltraGenTiledVAEDecode
+from .upscale_latent import UltraGenUpscaleLatent
 
 NODES: list[type[io.ComfyNode]] = [
     UltraGenAttentionSettings,
@@ -19,6 +20,7 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenTiledVAEDecode,
     UltraGenLoadWeights,
     UltraGenProxyGuidance,
+    UltraGenUpscaleLatent,
 ]
 
 

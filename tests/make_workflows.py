@@ -1,9 +1,12 @@
 """Write the example workflows (workflows/*.json, UI format) and their thumbnails (*.jpg).
 
-    COMFYUI_PATH=/path/to/ComfyUI python tests/make_workflows.py
+    COMFYUI_PATH=/path/to/ComfyUI-0.3.64 python tests/make_workflows.py
+    COMFYUI_PATH=/path/to/ComfyUI-0.33 python tests/make_workflows.py
 
 Needs a ComfyUI tree (for the node registry, CPU only, no model files). The files are committed; run this
-again after a node's schema changes, then run tests/comfyui/test_workflows.py.
+again after a node's schema changes, then run tests/comfyui/test_workflows.py. Each file is written by the
+oldest tested ComfyUI that registers its nodes (NEWER_NODES): 0.3.64 writes the common ones and skips the
+others, 0.33 writes only those (``--all``: every file, in 0.33's widget layout).
 """
 from __future__ import annotations
 
@@ -309,6 +312,139 @@ to see cost next to quality. The 720p -> 4K upscale of 81 frames holds about 15 
     return g
 
 
+PROXY_NOTE = """
+**Settings.** *UltraGen Proxy Guidance*: `strength` 1 = every window attends to its own tokens and its proxy
+tokens in one joint attention call (0 = no guidance, the model unchanged; values between cost a second
+attention call per window). `neighbourhood` = each window sees the proxy cells under it plus `radius_frames`
+(1) proxy frames and `radius_cells` (2) proxy tokens around (bounded cost at 4K); `all` = every proxy token
+(about 1.5x the step time at 4K). *UltraGen Upscale Latent* resizes the proxy to the 4K latent (frame 0 stays
+frame 0; a proxy with fewer frames is interpolated in time). *KSamplerAdvanced* adds noise and starts at
+`start_at_step` of `steps`: later = closer to the proxy's layout and colours, fewer 4K steps; earlier = more
+new detail, more freedom to drift (the proxy guidance still holds the layout). Same prompt, seed and sampler
+as the first pass."""
+
+
+def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, proxy_frames, steps, start, cfg,
+                shift, fps, prefix, five_b=False):
+    """First pass at the native size (the proxy) -> UltraGen Upscale Latent (coarse-to-fine start) and UltraGen
+    Proxy Guidance -> KSamplerAdvanced from step ``start`` at the target size -> tiled decode."""
+    unet, clip, vae = loaders(g, unet_key, vae_key)
+    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
+    res = resolution(g, family, target, frames, settings)
+    pos, neg = prompts(g, clip)
+    sampling = g.add("ModelSamplingSD3", 1, shift=shift)
+    g.connect(unet, sampling, "model")
+    width, height = proxy_size
+    if five_b:
+        first = g.add("Wan22ImageToVideoLatent", 2, title="Proxy latent (native size)", width=width, height=height,
+                      length=proxy_frames, batch_size=1)
+        g.connect(vae, first, "vae")
+    else:
+        first = g.add("EmptyHunyuanLatentVideo", 2, title="Proxy latent (native size)", width=width, height=height,
+                      length=proxy_frames, batch_size=1)
+    ks1 = g.add("KSampler", 2, title=f"First pass: proxy at {width}x{height}", seed=42, seed_control="fixed",
+                steps=steps, cfg=cfg, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    for src, name in ((sampling, "model"), (pos, "positive"), (neg, "negative"), (first, "latent_image")):
+        g.connect(src, ks1, name)
+    apply = g.add("UltraGenApply", 2, color=PURPLE)
+    g.connect(sampling, apply, "model")
+    g.connect(settings, apply, "settings")
+    guided = g.add("UltraGenProxyGuidance", 3, color=PURPLE, strength=1.0, neighbourhood="neighbourhood",
+                   radius_frames=1, radius_cells=2, seed=0)
+    g.connect(apply, guided, "model")
+    g.connect(ks1, guided, "proxy")
+    init = g.add("UltraGenUpscaleLatent", 3, color=PURPLE, upscale_method="bilinear")
+    g.connect(ks1, init, "latent")
+    size_into(g, res, init)
+    ks2 = g.add("KSamplerAdvanced", 3, title=f"Second pass: 4K from step {start} of {steps}", add_noise="enable",
+                noise_seed=42, noise_seed_control="fixed", steps=steps, cfg=cfg, sampler_name="uni_pc",
+                scheduler="simple", start_at_step=start, end_at_step=10000, return_with_leftover_noise="disable")
+    for src, name in ((guided, "model"), (pos, "positive"), (neg, "negative"), (init, "latent_image")):
+        g.connect(src, ks2, name)
+    report(g, res, 3)
+    decode_and_save(g, ks2, vae, fps, prefix, col=4)
+    preview = g.add("VAEDecode", 4, title="Proxy preview (decode)")
+    g.connect(ks1, preview, "samples")
+    g.connect(vae, preview, "vae")
+    video = g.add("CreateVideo", 4, fps=float(fps) * (proxy_frames - 1) / (frames - 1))  # same duration
+    g.connect(preview, video, "images")
+    save = g.add("SaveVideo", 4, title="Save the proxy", filename_prefix=prefix + "_proxy", format="auto",
+                 codec="auto")
+    g.connect(video, save, "video")
+    return g
+
+
+def wan21_14b_proxy_4k(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Wan 2.1 T2V 14B: 720p proxy -> 4K, guided (UltraGen, ComfyUI 0.33+)
+Coarse to fine in two passes. (1) The 14B model samples the video at its native 1280x720 with 41 frames
+(the **proxy**, plain attention: in distribution, fast). (2) The proxy, upscaled to 3840x2160 x 81 frames, is
+re-noised and sampled again at 4K from step 20 of 30 (sigma about 0.8 with shift 8), with UltraGen's windows
+**guided by the proxy**: every window also attends to the proxy tokens around it, so objects keep one layout
+across windows instead of repeating. The proxy is saved too (at a frame rate matching its 41 frames).
+Needs ComfyUI 0.33 or later (in-context latents); on 0.3.64 Proxy Guidance stops with that message.
+Sampler: uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
+                ["t2v_14b", "umt5", "vae21"],
+                "measured on an H200 (docs/BENCHMARKS.md section 5): the 4K pass peaks at 79.4 GiB with the proxy "
+                "(72.0 GiB without), at the limit of an 80 GB card; a step costs 1.1x an unguided 4K step. Use "
+                "fewer frames (e.g. 61) on an 80 GB card. The first pass needs about 25-30 GB."), 0)
+    return proxy_to_4k(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B",
+                       target="4K UHD (3840x2160)", frames=81, proxy_size=(1280, 720), proxy_frames=41, steps=30,
+                       start=20, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_proxy_4K")
+
+
+def wan22_5b_proxy_4k(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Wan 2.2 TI2V 5B: native 1280x704 proxy -> 4K, guided (UltraGen, ComfyUI 0.33+)
+Coarse to fine in two passes. (1) The 5B model samples the video at its native 1280x704 x 121 frames (the
+**proxy**, plain attention). (2) The proxy, upscaled to 3840x2176 (the 5B needs multiples of 32 px), is
+re-noised and sampled again from step 13 of 20 (sigma about 0.8 with shift 8), with UltraGen's windows
+**guided by the proxy**. The proxy is saved too. Text to video; Proxy Guidance does not take image-to-video
+input yet. Needs ComfyUI 0.33 or later (in-context latents). Sampler: uni_pc, 20 steps, CFG 5, shift 8, 24 fps.""" +
+                PROXY_NOTE,
+                ["ti2v_5b", "umt5", "vae22"],
+                "not measured; the native 4K 5B workflow is estimated at 30-40 GB, and the proxy's 31x22x40 tokens "
+                "add their activations to every block (a few GB more)."), 0)
+    return proxy_to_4k(g, unet_key="ti2v_5b", vae_key="vae22", family="Wan 2.2 TI2V 5B",
+                       target="4K UHD (3840x2160)", frames=121, proxy_size=(1280, 704), proxy_frames=121, steps=20,
+                       start=13, cfg=5.0, shift=8.0, fps=24, prefix="video/UltraGen_wan22_5B_proxy_4K", five_b=True)
+
+
+def wan21_14b_4k_multigpu(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Wan 2.1 T2V 14B at native 4K on two GPUs: MultiGPU CFG Split (UltraGen, ComfyUI 0.33+)
+ComfyUI 0.33's own multi-GPU engine (**MultiGPU CFG Split**, node `MultiGPU_WorkUnits`) puts a copy of the
+model on each extra GPU and runs the conditionings in parallel: with CFG, the positive prompt on one GPU, the
+negative on the other. So at most 2x, from 2 GPUs; more GPUs do not help one video (`max_gpus` 2). Place it
+after UltraGen Apply; each GPU's copy runs its own patch with its own weights. Without CFG (CFG 1) there is
+nothing to split. Measured per 14B step with CFG on two H200s (docs/BENCHMARKS.md section 4): 1080p 1.96x
+(default preset) / 1.41x (fast); 4K 1.74x with preset **fast** (set here), while the default preset gains
+nothing at 4K yet (under investigation). *Select Model Device* (same menu) can pin the first copy to a GPU.
+On a machine with one GPU the node passes the model through. Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
+                ["t2v_14b", "umt5", "vae21"],
+                "per GPU about the single-GPU figure of the 4K workflow (60-75 GB; the fast preset a little less), "
+                "each GPU holds a full copy of the 14B model; system RAM for the second copy while it loads"), 0)
+    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
+    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset="fast")
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
+    pos, neg = prompts(g, clip)
+    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
+    size_into(g, res, latent)
+    model = patched(g, unet, settings, 8.0)
+    split = g.add("MultiGPU_WorkUnits", 2, title="MultiGPU CFG Split", max_gpus=2)
+    g.connect(model, split, "model")
+    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
+               scheduler="simple", denoise=1.0)
+    for src, name in ((split, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        g.connect(src, ks, name)
+    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_14B_4K_multigpu", col=4)
+    report(g, res, 3)
+    return g
+
+
 # file name -> (thumbnail title, builder). ComfyUI's template browser shows a custom node pack's
 # templates by file name (as the card title and, 0.33's frontend, with - and _ as spaces, the
 # description); it reads no title or description from the file. So the names are the titles.
@@ -319,12 +455,21 @@ WORKFLOWS = {
     "UltraGen Wan 2.2 T2V A14B native 1080p": ("Wan 2.2 A14B native 1080p", wan22_a14b_1080p),
     "UltraGen Wan 2.1 I2V 14B native 1080p": ("Wan 2.1 I2V 14B native 1080p", wan21_i2v_1080p),
     "UltraGen compare native 4K vs 720p upscale": ("Native 4K vs 720p + upscale", compare_4k_vs_upscale),
+    "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K": ("Wan 2.1 14B proxy 720p to 4K (0.33+)", wan21_14b_proxy_4k),
+    "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K": ("Wan 2.2 5B proxy 704p to 4K (0.33+)", wan22_5b_proxy_4k),
+    "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("Wan 2.1 14B 4K MultiGPU CFG split (0.33+)",
+                                                        wan21_14b_4k_multigpu),
 }
+# Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
+# the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its
+# own). Proxy Guidance runs on 0.33 only as well, but 0.3.64 registers it (and refuses it when it runs), so
+# those two files need no newer registry.
+NEWER_NODES = {"UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("MultiGPU_WorkUnits",)}
 # Written by hand (checkpoint mode); main() only redraws its thumbnail.
 HAND_WRITTEN = {"UltraGen checkpoint mode Wan 2.1 1.3B 1080p": "Checkpoint mode: Wan 2.1 1.3B 1080p"}
 
 
-def main():
+def main(argv: list[str]) -> None:
     import cv2
     from harness import ComfyRuntime
     from workflow_builder import render_thumbnail
@@ -333,7 +478,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         runtime = ComfyRuntime(Path(tmp))
         registry = runtime.nodes.NODE_CLASS_MAPPINGS
+        newer = all(n in registry for needs in NEWER_NODES.values() for n in needs)
         for name, (title, build) in WORKFLOWS.items():
+            needs = NEWER_NODES.get(name, ())
+            missing = [n for n in needs if n not in registry]
+            if missing:
+                print(f"skipped workflows/{name}: needs {', '.join(missing)}, not registered in this ComfyUI; "
+                      "run again with ComfyUI 0.33+")
+                continue
+            if newer and not needs and "--all" not in argv:
+                print(f"skipped workflows/{name}: written with ComfyUI 0.3.64 (--all writes it with this one)")
+                continue
             workflow = build(registry).to_json()
             (out / f"{name}.json").write_text(json.dumps(workflow, indent=1, ensure_ascii=False) + "\n")
             cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, title), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -345,4 +500,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

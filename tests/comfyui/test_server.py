@@ -50,7 +50,7 @@ def test_prompt_through_the_real_server(server, comfy):
     from comfy_api.latest import io
     if "search_aliases" in inspect.signature(io.Schema).parameters:
         pack = ("UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
-                "UltraGenTiledVAEDecode", "UltraGenLoadWeights")
+                "UltraGenTiledVAEDecode", "UltraGenLoadWeights", "UltraGenUpscaleLatent")
         ours = {k: all_info[k].get("search_aliases") or [] for k in pack}
         for words in ("window attention", "4k video", "dual branch", "hierarchical"):
             assert any(words in alias for alias in ours["UltraGenApply"]), (words, ours["UltraGenApply"])

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from comfyui_finder import PACK_DIR
 from workflow_api import ConversionError, ui_to_api
@@ -15,8 +16,11 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 T2V_1_3B = "UltraGen Wan 2.1 T2V 1.3B native 1080p"
 T2V_14B_4K = "UltraGen Wan 2.1 T2V 14B native 4K"
 COMPARE = "UltraGen compare native 4K vs 720p upscale"
+PROXY_14B = "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K"
+PROXY_5B = "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K"
+MULTIGPU = "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split"
 EXPECTED = {T2V_1_3B, T2V_14B_4K, "UltraGen Wan 2.2 TI2V 5B native 4K", "UltraGen Wan 2.2 T2V A14B native 1080p",
-            "UltraGen Wan 2.1 I2V 14B native 1080p", COMPARE}
+            "UltraGen Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU}
 LOADERS = {"UNETLoader": ("unet_name", "diffusion_models"), "CLIPLoader": ("clip_name", "text_encoders"),
            "VAELoader": ("vae_name", "vae"), "CLIPVisionLoader": ("clip_name", "clip_vision"),
            "UpscaleModelLoader": ("model_name", "upscale_models")}
@@ -28,6 +32,26 @@ def load(path: Path) -> dict:
 
 def ids(paths):
     return [p.stem for p in paths]
+
+
+def needs_registered_nodes(comfy, wf: dict, name: str) -> None:
+    """Skip a workflow whose nodes this ComfyUI does not register (e.g. MultiGPU CFG Split before 0.33),
+    naming them: such a template is for newer ComfyUI versions only."""
+    missing = sorted({n["type"] for n in wf["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
+                     - set(comfy.nodes.NODE_CLASS_MAPPINGS))
+    if missing:
+        pytest.skip(f"{name} needs {', '.join(missing)}, which this ComfyUI does not register (ComfyUI 0.33+)")
+
+
+def needs_in_context_latents(name: str) -> None:
+    """Skip running a proxy-guided workflow where Wan has no in-context latents (ComfyUI 0.3.64 registers
+    UltraGen Proxy Guidance, which then refuses to run, saying so)."""
+    import inspect
+
+    import comfy.ldm.wan.model as wan
+    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
+        pytest.skip(f"{name}: UltraGen Proxy Guidance needs in-context latents, which this ComfyUI's Wan lacks "
+                    "(ComfyUI 0.33+)")
 
 
 def test_all_workflows_are_there_with_thumbnails():
@@ -61,7 +85,9 @@ def test_workflow_format_and_models_list(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
 def test_workflow_converts_against_the_registry(comfy, path):
-    prompt = ui_to_api(load(path), comfy.nodes.NODE_CLASS_MAPPINGS)
+    wf = load(path)
+    needs_registered_nodes(comfy, wf, path.stem)
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
     types = {n["class_type"] for n in prompt.values()}
     assert any(t.startswith("UltraGen") for t in types) and "SaveVideo" in types
     if path.stem not in EXPECTED:
@@ -69,6 +95,11 @@ def test_workflow_converts_against_the_registry(comfy, path):
     assert "UltraGenResolution" in types
     if path.stem == COMPARE:
         assert {"UltraGenCompare", "ImageUpscaleWithModel", "UltraGenApply"} <= types
+    elif path.stem in (PROXY_14B, PROXY_5B):
+        assert {"UltraGenApply", "UltraGenProxyGuidance", "UltraGenUpscaleLatent", "KSamplerAdvanced",
+                "UltraGenTiledVAEDecode"} <= types
+    elif path.stem == MULTIGPU:
+        assert {"UltraGenApply", "MultiGPU_WorkUnits", "UltraGenTiledVAEDecode"} <= types
     else:
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenTiledVAEDecode"} <= types
 
@@ -177,6 +208,7 @@ def _placeholders(comfy, prompt_models: list[dict]):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
 def test_workflow_passes_validate_prompt(comfy, path):
     wf = load(path)
+    needs_registered_nodes(comfy, wf, path.stem)
     _placeholders(comfy, wf["models"])
     prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
     ok, error, outputs, node_errors = comfy.validate(prompt)
@@ -184,11 +216,12 @@ def test_workflow_passes_validate_prompt(comfy, path):
     assert outputs  # at least one output node to run
 
 
-def _tiny_1080p_prompt(comfy) -> dict:
-    """The 1.3B 1080p workflow with test stand-ins: a tiny DiT and VAE, random text embeddings, 64x64 x 5."""
+def _tiny_prompt(comfy, stem: str, five_b: bool = False) -> tuple[dict, dict]:
+    """A workflow with test stand-ins: a tiny DiT and VAE, random text embeddings, 64x64 videos (first passes
+    32x32), 2 steps (second passes from step 1), windows of 2x2 tokens. Returns (prompt, node ids by type);
+    run it inside tiny_wan_vaes()."""
     from harness import save_tiny_wan_vae, save_wan
-    prompt = ui_to_api(load(PACK_DIR / "workflows" / f"{T2V_1_3B}.json"),
-                       comfy.nodes.NODE_CLASS_MAPPINGS)
+    prompt = ui_to_api(load(PACK_DIR / "workflows" / f"{stem}.json"), comfy.nodes.NODE_CLASS_MAPPINGS)
     by_type = {}
     for nid, node in list(prompt.items()):
         by_type.setdefault(node["class_type"], []).append(nid)
@@ -196,14 +229,38 @@ def _tiny_1080p_prompt(comfy) -> dict:
         prompt[nid] = {"class_type": "UltraGenTestConditioning", "inputs": {"seed": i, "tokens": 8}}
     for nid in by_type["CLIPLoader"]:
         del prompt[nid]
-    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = save_wan(comfy, "tiny_wan_t2v.safetensors")
-    prompt[by_type["VAELoader"][0]]["inputs"]["vae_name"] = save_tiny_wan_vae(comfy, "2.1")
+    unet = save_wan(comfy, "tiny_wan22_5b.safetensors", in_dim=48, out_dim=48) if five_b else \
+        save_wan(comfy, "tiny_wan_t2v.safetensors")
+    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = unet
+    prompt[by_type["VAELoader"][0]]["inputs"]["vae_name"] = save_tiny_wan_vae(comfy, "2.2" if five_b else "2.1")
     prompt[by_type["UltraGenResolution"][0]]["inputs"].update(target="custom", custom_width=64, custom_height=64,
                                                              frames=5)
     prompt[by_type["UltraGenAttentionSettings"][0]]["inputs"].update(window_h=2, window_w=2, global_compression=2)
-    prompt[by_type["KSampler"][0]]["inputs"]["steps"] = 2
-    prefix = f"video/tiny_{uuid.uuid4().hex[:8]}"
-    prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"] = prefix
+    for nid in by_type.get("EmptyHunyuanLatentVideo", []) + by_type.get("Wan22ImageToVideoLatent", []):
+        inputs = prompt[nid]["inputs"]
+        inputs.update({k: v for k, v in dict(width=32, height=32, length=5).items()
+                       if not isinstance(inputs.get(k), list)})  # first passes; linked sizes stay linked
+    for nid in by_type.get("KSampler", []):
+        prompt[nid]["inputs"]["steps"] = 2
+    for nid in by_type.get("KSamplerAdvanced", []):
+        prompt[nid]["inputs"].update(steps=2, start_at_step=1)
+    for nid in by_type["SaveVideo"]:
+        prompt[nid]["inputs"]["filename_prefix"] = f"video/tiny_{uuid.uuid4().hex[:8]}"
+    return prompt, by_type
+
+
+def _video_frames(comfy, prefix: str) -> list[tuple[int, int]]:
+    import av
+    files = list(Path(comfy.folder_paths.get_output_directory()).glob(prefix + "*"))
+    assert len(files) == 1, files
+    with av.open(str(files[0])) as container:
+        return [(f.width, f.height) for f in container.decode(video=0)]
+
+
+def _tiny_1080p_prompt(comfy) -> dict:
+    """The 1.3B 1080p workflow with test stand-ins (64x64 x 5), plus a comparison of the video with itself."""
+    prompt, by_type = _tiny_prompt(comfy, T2V_1_3B)
+    prefix = prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"]
     decode = by_type["UltraGenTiledVAEDecode"][0]
     prompt["900"] = {"class_type": "UltraGenCompare", "inputs": {
         "video_a": [decode, 0], "video_b": [decode, 0], "layout": "side_by_side", "size_mode": "first",
@@ -213,7 +270,6 @@ def _tiny_1080p_prompt(comfy) -> dict:
 
 
 def test_tiny_1080p_graph_runs_end_to_end(comfy):
-    import av
     from harness import tiny_wan_vaes
     prompt, prefix, res_preview = _tiny_1080p_prompt(comfy)
     with tiny_wan_vaes():
@@ -222,9 +278,46 @@ def test_tiny_1080p_graph_runs_end_to_end(comfy):
     texts = {nid: out.get("text", [""])[0] for nid, out in ui.items()}
     assert "64x64, 5 frames" in texts[res_preview] and "2x4x4" in texts[res_preview]
     assert "PSNR mean inf dB" in texts["901"] and "SSIM mean 1.0000" in texts["901"]
-    out = Path(comfy.folder_paths.get_output_directory())
-    files = list(out.glob(prefix + "*"))
-    assert len(files) == 1, files
-    with av.open(str(files[0])) as container:
-        frames = [(f.width, f.height) for f in container.decode(video=0)]
-    assert frames == [(64, 64)] * 5
+    assert _video_frames(comfy, prefix) == [(64, 64)] * 5
+
+
+@pytest.mark.parametrize("stem, five_b", [(PROXY_14B, False), (PROXY_5B, True)])
+def test_tiny_proxy_to_4k_graph_runs_end_to_end(comfy, stem, five_b):
+    """The proxy workflows with stand-ins: a 32x32 first pass (5 frames; for the 14B graph 9 frames at 64x64
+    in the second pass, so the coarse-to-fine start also upsamples in time) guides and starts the 64x64
+    pass; both videos are saved at their sizes and the guided pass ran on the upscaled proxy."""
+    from harness import tiny_wan_vaes
+    needs_registered_nodes(comfy, load(PACK_DIR / "workflows" / f"{stem}.json"), stem)
+    needs_in_context_latents(stem)
+    prompt, by_type = _tiny_prompt(comfy, stem, five_b=five_b)
+    frames = 5 if five_b else 9
+    prompt[by_type["UltraGenResolution"][0]]["inputs"]["frames"] = frames
+    up = by_type["UltraGenUpscaleLatent"][0]
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [up, 0], "key": "c2f_init"}}
+    save_4k, save_proxy = by_type["SaveVideo"]
+    with tiny_wan_vaes():
+        comfy.run(prompt)
+    from harness import captured
+    init = captured()["c2f_init"]
+    assert init.shape == ((1, 48, 2, 4, 4) if five_b else (1, 16, 3, 8, 8))
+    assert _video_frames(comfy, prompt[save_4k]["inputs"]["filename_prefix"]) == [(64, 64)] * frames
+    assert _video_frames(comfy, prompt[save_proxy]["inputs"]["filename_prefix"]) == [(32, 32)] * 5
+
+
+def test_tiny_multigpu_graph_runs_and_one_device_changes_nothing(comfy):
+    """MultiGPU CFG Split with one device (this CPU run) adds no clone: the sampled latent equals the same
+    graph without the node."""
+    from harness import captured, tiny_wan_vaes
+    needs_registered_nodes(comfy, load(PACK_DIR / "workflows" / f"{MULTIGPU}.json"), MULTIGPU)
+    prompt, by_type = _tiny_prompt(comfy, MULTIGPU)
+    ks = by_type["KSampler"][0]
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [ks, 0], "key": "multigpu"}}
+    with tiny_wan_vaes():
+        comfy.run(prompt)
+        split_run = captured()["multigpu"]
+        assert _video_frames(comfy, prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"]) == [(64, 64)] * 5
+        split = by_type["MultiGPU_WorkUnits"][0]
+        prompt[ks]["inputs"]["model"] = prompt[split]["inputs"]["model"]
+        del prompt[split]
+        comfy.run(prompt)
+    assert torch.equal(split_run, captured()["multigpu"])

@@ -11,7 +11,7 @@ import uuid
 import cv2
 import numpy as np
 
-from workflow_api import input_specs, output_types
+from workflow_api import DYNAMIC_COMBO, input_specs, output_types, specs_of
 
 COLUMN_WIDTH = 420
 NODE_WIDTH = 360
@@ -59,7 +59,7 @@ class Graph:
             color: str | None = None, **widgets) -> Node:
         cls = self.registry[ntype]
         node = Node(self, len(self.nodes) + 1, ntype, cls, widgets, col, title, models, color)
-        names = {s.name for s in node.specs if s.widget}
+        names = _widget_names(node.specs, widgets)
         unknown = {k for k in widgets if k not in names and not (k.endswith("_control") and k[:-8] in names)}
         if unknown:
             raise KeyError(f"{ntype} has no widget(s) {sorted(unknown)}")
@@ -88,34 +88,13 @@ class Graph:
     def _widget_values(self, node: Node) -> list:
         if node.cls is None:
             return [node.widgets["text"]]
-        values = []
-        for s in node.specs:
-            if not s.widget:
-                continue
-            if s.name in node.widgets:
-                value = node.widgets[s.name]
-            elif "default" in s.options:
-                value = s.options["default"]
-            elif s.type == "COMBO":
-                options = s.options.get("options") or []
-                value = options[0] if options else ""
-            else:
-                raise KeyError(f"{node.type}: give a value for widget {s.name}")
-            values.append(value)
-            if s.extra_values:
-                is_control = s.type in ("INT", "COMBO") and (s.options.get("control_after_generate")
-                                                             or s.name in ("seed", "noise_seed"))
-                if is_control:
-                    values.append(node.widgets.get(f"{s.name}_control", "fixed"))
-                if any(s.options.get(k) for k in ("image_upload", "video_upload", "audio_upload")):
-                    values.append("image")
-        return values
+        return _values(node.type, node.specs, node.widgets)
 
     def _inputs(self, node: Node) -> list[dict]:
         entries = []
         for s in node.specs:
-            if s.widget and s.name not in node.links_in:
-                continue
+            if (s.widget or s.options.get("hidden")) and s.name not in node.links_in:
+                continue  # hidden inputs (e.g. 0.33 SaveVideo's legacy codec) get no socket either
             link_id = node.links_in.get(s.name)
             entry = {"name": s.name, "type": s.type, "link": link_id}
             if s.widget:
@@ -190,6 +169,56 @@ class Graph:
             "models": self.models,
             "version": 0.4,
         }
+
+
+def _chosen(spec, widgets: dict):
+    """The inputs (specs) a V3 dynamic combo's chosen option brings, [] for other widgets."""
+    if spec.type != DYNAMIC_COMBO:
+        return []
+    key = widgets.get(spec.name, spec.options.get("default", (spec.options.get("options") or [{}])[0].get("key")))
+    option = next((o for o in spec.options.get("options") or [] if o.get("key") == key), None)
+    if option is None:
+        raise KeyError(f"{spec.name}: {key!r} is not one of its options")
+    return specs_of(option.get("inputs") or {})
+
+
+def _widget_names(specs, widgets: dict) -> set[str]:
+    """Widget names of a node, with those of the chosen options of dynamic combos (e.g. SaveVideo's
+    ``codec`` under ``format`` in ComfyUI 0.33), which take their values by their own names."""
+    names = set()
+    for s in specs:
+        if s.widget:
+            names.add(s.name)
+            names |= _widget_names(_chosen(s, widgets), widgets)
+    return names
+
+
+def _values(ntype: str, specs, widgets: dict) -> list:
+    """widgets_values in the frontend's order: each widget, its control / upload values, then the widgets of a
+    dynamic combo's chosen option (recursively)."""
+    values = []
+    for s in specs:
+        if not s.widget:
+            continue
+        if s.name in widgets:
+            value = widgets[s.name]
+        elif "default" in s.options:
+            value = s.options["default"]
+        elif s.type in ("COMBO", DYNAMIC_COMBO):
+            options = s.options.get("options") or []
+            value = (options[0].get("key") if s.type == DYNAMIC_COMBO else options[0]) if options else ""
+        else:
+            raise KeyError(f"{ntype}: give a value for widget {s.name}")
+        values.append(value)
+        if s.extra_values:
+            is_control = s.type in ("INT", "COMBO") and (s.options.get("control_after_generate")
+                                                         or s.name in ("seed", "noise_seed"))
+            if is_control:
+                values.append(widgets.get(f"{s.name}_control", "fixed"))
+            if any(s.options.get(k) for k in ("image_upload", "video_upload", "audio_upload")):
+                values.append("image")
+        values += _values(ntype, _chosen(s, widgets), widgets)
+    return values
 
 
 def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:

@@ -16,7 +16,7 @@ def test_core_imports_without_comfyui():
             "        raise ImportError('ComfyUI import attempted: ' + name)\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
-            "import ultragen_core.adapters, ultragen_core.config, ultragen_core.attention\n"
+            "import ultragen_core.adapters, ultragen_core.config, ultragen_core.attention, ultragen_core.latent_upscale\n"
             "import importlib.util\n"
             "spec = importlib.util.spec_from_file_location('pack', 'PACK/__init__.py', submodule_search_locations=['PACK'])\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
