@@ -52,9 +52,20 @@ def build_model(cfg: dict, device="cpu"):
     """ComfyUI's WanModel (T2V, patch 1x2x2, 16 channels in and out) with fresh weights, float32."""
     import comfy.ldm.wan.model as wan
     import comfy.ops
-    model = wan.WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=latents.CHANNELS, out_dim=latents.CHANNELS,
-                         text_dim=TEXT_DIM, freq_dim=256, eps=1e-6, operations=comfy.ops.disable_weight_init,
-                         device=device, dtype=torch.float32, **cfg)
+    try:  # ComfyUI 0.33 with dynamic VRAM leaves layer weights unallocated: allocate them here
+        import comfy.memory_management as mm
+    except ImportError:
+        mm = None
+    dynamic = getattr(mm, "aimdo_enabled", False)
+    if dynamic:
+        mm.aimdo_enabled = False
+    try:
+        model = wan.WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=latents.CHANNELS,
+                             out_dim=latents.CHANNELS, text_dim=TEXT_DIM, freq_dim=256, eps=1e-6,
+                             operations=comfy.ops.disable_weight_init, device=device, dtype=torch.float32, **cfg)
+    finally:
+        if dynamic:
+            mm.aimdo_enabled = True
     g = torch.Generator(device="cpu").manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -92,7 +103,18 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
     from accelerate import Accelerator
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
+    was_training = getattr(comfy.model_management, "in_training", False)
     comfy.model_management.in_training = True
+    try:
+        return _train(out, minutes, smoke, batch, lr, frames)
+    finally:
+        comfy.model_management.in_training = was_training
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int) -> dict:
+    from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
