@@ -1,0 +1,354 @@
+"""Sample the bench model through ComfyUI's real path in every attention mode and measure the content.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/evaluate.py --weights FILE --out DIR
+    COMFYUI_PATH=... python bench/fidelity/evaluate.py --weights FILE --out DIR --smoke   # one cell, CPU
+
+Every sample is a ComfyUI prompt run by ComfyUI's executor (tests/comfyui/harness.py: the pack loaded as
+ComfyUI loads custom nodes): UNETLoader (the bench weights, detected as Wan 2.1) -> ModelSamplingSD3 (the
+training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen Proxy Guidance] -> KSampler
+(euler, simple, cfg 1, the fixed zero context), on an EmptyHunyuanLatentVideo of the scale's size. Modes:
+
+- full: the unpatched model at the larger size (plain extrapolation of full attention)
+- windows: windows of the native grid, shifted on odd blocks, no global branch
+- quality_band / quality_gate: windows of the native grid + the global branch, band / gate fusion
+- fast: the fast preset's windows (a third of the native frames, 3/8 of its height and width), band fusion
+- proxy: quality_band + UltraGen Proxy Guidance from a native-size first pass (ComfyUI 0.33+; one prompt
+  per sample, the node takes one proxy)
+- coarse_to_fine: a native-size pass, LatentUpscaleBy (bicubic), KSamplerAdvanced with quality_band from
+  step ``c2f_start * steps`` (ComfyUI re-noises the upscaled latent to that step's sigma)
+- bicubic: a native-size pass, decoded and upscaled bicubically in pixels
+
+At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
+bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
+independent set of renders, the floor each metric reaches with perfect content).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+PACK = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+import latents  # noqa: E402
+import metrics  # noqa: E402
+import scenes  # noqa: E402
+
+log = logging.getLogger("fidelity.evaluate")
+
+MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "bicubic")
+NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
+MODEL_FILE = "ultragen_fidelity_wan.safetensors"
+NODES_FILE = HERE / "fidelity_nodes.py"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    scales: tuple[int, ...] = (1, 2, 3)
+    modes: tuple[str, ...] = MODES
+    samples: int = 16  # videos per cell (error bars over these)
+    steps: int = 20
+    frames: int = scenes.FRAMES
+    shift: float = 3.0
+    c2f_start: float = 0.5
+    gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def smoke_config() -> EvalConfig:
+    return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, steps=2, frames=2, gt_pool=4)
+
+
+# --- ComfyUI -----------------------------------------------------------------------------------------------
+
+def make_runtime(base: Path, cuda: bool):
+    """tests/comfyui/harness.py's headless ComfyUI (on the GPU when cuda), with the bench node loaded."""
+    for p in (PACK / "tests", PACK / "tests" / "comfyui"):
+        if str(p) not in sys.path:
+            sys.path.insert(0, str(p))
+    if cuda:
+        os.environ["ULTRAGEN_TEST_DEVICE"] = "cuda"
+    from harness import ComfyRuntime
+    runtime = ComfyRuntime(base)
+    if not runtime.pack_loaded:
+        raise RuntimeError("ComfyUI could not load the UltraGen pack (see the log above)")
+    load_bench_nodes(runtime)
+    return runtime
+
+
+def load_bench_nodes(runtime) -> None:
+    import asyncio
+    if "UltraGenFidelityContext" not in runtime.nodes.NODE_CLASS_MAPPINGS:
+        ok = asyncio.run(runtime.nodes.load_custom_node(str(NODES_FILE), module_parent="custom_nodes"))
+        if not ok:
+            raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
+
+
+def install_weights(runtime, weights: Path) -> str:
+    """Link / copy the weights into the runtime's models/diffusion_models; returns the name UNETLoader takes."""
+    target = runtime.models_dir / "diffusion_models" / MODEL_FILE
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    target.symlink_to(Path(weights).resolve())
+    return MODEL_FILE
+
+
+def proxy_supported() -> str | None:
+    """None, or why UltraGen Proxy Guidance cannot run on this ComfyUI."""
+    import comfy.ldm.wan.model as wan
+    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
+        return "needs ComfyUI 0.33+ (in-context latents)"
+    return None
+
+
+def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
+    return cfg.frames, scenes.NATIVE // 4, scenes.NATIVE // 4  # 4 x 4 px per token
+
+
+def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
+    from ultragen_core.presets import fast_window
+    grid = native_grid(cfg)
+    if mode in ("full", "bicubic"):
+        return None
+    window, shift, glob, fusion = grid, "alternate", True, "band"
+    if mode == "windows":
+        glob, fusion = False, "local_only"
+    elif mode == "quality_gate":
+        fusion = "gate"
+    elif mode == "fast":
+        window, shift = fast_window(grid), "none"
+    return {"class_type": "UltraGenAttentionSettings", "inputs": {
+        "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
+        "global_compression": 0, "fusion": fusion, "global_strength": 1.0, "full_attention_blocks": "",
+        "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
+
+
+def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int) -> dict:
+    """The API prompt of one cell; the result is captured under "out" (the native pass under "native")."""
+    side = scenes.NATIVE // latents.PIXELS * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
+    length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
+
+    def empty(s):
+        return {"class_type": "EmptyHunyuanLatentVideo",
+                "inputs": {"width": side * s, "height": side * s, "length": length, "batch_size": batch}}
+
+    def sampler(model, latent, seed_):
+        return {"class_type": "KSampler", "inputs": {
+            "model": model, "seed": seed_, "steps": cfg.steps, "cfg": 1.0, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": latent,
+            "denoise": 1.0}}
+
+    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
+         "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
+         "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
+    model = ["shifted", 0]
+    settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg)
+    if settings is not None and not (scale == 1 and mode != "fast"):
+        p["settings"] = settings
+        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
+        model = ["apply", 0]
+    two_pass = mode in ("proxy", "coarse_to_fine", "bicubic") and scale > 1
+    if two_pass:
+        p["native_latent"] = empty(1)
+        p["native"] = sampler(["shifted", 0], ["native_latent", 0], seed)
+    if mode == "bicubic" and scale > 1:
+        p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
+        return p
+    if mode == "proxy" and scale > 1:
+        p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
+            "model": model, "proxy": ["native", 0], "strength": 1.0, "neighbourhood": "neighbourhood",
+            "radius_frames": 1, "radius_cells": 2, "seed": 0}}
+        model = ["proxy", 0]
+    if mode == "coarse_to_fine" and scale > 1:
+        p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {
+            "samples": ["native", 0], "upscale_method": "bicubic", "scale_by": float(scale)}}
+        p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": 1.0,
+            "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
+            "latent_image": ["upscaled", 0], "start_at_step": round(cfg.c2f_start * cfg.steps),
+            "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    else:
+        p["latent"] = empty(scale)
+        p["sample"] = sampler(model, ["latent", 0], seed + 1 if two_pass else seed)
+    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}
+    return p
+
+
+def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
+    """cfg.samples videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
+    from harness import captured
+    seed = cfg.seed * 100_003 + 1000 * scale
+    if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
+        runs = [(seed + i, 1) for i in range(cfg.samples)]
+    else:
+        runs = [(seed, cfg.samples)]
+    out = []
+    for s, batch in runs:
+        captured().pop("out", None)
+        runtime.run(prompt(mode, model_name, scale, cfg, s, batch))
+        out.append(captured()["out"].float().cpu())
+    frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
+    if mode == "bicubic" and scale > 1:
+        n, t = frames.shape[:2]
+        frames = F.interpolate(frames.flatten(0, 1), scale_factor=scale, mode="bicubic", align_corners=False)
+        frames = frames.clamp(0, 1).unflatten(0, (n, t))
+    return frames
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+def mean_sem(values) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"), len(v)
+
+
+def summarise(videos: np.ndarray, scale: int, reference: dict) -> dict:
+    rows = [metrics.per_video(v, scale) for v in videos]
+    out = {k: mean_sem([r[k] for r in rows]) for k in ("count_error", "duplication", "continuity")}
+    out["size_ratio"] = mean_sem([r["size"] / reference["size"] for r in rows])
+    out.update(metrics.set_distances(videos, scale, reference))
+    out["videos"] = len(rows)
+    return out
+
+
+def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[dict, dict]:
+    """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids."""
+    results = {"config": asdict(cfg), "cells": []}
+    samples: dict[tuple[int, str], np.ndarray] = {}
+    why_no_proxy = proxy_supported()
+    for scale in cfg.scales:
+        t0 = time.time()
+        pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
+        reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
+        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, cfg.samples, cfg.frames), scale,
+                                               cfg.frames, device))
+        samples[(scale, "ground_truth")] = truth
+        results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
+                                 "seconds": round(time.time() - t0, 2), **summarise(truth, scale, reference)})
+        for mode in cfg.modes:
+            cell = {"scale": scale, "mode": mode}
+            if scale == 1 and mode not in NATIVE_MODES:
+                continue
+            if mode == "proxy" and why_no_proxy:
+                results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
+                continue
+            t0 = time.time()
+            try:
+                videos = metrics.to_numpy(generate(runtime, mode, model_name, scale, cfg))
+            except Exception as e:  # one broken cell must not lose the others' results
+                log.exception("cell %s x%d failed", mode, scale)
+                results["cells"].append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
+                continue
+            seconds = time.time() - t0
+            samples[(scale, mode)] = videos
+            cell.update(status="ok", seconds=round(seconds, 2), **summarise(videos, scale, reference))
+            results["cells"].append(cell)
+            log.info("x%d %-15s %.1f s  count error %.3f  duplication %.3f", scale, mode, seconds,
+                     cell["count_error"][0], cell["duplication"][0])
+    return results, samples
+
+
+# --- outputs -----------------------------------------------------------------------------------------------
+
+COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
+           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4))
+
+
+def fmt(value, digits: int) -> str:
+    m, e = value[0], value[1]
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "n/a"
+    return f"{m:.{digits}f}" + ("" if e is None or math.isnan(e) else f" ± {e:.{digits}f}")
+
+
+def markdown_table(results: dict) -> str:
+    head = "| scale | mode | videos | " + " | ".join(c[1] for c in COLUMNS) + " | s / cell |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for c in results["cells"]:
+        if c["status"] != "ok":
+            lines.append(f"| x{c['scale']} | {c['mode']} | 0 | " + " | ".join(c["status"] for _ in COLUMNS) + " | |")
+            continue
+        cells = [fmt(c[k], d) for k, _, d in COLUMNS]
+        lines.append(f"| x{c['scale']} | {c['mode']} | {c['videos']} | " + " | ".join(cells) + f" | {c['seconds']} |")
+    return "\n".join(lines)
+
+
+def write_grids(samples: dict, out: Path, frames: int) -> list[Path]:
+    """One PNG per scale: a row per mode (ground truth first), three frames of the cell's first video."""
+    import cv2
+    paths = []
+    picks = sorted({0, frames // 2, frames - 1})
+    for scale in sorted({s for s, _ in samples}):
+        rows = []
+        for (s, mode), videos in samples.items():
+            if s != scale:
+                continue
+            strip = np.concatenate([videos[0, t] for t in picks], 1)  # (S, len(picks) * S, 3)
+            label = np.full((strip.shape[0], 170, 3), 1.0, np.float32)
+            img = np.concatenate([label, strip], 1)
+            img = (img[:, :, ::-1] * 255).round().astype(np.uint8).copy()  # BGR for OpenCV
+            cv2.putText(img, mode, (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.pad(img, ((0, 4), (0, 0), (0, 0)), constant_values=255))
+        path = out / f"samples_x{scale}.png"
+        cv2.imwrite(str(path), np.concatenate(rows, 0))
+        paths.append(path)
+    return paths
+
+
+def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results["grids"] = [p.name for p in write_grids(samples, out, frames)]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown_table(results) + "\n")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", type=Path, required=True, help="the bench model (bench/fidelity/train.py)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--samples", type=int, default=EvalConfig.samples)
+    ap.add_argument("--steps", type=int, default=EvalConfig.steps)
+    ap.add_argument("--scales", default="1,2,3")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = smoke_config() if args.smoke else EvalConfig(
+        scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
+        samples=args.samples, steps=args.steps)
+    return run_evaluation(args.weights, args.out, cfg, args.smoke)
+
+
+def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runtime=None) -> dict:
+    cuda = torch.cuda.is_available() and not smoke
+    if smoke:
+        torch.set_num_threads(1)
+    if runtime is None:
+        import tempfile
+        runtime = make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)
+    if str(PACK) not in sys.path:
+        sys.path.append(str(PACK))  # ultragen_core for the fast preset's windows (last: the pack's nodes/
+        # package must not hide ComfyUI's nodes module)
+    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu")
+    results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
+    write_outputs(results, samples, out, cfg.frames)
+    return results
+
+
+if __name__ == "__main__":
+    main()

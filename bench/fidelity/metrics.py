@@ -1,0 +1,137 @@
+"""What the fidelity bench measures in decoded videos, per video (aggregated with error bars by evaluate.py).
+
+Objects are found by colour: a pixel belongs to palette colour k when each of its channels is within TOL of
+that colour (the backgrounds are far less saturated), and the 8-connected components of those pixels,
+larger than MIN_AREA_FRACTION of the smallest object the scenes can hold, are the objects. Every training
+scene holds 1-3 objects, each colour at most once, moving at most SPEED[1] units per frame. Per video:
+
+- ``count_error``: per frame, extra blobs of one colour (a duplicated object) + missing objects below 1 +
+  objects beyond 3, averaged over frames (ground truth: 0).
+- ``duplication``: fraction of frames in which some colour appears as two or more blobs (ground truth: 0).
+- ``size``: mean sqrt(area) / scale of the largest blob of each colour, in native units; evaluate.py
+  divides it by the same number measured on ground-truth renders at the same scale (1 = right size).
+- ``continuity``: per colour seen in the video, the share of consecutive frame pairs in which it keeps one
+  blob, present in both frames, whose centre moves at most MAX_STEP units (ground truth: 1). NaN when no
+  object is seen (count_error counts that video).
+
+Per set of videos (a cell), ``set_distances``: the Jensen-Shannon divergence (base 2, 0..1) between the
+pooled histograms of the set and of ground-truth renders at the same scale, with a bootstrap error over the
+set's videos: ``colour_js``, joint RGB (4 bins per channel); ``edge_js``, the luminance gradient magnitude
+per native unit (blur, ringing and tiling artefacts move it). Scenes differ a lot from each other, so a
+single video's histogram says little: only pooled histograms are compared.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from scenes import PALETTE, RADIUS, SPEED
+
+TOL = 0.22
+MIN_AREA_FRACTION = 0.15
+SMALLEST_AREA = 3 * math.sqrt(3) / 4 * RADIUS[0] ** 2  # the smallest triangle, square units
+MAX_STEP = 2 * SPEED[1]  # units per frame
+COLOUR_BINS = 4
+EDGE_BINS = np.linspace(0.0, 0.6, 25)  # luminance change per native unit
+
+
+def detect(frame: np.ndarray, scale: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Blobs per palette colour in one frame (H, W, 3) float in [0, 1]: [(area px, cx units, cy units)]."""
+    min_area = MIN_AREA_FRACTION * SMALLEST_AREA * scale * scale
+    out = {}
+    for name, rgb in PALETTE.items():
+        mask = (np.abs(frame - np.asarray(rgb, np.float32)).max(-1) < TOL).astype(np.uint8)
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        out[name] = [(float(stats[i, cv2.CC_STAT_AREA]), float(centroids[i, 0] + 0.5) / scale,
+                      float(centroids[i, 1] + 0.5) / scale)
+                     for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    return out
+
+
+def video_objects(video: np.ndarray, scale: int) -> list[dict[str, list]]:
+    """detect() for every frame of a (T, H, W, 3) video."""
+    return [detect(frame, scale) for frame in video]
+
+
+def colour_histogram(video: np.ndarray) -> np.ndarray:
+    """Joint RGB histogram of a (..., 3) array in [0, 1], normalised."""
+    idx = np.clip((video.reshape(-1, 3) * COLOUR_BINS).astype(np.int64), 0, COLOUR_BINS - 1)
+    flat = (idx[:, 0] * COLOUR_BINS + idx[:, 1]) * COLOUR_BINS + idx[:, 2]
+    h = np.bincount(flat, minlength=COLOUR_BINS ** 3).astype(np.float64)
+    return h / h.sum()
+
+
+def edge_histogram(video: np.ndarray, scale: int) -> np.ndarray:
+    """Histogram of the luminance gradient magnitude per native unit of a (T, H, W, 3) video, normalised."""
+    lum = video @ np.asarray([0.299, 0.587, 0.114], np.float32)  # (T, H, W)
+    gx, gy = np.diff(lum, axis=2)[:, :-1, :], np.diff(lum, axis=1)[:, :, :-1]
+    mag = np.sqrt(gx * gx + gy * gy) * scale  # per unit: comparable across scales
+    h, _ = np.histogram(np.clip(mag, 0, EDGE_BINS[-1] - 1e-6), bins=EDGE_BINS)
+    return h / max(h.sum(), 1)
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint)."""
+    m = (p + q) / 2
+
+    def kl(a):
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def per_video(video: np.ndarray, scale: int) -> dict[str, float]:
+    """The per-video metrics of one (T, H, W, 3) video in [0, 1] rendered / generated at ``scale``."""
+    objects = video_objects(video, scale)
+    errors, dup, sizes = [], [], []
+    for frame in objects:
+        counts = {k: len(v) for k, v in frame.items()}
+        total = sum(counts.values())
+        errors.append(sum(max(0, n - 1) for n in counts.values()) + max(0, 1 - total) + max(0, total - 3))
+        dup.append(any(n >= 2 for n in counts.values()))
+        sizes += [math.sqrt(max(b[0] for b in blobs)) / scale for blobs in frame.values() if blobs]
+    pairs = breaks = 0
+    for colour in PALETTE:
+        seen = [f[colour] for f in objects]
+        if not any(seen):
+            continue
+        for a, b in zip(seen[:-1], seen[1:]):
+            pairs += 1
+            if len(a) != 1 or len(b) != 1 or math.dist(a[0][1:], b[0][1:]) > MAX_STEP:
+                breaks += 1
+    return {"count_error": float(np.mean(errors)), "duplication": float(np.mean(dup)),
+            "size": float(np.mean(sizes)) if sizes else float("nan"),
+            "continuity": 1 - breaks / pairs if pairs else float("nan")}
+
+
+def histograms(videos: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per video of (N, T, H, W, 3): colour and edge histograms, (N, 512) and (N, 24)."""
+    return (np.stack([colour_histogram(v) for v in videos]), np.stack([edge_histogram(v, scale) for v in videos]))
+
+
+def set_distances(videos: np.ndarray, scale: int, reference: dict, boot: int = 50, seed: int = 0) -> dict:
+    """colour_js / edge_js of a set of videos against reference_stats(), each as (value, bootstrap std)."""
+    hists = histograms(videos, scale)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, h, ref in (("colour_js", hists[0], reference["colour_hist"]), ("edge_js", hists[1], reference["edge_hist"])):
+        value = js_divergence(h.mean(0), ref)
+        draws = [js_divergence(h[rng.integers(0, len(h), len(h))].mean(0), ref) for _ in range(boot)]
+        out[name] = (value, float(np.std(draws)))
+    return out
+
+
+def reference_stats(videos: np.ndarray, scale: int) -> dict:
+    """Pooled histograms and mean object size of ground-truth videos (N, T, H, W, 3) at ``scale``."""
+    colour, edge = histograms(videos, scale)
+    return {"colour_hist": colour.mean(0), "edge_hist": edge.mean(0),
+            "size": float(np.nanmean([per_video(v, scale)["size"] for v in videos]))}
+
+
+def to_numpy(frames: torch.Tensor) -> np.ndarray:
+    """(B, T, 3, H, W) tensor -> (B, T, H, W, 3) float32 numpy."""
+    return frames.permute(0, 1, 3, 4, 2).float().cpu().numpy()

@@ -1,0 +1,83 @@
+"""docs/FIDELITY.md from a fidelity bench run (bench/fidelity/run.py's results.json), or its skeleton.
+
+    python bench/fidelity/report.py results.json > docs/FIDELITY.md
+    python bench/fidelity/report.py --skeleton > docs/FIDELITY.md
+    python bench/fidelity/report.py --smoke   # the report of a made-up one-cell result: checks the script runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+COMMAND = "COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 4.5"
+
+INTRO = """# Fidelity at 2x and 3x the training size
+
+What each attention mode does to *content* when a video model samples beyond its training size, measured
+with a model of our own: ComfyUI's `WanModel` at a small size (bench/fidelity/train.py), trained on
+procedural videos whose correct content at every size is known (bench/fidelity/scenes.py: 1-3 objects of
+known colour and shape moving over a textured ground with a horizon; at scale s the same scene with s x s
+the pixels). The model samples through ComfyUI's real path (UNETLoader, ModelSamplingSD3, the pack's
+nodes, KSampler), 64 x 64 px (16 x 16 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
+tokens). Latent space: 2 x 2 pixels -> 1 latent pixel of 16 channels, exact (bench/fidelity/latents.py).
+
+Command (one H200, about 8 minutes: 4.5 training, the rest evaluating):
+
+    {command}
+
+Metrics (bench/fidelity/metrics.py), per cell over N videos (mean ± standard error; JS: bootstrap std):
+count error (extra blobs of one colour + missing + beyond 3, per frame; 0 is right), duplication (share of
+frames with one colour twice), size ratio (object size vs. ground truth at that scale; 1 is right),
+continuity (share of frame pairs in which each object keeps one blob and moves plausibly; 1 is right),
+colour JS / edge JS (Jensen-Shannon divergence of pooled colour / gradient histograms vs. ground truth
+renders; the ground_truth row is the floor of an independent set of renders).
+"""
+
+
+def body(results: dict) -> str:
+    from evaluate import markdown_table
+    lines = [f"Device: {results.get('device', '?')}; configuration: `{json.dumps(results.get('config', {}))}`."]
+    train = results.get("train")
+    if train:
+        lines.append(f"Training: {train['steps']} steps in {train['seconds']} s, batch {train['batch']}, "
+                     f"loss {train['loss_first']:.3f} -> {train['loss_last50']:.3f} (mean of the last 50), "
+                     f"model {train['model']}.")
+    lines += ["", markdown_table(results), ""]
+    for name in results.get("grids", []):
+        lines.append(f"![samples {name}](fidelity/{name})")
+    return "\n".join(lines)
+
+
+def skeleton() -> str:
+    return ("## Results\n\nNot measured yet: the table is written here from the GPU run's results.json by "
+            "`python bench/fidelity/report.py results.json > docs/FIDELITY.md`.\n\n"
+            "## What the numbers suggest for the defaults\n\nTo be written from the measured table; no default "
+            "changes until then.\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", nargs="?", type=Path, help="results.json of bench/fidelity/run.py")
+    ap.add_argument("--skeleton", action="store_true", help="the page without results")
+    ap.add_argument("--smoke", action="store_true", help="report a made-up one-cell result")
+    args = ap.parse_args(argv)
+    text = INTRO.format(command=COMMAND) + "\n"
+    if args.smoke:
+        cell = {"scale": 2, "mode": "quality_band", "status": "ok", "videos": 2, "seconds": 1.0,
+                **{k: [0.0, 0.0, 2] for k in ("count_error", "duplication", "size_ratio", "continuity")},
+                "colour_js": [0.1, 0.01], "edge_js": [0.01, 0.001]}
+        text += "## Results (smoke: made-up numbers)\n\n" + body({"device": "cpu", "cells": [cell]})
+    elif args.skeleton or args.results is None:
+        text += skeleton()
+    else:
+        text += "## Results\n\n" + body(json.loads(args.results.read_text())) + "\n\n" + \
+            "## What the numbers suggest for the defaults\n\n(to be written from the table)\n"
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

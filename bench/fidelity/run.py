@@ -1,0 +1,78 @@
+"""The fidelity bench in one command: train the bench model, then evaluate every attention mode.
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 4.5
+    COMFYUI_PATH=... python bench/fidelity/run.py --out DIR --weights bench/fidelity/weights/ultragen_fidelity_wan.safetensors
+    COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
+
+Writes into DIR: ultragen_fidelity_wan.safetensors and train.json (unless --weights is given), results.json,
+results.md (the table) and samples_x<scale>.png (a row of frames per mode). docs/FIDELITY.md is made from
+results.json by bench/fidelity/report.py. Without --out, a smoke run writes into a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+import evaluate  # noqa: E402
+import train  # noqa: E402
+from smoke import banner  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=None, help="output folder (a smoke run without it: a temporary one)")
+    ap.add_argument("--minutes", type=float, default=4.5, help="training budget, wall clock")
+    ap.add_argument("--weights", type=Path, default=None, help="evaluate these weights instead of training")
+    ap.add_argument("--samples", type=int, default=evaluate.EvalConfig.samples, help="videos per cell")
+    ap.add_argument("--steps", type=int, default=evaluate.EvalConfig.steps, help="sampling steps")
+    ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
+    ap.add_argument("--modes", default=",".join(evaluate.MODES))
+    ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.out is None:
+        if not args.smoke:
+            ap.error("--out is needed (only a smoke run writes into a temporary folder)")
+        args.out = Path(tempfile.mkdtemp(prefix="ultragen_fidelity_out_"))
+    if not args.smoke and not torch.cuda.is_available():
+        sys.exit("bench/fidelity/run.py trains on CUDA; on a machine without a GPU run it with --smoke.")
+    if args.smoke:
+        print(banner("a 2-block model of width 128, 3 training steps, 2 frames; "
+                     "one cell (x2: full, quality_band), 2 videos, 2 sampling steps",
+                     "bf16 training, the x1 / x3 cells and the other modes"))
+        torch.set_num_threads(1)
+    cuda = torch.cuda.is_available() and not args.smoke
+    runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
+    t0 = time.time()
+    trained = None
+    if args.weights is None:
+        trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else 32, 4e-4,
+                              2 if args.smoke else train.scenes.FRAMES)
+        weights = Path(trained["weights"])
+    else:
+        weights = args.weights
+    cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
+        scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
+        samples=args.samples, steps=args.steps)
+    t1 = time.time()
+    results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime)
+    results["train"] = trained
+    results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(evaluate.markdown_table(results))
+    print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Procedural videos with known content, at any scale (pure torch / numpy; no ComfyUI).
+
+A scene: a sky and a textured ground split by a horizon, and 1-3 objects (disc, square, triangle), each in
+its own saturated colour from PALETTE, moving in straight lines without touching each other. Everything is
+defined in *native units* (the native frame is NATIVE x NATIVE units); rendering at scale s samples it with
+s x s pixels per unit, so the scene at scale 2 is the scene at scale 1 with twice the pixels per side and
+objects twice as large: the correct high-resolution content is known.
+
+    params = sample_scenes(seed, count)                       # list of Scene (numbers only)
+    frames = render(params, scale=2, frames=8)                # (B, T, 3, 2*NATIVE, 2*NATIVE) float in [0, 1]
+    truth = ground_truth(params, frames=8)                    # per video: objects, per frame centre / size
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+NATIVE = 64  # native frame size in units (= pixels at scale 1)
+FRAMES = 8  # video frames of the bench (one latent frame each)
+SHAPES = ("disc", "square", "triangle")
+# Object colours (RGB in 0..1): saturated, far from every background colour (backgrounds stay below
+# a saturation of about 0.3), so objects are found by colour alone (metrics.detect).
+PALETTE = {"red": (0.92, 0.12, 0.12), "green": (0.12, 0.78, 0.18), "blue": (0.15, 0.25, 0.95),
+           "yellow": (0.95, 0.85, 0.08)}
+COLOURS = tuple(PALETTE)
+RADIUS = (5.0, 9.0)  # object half-size in units (disc radius, half the square's side, triangle circumradius)
+SPEED = (0.8, 2.5)  # units per frame
+TEXTURE_WAVES = 3
+
+
+@dataclass(frozen=True)
+class Obj:
+    shape: str
+    colour: str
+    radius: float  # units
+    start: tuple[float, float]  # centre (x, y) at frame 0, units
+    velocity: tuple[float, float]  # units per frame
+
+    def centre(self, t: int) -> tuple[float, float]:
+        return self.start[0] + self.velocity[0] * t, self.start[1] + self.velocity[1] * t
+
+    @property
+    def area(self) -> float:
+        """Area in square units (scale s: s^2 times as many pixels)."""
+        r = self.radius
+        return {"disc": math.pi * r * r, "square": 4 * r * r, "triangle": 3 * math.sqrt(3) / 4 * r * r}[self.shape]
+
+
+@dataclass(frozen=True)
+class Scene:
+    horizon: float  # y of the horizon, units
+    sky: tuple[float, float, float]
+    ground: tuple[float, float, float]
+    waves: tuple[tuple[float, float, float, float], ...]  # ground texture: (kx, ky, phase, amplitude)
+    objects: tuple[Obj, ...]
+
+
+def _pale(rng: np.random.Generator, base: float, spread: float) -> tuple[float, float, float]:
+    grey = base + rng.uniform(-spread, spread)
+    return tuple(float(np.clip(grey + rng.uniform(-0.07, 0.07), 0, 1)) for _ in range(3))
+
+
+def _objects(rng: np.random.Generator, frames: int) -> tuple[Obj, ...]:
+    """1-3 objects of distinct colours that stay inside the frame and never come closer than 2 units."""
+    n = int(rng.integers(1, 4))
+    colours = rng.permutation(len(COLOURS))[:n]
+    placed: list[Obj] = []
+    for colour in colours:
+        for _ in range(100):  # rejection sampling; a scene keeps the objects that fit
+            r = float(rng.uniform(*RADIUS))
+            speed, angle = rng.uniform(*SPEED), rng.uniform(0, 2 * math.pi)
+            v = (speed * math.cos(angle), speed * math.sin(angle))
+            lo, hi = r + 1, NATIVE - r - 1
+            # the whole path inside [lo, hi]: pick the start among the allowed ones
+            xs = (max(lo, lo - v[0] * (frames - 1)), min(hi, hi - v[0] * (frames - 1)))
+            ys = (max(lo, lo - v[1] * (frames - 1)), min(hi, hi - v[1] * (frames - 1)))
+            if xs[0] >= xs[1] or ys[0] >= ys[1]:
+                continue
+            obj = Obj(SHAPES[int(rng.integers(len(SHAPES)))], COLOURS[colour], r,
+                      (float(rng.uniform(*xs)), float(rng.uniform(*ys))), v)
+            if all(math.dist(obj.centre(t), o.centre(t)) > 1.2 * (obj.radius + o.radius) + 2
+                   for o in placed for t in range(frames)):
+                placed.append(obj)
+                break
+    return tuple(placed)
+
+
+def sample_scenes(seed: int, count: int, frames: int = FRAMES) -> list[Scene]:
+    """``count`` scenes, a deterministic function of ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        waves = tuple((float(rng.uniform(-0.35, 0.35)), float(rng.uniform(0.1, 0.6)), float(rng.uniform(0, 2 * math.pi)),
+                       float(rng.uniform(0.03, 0.08))) for _ in range(TEXTURE_WAVES))
+        out.append(Scene(horizon=float(rng.uniform(0.3, 0.6) * NATIVE), sky=_pale(rng, 0.72, 0.12),
+                         ground=_pale(rng, 0.38, 0.12), waves=waves, objects=_objects(rng, frames)))
+    return out
+
+
+def _coverage(sd: torch.Tensor, scale: float) -> torch.Tensor:
+    """Anti-aliased inside-ness from a signed distance in units: one pixel of soft edge at every scale."""
+    return (0.5 - sd * scale).clamp(0, 1)
+
+
+def _sdf(shape: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Signed distance (units, < 0 inside) to each object's shape centred at the origin.
+
+    shape: (...) index into SHAPES; x, y: (..., S, S) offsets from the centre; r: (...) radius."""
+    r = r[..., None, None]
+    disc = torch.sqrt(x * x + y * y) - r
+    square = torch.maximum(x.abs(), y.abs()) - r
+    # upright equilateral triangle of circumradius r: three half-planes at distance r / 2 from the centre
+    # (outward normals: down, and the two upper sides at 210 and 330 degrees; y grows downwards)
+    sides = [y - r / 2] + [x * math.cos(a) + y * math.sin(a) - r / 2 for a in (math.radians(210), math.radians(330))]
+    triangle = torch.maximum(torch.maximum(sides[0], sides[1]), sides[2])
+    shape = shape[..., None, None]
+    return torch.where(shape == 0, disc, torch.where(shape == 1, square, triangle))
+
+
+def render(scenes: list[Scene], scale: int = 1, frames: int = FRAMES, device="cpu") -> torch.Tensor:
+    """The videos at ``scale`` (pixels per unit): (B, T, 3, S, S) float32 in [0, 1], S = scale * NATIVE.
+
+    Batched over videos, frames and objects (the training loop renders its batches on the GPU)."""
+    B, K, size = len(scenes), 3, NATIVE * scale
+    f32 = dict(device=device, dtype=torch.float32)
+    coords = (torch.arange(size, **f32) + 0.5) / scale  # pixel centres, units
+    y, x = coords[:, None], coords[None, :]  # (S, 1), (1, S)
+    # background: (B, 3, S, S)
+    waves = torch.tensor([sc.waves for sc in scenes], **f32)  # (B, N, 4)
+    kx, ky, ph, amp = (waves[..., i, None, None] for i in range(4))  # (B, N, 1, 1)
+    texture = (amp * torch.sin(2 * math.pi * (kx * x + ky * y) / 8 + ph)).sum(1)  # (B, S, S)
+    horizon = torch.tensor([sc.horizon for sc in scenes], **f32)[:, None, None]
+    ground_mix = _coverage(horizon - y, scale)[:, None]  # (B, 1, S, S): 1 below the horizon
+    sky = torch.tensor([sc.sky for sc in scenes], **f32)[:, :, None, None] * (0.9 + 0.2 * y / NATIVE)
+    ground = torch.tensor([sc.ground for sc in scenes], **f32)[:, :, None, None] * (1 + texture[:, None])
+    video = (sky * (1 - ground_mix) + ground * ground_mix).clamp(0, 1)[:, None].repeat(1, frames, 1, 1, 1)
+    # objects, padded to K per video: (B, K) tensors
+    pad = Obj("disc", COLOURS[0], 0.0, (0.0, 0.0), (0.0, 0.0))
+    objs = [list(sc.objects) + [pad] * (K - len(sc.objects)) for sc in scenes]
+    present = torch.tensor([[i < len(sc.objects) for i in range(K)] for sc in scenes], device=device)
+    shape = torch.tensor([[SHAPES.index(o.shape) for o in row] for row in objs], device=device)
+    radius = torch.tensor([[o.radius for o in row] for row in objs], **f32)
+    colour = torch.tensor([[PALETTE[o.colour] for o in row] for row in objs], **f32)  # (B, K, 3)
+    start = torch.tensor([[o.start for o in row] for row in objs], **f32)  # (B, K, 2)
+    vel = torch.tensor([[o.velocity for o in row] for row in objs], **f32)
+    t = torch.arange(frames, **f32)
+    centre = start[:, :, None] + vel[:, :, None] * t[None, None, :, None]  # (B, K, T, 2)
+    for k in range(K):
+        cx, cy = centre[:, k, :, 0, None, None], centre[:, k, :, 1, None, None]  # (B, T, 1, 1)
+        sd = _sdf(shape[:, k, None].expand(B, frames), x - cx, y - cy, radius[:, k, None].expand(B, frames))
+        cov = (_coverage(sd, scale) * present[:, k, None, None, None])[:, :, None]  # (B, T, 1, S, S)
+        video = video * (1 - cov) + colour[:, k, None, :, None, None] * cov
+    return video
+
+
+def ground_truth(scenes: list[Scene], frames: int = FRAMES) -> list[dict]:
+    """Per video: the objects (shape, colour, area in square units) and their centres per frame (units)."""
+    return [{"count": len(sc.objects),
+             "objects": [{"shape": o.shape, "colour": o.colour, "radius": o.radius, "area": o.area,
+                          "centres": [o.centre(t) for t in range(frames)]} for o in sc.objects]}
+            for sc in scenes]

@@ -1,0 +1,60 @@
+"""The fidelity bench's pipeline in the real ComfyUI runtime, at smoke size: a few training steps of the
+bench model, then one x2 cell sampled through UNETLoader / UltraGen nodes / KSampler, measured and written
+out (bench/fidelity/run.py does the same at full size on a GPU)."""
+import json
+import sys
+
+import pytest
+
+from comfyui_finder import PACK_DIR
+
+sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
+
+
+def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
+    import evaluate
+    import train
+    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
+    assert info["steps"] == 3 and info["loss_first"] > 0
+    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy"), samples=2, steps=2, frames=2, gt_pool=4)
+    evaluate.load_bench_nodes(comfy)
+    results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
+    cells = {c["mode"]: c for c in results["cells"]}
+    assert set(cells) == {"ground_truth", "quality_band", "proxy"}
+    truth = cells["ground_truth"]
+    assert truth["count_error"][0] == 0 and truth["duplication"][0] == 0 and truth["continuity"][0] == 1
+    band = cells["quality_band"]
+    assert band["status"] == "ok" and band["videos"] == 2
+    assert 0 <= band["count_error"][0] and 0 <= band["colour_js"][0] <= 1 and 0 <= band["edge_js"][0] <= 1
+    if evaluate.proxy_supported() is None:
+        assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 2
+    else:
+        assert cells["proxy"]["status"].startswith("skipped: needs ComfyUI 0.33")
+    assert json.loads((tmp_path / "results.json").read_text())["cells"] == json.loads(json.dumps(results["cells"]))
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert len(table) == 2 + 3 and "| x2 | quality_band | 2 |" in table[3]
+    import cv2
+    grid = cv2.imread(str(tmp_path / "samples_x2.png"))
+    rows = 2 if evaluate.proxy_supported() else 3
+    assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
+
+
+def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
+    """Prompts of every mode validate in this ComfyUI (proxy only where it runs), with the latent sizes the
+    scale asks for."""
+    import evaluate
+    evaluate.load_bench_nodes(comfy)
+    cfg = evaluate.EvalConfig(frames=2)
+    for mode in evaluate.MODES:
+        if mode == "proxy" and evaluate.proxy_supported():
+            continue
+        p = evaluate.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
+        latent = p.get("latent", p.get("native_latent"))["inputs"]
+        assert latent["length"] == 5
+        assert latent["width"] == (768 if "latent" in p else 256)  # 8 x the latent: 96 (x3) or 32 (x1) wide
+        if mode == "full" or mode == "bicubic":
+            assert "apply" not in p
+        else:
+            assert p["settings"]["inputs"]["window_h"] == (6 if mode == "fast" else 16)
+        ok, error, _, node_errors = comfy.validate(p)
+        assert not ok and "missing.safetensors" in json.dumps(node_errors), (mode, error, node_errors)
