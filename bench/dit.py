@@ -76,11 +76,12 @@ BENCH_KWARGS = "ultragen_bench_kwargs"  # more keyword arguments of the model ca
 def patch(model, grid, settings, native):
     """Install the pack's own per-block patch objects; returns the options for :func:`step`, and the plan."""
     from ultragen_core.adapters.base import CallState, PatchHolder
-    from ultragen_core.adapters.wan import ChunkedFeedForward, TokenMajorEmbedding, WanSelfAttentionPatch
+    from ultragen_core.adapters.wan import ChunkedFeedForward, StreamedWanBlock, TokenMajorEmbedding, WanSelfAttentionPatch
     holder = PatchHolder(settings, native, len(model.blocks))
     for i, block in enumerate(model.blocks):
         block.self_attn.forward = WanSelfAttentionPatch(holder, "blocks", i)
         block.ffn.forward = ChunkedFeedForward(i)
+        block.forward = StreamedWanBlock(holder, i)  # streams only with a --memory-budget below the need
     model.patch_embedding.forward = TokenMajorEmbedding()
     plan = holder.plan_for(grid)
     return {BENCH_CALL: CallState(model, plan, True)}, plan
@@ -206,6 +207,10 @@ def main():
     ap.add_argument("--proxy", default="",
                     help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
                          "(comma separated; needs ComfyUI 0.33+)")
+    ap.add_argument("--memory-budget", type=float, default=0.0,
+                    help="GB a patched call may use (UltraGen Attention Settings' memory_budget_gb); 0 = no limit")
+    ap.add_argument("--only", default="",
+                    help="run only the variants whose label contains this text (e.g. proxy)")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
@@ -246,6 +251,8 @@ def main():
                 variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
             pair = None  # unpatched seconds for the blocks run
             for label, settings in variants:
+                if args.only and args.only not in label:
+                    continue
                 if settings in (None, "relayout") and (n > args.skip_unpatched_above or args.full_depth):
                     continue
                 if settings == "checkpoint" and pair is None:
@@ -265,6 +272,13 @@ def main():
                         continue
                 else:
                     options, plan = patch(model, grid, settings, native)
+                if args.memory_budget and plan is not None:  # as the diffusion-model wrapper plans a call
+                    from ultragen_core.memory import plan_memory
+                    call = options[BENCH_CALL]
+                    tokens = n + (call.proxy.tokens if call.proxy is not None else 0)
+                    call.memory = plan_memory(tokens, 1, cfg["dim"], cfg["ffn_dim"], x.element_size(), device,
+                                              args.memory_budget, math.prod(plan.window))
+                    label += f", budget {args.memory_budget:g} GB ({call.memory.chunks} chunks per block)"
                 secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
                                      warmup=not args.full_depth)
                 share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
@@ -287,6 +301,7 @@ def main():
                     model.__dict__.pop("forward", None)
                     model.patch_embedding.__dict__.pop("forward", None)
                     for block in model.blocks:  # back to the unpatched forward
+                        block.__dict__.pop("forward", None)
                         block.self_attn.__dict__.pop("forward", None)
                         block.ffn.__dict__.pop("forward", None)
             del model, x, ctx
