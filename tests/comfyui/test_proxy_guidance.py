@@ -74,3 +74,26 @@ def test_proxy_guidance_refuses_what_it_cannot_run(comfy):
     p["proxy_latent"]["inputs"]["channels"] = 48  # a Wan 2.2 5B latent for a 16-channel model
     with pytest.raises(PromptFailed, match="takes video latents of 16 channels"):
         comfy.run(p)
+
+
+def test_image_to_video_takes_a_video_latent_proxy_with_the_start_image_condition_resized(comfy):
+    """Wan I2V's input is the noisy video (16 channels) plus the start image's mask and latent (20 channels):
+    the proxy is a 16-channel LATENT of a first pass; the video's condition is resized to the proxy."""
+    needs_in_context_latents(comfy)
+    from test_apply import WAN_I2V
+    name = model_file(comfy, WAN_I2V)
+    plain = run(comfy, sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), cfg=1.0, denoise=0.5))
+    assert torch.equal(run(comfy, guided(name, 0.0)), plain)  # strength 0: the model unchanged
+    one, other = run(comfy, guided(name, 1.0)), run(comfy, guided(name, 1.0, proxy_seed=6))
+    assert per_token(one, plain).min() > 0 and per_token(one, other).min() > 0
+    assert torch.isfinite(one).all()
+
+
+def test_the_start_image_condition_keeps_frame_0_and_averages_areas(comfy):
+    from ultragen_core.adapters.wan_proxy import condition_at
+    cond = torch.arange(2 * 3 * 5 * 4 * 6, dtype=torch.float32).reshape(2, 3, 5, 4, 6)
+    small = condition_at(cond, (3, 2, 3))
+    assert small.shape == (2, 3, 3, 2, 3)
+    torch.testing.assert_close(small[:, :, 0], torch.nn.functional.avg_pool2d(cond[:, :, 0], 2))  # frame 0 stays
+    torch.testing.assert_close(small[:, :, 2], torch.nn.functional.avg_pool2d(cond[:, :, 4], 2))  # last on last
+    assert torch.equal(condition_at(cond, (5, 4, 6)), cond)  # the same size: unchanged

@@ -45,14 +45,14 @@ def apply_proxy_guidance(model, proxy_samples, settings: "wan_proxy.ProxySetting
     if not wan_proxy.supports_context_latents(dm):
         raise NotImplementedError(
             f"UltraGen proxy guidance runs the proxy as an in-context latent, which {type(dm).__name__} of this "
-            "ComfyUI does not take (ComfyUI 0.33 or later with a Wan T2V / TI2V model is needed). Update ComfyUI, "
+            "ComfyUI does not take (ComfyUI 0.33 or later with a Wan T2V, I2V or TI2V model is needed). Update ComfyUI, "
             "or sample without UltraGen Proxy Guidance.")
-    channels = getattr(getattr(dm, "patch_embedding", None), "in_channels", None)
+    channels = getattr(dm, "out_dim", None) or getattr(getattr(dm, "patch_embedding", None), "in_channels", None)
     if proxy_samples.ndim != 5 or proxy_samples.shape[1] != channels:
         raise ValueError(f"UltraGen proxy guidance: the proxy latent is {tuple(proxy_samples.shape)}, but this model "
                          f"takes video latents of {channels} channels (B, {channels}, frames, height, width). Connect "
-                         "the LATENT of a first sampling pass with the same model (image-to-video models, whose "
-                         "input carries the start image, are not supported yet).")
+                         "the LATENT of a first sampling pass with the same model (for image-to-video, the first "
+                         "pass's own start-image condition is not needed: the video's is resized to the proxy).")
     options = model.model_options.get("transformer_options", {})
     patched = model.clone() if HOLDER_KEY in options else apply_attention(model, AttentionSettings())
     latent = model.model.process_latent_in(proxy_samples[:1].float()).cpu()  # the model's input space

@@ -118,5 +118,23 @@ def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) ->
         return kwargs, None
     sigma = float(sigmas.max()) if sigmas is not None else 1.0
     proxy = holder.noised(sigma, x.shape[0], x)
+    if x.shape[1] > proxy.shape[1]:  # image-to-video: the model's input carries the start image's condition
+        proxy = torch.cat((proxy, condition_at(x[:, proxy.shape[1]:], proxy.shape[2:])), dim=1)
     latents = list(kwargs.get("context_latents") or []) + [proxy]
     return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
+
+
+def condition_at(condition: torch.Tensor, size) -> torch.Tensor:
+    """The image-to-video condition of the video (mask and start-image latent, (B, Cc, T, h, w)) at the
+    proxy's latent size (T', h', w'): latent frame 0 (the start frame) stays frame 0, later proxy frames take
+    the nearest video frame on the same time span; each frame is area-averaged to the proxy's size."""
+    T, (t, h, w) = condition.shape[2], size
+    if t == 1:
+        frames = torch.zeros(1, dtype=torch.long)
+    else:
+        frames = torch.round(torch.arange(t, dtype=torch.float64) * (T - 1) / (t - 1)).long()
+    picked = condition.index_select(2, frames.to(condition.device))  # (B, Cc, t, h_video, w_video)
+    b, c = picked.shape[:2]
+    flat = picked.transpose(1, 2).reshape(b * t, c, *picked.shape[3:])  # (B*t, Cc, h_video, w_video)
+    small = torch.nn.functional.interpolate(flat.float(), size=(h, w), mode="area").to(condition.dtype)
+    return small.reshape(b, t, c, h, w).transpose(1, 2)  # (B, Cc, t, h, w)
