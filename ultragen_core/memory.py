@@ -79,15 +79,16 @@ def plan_memory(tokens: int, batch: int, dim: int, ffn_dim: int, itemsize: int, 
                 budget_gb: float = 0.0, largest_window: int = 0) -> MemoryPlan:
     """The chunk for one model call of ``batch`` x ``tokens`` tokens of width ``dim``.
 
-    budget_gb: 0 = automatic (free VRAM; no limit off the GPU), else the VRAM in GB (10^9 bytes, as
-        cards are sold) the sampling may use, of which what the device holds now is already spent.
+    budget_gb: 0 = automatic (free VRAM; no limit off the GPU), else the VRAM in GB the sampling may use (GiB,
+        2^30 bytes, as card sizes and ComfyUI's --reserve-vram count), of which what the device holds now is
+        already spent.
     largest_window: tokens of the largest window (attention streams whole windows, so it needs at least
         one; reported in ``fits``).
     """
     full = batch * tokens * dim * itemsize  # one sequence-size tensor
     cuda = device.type == "cuda"
     if budget_gb > 0:
-        budget = int(budget_gb * 1e9) - (torch.cuda.memory_allocated(device) if cuda else 0)
+        budget = int(budget_gb * GiB) - (torch.cuda.memory_allocated(device) if cuda else 0)
         source = f"budget {budget_gb:g} GB (UltraGen Attention Settings)"
     elif cuda:
         budget = _free_memory(device)

@@ -18,7 +18,7 @@ def test_automatic_on_the_cpu_takes_every_token_at_once():
 def test_the_chunk_is_what_the_budget_leaves_after_three_sequence_size_tensors():
     plan = plan_memory(**WAN14B_4K, budget_gb=32, largest_window=21 * 45 * 80)
     full = WAN14B_4K["tokens"] * 5120 * 2
-    expected = (32e9 - 3 * full - MARGIN) // per_token_bytes(5120, 13824, 2)
+    expected = (32 * 1024**3 - 3 * full - MARGIN) // per_token_bytes(5120, 13824, 2)
     assert plan.chunk_tokens == int(expected) and plan.fits
     assert plan.chunks == -(-plan.tokens // plan.chunk_tokens) > 1
     assert "budget 32 GB" in plan.describe() and f"in chunks of {plan.chunk_tokens}" in plan.describe()
