@@ -40,6 +40,7 @@ RES = {"smoke": (512, 1024), "720p": (720, 1280), "1080p": (1088, 1920), "4K": (
 GiB = 1024**3
 
 from comfyui_env import use_comfyui  # noqa: E402
+from smoke import banner  # noqa: E402
 
 
 def parse_run(text: str) -> dict:
@@ -202,6 +203,9 @@ def main() -> None:
         print("RESULT " + json.dumps(child(run, work / f"wan_{run['model']}.safetensors", work / run["spec"].replace(":", "_"),
                                            args.smoke)), flush=True)
         return
+    if args.smoke:
+        print(banner("a WanModel of dim 128 (2 blocks), 512x1024 x 9 frames, streamed in 64-token chunks",
+                     "the card caps and the VRAM peaks"), flush=True)
     runs = [parse_run(r) for r in (["tiny:smoke:0:quality:2", "tiny:smoke:0:fast:2"] if args.smoke
                                    else args.runs.split(","))]
     args.out.mkdir(parents=True, exist_ok=True)

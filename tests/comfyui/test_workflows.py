@@ -173,17 +173,18 @@ def test_converter_follows_dynamic_combos(comfy):
 
 
 def test_workflows_saved_before_the_preset_input_still_load(comfy):
-    """UltraGen Attention Settings gained `preset`, then `native_resolution`, as its last widgets: older
-    files have one or two values less."""
+    """UltraGen Attention Settings gained `preset`, then `native_resolution`, then `memory_budget_gb`, as its
+    last widgets: older files have one, two or three values less."""
     wf = load(PACK_DIR / "workflows" / f"{T2V_14B_4K}.json")
     node = next(n for n in wf["nodes"] if n["type"] == "UltraGenAttentionSettings")
-    assert node["widgets_values"][-2:] == ["quality", "auto"]
-    del node["widgets_values"][-2:]
+    assert node["widgets_values"][-3:] == ["quality", "auto", 0.0]
+    del node["widgets_values"][-3:]
     node["widgets_values"][3] = "alternate"  # the shift value such files hold
     _placeholders(comfy, wf["models"])
     prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
     inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenAttentionSettings")
-    assert "preset" not in inputs and "native_resolution" not in inputs and inputs["shift"] == "alternate" and inputs["end_percent"] == 1.0
+    assert not {"preset", "native_resolution", "memory_budget_gb"} & set(inputs)
+    assert inputs["shift"] == "alternate" and inputs["end_percent"] == 1.0
     ok, error, _, node_errors = comfy.validate(prompt)
     assert ok, f"{error} {node_errors}"
 
