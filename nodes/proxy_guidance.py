@@ -18,7 +18,7 @@ class UltraGenProxyGuidance(io.ComfyNode):
             search_aliases=("proxy", "atlavid", "coarse to fine", "two pass", "low res guide"),
             description="Guide a high-resolution sampling pass with a native-size latent of the same video (a "
                         "first pass): every window also attends to the proxy tokens around it, so objects keep "
-                        "one layout across windows. Needs ComfyUI 0.33+ and a Wan T2V, I2V or TI2V model.",
+                        "one layout across windows. For Wan T2V, I2V and TI2V models.",
             inputs=[
                 io.Model.Input("model", tooltip="A Wan model, with or without UltraGen Apply (without: automatic "
                                                 "windows)."),

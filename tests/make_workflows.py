@@ -379,18 +379,17 @@ def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, pro
 def wan21_14b_proxy_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 14B: 720p proxy -> 4K, guided (UltraGen, ComfyUI 0.33+)
+    g.note(note("""## Wan 2.1 T2V 14B: 720p proxy -> 4K, guided (UltraGen)
 Coarse to fine in two passes. (1) The 14B model samples the video at its native 1280x720 with 41 frames
 (the **proxy**, plain attention: in distribution, fast). (2) The proxy, upscaled to 3840x2160 x 81 frames, is
 re-noised and sampled again at 4K from step 20 of 30 (sigma about 0.8 with shift 8), with UltraGen's windows
 **guided by the proxy**: every window also attends to the proxy tokens around it, so objects keep one layout
 across windows instead of repeating. The proxy is saved too (at a frame rate matching its 41 frames).
-Needs ComfyUI 0.33 or later (in-context latents); on 0.3.64 Proxy Guidance stops with that message.
 Sampler: uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
                 ["t2v_14b", "umt5", "vae21"],
-                "measured on an H200 (docs/BENCHMARKS.md section 5): the 4K pass peaks at 79.4 GiB with the proxy "
-                "(72.0 GiB without), at the limit of an 80 GB card; a step costs 1.1x an unguided 4K step. Use "
-                "fewer frames (e.g. 61) on an 80 GB card. The first pass needs about 25-30 GB."), 0)
+                "measured on an H200 (docs/BENCHMARKS.md sections 5-6): the 4K pass peaks at 79.4 GiB with the "
+                "proxy when nothing limits it, 56.3 GiB with a 70 GB memory budget (the automatic budget follows "
+                "the card's free VRAM); a step costs 1.1x an unguided 4K step. The first pass needs about 25-30 GB."), 0)
     return proxy_to_4k(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B",
                        target="4K UHD (3840x2160)", frames=81, proxy_size=(1280, 720), proxy_frames=41, steps=30,
                        start=20, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_proxy_4K")
@@ -399,12 +398,12 @@ Sampler: uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
 def wan22_5b_proxy_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.2 TI2V 5B: native 1280x704 proxy -> 4K, guided (UltraGen, ComfyUI 0.33+)
+    g.note(note("""## Wan 2.2 TI2V 5B: native 1280x704 proxy -> 4K, guided (UltraGen)
 Coarse to fine in two passes. (1) The 5B model samples the video at its native 1280x704 x 121 frames (the
 **proxy**, plain attention). (2) The proxy, upscaled to 3840x2176 (the 5B needs multiples of 32 px), is
 re-noised and sampled again from step 13 of 20 (sigma about 0.8 with shift 8), with UltraGen's windows
-**guided by the proxy**. The proxy is saved too. Text to video; Proxy Guidance does not take image-to-video
-input yet. Needs ComfyUI 0.33 or later (in-context latents). Sampler: uni_pc, 20 steps, CFG 5, shift 8, 24 fps.""" +
+**guided by the proxy**. The proxy is saved too. Text to video. Sampler: uni_pc, 20 steps, CFG 5, shift 8,
+24 fps.""" +
                 PROXY_NOTE,
                 ["ti2v_5b", "umt5", "vae22"],
                 "not measured; the native 4K 5B workflow is estimated at 30-40 GB, and the proxy's 31x22x40 tokens "
@@ -457,15 +456,14 @@ WORKFLOWS = {
     "UltraGen Wan 2.2 T2V A14B native 1080p": ("Wan 2.2 A14B native 1080p", wan22_a14b_1080p),
     "UltraGen Wan 2.1 I2V 14B native 1080p": ("Wan 2.1 I2V 14B native 1080p", wan21_i2v_1080p),
     "UltraGen compare native 4K vs 720p upscale": ("Native 4K vs 720p + upscale", compare_4k_vs_upscale),
-    "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K": ("Wan 2.1 14B proxy 720p to 4K (0.33+)", wan21_14b_proxy_4k),
-    "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K": ("Wan 2.2 5B proxy 704p to 4K (0.33+)", wan22_5b_proxy_4k),
+    "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K": ("Wan 2.1 14B proxy 720p to 4K", wan21_14b_proxy_4k),
+    "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K": ("Wan 2.2 5B proxy 704p to 4K", wan22_5b_proxy_4k),
     "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("Wan 2.1 14B 4K MultiGPU CFG split (0.33+)",
                                                         wan21_14b_4k_multigpu),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its
-# own). Proxy Guidance runs on 0.33 only as well, but 0.3.64 registers it (and refuses it when it runs), so
-# those two files need no newer registry.
+# own).
 NEWER_NODES = {"UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("MultiGPU_WorkUnits",)}
 # Written by hand (checkpoint mode); main() only redraws its thumbnail.
 HAND_WRITTEN = {"UltraGen checkpoint mode Wan 2.1 1.3B 1080p": "Checkpoint mode: Wan 2.1 1.3B 1080p"}

@@ -61,8 +61,7 @@ def test_attn1_patches_still_get_the_whole_sequence_when_streaming(comfy):
 
 
 def test_proxy_guidance_streams_too(comfy):
-    from test_proxy_guidance import guided, needs_in_context_latents
-    needs_in_context_latents(comfy)
+    from test_proxy_guidance import guided
     name = model_file(comfy, WAN_T2V)
     whole = run(comfy, guided(name, 0.7, patch=settings(window=(1, 4, 4))))
     streamed = run(comfy, guided(name, 0.7, patch=budget(settings(window=(1, 4, 4)), TINY_BUDGET)))

@@ -43,17 +43,6 @@ def needs_registered_nodes(comfy, wf: dict, name: str) -> None:
         pytest.skip(f"{name} needs {', '.join(missing)}, which this ComfyUI does not register (ComfyUI 0.33+)")
 
 
-def needs_in_context_latents(name: str) -> None:
-    """Skip running a proxy-guided workflow where Wan has no in-context latents (ComfyUI 0.3.64 registers
-    UltraGen Proxy Guidance, which then refuses to run, saying so)."""
-    import inspect
-
-    import comfy.ldm.wan.model as wan
-    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
-        pytest.skip(f"{name}: UltraGen Proxy Guidance needs in-context latents, which this ComfyUI's Wan lacks "
-                    "(ComfyUI 0.33+)")
-
-
 def test_all_workflows_are_there_with_thumbnails():
     assert EXPECTED <= {p.stem for p in WORKFLOWS}
     for p in WORKFLOWS:
@@ -289,7 +278,6 @@ def test_tiny_proxy_to_4k_graph_runs_end_to_end(comfy, stem, five_b):
     pass; both videos are saved at their sizes and the guided pass ran on the upscaled proxy."""
     from harness import tiny_wan_vaes
     needs_registered_nodes(comfy, load(PACK_DIR / "workflows" / f"{stem}.json"), stem)
-    needs_in_context_latents(stem)
     prompt, by_type = _tiny_prompt(comfy, stem, five_b=five_b)
     frames = 5 if five_b else 9
     prompt[by_type["UltraGenResolution"][0]]["inputs"]["frames"] = frames

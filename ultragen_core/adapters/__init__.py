@@ -42,11 +42,11 @@ def apply_proxy_guidance(model, proxy_samples, settings: "wan_proxy.ProxySetting
     if adapter_for(model) is not wan:
         raise NotImplementedError("UltraGen proxy guidance supports Wan models only.")
     dm = model.get_model_object("diffusion_model")
-    if not wan_proxy.supports_context_latents(dm):
+    if not wan_proxy.supports_context_latents(dm) and type(dm).__name__ != "WanModel":
         raise NotImplementedError(
-            f"UltraGen proxy guidance runs the proxy as an in-context latent, which {type(dm).__name__} of this "
-            "ComfyUI does not take (ComfyUI 0.33 or later with a Wan T2V, I2V or TI2V model is needed). Update ComfyUI, "
-            "or sample without UltraGen Proxy Guidance.")
+            f"UltraGen proxy guidance runs the proxy as extra tokens after the video, which {type(dm).__name__} "
+            "(VACE / Camera hints are added to the video's tokens only) does not allow in this ComfyUI. Use a Wan "
+            "T2V, I2V or TI2V model, or sample without UltraGen Proxy Guidance.")
     channels = getattr(dm, "out_dim", None) or getattr(getattr(dm, "patch_embedding", None), "in_channels", None)
     if proxy_samples.ndim != 5 or proxy_samples.shape[1] != channels:
         raise ValueError(f"UltraGen proxy guidance: the proxy latent is {tuple(proxy_samples.shape)}, but this model "

@@ -34,7 +34,7 @@ from ..memory import GiB, MemoryPlan, plan_memory
 from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
                    log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
-from .wan_block import StreamedWanBlock
+from .wan_block import ProxyHeadCut, StreamedWanBlock
 from .wan_proxy import PROXY_KEY, add_proxy
 
 FAMILY = "wan"
@@ -246,7 +246,8 @@ class WanSelfAttentionPatch:
         proxy = call.proxy  # its tokens are the last of the sequence
         total = x.shape[1] - (proxy.tokens if proxy is not None else 0)  # tokens before the proxy
         start, stop = call.prefix, call.prefix + math.prod(plan.grid)
-        if stop > total or freqs.shape[1] != x.shape[1] or proxy is not None and stop != total:
+        # freqs: of every token, or (the proxy appended by the first block) of those before the proxy
+        if stop > total or freqs.shape[1] not in (x.shape[1], total) or proxy is not None and stop != total:
             log_once(self.holder, ("layout", plan.grid, start, total), "%s %d tokens (%d before the video) do not "
                      "hold the video grid %s: full attention for these calls.", LOG_PREFIX, total, start, plan.grid)
             return self.original(m, x, freqs, transformer_options)
@@ -419,7 +420,7 @@ class TokenMajorEmbedding:
         return out.contiguous(memory_format=torch.channels_last_3d) if out.ndim == 5 else out
 
 
-OURS = (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding, StreamedWanBlock)
+OURS = (WanSelfAttentionPatch, ChunkedFeedForward, TokenMajorEmbedding, StreamedWanBlock, ProxyHeadCut)
 
 
 def apply(model, settings: AttentionSettings):
@@ -443,4 +444,6 @@ def apply(model, settings: AttentionSettings):
                         lambda previous: StreamedWanBlock(holder, i, previous), OURS)
     if getattr(dm, "patch_embedding", None) is not None:
         replace_forward(patched, "diffusion_model.patch_embedding", TokenMajorEmbedding, OURS)
+    if getattr(dm, "head", None) is not None:
+        replace_forward(patched, "diffusion_model.head", ProxyHeadCut, OURS)
     return patched

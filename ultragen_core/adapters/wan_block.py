@@ -22,6 +22,7 @@ import tokenize
 import torch
 
 from .base import LOG_PREFIX, current_call, log_once, module_at
+from .wan_proxy import proxy_tokens
 
 # sha256 (first 16 hex digits) of the tokens of WanAttentionBlock.forward, see forward_fingerprint
 KNOWN_FORWARDS = {
@@ -79,6 +80,8 @@ class StreamedWanBlock:
     def __call__(self, x, e, freqs, context, context_img_len=257, transformer_options={}, **kwargs):
         call = current_call()
         block = module_at(call, self.path, "a patched Wan block")
+        if self.path[1] == 0 and call.proxy is not None and call.proxy.latent is not None:
+            x = torch.cat((x, proxy_tokens(call.model, call.proxy, x)), dim=1)  # cut off by ProxyHeadCut
         memory = call.memory
         rows = memory.chunk_tokens if memory is not None else x.shape[1]
         streams = call.changed and rows < x.shape[1] and not kwargs
@@ -139,3 +142,22 @@ def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, co
                 (x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
         out[:, lo:hi] = h
     return out
+
+
+class ProxyHeadCut:
+    """Replacement for ``head.forward``: drops the proxy tokens the first block appended (a Wan without
+    in-context latents), so the head and unpatchify see the video's tokens only."""
+
+    path = ("head",)
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, x, e, *args, **kwargs):
+        call = current_call()
+        head = module_at(call, self.path, "the patched Wan head")
+        proxy = call.proxy
+        if proxy is not None and proxy.latent is not None:
+            x = x[:, :x.shape[1] - proxy.tokens]
+        run = self.previous if self.previous is not None else (lambda *a, **k: type(head).forward(head, *a, **k))
+        return run(x, e, *args, **kwargs)

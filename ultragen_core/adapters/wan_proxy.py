@@ -3,7 +3,9 @@ sampling pass) guides the high-resolution pass.
 
 How it runs inside ComfyUI's own forward: the diffusion-model wrapper appends the proxy, re-noised to the
 current sigma with a fixed seed, as one more in-context latent (ComfyUI 0.33's ``context_latents``: patch-
-embedded, run through every block with the video, cut off at the end). In each patched self-attention the
+embedded, run through every block with the video, cut off at the end). Where WanModel has no in-context
+latents (ComfyUI 0.3.64) the pack does the same itself: the first block's patch appends the embedded proxy
+after the video's tokens and the head's patch cuts it off (adapters.wan_block). In each patched self-attention the
 proxy tokens get RoPE positions aligned with the video grid (:func:`attention.proxy.proxy_positions`),
 attend to each other only (full attention at native size, as the model was trained), and every video
 window attends to its own tokens plus the proxy tokens of its neighbourhood
@@ -71,6 +73,7 @@ class ProxyCall:
 
     grid: tuple[int, int, int]
     settings: ProxySettings
+    latent: torch.Tensor | None = None  # to embed after the video's tokens (a Wan without in-context latents)
 
     @property
     def tokens(self) -> int:
@@ -120,8 +123,15 @@ def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) ->
     proxy = holder.noised(sigma, x.shape[0], x)
     if x.shape[1] > proxy.shape[1]:  # image-to-video: the model's input carries the start image's condition
         proxy = torch.cat((proxy, condition_at(x[:, proxy.shape[1]:], proxy.shape[2:])), dim=1)
+    if not supports_context_latents(dm):  # the first block appends it, the head cuts it (adapters.wan_block)
+        return kwargs, ProxyCall(proxy_grid(dm, proxy), holder.settings, latent=proxy)
     latents = list(kwargs.get("context_latents") or []) + [proxy]
     return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
+
+
+def proxy_tokens(dm, proxy: ProxyCall, x: torch.Tensor) -> torch.Tensor:
+    """The proxy's tokens as the model embeds a video latent: (B, T'*H'*W', C) in x's dtype."""
+    return dm.patch_embedding(proxy.latent.float()).to(x.dtype).flatten(2).transpose(1, 2)
 
 
 def condition_at(condition: torch.Tensor, size) -> torch.Tensor:
