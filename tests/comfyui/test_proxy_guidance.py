@@ -92,3 +92,15 @@ def test_the_start_image_condition_keeps_frame_0_and_averages_areas(comfy):
     torch.testing.assert_close(small[:, :, 0], torch.nn.functional.avg_pool2d(cond[:, :, 0], 2))  # frame 0 stays
     torch.testing.assert_close(small[:, :, 2], torch.nn.functional.avg_pool2d(cond[:, :, 4], 2))  # last on last
     assert torch.equal(condition_at(cond, (5, 4, 6)), cond)  # the same size: unchanged
+
+
+def test_cond_and_uncond_in_one_batch_each_get_the_proxy(comfy):
+    """cfg > 1: ComfyUI runs cond and uncond as one batch of 2; each item gets its own copy of the proxy."""
+    name = model_file(comfy, WAN_T2V)
+    plain = sample_prompt(name, settings(window=(1, 4, 4), **LOCAL_ONLY), cfg=3.0, denoise=0.5)
+    guided_cfg = guided(name, 1.0)
+    guided_cfg["sample"]["inputs"]["cfg"] = 3.0
+    unguided, one = run(comfy, plain), run(comfy, guided_cfg)
+    assert torch.isfinite(one).all() and per_token(one, unguided).min() > 0
+    guided_cfg["proxy"]["inputs"]["strength"] = 0.0
+    assert torch.equal(run(comfy, guided_cfg), unguided)
