@@ -182,7 +182,7 @@ def child(run: dict, weights: Path, work: Path, smoke: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="14B:1080p:16:quality:2,14B:1080p:0:quality:2")
-    ap.add_argument("--out", type=Path, default=Path("consumer_vram"))
+    ap.add_argument("--out", type=Path, default=None, help="folder for the table (default: a new temporary one)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the weight files (kept between calls)")
     ap.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, streamed in 64-token chunks")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -208,6 +208,7 @@ def main() -> None:
                      "the card caps and the VRAM peaks"), flush=True)
     runs = [parse_run(r) for r in (["tiny:smoke:0:quality:2"] if args.smoke
                                    else args.runs.split(","))]
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="ultragen-vram-table-"))
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for run in runs:
