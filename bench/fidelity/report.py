@@ -25,7 +25,7 @@ the pixels). The model samples through ComfyUI's real path (UNETLoader, ModelSam
 nodes, KSampler), 64 x 64 px (16 x 16 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
 tokens). Latent space: 2 x 2 pixels -> 1 latent pixel of 16 channels, exact (bench/fidelity/latents.py).
 
-Command (one H200, about 8 minutes: 4.5 training, the rest evaluating):
+Command (one H200: --minutes of training, then about two minutes of evaluation):
 
     {command}
 
