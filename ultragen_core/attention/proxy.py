@@ -34,7 +34,8 @@ from typing import Sequence
 
 import torch
 
-from .dual_branch import AttentionFn, Projector, _as_projector, windowed_attention
+from .dual_branch import AttentionFn, Projector, _as_projector
+from .streamed import ProxyKeys, streamed_window_attention
 from .windows import Grid, WindowLayout
 
 ALIGNMENTS = ("centres", "ends", "causal")
@@ -238,50 +239,15 @@ def proxy_guided_attention(qkv: Sequence[torch.Tensor] | Projector, layout: Wind
         raise ValueError(f"proxy keys / values {tuple(kp.shape)} / {tuple(vp.shape)} do not hold the proxy grid "
                          f"{proxy_layout.proxy_grid} ({proxy_layout.proxy_tokens} tokens).")
     proxy_out = attention(qp, kp, vp) if qp is not None else None  # (B, P, C)
-    if strength == 0.0:
-        video_out, _ = windowed_attention(qkv, layout, attention, shared_kv=shared_kv)
-        return video_out, proxy_out
-
-    project = _as_projector(qkv)
-    n_tokens = math.prod(layout.grid)
-    E = shared_kv[0].shape[1] if shared_kv is not None else 0
-    tiles: list[list[torch.Tensor]] = [[] for _ in layout.groups]
-    for i in range(3):
-        t = project(i)
-        B, N, C = t.shape
-        if N != n_tokens:
-            raise ValueError(f"proxy_guided_attention: {N} tokens do not match the grid {layout.grid}.")
-        if kp.shape[0] != B or kp.shape[2] != C:
-            raise ValueError(f"proxy keys {tuple(kp.shape)} do not match the video's batch {B} and channels {C}: "
-                             "give every batch item (cond, uncond) its own proxy.")
-        gathers = zip(layout.groups, layout.gather_indices(t.device), proxy_layout.gather_indices(t.device),
-                      proxy_layout.keys_per_group)
-        for g, ((shape, windows), index, pindex, P) in enumerate(gathers):
-            L, count = math.prod(shape), len(windows)
-            if i == 0:
-                tiles[g].append(t.index_select(1, index).view(B * count, L, C))  # (B*count, L, C)
-                continue
-            proxy = (kp, vp)[i - 1]  # (B, P_total, C)
-            buf = torch.empty((B, count, L + E + P, C), dtype=t.dtype, device=t.device)
-            for w in range(count):  # one window at a time: no full-size temporary
-                buf[:, w, :L] = t.index_select(1, index[w * L:(w + 1) * L])
-                if not proxy_layout.covers_all:
-                    buf[:, w, L + E:] = proxy.index_select(1, pindex[w * P:(w + 1) * P])
-            if proxy_layout.covers_all:
-                buf[:, :, L + E:] = proxy[:, None]
-            if E:
-                buf[:, :, L:L + E] = shared_kv[i - 1][:, None]
-            tiles[g].append(buf.view(B * count, L + E + P, C))  # (B*count, L + E + P, C): [own; ext; proxy]
-        del t
-    outs = []
-    for g, (shape, windows) in enumerate(layout.groups):
-        q, k, v = tiles[g]
-        tiles[g] = []
-        out = attention(q, k, v)  # (B*count, L, C)
-        if strength < 1.0:
-            own = math.prod(shape) + E
-            out = attention(q, k[:, :own], v[:, :own]).lerp_(out, strength)  # (1 - s) * unguided + s * guided
-        outs.append(out.reshape(B, len(windows) * math.prod(shape), C))
-    joined = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, sum_g count_g * L_g, C)
-    del outs
-    return joined.index_select(1, layout.scatter_index(joined.device)), proxy_out  # (B, N, C)
+    q, k, v = (_as_projector(qkv)(i) for i in range(3))  # each (B, T*H*W, C)
+    B, N, C = q.shape
+    if N != math.prod(layout.grid):
+        raise ValueError(f"proxy_guided_attention: {N} tokens do not match the grid {layout.grid}.")
+    if kp.shape[0] != B or kp.shape[2] != C:
+        raise ValueError(f"proxy keys {tuple(kp.shape)} do not match the video's batch {B} and channels {C}: "
+                         "give every batch item (cond, uncond) its own proxy.")
+    # every window in one call per window shape: the streamed op with a chunk of the whole grid
+    out = torch.empty_like(q)
+    streamed_window_attention(lambda tokens: [t.index_select(1, tokens) for t in (q, k, v)], layout, attention,
+                              out, N, shared_kv, ProxyKeys(kp, vp, proxy_layout, strength))
+    return out, proxy_out  # (B, N, C), (B, P, C) or None

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from .dual_branch import AttentionFn
-from .proxy import ProxyLayout
 from .windows import WindowLayout
+
+if TYPE_CHECKING:
+    from .proxy import ProxyLayout
 
 # token indices (n,) into the grid -> q, k, v of those tokens, each (B, n, C), positions applied
 ChunkProjector = Callable[[torch.Tensor], Sequence[torch.Tensor]]
