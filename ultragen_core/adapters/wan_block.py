@@ -142,22 +142,3 @@ def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, co
                 (x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
         out[:, lo:hi] = h
     return out
-
-
-class ProxyHeadCut:
-    """Replacement for ``head.forward``: drops the proxy tokens the first block appended (a Wan without
-    in-context latents), so the head and unpatchify see the video's tokens only."""
-
-    path = ("head",)
-
-    def __init__(self, previous=None):
-        self.previous = previous
-
-    def __call__(self, x, e, *args, **kwargs):
-        call = current_call()
-        head = module_at(call, self.path, "the patched Wan head")
-        proxy = call.proxy
-        if proxy is not None and proxy.latent is not None:
-            x = x[:, :x.shape[1] - proxy.tokens]
-        run = self.previous if self.previous is not None else (lambda *a, **k: type(head).forward(head, *a, **k))
-        return run(x, e, *args, **kwargs)

@@ -5,7 +5,7 @@ How it runs inside ComfyUI's own forward: the diffusion-model wrapper appends th
 current sigma with a fixed seed, as one more in-context latent (ComfyUI 0.33's ``context_latents``: patch-
 embedded, run through every block with the video, cut off at the end). Where WanModel has no in-context
 latents (ComfyUI 0.3.64) the pack does the same itself: the first block's patch appends the embedded proxy
-after the video's tokens and the head's patch cuts it off (adapters.wan_block). In each patched self-attention the
+after the video's tokens and the head's patch cuts it off (:class:`ProxyHeadCut`). In each patched self-attention the
 proxy tokens get RoPE positions aligned with the video grid (:func:`attention.proxy.proxy_positions`),
 attend to each other only (full attention at native size, as the model was trained), and every video
 window attends to its own tokens plus the proxy tokens of its neighbourhood
@@ -25,6 +25,7 @@ import torch
 
 from ..attention.proxy import ProxyLayout, proxy_positions
 from ..attention.rope import complex_table, rope_freqs, wan_axes_dim
+from .base import current_call, module_at
 
 PROXY_KEY = "ultragen_proxy"  # transformer_options key of the ProxyHolder
 MODES = ("neighbourhood", "all")
@@ -123,7 +124,7 @@ def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) ->
     proxy = holder.noised(sigma, x.shape[0], x)
     if x.shape[1] > proxy.shape[1]:  # image-to-video: the model's input carries the start image's condition
         proxy = torch.cat((proxy, condition_at(x[:, proxy.shape[1]:], proxy.shape[2:])), dim=1)
-    if not supports_context_latents(dm):  # the first block appends it, the head cuts it (adapters.wan_block)
+    if not supports_context_latents(dm):  # StreamedWanBlock 0 appends it, ProxyHeadCut cuts it
         return kwargs, ProxyCall(proxy_grid(dm, proxy), holder.settings, latent=proxy)
     latents = list(kwargs.get("context_latents") or []) + [proxy]
     return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
@@ -148,3 +149,22 @@ def condition_at(condition: torch.Tensor, size) -> torch.Tensor:
     flat = picked.transpose(1, 2).reshape(b * t, c, *picked.shape[3:])  # (B*t, Cc, h_video, w_video)
     small = torch.nn.functional.interpolate(flat.float(), size=(h, w), mode="area").to(condition.dtype)
     return small.reshape(b, t, c, h, w).transpose(1, 2)  # (B, Cc, t, h, w)
+
+
+class ProxyHeadCut:
+    """Replacement for ``head.forward``: drops the proxy tokens the first block appended (a Wan without
+    in-context latents), so the head and unpatchify see the video's tokens only."""
+
+    path = ("head",)
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, x, e, *args, **kwargs):
+        call = current_call()
+        head = module_at(call, self.path, "the patched Wan head")
+        proxy = call.proxy
+        if proxy is not None and proxy.latent is not None:
+            x = x[:, :x.shape[1] - proxy.tokens]
+        run = self.previous if self.previous is not None else (lambda *a, **k: type(head).forward(head, *a, **k))
+        return run(x, e, *args, **kwargs)
