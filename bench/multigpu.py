@@ -1,13 +1,16 @@
-"""CFG split over several GPUs with ComfyUI's own multi-GPU engine (ComfyUI 0.33+: ``comfy.multigpu``, the
-"MultiGPU CFG Split" node), with UltraGen Apply on the model: one sampling step with CFG, on one GPU and
-split over all GPUs, and how close the two results are.
+"""Several GPUs with ComfyUI's own multi-GPU engine (ComfyUI 0.33+: ``comfy.multigpu``): one model call shared
+out by windows (UltraGen Split Video Across GPUs), and a sampling step with CFG three ways: one GPU,
+ComfyUI's CFG split (the "MultiGPU CFG Split" node: cond on one GPU, uncond on the other), and the window
+split (cond and uncond in one batch, every call shared out). How close each result is to one GPU's.
 
-    COMFYUI_PATH=... python bench/multigpu.py --models 14B --res 1080p,4K --presets default,fast
+    COMFYUI_PATH=... python bench/multigpu.py --models 14B --res 1080p,4K --presets default,fast --blocks 4
 
-The model is the real architecture at its real width with ``--blocks`` blocks of random weights (the
-ratio does not depend on the depth; seconds are scaled to the real depth), loaded through ComfyUI's own
-loader (the engine rebuilds each device's copy from the loader), patched by UltraGen Apply, then deep-cloned
-per extra GPU by the engine, as the node does. bf16 weights.
+The model is the real architecture at its real width with ``--blocks`` blocks of random weights (seconds
+are scaled to the real depth: per-call work outside the blocks, which every GPU repeats in the window
+split, is scaled too, so the split's speedup is understated), loaded through ComfyUI's own loader (the
+engine rebuilds each device's copy from the loader), patched by UltraGen Apply, then deep-cloned per extra
+GPU by the engine, as the nodes do. bf16 weights. "bytes / block" is what each GPU receives from the
+others per dual-branch block in one call (the window split's all-gathers).
 """
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ def random_checkpoint(path: Path, cfg: dict, blocks: int) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
-def sample_once(model, latent, cond, uncond):
+def sample_once(model, latent, cond, uncond, cfg):
     import comfy.sample
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    return comfy.sample.sample(model, noise, 1, 5.0, "euler", "simple", cond, uncond, latent, seed=1,
+    return comfy.sample.sample(model, noise, 1, cfg, "euler", "simple", cond, uncond, latent, seed=1,
                                disable_pbar=True)
 
 
@@ -64,12 +67,16 @@ def timed(fn, device) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t0, out
 
 
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="14B")
     ap.add_argument("--res", default="1080p,4K")
     ap.add_argument("--presets", default="default,fast")
-    ap.add_argument("--blocks", type=int, default=2)
+    ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--frames", type=int, default=81)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     args = ap.parse_args()
@@ -80,24 +87,25 @@ def main():
     import comfy.model_management as mm
     import comfy.sd
     from ultragen_core.adapters import apply_attention
+    from ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
     from ultragen_core.config import AttentionSettings
     try:
         import comfy.multigpu as multigpu
     except ImportError:
-        multigpu = None
+        sys.exit("bench/multigpu.py needs ComfyUI's multi-GPU engine (ComfyUI 0.33 or later).")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 1
     if args.smoke:
         print(banner(f"width 128, token grids / {'x'.join(map(str, SCALE))}",
                      "more than one device (the CPU is one)"))
     else:
-        print(f"# {torch.cuda.get_device_name(0)} x{gpus} | torch {torch.__version__}")
-    print("| model | res | grid | preset | 1 GPU s / step (scaled) | "
-          f"{gpus} GPUs s / step | speedup | max rel. diff | note |")
-    print("|---|---|---|---|---|---|---|---|---|")
+        print(f"# {torch.cuda.get_device_name(0)} x{gpus} | torch {torch.__version__} | {args.blocks} blocks, "
+              "seconds scaled to the model's depth")
+    calls, steps = [], []
     folder = Path(tempfile.mkdtemp(prefix="ultragen-multigpu-"))
     for name in args.models.split(","):
         cfg = MODELS[name]
         family = wan_family(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]))
+        scale = family.blocks / args.blocks
         path = folder / f"wan_{name}_{args.blocks}.safetensors"
         random_checkpoint(path, dict(cfg, **SMOKE_WIDTH) if args.smoke else cfg, args.blocks)
         base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": torch.bfloat16})
@@ -106,29 +114,48 @@ def main():
             lat = (family.latent_frames(args.frames), h // family.vae_spatial, w // family.vae_spatial)
             if args.smoke:
                 lat = tuple(max(2, math.ceil(n / s)) for n, s in zip(lat, SCALE))
-            grid = (lat[0], lat[1] // 2, lat[2] // 2)
+            grid = "x".join(map(str, (lat[0], lat[1] // 2, lat[2] // 2)))
             gen = torch.Generator().manual_seed(0)
             latent = torch.randn(1, cfg["in_dim"], *lat, generator=gen)
             cond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             uncond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             for preset in args.presets.split(","):
-                settings = AttentionSettings(preset="fast" if preset == "fast" else "quality")
-                patched = apply_attention(base, settings)
-                one, out1 = timed(lambda: sample_once(patched, latent, cond, uncond), device)
-                note = ""
-                if multigpu is None:
-                    split, out2, note = float("nan"), out1, "this ComfyUI has no multi-GPU engine"
-                else:
-                    both = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
-                    split, out2 = timed(lambda: sample_once(both, latent, cond, uncond), device)
-                    if gpus == 1:
-                        note = "one device: nothing to split"
-                diff = float((out2.float() - out1.float()).abs().max() / out1.float().abs().max())
-                scale = family.blocks / args.blocks
-                print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {preset} | {one * scale:.2f} | "
-                      f"{split * scale:.2f} | {one / split:.2f}x | {diff:.1e} | {note} |", flush=True)
+                patched = apply_attention(base, AttentionSettings(preset="fast" if preset == "fast" else "quality"))
+                setup = ComfyMultiGPU()
+                window = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), setup)
+                cfg_split = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
+                row = f"| {name} | {res} | {grid} | {preset} |"
+                # one model call (cfg 1: no uncond)
+                t1, o1 = timed(lambda: sample_once(patched, latent, cond, uncond, 1.0), device)
+                mm.unload_all_models()
+                t2, o2 = timed(lambda: sample_once(window, latent, cond, uncond, 1.0), device)
+                run = setup.last_run
+                per_block = (max(run.received[-1]) / args.blocks / 2**30) if run is not None and run.received else 0.0
+                calls.append(f"{row} {t1 * scale:.2f} | {t2 * scale:.2f} | **{t1 / t2:.2f}x** | {per_block:.2f} | "
+                             f"{rel_diff(o2, o1):.1e} |")
+                print(calls[-1], flush=True)
+                mm.unload_all_models()
+                # a step with CFG 5: cond + uncond
+                s1, p1 = timed(lambda: sample_once(patched, latent, cond, uncond, 5.0), device)
+                mm.unload_all_models()
+                s2, p2 = timed(lambda: sample_once(cfg_split, latent, cond, uncond, 5.0), device)
+                mm.unload_all_models()
+                s3, p3 = timed(lambda: sample_once(window, latent, cond, uncond, 5.0), device)
+                steps.append(f"{row} {s1 * scale:.2f} | {s2 * scale:.2f} ({s1 / s2:.2f}x) | "
+                             f"{s3 * scale:.2f} ({s1 / s3:.2f}x) | {rel_diff(p2, p1):.1e} / {rel_diff(p3, p1):.1e} |")
+                print(steps[-1], flush=True)
                 mm.unload_all_models()
                 mm.soft_empty_cache()
+    print(f"\n### One model call (cfg 1), 1 GPU and window split over {gpus}\n")
+    print("| model | res | grid | preset | 1 GPU s / call | window split s / call | speedup | GiB / block received "
+          "per GPU | max rel. diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(calls))
+    print(f"\n### One sampling step with CFG 5 (cond + uncond), {gpus} GPUs\n")
+    print("| model | res | grid | preset | 1 GPU s / step | CFG split s / step | window split s / step | "
+          "max rel. diff (CFG / window) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(steps))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from .compare import UltraGenCompare
 from .load_weights import UltraGenLoadWeights
 from .proxy_guidance import UltraGenProxyGuidance
 from .resolution import UltraGenResolution
+from .split_gpus import UltraGenSplitAcrossGPUs
 from .tiled_decode import UltraGenTiledVAEDecode
 from .upscale_latent import UltraGenUpscaleLatent
 
@@ -21,6 +22,7 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenLoadWeights,
     UltraGenProxyGuidance,
     UltraGenUpscaleLatent,
+    UltraGenSplitAcrossGPUs,
 ]
 
 

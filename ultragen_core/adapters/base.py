@@ -110,6 +110,7 @@ class CallState:
     prefix: tokens before the video grid (e.g. a reference frame), which are not windowed.
     proxy: the proxy of proxy guidance (adapters.wan_proxy.ProxyCall), whose tokens end the sequence.
     memory: how many tokens the call works on at once (memory.MemoryPlan), or None: all of them.
+    split: this device's part when the call is shared out over several (adapters.wan_split.RankCall).
     changed: the patch changes this call (else every patched module runs ComfyUI's own code).
     cache: per-call values every block shares (e.g. RoPE tables).
     """
@@ -120,6 +121,7 @@ class CallState:
     prefix: int = 0
     proxy: object | None = None
     memory: object | None = None
+    split: object | None = None
     cache: dict = field(default_factory=dict)
 
     @property

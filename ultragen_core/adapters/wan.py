@@ -27,6 +27,7 @@ import torch
 
 from ..attention.dual_branch import fuse
 from ..attention.global_branch import pool_tokens, pooled_positions
+from ..attention.split import shares
 from ..attention.streamed import ProxyKeys, streamed_window_attention
 from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
@@ -36,6 +37,8 @@ from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder,
                    log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
 from .wan_block import StreamedWanBlock
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
+from .wan_split import RANK_KEY, SPLIT_KEY, log_single, split_call, why_not_split
+from .wan_split import describe as describe_split
 
 FAMILY = "wan"
 SUPPORTED = WAN_SUPPORTED
@@ -141,6 +144,17 @@ class WanDiffusionWrapper:
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
                      self.holder.describe_blocks(), extra,
                      100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent, memory)
+        rank = options.get(RANK_KEY)
+        if rank is not None:  # another GPU's part of a split call (wan_split)
+            call.split = rank
+            return run_with_call(call, executor, *args, **kwargs)
+        split = options.get(SPLIT_KEY)
+        if split is not None and split.ranks > 1:
+            reason = why_not_split(call, dm, options)
+            if reason is None:
+                log_once(split, ("split", grid), "%s %s.", LOG_PREFIX, describe_split(split))
+                return split_call(split, call, dm, executor, args, kwargs, options)
+            log_single(split, reason)
         return run_with_call(call, executor, *args, **kwargs)
 
     def memory_plan(self, dm, x: torch.Tensor, call: CallState, run: RunState) -> MemoryPlan:
@@ -274,6 +288,11 @@ class WanSelfAttentionPatch:
             proxy_keys = ProxyKeys(proxy_qkv[1], proxy_qkv[2], proxy.layout(layout, call.cache),
                                    proxy.settings.strength)
         extras_qkv = inputs.extras
+        split = call.split if call.split is not None and call.split.pending == self.block_index else None
+        if split is not None and (extras_qkv is not None or proxy is not None or inputs.full is not None):
+            split = None  # not a video-only sequence (wan_split.why_not_split keeps these calls whole)
+        if split is not None:
+            return self.split_part(m, split, layout, plan, inputs, call, attention, video_out, rows)
         shared_kv = extras_qkv[1:] if extras_qkv is not None else None
         streamed_window_attention(inputs.project, layout, attention, video_out, rows, shared_kv, proxy_keys)
         global_qkv = self.global_qkv(m, namespace, plan, inputs, call)
@@ -300,6 +319,34 @@ class WanSelfAttentionPatch:
             for p in transformer_options["patches"]["attn1_patch"]:
                 out = p({"x": out, "q": q, "k": k, "transformer_options": transformer_options})
         return self.output(m, out, rows)
+
+    def split_part(self, m, split, layout, plan, inputs: "VideoInputs", call: CallState, attention, video_out,
+                   rows: int) -> torch.Tensor:
+        """This rank's part of a split call (see wan_split): the windows of its slot range, its share of the
+        global branch's queries, the fusion, and the output projection of the tokens it owns: (B, n, C)."""
+        everyone = shares(layout, split.ranks, split.token_cost, video_out.device)
+        mine = everyone[split.rank]
+        video_out.zero_()  # the band fusion pools this rank's rows only, the others' are summed in
+        streamed_window_attention(inputs.project, layout, attention, video_out, rows, slot_range=mine.slots)
+        global_qkv = self.global_qkv(m, wan_namespace(m), plan, inputs, call)
+        if global_qkv is not None and plan.fusion != "local_only":
+            q, k, v = global_qkv
+            cuts = [q.shape[1] * r // split.ranks for r in range(split.ranks + 1)]
+            part = attention(q[:, cuts[split.rank]:cuts[split.rank + 1]], k, v)
+            indices = [torch.arange(a, b, device=q.device) for a, b in zip(cuts, cuts[1:])]
+            global_out = split.exchange.all_gather(split.rank, part, indices, torch.empty_like(q))
+
+            def pool(t, grid, factor):
+                return split.exchange.all_reduce(split.rank, pool_tokens(t, grid, factor))
+            fuse(video_out, global_out, plan.grid, plan.factor, plan.fusion, plan.strength, pool)
+        split.shares = everyone
+        out = None
+        for lo in range(0, mine.tokens.numel(), rows):
+            o = m.o(video_out.index_select(1, mine.tokens[lo:lo + rows]))
+            if out is None:
+                out = torch.empty((o.shape[0], mine.tokens.numel(), o.shape[-1]), dtype=o.dtype, device=o.device)
+            out[:, lo:lo + rows] = o
+        return out if out is not None else video_out[:, :0]
 
     def video_inputs(self, m, namespace, x, freqs, table, span, transformer_options) -> "VideoInputs":
         """How this block gets q / k / v: per chunk of grid tokens, and for the tokens outside the grid."""

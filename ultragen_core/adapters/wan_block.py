@@ -52,6 +52,17 @@ def known_block(block) -> bool:
     return cls.__name__ == "WanAttentionBlock" and forward_fingerprint(cls) in KNOWN_FORWARDS
 
 
+def rows_at(e: torch.Tensor, length: int, tokens: torch.Tensor) -> torch.Tensor:
+    """``repeat_e(e, x)[:, tokens]`` for x of ``length`` tokens (see :func:`rows_of`), any token indices."""
+    frames = e.shape[1]
+    if frames == 1:
+        return e
+    repeats = length // frames
+    if repeats * frames != length:
+        repeats += 1
+    return e.index_select(1, tokens if repeats == 1 else tokens // repeats)
+
+
 def rows_of(e: torch.Tensor, length: int, lo: int, hi: int) -> torch.Tensor:
     """``repeat_e(e, x)[:, lo:hi]`` for x of ``length`` tokens, without the full-length copy.
 
@@ -84,6 +95,10 @@ class StreamedWanBlock:
             x = torch.cat((x, proxy_tokens(call.model, call.proxy, x)), dim=1)  # cut off by ProxyHeadCut
         memory = call.memory
         rows = memory.chunk_tokens if memory is not None else x.shape[1]
+        if call.split is not None and not kwargs and self.previous is None and known_block(block) \
+                and "attn2_patch" not in transformer_options.get("patches", {}):
+            return split_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows,
+                                 call.split, self.path[1])
         streams = call.changed and rows < x.shape[1] and not kwargs
         if streams and self.previous is not None:
             log_once(self.holder, ("block-previous", self.path), "%s block %d's forward is patched by another pack: "
@@ -107,38 +122,97 @@ class StreamedWanBlock:
         return streamed_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows)
 
 
-def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
-                     transformer_options: dict, rows: int) -> torch.Tensor:
-    """WanAttentionBlock.forward over chunks of ``rows`` tokens: x (B, L, C), e (B, 6, C) or (B, F, 6, C)."""
+def _modulation(block, x: torch.Tensor, e: torch.Tensor):
+    """The block's six modulation rows (shift, scale, gate of self-attention; shift, scale, gate of the
+    feed-forward), each (B, 1 or F, C)."""
     modulation = block.modulation.to(device=x.device, dtype=x.dtype)
     if e.ndim < 4:
-        e = (modulation + e).chunk(6, dim=1)  # each (B, 1, C)
-    else:
-        e = (modulation.unsqueeze(0) + e).unbind(2)  # each (B, F, C)
+        return (modulation + e).chunk(6, dim=1)  # each (B, 1, C)
+    return (modulation.unsqueeze(0) + e).unbind(2)  # each (B, F, C)
+
+
+def _self_attention_input(block, x: torch.Tensor, e, spans) -> torch.Tensor:
+    """norm1(x) * (1 + scale) + shift, (B, L, C), computed per span of rows."""
     length = x.shape[1]
-    spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
-
-    def mod(i, lo, hi):
-        return rows_of(e[i], length, lo, hi)
-
-    modulated = None  # (B, L, C): the self-attention input
+    modulated = None
     for lo, hi in spans:
-        part = torch.addcmul(mod(0, lo, hi), block.norm1(x[:, lo:hi]), 1 + mod(1, lo, hi))
+        part = torch.addcmul(rows_of(e[0], length, lo, hi), block.norm1(x[:, lo:hi]), 1 + rows_of(e[1], length, lo, hi))
         if modulated is None:
             modulated = torch.empty((x.shape[0], length, part.shape[-1]), dtype=part.dtype, device=part.device)
         modulated[:, lo:hi] = part
-    del part
+    return modulated
+
+
+def _rest(block, x_rows: torch.Tensor, y_rows: torch.Tensor, mod, context, context_img_len,
+          transformer_options: dict) -> torch.Tensor:
+    """The block after self-attention, for some rows: residual, cross-attention, feed-forward.
+    mod(i): modulation row i at these rows."""
+    h = torch.addcmul(x_rows, y_rows, mod(2))
+    h = h + block.cross_attn(block.norm3(h), context, context_img_len=context_img_len,
+                             transformer_options=transformer_options)
+    return torch.addcmul(h, block.ffn(torch.addcmul(mod(3), block.norm2(h), 1 + mod(4))), mod(5))
+
+
+def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
+                     transformer_options: dict, rows: int) -> torch.Tensor:
+    """WanAttentionBlock.forward over chunks of ``rows`` tokens: x (B, L, C), e (B, 6, C) or (B, F, 6, C)."""
+    e = _modulation(block, x, e)
+    length = x.shape[1]
+    spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
+    modulated = _self_attention_input(block, x, e, spans)
     y = block.self_attn(modulated, freqs, transformer_options=transformer_options)  # (B, L, C)
     del modulated
     out = None
     for lo, hi in spans:
-        h = torch.addcmul(x[:, lo:hi], y[:, lo:hi], mod(2, lo, hi))
-        h = h + block.cross_attn(block.norm3(h), context, context_img_len=context_img_len,
-                                 transformer_options=transformer_options)
-        h = torch.addcmul(h, block.ffn(torch.addcmul(mod(3, lo, hi), block.norm2(h), 1 + mod(4, lo, hi))),
-                          mod(5, lo, hi))
+        h = _rest(block, x[:, lo:hi], y[:, lo:hi], lambda i: rows_of(e[i], length, lo, hi), context,
+                  context_img_len, transformer_options)
         if out is None:  # the new residual goes where y's consumed rows were, when the dtypes agree
             out = y if h.dtype == y.dtype and y.is_contiguous() else torch.empty(
                 (x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
         out[:, lo:hi] = h
     return out
+
+
+def split_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
+                  transformer_options: dict, rows: int, split, index: int) -> torch.Tensor:
+    """This rank's part of WanAttentionBlock.forward in a call shared out over devices (see wan_split).
+
+    The self-attention returns the rows of the tokens this rank's windows own; the rest of the block runs
+    for those rows, and the ranks all-gather the new residual. When the self-attention ran whole (a block
+    that keeps full attention) every rank computes the whole block, the same on each.
+    """
+    e = _modulation(block, x, e)
+    length = x.shape[1]
+    spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
+    modulated = _self_attention_input(block, x, e, spans)
+    split.pending = index
+    try:
+        y = block.self_attn(modulated, freqs, transformer_options=transformer_options)
+    finally:
+        split.pending = None
+    shares, split.shares = split.shares, None
+    del modulated
+    if shares is None:  # (B, L, C) on every rank
+        out = None
+        for lo, hi in spans:
+            h = _rest(block, x[:, lo:hi], y[:, lo:hi], lambda i: rows_of(e[i], length, lo, hi), context,
+                      context_img_len, transformer_options)
+            if out is None:
+                out = torch.empty((x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
+            out[:, lo:hi] = h
+        return out
+    mine = shares[split.rank].tokens  # y: (B, n, C), the rows of these tokens
+    n = mine.numel()
+    part = None
+    for lo in range(0, n, rows):
+        tokens = mine[lo:lo + rows]
+        h = _rest(block, x.index_select(1, tokens), y[:, lo:lo + rows], lambda i: rows_at(e[i], length, tokens),
+                  context, context_img_len, transformer_options)
+        if part is None:
+            part = torch.empty((x.shape[0], n, h.shape[-1]), dtype=h.dtype, device=h.device)
+        part[:, lo:lo + rows] = h
+    if part is None:  # a rank without windows (more ranks than windows)
+        part = x[:, :0]
+    del y
+    out = torch.empty((x.shape[0], length, part.shape[-1]), dtype=part.dtype, device=x.device)
+    return split.exchange.all_gather(split.rank, part, [s.tokens for s in shares], out)

@@ -77,37 +77,42 @@ def windowed_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLa
     return local, extra_out
 
 
-def _band(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float) -> torch.Tensor:
+def _band(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float,
+          pool=pool_tokens) -> torch.Tensor:
     """local + s * up(global - pool(local)): the global branch replaces the low spatial frequencies of the
     local output (s = 1) or part of them."""
-    low = global_out - pool_tokens(local, grid, factor)  # (B, T*Hp*Wp, C)
+    low = global_out - pool(local, grid, factor)  # (B, T*Hp*Wp, C)
     return upsample_tokens(low, grid, factor, out=local, alpha=strength, beta=1.0)
 
 
-def _gate(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float) -> torch.Tensor:
+def _gate(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, strength: float,
+          pool=None) -> torch.Tensor:
     """(1 - s) * local + s * up(global)."""
     return upsample_tokens(global_out, grid, factor, out=local, alpha=strength, beta=1.0 - strength)
 
 
 def _local_only(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int,
-                 strength: float) -> torch.Tensor:
+                 strength: float, pool=None) -> torch.Tensor:
     """The windows alone (the global branch is not computed at all; see dual_branch_attention)."""
     return local
 
 
-# The fusion modes: name -> fn(local (B, N, C), global (B, T*Hp*Wp, C), grid, factor, strength), in place
-# on local. The one list of names: the settings check and the node's combo read it.
+# The fusion modes: name -> fn(local (B, N, C), global (B, T*Hp*Wp, C), grid, factor, strength, pool), in
+# place on local; ``pool`` pools the local output (pool_tokens, or a sum of the parts several devices
+# hold). The one list of names: the settings check and the node's combo read it.
 FUSIONS: dict[str, Callable[..., torch.Tensor]] = {"band": _band, "gate": _gate, "local_only": _local_only}
 
 
 def fuse(local: torch.Tensor, global_out: torch.Tensor, grid: Grid, factor: int, fusion: str,
-         strength: float) -> torch.Tensor:
-    """Combine the local output (B, N, C) with the global output (B, T*Hp*Wp, C) by ``FUSIONS[fusion]``."""
+         strength: float, pool=pool_tokens) -> torch.Tensor:
+    """Combine the local output (B, N, C) with the global output (B, T*Hp*Wp, C) by ``FUSIONS[fusion]``.
+
+    pool: how the local output is pooled (:func:`pool_tokens`; a split call sums its devices' parts)."""
     try:
         fn = FUSIONS[fusion]
     except KeyError:
         raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {fusion!r}.") from None
-    return fn(local, global_out, grid, factor, strength)
+    return fn(local, global_out, grid, factor, strength, pool)
 
 
 def dual_branch_attention(qkv: Sequence[torch.Tensor] | Projector, layout: WindowLayout, attention: AttentionFn,

@@ -60,7 +60,8 @@ def _keys(own: torch.Tensor, shared: torch.Tensor | None, proxy: torch.Tensor | 
 def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, attention: AttentionFn,
                               out: torch.Tensor, chunk_tokens: int,
                               shared_kv: Sequence[torch.Tensor] | None = None,
-                              proxy: ProxyKeys | None = None) -> torch.Tensor:
+                              proxy: ProxyKeys | None = None,
+                              slot_range: tuple[int, int] | None = None) -> torch.Tensor:
     """Attention inside each window of ``layout``, a few windows at a time, written into ``out``.
 
     project: q, k, v of given grid tokens (see :data:`ChunkProjector`).
@@ -69,6 +70,8 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
         one shape are never split across calls of different shapes.
     shared_kv: optional (k, v), each (B, E, C), that every window attends to besides its own tokens.
     proxy: optional proxy keys (see :class:`ProxyKeys`); strength 0 skips them (the unguided op).
+    slot_range: only the windows whose slots lie in [first, stop) run (a whole-window range, see
+        :func:`.split.split_windows`): the tokens they own are written, no other token of ``out``.
     Equals :func:`.dual_branch.windowed_attention` (and the video output of
     :func:`.proxy.proxy_guided_attention`) up to the batching of the attention calls.
     """
@@ -88,14 +91,17 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
     sk, sv = shared_kv if shared_kv is not None else (None, None)
     tokens_by_slot, slots = layout.owned_tokens(out.device)  # windows can overlap: write owners only
     slots_host = layout.owned_tokens("cpu")[1]
+    first_slot, stop_slot = slot_range if slot_range is not None else (0, layout.computed_tokens)
     base = 0  # first slot of the group
     for g, ((shape, windows), index, pindex) in enumerate(zip(layout.groups, layout.gather_indices(out.device),
                                                              pindices)):
         L, count = math.prod(shape), len(windows)
         P = proxy.layout.keys_per_group[g] if pindex is not None else 0
         per = max(1, chunk_tokens // L)  # windows per call
-        for a in range(0, count, per):
-            n = min(per, count - a)
+        lo_w = min(count, max(0, -(-(first_slot - base) // L)))  # the group's windows in the slot range
+        hi_w = min(count, max(0, (stop_slot - base) // L))
+        for a in range(lo_w, hi_w, per):
+            n = min(per, hi_w - a)
             q, k, v = project(index[a * L:(a + n) * L])  # each (B, n*L, C), window-major
             slots_of = pindex[a * P:(a + n) * P] if pindex is not None else None
             q = q.reshape(B * n, L, C)

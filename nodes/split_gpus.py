@@ -1,0 +1,53 @@
+"""UltraGenSplitAcrossGPUs: share every model call out over several GPUs by windows (ComfyUI 0.33's
+multi-GPU clones and worker threads)."""
+from __future__ import annotations
+
+import comfy.model_management
+from comfy_api.latest import io
+
+from ..ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+from .schema import schema
+
+MAX_GPUS = 8
+
+
+class UltraGenSplitAcrossGPUs(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="UltraGenSplitAcrossGPUs",
+            display_name="UltraGen Split Video Across GPUs",
+            category="UltraGen/multi-GPU",
+            search_aliases=("multi gpu", "multigpu", "several gpus", "parallel", "window split", "sequence parallel"),
+            description="Sample one video on several GPUs: every model call is shared out by attention windows "
+                        "(each GPU computes its windows and their tokens through every block; the GPUs swap rows "
+                        "after each block). Conditionings stay together, so this replaces ComfyUI's MultiGPU CFG "
+                        "Split for an UltraGen model. Needs UltraGen Apply on the model and ComfyUI 0.33 or later.",
+            inputs=[
+                io.Model.Input("model", tooltip="A model patched by UltraGen Apply (before or after this node)."),
+                io.Int.Input("gpus", default=2, min=2, max=MAX_GPUS,
+                             tooltip="How many GPUs share each model call, the model's own first. Each extra GPU "
+                                     "holds a copy of the model (loaded by ComfyUI)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model, with a copy on each extra GPU.")],
+        )
+
+    @classmethod
+    def execute(cls, model, gpus: int) -> io.NodeOutput:
+        try:
+            import comfy.multigpu as multigpu
+        except ImportError:
+            multigpu = None
+        if multigpu is None or not hasattr(model, "deepclone_multigpu"):
+            raise RuntimeError("UltraGen Split Video Across GPUs needs ComfyUI's multi-GPU engine (comfy.multigpu, "
+                               "ComfyUI 0.33 or later); this ComfyUI has none. Update ComfyUI, or remove the node "
+                               "to sample on one GPU.")
+        devices = comfy.model_management.get_all_torch_devices(exclude_current=False)
+        if len(devices) < 2:
+            names = ", ".join(str(d) for d in devices) or "none"
+            raise ValueError(f"UltraGen Split Video Across GPUs: ComfyUI sees {len(devices)} device ({names}); the "
+                             "split needs at least 2 GPUs. Remove the node to sample on this device.")
+        if gpus > len(devices):
+            raise ValueError(f"UltraGen Split Video Across GPUs: gpus is {gpus}, but ComfyUI sees {len(devices)} "
+                             f"GPUs. Set gpus to {len(devices)} or less.")
+        return io.NodeOutput(enable_split(multigpu.create_multigpu_deepclones(model, gpus), ComfyMultiGPU()))

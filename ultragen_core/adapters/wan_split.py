@@ -1,0 +1,238 @@
+"""One Wan model call over several GPUs, split by windows, on ComfyUI's own multi-GPU clones and threads.
+
+ComfyUI 0.33's multi-GPU engine keeps a deep clone of the model on every extra GPU and one worker thread
+per GPU. Its sampler gives each GPU whole conditionings (CFG split). With the split on, the pack keeps the
+conditionings together and gives each GPU a share of every model call instead (:class:`SplitRun`, made by
+the node from ComfyUI's clones and thread pool):
+
+- the call ComfyUI makes runs as rank 0; every other GPU's clone gets the same inputs and runs the same
+  forward in its worker thread (rank r), through the model's own wrappers;
+- patch embedding, time and text embeddings and the head run whole on every rank (little work); in every
+  dual-branch block each rank computes the windows of its slot range (:func:`.attention.split.split_windows`),
+  a share of the global branch's queries, and the per-token work of the tokens its windows own;
+- after each block the ranks all-gather their rows (:class:`.attention.split.RowExchange`), so each holds
+  the whole next input. The band fusion's pooled local output is summed over the ranks' parts.
+
+Calls the split cannot share run on the first GPU alone (a log line says why): steps outside the patch's
+sigma window (full attention), a reference frame or proxy tokens, ComfyUI's attn1 / attn2 patches, and
+blocks another pack patched or this pack was not checked against.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..attention.split import RowExchange, Share
+from .base import LOG_PREFIX, CallState, log_once, run_with_call
+
+log = logging.getLogger(__name__)
+
+SPLIT_KEY = "ultragen_split"  # transformer_options: the SplitRun of this sampling run
+RANK_KEY = "ultragen_rank"    # transformer_options of a helper rank's call: its RankCall
+
+
+@dataclass
+class SplitRun:
+    """The GPUs a sampling run shares each model call over. Index 0 is the device ComfyUI calls on.
+
+    models: the diffusion model each rank runs (index 0: None, it is the model being called);
+    submit(rank, fn): run ``fn()`` in that rank's worker thread; result(rank): (value, exception) of it.
+    """
+
+    devices: list
+    models: list
+    submit: Callable[[int, Callable], None]
+    result: Callable[[int], tuple]
+    logged: set = field(default_factory=set)
+    received: list = field(default_factory=list)  # bytes each rank received, per split call (for bench/)
+
+    @property
+    def ranks(self) -> int:
+        return len(self.devices)
+
+
+@dataclass
+class RankCall:
+    """One rank's part of a split call (CallState.split)."""
+
+    rank: int
+    ranks: int
+    exchange: RowExchange
+    token_cost: float  # per-token work of a block, in key-query pairs (see split.window_costs)
+    pending: int | None = None  # the block whose self-attention is to return the rank's rows only
+    shares: list[Share] | None = None  # what that self-attention computed, for the block
+
+
+def token_cost(dm) -> float:
+    """A token's per-token work in one block in units of one key-query pair of attention: projections q, k, v,
+    o and the cross-attention's q, o (6 dim^2), the feed-forward (2 dim ffn) multiply-adds, against 2 dim per
+    key-query pair (q.k and p.v)."""
+    dim = dm.dim
+    ffn = getattr(dm.blocks[0], "ffn_dim", 4 * dim)
+    return (6 * dim * dim + 2 * dim * ffn) / (2 * dim)
+
+
+def to_device(value, device):
+    """``value`` with every tensor in it (through dicts, lists, tuples) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def why_not_split(call: CallState, dm, options: dict) -> str | None:
+    """Why this call runs on one GPU, or None when it can be split."""
+    from .wan_block import StreamedWanBlock, known_block
+    if not call.changed:
+        return "outside the patch's sigma window (or a grid the patch leaves unchanged) the model runs full attention"
+    if call.prefix or call.proxy is not None:
+        return "a reference frame or proxy-guidance tokens are in the sequence"
+    patches = options.get("patches", {})
+    if patches.get("attn1_patch") or patches.get("attn2_patch"):
+        return "an attn1 / attn2 patch works on the whole sequence"
+    block = dm.blocks[0]
+    forward = block.__dict__.get("forward")
+    if not isinstance(forward, StreamedWanBlock) or forward.previous is not None:
+        return "another pack patched the Wan blocks"
+    if not known_block(block):
+        return "this ComfyUI's Wan block is not one the pack was checked against"
+    return None
+
+
+def split_call(split: SplitRun, call: CallState, dm, executor, args: list, kwargs: dict, options: dict):
+    """Run one diffusion-model call as rank 0 of ``split``, the other ranks in their worker threads."""
+    exchange = RowExchange(split.ranks)
+    cost = token_cost(dm)
+    call.split = RankCall(0, split.ranks, exchange, cost)
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    position = next((i for i in range(len(args) - 1, -1, -1) if args[i] is options), None)
+    for rank in range(1, split.ranks):
+        device = split.devices[rank]
+        mine = to_device(options, device)
+        mine[RANK_KEY] = RankCall(rank, split.ranks, exchange, cost)
+        a, k = to_device(args, device), to_device(kwargs, device)
+        if position is None:
+            k["transformer_options"] = mine
+        else:
+            a[position] = mine
+        split.submit(rank, _helper(split.models[rank], a, k, exchange, grad, inference))
+    error = None
+    try:
+        out = run_with_call(call, executor, *args, **kwargs)
+    except BaseException as e:
+        exchange.abort()
+        error, out = e, None
+    for rank in range(1, split.ranks):
+        _, helper_error = split.result(rank)
+        if helper_error is not None and (error is None or _is_abort(error)):
+            error = helper_error
+    split.received.append(list(exchange.received))
+    if error is not None:
+        raise error
+    return out
+
+
+def _is_abort(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "another GPU's part" in str(error)
+
+
+def _helper(model, args, kwargs, exchange: RowExchange, grad: bool, inference: bool):
+    def run():
+        try:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                model(*args, **kwargs)  # through its wrappers: ours finds RANK_KEY
+        except BaseException:
+            exchange.abort()
+            raise
+    return run
+
+
+def describe(split: SplitRun) -> str:
+    names = ", ".join(str(d) for d in split.devices)
+    return f"each model call shared out by windows over {split.ranks} devices ({names})"
+
+
+def log_single(split: SplitRun, reason: str) -> None:
+    log_once(split, ("single", reason), "%s this call runs on %s alone: %s.", LOG_PREFIX, split.devices[0], reason)
+
+
+SETUP_KEY = "ultragen_split_setup"  # transformer_options: where a sampling run gets its SplitRun
+CALC_COND_BATCH = "calc_cond_batch"  # comfy.patcher_extension.WrappersMP.CALC_COND_BATCH
+
+
+class ComfyMultiGPU:
+    """The split over the clones and worker threads ComfyUI's multi-GPU engine prepares for a sampling run
+    (``model_options["multigpu_clones"]`` and ``["multigpu_thread_pool"]``, ComfyUI 0.33 and later).
+
+    Lives in transformer_options (deep-copied with the model: returns itself). One SplitRun per pool, so
+    what it logged is logged once per sampling run."""
+
+    def __init__(self):
+        self._runs: dict[int, tuple[object, SplitRun]] = {}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @property
+    def last_run(self) -> SplitRun | None:
+        """The SplitRun of the latest sampling run (bench/ reads its byte counts)."""
+        return next(iter(self._runs.values()))[1] if self._runs else None
+
+    def start(self, model_options: dict) -> tuple[SplitRun | None, dict]:
+        """The run's SplitRun and the model options for a one-device cond loop, or (None, unchanged)."""
+        clones, pool = model_options.get("multigpu_clones"), model_options.get("multigpu_thread_pool")
+        if not clones or len(clones) < 2 or pool is None:
+            return None, model_options
+        entry = self._runs.get(id(pool))
+        if entry is None or entry[0] is not pool:
+            devices = list(clones)  # the first is the model's own device
+            models = [None] + [clones[d].model.diffusion_model for d in devices[1:]]
+            entry = (pool, SplitRun(devices, models, lambda r, fn: pool.submit(devices[r], fn),
+                                    lambda r: pool.get_result(devices[r])))
+            self._runs = {id(pool): entry}  # the latest run only
+        rest = {k: v for k, v in model_options.items() if k != "multigpu_clones"}
+        return entry[1], rest
+
+
+class _Notes:
+    logged: set = set()
+
+
+def calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper: keep the conditionings on one device and share each call out instead."""
+    options = model_options.get("transformer_options", {})
+    setup = options.get(SETUP_KEY)
+    if setup is None:
+        return executor(model, conds, x_in, timestep, model_options)
+    from .base import HOLDER_KEY
+    if HOLDER_KEY not in options:
+        log_once(_Notes, "no-holder", "%s Split Video Across GPUs: the model has no UltraGen attention (add UltraGen "
+                 "Apply), so ComfyUI's own multi-GPU engine splits the conditionings instead.", LOG_PREFIX,
+                 level=logging.WARNING)
+        return executor(model, conds, x_in, timestep, model_options)
+    if any(c.get("hooks") is not None for group in conds if group for c in group):
+        log_once(_Notes, "hooks", "%s Split Video Across GPUs: conditionings with hooks (e.g. hook LoRAs) need "
+                 "ComfyUI's per-device hook patches: ComfyUI's multi-GPU engine splits the conditionings "
+                 "instead.", LOG_PREFIX, level=logging.WARNING)
+        return executor(model, conds, x_in, timestep, model_options)
+    run, rest = setup.start(model_options)
+    if run is None:
+        return executor(model, conds, x_in, timestep, model_options)
+    rest = dict(rest)
+    rest["transformer_options"] = {**options, SPLIT_KEY: run}
+    return executor(model, conds, x_in, timestep, rest)
+
+
+def enable_split(model, setup, wrapper_key: str = "ultragen"):
+    """A clone of the ModelPatcher ``model`` whose sampling runs share each call out by ``setup``."""
+    patched = model.clone()
+    patched.model_options.setdefault("transformer_options", {})[SETUP_KEY] = setup
+    patched.remove_wrappers_with_key(CALC_COND_BATCH, wrapper_key)
+    patched.add_wrapper_with_key(CALC_COND_BATCH, wrapper_key, calc_cond_batch_wrapper)
+    return patched
