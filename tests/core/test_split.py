@@ -1,0 +1,126 @@
+"""Sharing one call's windows out over ranks (attention.split): contiguous balanced slot ranges, every token
+owned by exactly one rank, the union of the ranks' streamed outputs equal to the one-device output, and the
+threads' all-gather / all-reduce."""
+import itertools
+import math
+import threading
+
+import pytest
+import torch
+
+from ultragen_core.attention import make_layout, windowed_attention
+from ultragen_core.attention.split import RowExchange, shares, split_windows, window_costs
+from ultragen_core.attention.streamed import streamed_window_attention
+
+from test_proxy import rand, sdpa
+from test_streamed import projector
+
+LAYOUTS = [((21, 135, 240), (21, 45, 80), False), ((21, 135, 240), (21, 45, 80), True),
+           ((3, 9, 7), (3, 4, 3), True), ((2, 67, 5), (2, 16, 5), True), ((1, 5, 5), (1, 5, 5), False)]
+
+
+@pytest.mark.parametrize("grid,window,shifted", LAYOUTS)
+@pytest.mark.parametrize("ranks", [1, 2, 3, 8])
+def test_ranges_are_contiguous_whole_windows_that_cover_every_slot(grid, window, shifted, ranks):
+    layout = make_layout(grid, window, shifted)
+    starts, _ = window_costs(layout, 100.0)
+    ranges = split_windows(layout, ranks, 100.0)
+    assert len(ranges) == ranks
+    assert ranges[0][0] == 0 and ranges[-1][1] == layout.computed_tokens
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a in starts and b in starts and a <= b for a, b in ranges)
+    owned = torch.cat([s.tokens for s in shares(layout, ranks, 100.0, "cpu")])
+    assert torch.equal(owned.sort().values, torch.arange(math.prod(grid)))  # each token owned by one rank
+
+
+def test_4k_default_windows_go_five_and_four_on_two_gpus_and_more_gpus_than_windows_idle():
+    layout = make_layout((21, 135, 240), (21, 45, 80), False)  # Wan 14B at 4K, quality preset: 9 windows
+    L = 21 * 45 * 80
+    assert [(b - a) // L for a, b in split_windows(layout, 2, 29184.0)] in ([5, 4], [4, 5])
+    assert [(b - a) // L for a, b in split_windows(layout, 12, 29184.0)].count(0) == 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_largest_share_is_the_smallest_any_contiguous_cut_gives(seed):
+    gen = torch.Generator().manual_seed(seed)
+    grid = (1, int(torch.randint(5, 30, (1,), generator=gen)), int(torch.randint(5, 30, (1,), generator=gen)))
+    layout = make_layout(grid, (1, 4, 5), True)  # windows of several sizes
+    ranks = int(torch.randint(2, 5, (1,), generator=gen))
+    starts, costs = window_costs(layout, 7.0)
+    n = len(costs)
+    best = min(max(sum(costs[a:b]) for a, b in zip((0, *cut), (*cut, n)))
+               for cut in itertools.combinations_with_replacement(range(n + 1), ranks - 1))
+    got = max(sum(costs[starts.index(a):starts.index(b)]) for a, b in split_windows(layout, ranks, 7.0))
+    assert got == pytest.approx(best, rel=1e-9)
+
+
+def test_no_ranks_is_refused():
+    with pytest.raises(ValueError, match="at least one rank, got 0"):
+        split_windows(make_layout((1, 8, 8), (1, 4, 4), False), 0)
+
+
+@pytest.mark.parametrize("grid,window,shifted", LAYOUTS[2:])
+@pytest.mark.parametrize("ranks", [2, 3, 5])
+def test_the_ranks_outputs_together_are_the_one_device_output(grid, window, shifted, ranks):
+    heads = 2
+    qkv = rand(2, math.prod(grid), 8, seed=1)
+    layout = make_layout(grid, window, shifted)
+    ref, _ = windowed_attention(qkv, layout, sdpa(heads))
+    together = torch.full_like(ref, float("nan"))
+    for share in shares(layout, ranks, 3.0, "cpu"):
+        out = torch.full_like(ref, float("nan"))
+        streamed_window_attention(projector(qkv), layout, sdpa(heads), out, 40, slot_range=share.slots)
+        mine = out.index_select(1, share.tokens)
+        assert not mine.isnan().any()  # a rank writes every token it owns ...
+        assert out.isnan().sum() == (out.shape[1] - share.tokens.numel()) * out.shape[0] * out.shape[2]
+        together.index_copy_(1, share.tokens, mine)  # ... and no other
+    torch.testing.assert_close(together, ref, rtol=1e-13, atol=1e-13)
+
+
+def run_ranks(ranks, fn):
+    results, errors = [None] * ranks, [None] * ranks
+
+    def work(r):
+        try:
+            results[r] = fn(r)
+        except Exception as e:
+            errors[r] = e
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a rank hangs"
+    return results, errors
+
+
+def test_all_gather_and_all_reduce_between_threads():
+    ranks, L = 3, 10
+    exchange = RowExchange(ranks)
+    indices = [torch.tensor([0, 3, 6, 9]), torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8])]
+    full = torch.arange(2 * L * 4, dtype=torch.float64).view(2, L, 4)
+
+    def rank(r):
+        gathered = exchange.all_gather(r, full.index_select(1, indices[r]), indices, torch.zeros_like(full))
+        again = exchange.all_gather(r, full.index_select(1, indices[r]) + 1, indices, torch.zeros_like(full))
+        return gathered, again, exchange.all_reduce(r, torch.full((2, 3), float(r + 1)))
+    results, errors = run_ranks(ranks, rank)
+    assert errors == [None] * ranks
+    for gathered, again, total in results:
+        assert torch.equal(gathered, full) and torch.equal(again, full + 1)
+        assert torch.equal(total, torch.full((2, 3), 6.0))
+    own = [i.numel() for i in indices]
+    assert exchange.received == [(2 * (L - n) * 4 * 8) * 2 + 2 * 2 * 3 * 4 for n in own]  # float64 rows, float32 sums
+
+
+def test_a_failed_rank_releases_the_others():
+    exchange = RowExchange(3)
+
+    def rank(r):
+        if r == 1:
+            exchange.abort()  # what the split does when a rank's work raises
+            raise RuntimeError("rank 1 failed")
+        return exchange.all_gather(r, torch.zeros(1, 1, 2), [torch.tensor([i]) for i in range(3)], torch.zeros(1, 3, 2))
+    _, errors = run_ranks(3, rank)
+    assert str(errors[1]) == "rank 1 failed"
+    assert all("another GPU's part of this model call failed" in str(errors[r]) for r in (0, 2))
