@@ -1,7 +1,6 @@
-"""Sharing one call's windows out over ranks (attention.split): contiguous balanced slot ranges, every token
+"""Sharing one call's windows out over ranks (attention.split): contiguous equal slot ranges, every token
 owned by exactly one rank, the union of the ranks' streamed outputs equal to the one-device output, and the
 threads' all-gather / all-reduce."""
-import itertools
 import math
 import threading
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 from ultragen_core.attention import make_layout, windowed_attention
-from ultragen_core.attention.split import RowExchange, shares, split_windows, window_costs
+from ultragen_core.attention.split import RowExchange, shares, slot_costs, split_slots
 from ultragen_core.attention.streamed import streamed_window_attention
 
 from test_proxy import rand, sdpa
@@ -21,60 +20,75 @@ LAYOUTS = [((21, 135, 240), (21, 45, 80), False), ((21, 135, 240), (21, 45, 80),
 
 @pytest.mark.parametrize("grid,window,shifted", LAYOUTS)
 @pytest.mark.parametrize("ranks", [1, 2, 3, 8])
-def test_ranges_are_contiguous_whole_windows_that_cover_every_slot(grid, window, shifted, ranks):
+def test_ranges_are_contiguous_equal_to_a_slot_and_cover_every_slot(grid, window, shifted, ranks):
     layout = make_layout(grid, window, shifted)
-    starts, _ = window_costs(layout, 100.0)
-    ranges = split_windows(layout, ranks, 100.0)
+    costs = slot_costs(layout, 100.0)
+    ranges = split_slots(layout, ranks, 100.0)
     assert len(ranges) == ranks
     assert ranges[0][0] == 0 and ranges[-1][1] == layout.computed_tokens
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    assert all(a in starts and b in starts and a <= b for a, b in ranges)
+    assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(ranges, ranges[1:]))
+    work = [float(costs[a:b].sum()) for a, b in ranges]
+    assert max(work) <= float(costs.sum()) / ranks + float(costs.max())  # equal shares, to one slot
     owned = torch.cat([s.tokens for s in shares(layout, ranks, 100.0, "cpu")])
     assert torch.equal(owned.sort().values, torch.arange(math.prod(grid)))  # each token owned by one rank
 
 
-def test_4k_default_windows_go_five_and_four_on_two_gpus_and_more_gpus_than_windows_idle():
+def test_a_slot_costs_its_keys_plus_the_per_token_work_where_its_token_is_owned():
+    layout = make_layout((1, 5, 5), (1, 4, 4), False)  # clamped windows overlap: 64 slots, 25 tokens
+    costs = slot_costs(layout, 10.0)
+    assert costs.numel() == 64 and float(costs.sum()) == 64 * 16 + 25 * 10
+
+
+def test_4k_default_on_two_gpus_cuts_the_fifth_window_in_two():
     layout = make_layout((21, 135, 240), (21, 45, 80), False)  # Wan 14B at 4K, quality preset: 9 windows
     L = 21 * 45 * 80
-    assert [(b - a) // L for a, b in split_windows(layout, 2, 29184.0)] in ([5, 4], [4, 5])
-    assert [(b - a) // L for a, b in split_windows(layout, 12, 29184.0)].count(0) == 3
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_the_largest_share_is_the_smallest_any_contiguous_cut_gives(seed):
-    gen = torch.Generator().manual_seed(seed)
-    grid = (1, int(torch.randint(5, 30, (1,), generator=gen)), int(torch.randint(5, 30, (1,), generator=gen)))
-    layout = make_layout(grid, (1, 4, 5), True)  # windows of several sizes
-    ranks = int(torch.randint(2, 5, (1,), generator=gen))
-    starts, costs = window_costs(layout, 7.0)
-    n = len(costs)
-    best = min(max(sum(costs[a:b]) for a, b in zip((0, *cut), (*cut, n)))
-               for cut in itertools.combinations_with_replacement(range(n + 1), ranks - 1))
-    got = max(sum(costs[starts.index(a):starts.index(b)]) for a, b in split_windows(layout, ranks, 7.0))
-    assert got == pytest.approx(best, rel=1e-9)
+    (a, b), (c, d) = split_slots(layout, 2, 29184.0)
+    assert a == 0 and b == c and d == 9 * L and abs(b - 4.5 * L) <= 1
 
 
 def test_no_ranks_is_refused():
     with pytest.raises(ValueError, match="at least one rank, got 0"):
-        split_windows(make_layout((1, 8, 8), (1, 4, 4), False), 0)
+        split_slots(make_layout((1, 8, 8), (1, 4, 4), False), 0)
 
 
 @pytest.mark.parametrize("grid,window,shifted", LAYOUTS[2:])
-@pytest.mark.parametrize("ranks", [2, 3, 5])
-def test_the_ranks_outputs_together_are_the_one_device_output(grid, window, shifted, ranks):
+@pytest.mark.parametrize("ranks", [2, 3, 5, 40])
+@pytest.mark.parametrize("with_shared", [False, True])
+def test_the_ranks_outputs_together_are_the_one_device_output(grid, window, shifted, ranks, with_shared):
     heads = 2
     qkv = rand(2, math.prod(grid), 8, seed=1)
+    shared = rand(2, 5, 8, seed=2, count=2) if with_shared else None
     layout = make_layout(grid, window, shifted)
-    ref, _ = windowed_attention(qkv, layout, sdpa(heads))
+    ref, _ = windowed_attention(qkv, layout, sdpa(heads), shared_kv=shared)
     together = torch.full_like(ref, float("nan"))
     for share in shares(layout, ranks, 3.0, "cpu"):
         out = torch.full_like(ref, float("nan"))
-        streamed_window_attention(projector(qkv), layout, sdpa(heads), out, 40, slot_range=share.slots)
+        streamed_window_attention(projector(qkv), layout, sdpa(heads), out, 40, shared_kv=shared,
+                                  slot_range=share.slots)
         mine = out.index_select(1, share.tokens)
         assert not mine.isnan().any()  # a rank writes every token it owns ...
         assert out.isnan().sum() == (out.shape[1] - share.tokens.numel()) * out.shape[0] * out.shape[2]
         together.index_copy_(1, share.tokens, mine)  # ... and no other
     torch.testing.assert_close(together, ref, rtol=1e-13, atol=1e-13)
+
+
+def test_ranks_with_proxy_keys_together_match_the_explicit_reference():
+    from test_proxy import naive_guided
+    from ultragen_core.attention.proxy import ProxyLayout
+    from ultragen_core.attention.streamed import ProxyKeys
+    grid, proxy, heads = (2, 9, 7), (2, 3, 3), 2
+    qkv = rand(2, math.prod(grid), 8, seed=3)
+    _, kp, vp = rand(2, math.prod(proxy), 8, seed=4)
+    layout = make_layout(grid, (2, 4, 3), True)
+    pl = ProxyLayout(layout, proxy, "neighbourhood", (0, 1, 1), ("causal", "centres", "centres"))
+    keys = ProxyKeys(kp, vp, pl, 0.6)
+    together = torch.full_like(qkv[0], float("nan"))
+    for share in shares(layout, 3, 0.0, "cpu"):
+        out = torch.full_like(qkv[0], float("nan"))
+        streamed_window_attention(projector(qkv), layout, sdpa(heads), out, 30, proxy=keys, slot_range=share.slots)
+        together.index_copy_(1, share.tokens, out.index_select(1, share.tokens))
+    torch.testing.assert_close(together, naive_guided(qkv, (None, kp, vp), layout, pl, heads, 0.6),
+                               rtol=1e-12, atol=1e-12)
 
 
 def run_ranks(ranks, fn):

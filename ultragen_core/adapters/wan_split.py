@@ -8,8 +8,9 @@ the node from ComfyUI's clones and thread pool):
 - the call ComfyUI makes runs as rank 0; every other GPU's clone gets the same inputs and runs the same
   forward in its worker thread (rank r), through the model's own wrappers;
 - patch embedding, time and text embeddings and the head run whole on every rank (little work); in every
-  dual-branch block each rank computes the windows of its slot range (:func:`.attention.split.split_windows`),
-  a share of the global branch's queries, and the per-token work of the tokens its windows own;
+  dual-branch block each rank computes the queries of its slot range (:func:`.attention.split.split_slots`:
+  whole windows, cut at the ends so the shares are equal), a share of the global branch's queries, and
+  the per-token work of the tokens owned there;
 - after each block the ranks all-gather their rows (:class:`.attention.split.RowExchange`), so each holds
   the whole next input. The band fusion's pooled local output is summed over the ranks' parts.
 
@@ -61,7 +62,7 @@ class RankCall:
     rank: int
     ranks: int
     exchange: RowExchange
-    token_cost: float  # per-token work of a block, in key-query pairs (see split.window_costs)
+    token_cost: float  # per-token work of a block, in key-query pairs (see split.slot_costs)
     pending: int | None = None  # the block whose self-attention is to return the rank's rows only
     shares: list[Share] | None = None  # what that self-attention computed, for the block
 

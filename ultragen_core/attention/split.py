@@ -1,8 +1,9 @@
 """One model call over several devices, shared out by windows.
 
 A window needs nothing from outside itself, so the windows of a layout can be dealt out: each device (a
-*rank*) computes the windows of one contiguous range of slots, then the per-token work (output
-projection, cross-attention, feed-forward) of the tokens those windows own. After each block the ranks
+*rank*) computes one contiguous range of slots (the queries of whole windows, and part of a window at
+each end of the range, so that the shares are equal), then the per-token work (output projection,
+cross-attention, feed-forward) of the tokens owned there. After each block the ranks
 swap their rows, so every rank holds the whole next input (:class:`RowExchange`, an all-gather by
 device-to-device copies). The global branch's pooled tokens come from that whole input on every rank
 (1 / factor^2 of the tokens, cheap).
@@ -12,6 +13,7 @@ outputs is the one-device output up to the batching of the attention calls.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -20,57 +22,34 @@ import torch
 from .windows import WindowLayout
 
 
-def window_costs(layout: WindowLayout, token_cost: float) -> tuple[list[int], list[float]]:
-    """The first slot of every window (slot order, then the end slot) and its work.
+def slot_costs(layout: WindowLayout, token_cost: float) -> torch.Tensor:
+    """The work of every slot (one query of one window), float64 (computed_tokens,).
 
-    A window of L tokens owning n of them costs L x (L + E) key-query pairs (E: keys every window
-    shares, ignored here) plus ``token_cost`` per owned token for the per-token work, in the same unit.
+    A query of a window of L tokens costs L key-query pairs (keys every window shares are the same for
+    all and left out), plus ``token_cost`` in the same unit when its token is owned there: the per-token
+    work of the block (projections, cross-attention, feed-forward) follows ownership.
     """
-    starts, costs = [], []
-    slots = layout.owned_tokens("cpu")[1]
-    slot = 0
-    for shape, windows in layout.groups:
-        L = shape[0] * shape[1] * shape[2]
-        for _ in windows:
-            starts.append(slot)
-            slot += L
-    starts.append(slot)
-    owned = torch.searchsorted(slots, torch.tensor(starts)).tolist()
-    for j in range(len(starts) - 1):
-        L = starts[j + 1] - starts[j]
-        costs.append(float(L * L + token_cost * (owned[j + 1] - owned[j])))
-    return starts, costs
+    lengths = torch.cat([torch.full((len(windows) * math.prod(shape),), float(math.prod(shape)), dtype=torch.float64)
+                         for shape, windows in layout.groups])
+    owned = torch.zeros_like(lengths)
+    owned[layout.owned_tokens("cpu")[1]] = token_cost
+    return lengths + owned
 
 
-def split_windows(layout: WindowLayout, ranks: int, token_cost: float = 0.0) -> tuple[tuple[int, int], ...]:
-    """Cut the windows of ``layout`` (in slot order) into ``ranks`` contiguous ranges of about equal work.
+def split_slots(layout: WindowLayout, ranks: int, token_cost: float = 0.0) -> tuple[tuple[int, int], ...]:
+    """Cut the slots of ``layout`` into ``ranks`` contiguous ranges of equal work (to one slot).
 
-    Returns one slot range [first, stop) per rank; a range may be empty when there are more ranks than
-    windows. The largest share is as small as a contiguous cut allows (binary search on the limit).
+    Returns one slot range [first, stop) per rank. A range can start or end inside a window: both ranks
+    then compute that window's keys, each its own queries. A range is empty only with more ranks than slots.
     """
     if ranks < 1:
-        raise ValueError(f"split_windows needs at least one rank, got {ranks}.")
-    starts, costs = window_costs(layout, token_cost)
-
-    def cuts_under(limit: float) -> list[int] | None:
-        cuts, load = [0], 0.0
-        for j, c in enumerate(costs):
-            if load + c > limit and load > 0:
-                cuts.append(j)
-                load = 0.0
-            load += c
-        return cuts if len(cuts) <= ranks else None
-
-    lo, hi = max(costs), sum(costs)
-    for _ in range(60):  # the limit to within 1e-18 of the total: past the float resolution
-        mid = (lo + hi) / 2
-        if cuts_under(mid) is None:
-            lo = mid
-        else:
-            hi = mid
-    cuts = cuts_under(hi) + [len(costs)]
-    cuts += [len(costs)] * (ranks + 1 - len(cuts))  # ranks without windows
-    return tuple((starts[a], starts[b]) for a, b in zip(cuts, cuts[1:]))
+        raise ValueError(f"split_slots needs at least one rank, got {ranks}.")
+    def build():
+        work = slot_costs(layout, token_cost).cumsum(0)
+        targets = work[-1] * torch.arange(1, ranks, dtype=torch.float64) / ranks
+        return torch.searchsorted(work, targets).clamp(max=work.numel())
+    cuts = [0, *layout.on_device(f"cuts {ranks} {token_cost:g}", "cpu", build).tolist(), layout.computed_tokens]
+    return tuple(zip(cuts, cuts[1:]))
 
 
 @dataclass(frozen=True)
@@ -86,12 +65,12 @@ def shares(layout: WindowLayout, ranks: int, token_cost: float, device) -> list[
     def build():
         tokens, slots = layout.owned_tokens("cpu")
         out = []
-        for first, stop in split_windows(layout, ranks, token_cost):
+        for first, stop in split_slots(layout, ranks, token_cost):
             lo, hi = torch.searchsorted(slots, torch.tensor([first, stop])).tolist()
             out.append(tokens[lo:hi])
         return out
 
-    ranges = split_windows(layout, ranks, token_cost)
+    ranges = split_slots(layout, ranks, token_cost)
     tokens = layout.on_device(f"split {ranks} {token_cost:g}", device, build)
     return [Share(r, t) for r, t in zip(ranges, tokens)]
 

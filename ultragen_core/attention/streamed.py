@@ -70,8 +70,9 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
         one shape are never split across calls of different shapes.
     shared_kv: optional (k, v), each (B, E, C), that every window attends to besides its own tokens.
     proxy: optional proxy keys (see :class:`ProxyKeys`); strength 0 skips them (the unguided op).
-    slot_range: only the windows whose slots lie in [first, stop) run (a whole-window range, see
-        :func:`.split.split_windows`): the tokens they own are written, no other token of ``out``.
+    slot_range: only the queries of the slots in [first, stop) run (see :func:`.split.split_slots`): the
+        tokens they own are written, no other token of ``out``. A window the range cuts attends with
+        all its keys, as whole.
     Equals :func:`.dual_branch.windowed_attention` (and the video output of
     :func:`.proxy.proxy_guided_attention`) up to the batching of the attention calls.
     """
@@ -98,23 +99,32 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
         L, count = math.prod(shape), len(windows)
         P = proxy.layout.keys_per_group[g] if pindex is not None else 0
         per = max(1, chunk_tokens // L)  # windows per call
-        lo_w = min(count, max(0, -(-(first_slot - base) // L)))  # the group's windows in the slot range
-        hi_w = min(count, max(0, (stop_slot - base) // L))
-        for a in range(lo_w, hi_w, per):
-            n = min(per, hi_w - a)
+        # whole windows in the slot range run in batches; a window the range cuts runs alone, with the
+        # queries of its slots in the range (and all its keys)
+        full_lo = min(count, max(0, -(-(first_slot - base) // L)))
+        full_hi = max(full_lo, min(count, max(0, (stop_slot - base) // L)))
+        runs = [(a, min(per, full_hi - a), 0, L) for a in range(full_lo, full_hi, per)]
+        for w in range(min(count, max(0, (first_slot - base) // L)), min(count, max(0, -(-(stop_slot - base) // L)))):
+            s0 = base + w * L
+            q0, q1 = max(first_slot, s0) - s0, min(stop_slot, s0 + L) - s0
+            if not full_lo <= w < full_hi and q0 < q1:
+                runs.append((w, 1, q0, q1))
+        for a, n, q0, q1 in runs:
             q, k, v = project(index[a * L:(a + n) * L])  # each (B, n*L, C), window-major
             slots_of = pindex[a * P:(a + n) * P] if pindex is not None else None
             q = q.reshape(B * n, L, C)
+            if q1 - q0 < L:
+                q = q[:, q0:q1].contiguous()
             k = _keys(k, sk, pk, slots_of, B, n, L)  # (B*n, L + E + P, C)
             v = _keys(v, sv, pv, slots_of, B, n, L)
-            result = attention(q, k, v)  # (B*n, L, C)
+            result = attention(q, k, v)  # (B*n, q1 - q0, C)
             if guided and proxy.strength < 1.0:
                 own = L + (0 if sk is None else sk.shape[1])
                 result = attention(q, k[:, :own], v[:, :own]).lerp_(result, proxy.strength)
             del q, k, v
-            first = base + a * L
-            lo, hi = torch.searchsorted(slots_host, torch.tensor([first, first + n * L])).tolist()
-            result = result.view(B, n * L, C).index_select(1, slots[lo:hi] - first)  # the owned queries
+            first, stop = base + a * L + q0, base + (a + n - 1) * L + q1
+            lo, hi = torch.searchsorted(slots_host, torch.tensor([first, stop])).tolist()
+            result = result.reshape(B, n * (q1 - q0), C).index_select(1, slots[lo:hi] - first)  # owned queries
             out.index_copy_(1, tokens_by_slot[lo:hi], result)
             del result
         base += count * L
