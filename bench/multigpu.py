@@ -67,6 +67,70 @@ def timed(fn, device) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t0, out
 
 
+class SoloExchange:
+    """Stands in for the other GPUs when one GPU times one rank's share of a call (--solo): keeps this rank's
+    rows (the others' stay zero) and counts the bytes the others would send."""
+
+    def __init__(self, ranks: int):
+        self.ranks = ranks
+        self.received = [0] * ranks
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def all_gather(self, rank, rows, indices, out):
+        out.zero_()
+        out.index_copy_(1, indices[rank], rows)
+        row_bytes = rows.shape[0] * rows.shape[-1] * rows.element_size()
+        self.received[rank] += sum(i.numel() for r, i in enumerate(indices) if r != rank) * row_bytes
+        return out
+
+    def all_reduce(self, rank, part):
+        self.received[rank] += (self.ranks - 1) * part.numel() * part.element_size()
+        return part.clone()
+
+
+def solo_rows(patched, sample, device, ranks_list, blocks, scale, one, bandwidth):
+    """Each rank's share of one call timed alone on this GPU: the compute of an N-GPU split without its
+    transfers, which are counted and priced at ``bandwidth`` (bytes/s). Returns table cells per N."""
+    from ultragen_core.adapters.wan_split import RANK_KEY, RankCall, token_cost
+    dm = patched.get_model_object("diffusion_model")
+    cells = []
+    for ranks in ranks_list:
+        times, sent = [], []
+        for rank in range(ranks):
+            exchange = SoloExchange(ranks)
+            model = patched.clone()
+            model.model_options["transformer_options"][RANK_KEY] = RankCall(rank, ranks, exchange, token_cost(dm))
+            t, _ = timed(lambda: sample(model), device)
+            times.append(t)
+            sent.append(exchange.received[rank] / 2)  # warm-up and timed call
+        slowest = max(times)
+        comm = max(sent) / bandwidth
+        cells.append(f"{ranks}: {slowest * scale:.2f} s + {comm * scale:.2f} s = **{one / (slowest + comm):.2f}x** "
+                     f"({max(sent) / blocks / 2**30:.2f} GiB / block)")
+    return cells
+
+
+class SameDevice:
+    """The window split with every rank on one GPU (--same-gpu): ComfyUI deep clones on that GPU, one ComfyUI
+    worker thread per extra rank. Checks the threads, the exchange and the result on CUDA; no speedup."""
+
+    def __init__(self, clones, device):
+        import comfy.multigpu
+        from ultragen_core.adapters.wan_split import SplitRun
+        self.pools = [comfy.multigpu.MultiGPUThreadPool([device]) for _ in clones]
+        self.last_run = SplitRun([device] * (len(clones) + 1), [None] + [c.model.diffusion_model for c in clones],
+                                 lambda r, fn: self.pools[r - 1].submit(device, fn),
+                                 lambda r: self.pools[r - 1].get_result(device))
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def start(self, model_options):
+        return self.last_run, model_options
+
+
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
@@ -78,6 +142,13 @@ def main():
     ap.add_argument("--presets", default="default,fast")
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--solo", default="",
+                    help="comma-separated GPU counts N (e.g. 2,4,8): time each rank's share of an N-GPU window split "
+                         "alone on this GPU (one GPU is enough), transfers priced at --bandwidth")
+    ap.add_argument("--bandwidth", type=float, default=400.0, help="GB/s per direction between GPUs, for --solo")
+    ap.add_argument("--same-gpu", type=int, default=0,
+                    help="also run the real split with this many ranks all on the first GPU (threads, exchange, "
+                         "result; no speedup)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that the script runs")
     args = ap.parse_args()
     device = pick_device(args.smoke, "bench/multigpu.py")
@@ -100,7 +171,8 @@ def main():
     else:
         print(f"# {torch.cuda.get_device_name(0)} x{gpus} | torch {torch.__version__} | {args.blocks} blocks, "
               "seconds scaled to the model's depth")
-    calls, steps = [], []
+    calls, steps, solos = [], [], []
+    solo = [int(n) for n in args.solo.split(",") if n]
     folder = Path(tempfile.mkdtemp(prefix="ultragen-multigpu-"))
     for name in args.models.split(","):
         cfg = MODELS[name]
@@ -128,6 +200,29 @@ def main():
                 # one model call (cfg 1: no uncond)
                 t1, o1 = timed(lambda: sample_once(patched, latent, cond, uncond, 1.0), device)
                 mm.unload_all_models()
+                if solo:
+                    cells = solo_rows(patched, lambda m: sample_once(m, latent, cond, uncond, 1.0), device, solo,
+                                      args.blocks, scale, t1, args.bandwidth * 1e9)
+                    solos.append(f"{row} {t1 * scale:.2f} | " + " | ".join(cells) + " |")
+                    print(solos[-1], flush=True)
+                    mm.unload_all_models()
+                if args.same_gpu > 1:
+                    first = torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device
+                    clones = [patched.deepclone_multigpu(new_load_device=first) for _ in range(args.same_gpu - 1)]
+                    shared = patched.clone()
+                    shared.set_additional_models("ultragen_bench_split", clones)
+                    same = SameDevice(clones, first)
+                    ts, os_ = timed(lambda: sample_once(enable_split(shared, same), latent, cond, uncond, 1.0), device)
+                    got = same.last_run.received
+                    moved = f"{max(got[-1]) / args.blocks / 2**30:.2f}" if got else "none (the call was not split)"
+                    print(f"{row} same GPU, {args.same_gpu} ranks: {ts * scale:.2f} s / call (1 rank {t1 * scale:.2f}), "
+                          f"max rel. diff {rel_diff(os_, o1):.1e}, GiB / block received per rank {moved} |", flush=True)
+                    for pool in same.pools:
+                        pool.shutdown()
+                    del clones, shared, same
+                    mm.unload_all_models()
+                if gpus < 2:
+                    continue
                 t2, o2 = timed(lambda: sample_once(window, latent, cond, uncond, 1.0), device)
                 run = setup.last_run
                 per_block = (max(run.received[-1]) / args.blocks / 2**30) if run is not None and run.received else 0.0
@@ -146,6 +241,14 @@ def main():
                 print(steps[-1], flush=True)
                 mm.unload_all_models()
                 mm.soft_empty_cache()
+    if solos:
+        print(f"\n### Each rank's share of one call (cfg 1) timed alone, transfers at {args.bandwidth:g} GB/s\n")
+        print("| model | res | grid | preset | 1 GPU s / call | " + " | ".join(f"N = {n}: slowest rank + transfers = "
+                                                                          "speedup" for n in solo) + " |")
+        print("|---|---|---|---|---|" + "---|" * len(solo))
+        print("\n".join(solos))
+    if not calls:
+        return
     print(f"\n### One model call (cfg 1), 1 GPU and window split over {gpus}\n")
     print("| model | res | grid | preset | 1 GPU s / call | window split s / call | speedup | GiB / block received "
           "per GPU | max rel. diff |")

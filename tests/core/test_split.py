@@ -138,3 +138,18 @@ def test_a_failed_rank_releases_the_others():
     _, errors = run_ranks(3, rank)
     assert str(errors[1]) == "rank 1 failed"
     assert all("another GPU's part of this model call failed" in str(errors[r]) for r in (0, 2))
+
+
+def test_a_worker_thread_that_never_starts_fails_the_call_instead_of_hanging(monkeypatch):
+    from types import SimpleNamespace
+
+    from ultragen_core.adapters import wan_split
+    from ultragen_core.adapters.base import CallState
+    monkeypatch.setattr(wan_split, "START_TIMEOUT", 0.2)
+    cpu = torch.device("cpu")
+    split = wan_split.SplitRun([cpu, cpu], [None, None], lambda r, fn: None, lambda r: (None, None))  # drops work
+    dm = SimpleNamespace(dim=8, blocks=[SimpleNamespace(ffn_dim=16)])
+    options = {}
+    with pytest.raises(RuntimeError, match=r"the worker thread of cpu did not start within 0.2 s"):
+        wan_split.split_call(split, CallState(dm, None, True), dm, lambda *a, **k: None, [torch.zeros(1), options],
+                             {}, options)

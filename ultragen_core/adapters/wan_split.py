@@ -21,6 +21,7 @@ blocks another pack patched or this pack was not checked against.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_KEY = "ultragen_split"  # transformer_options: the SplitRun of this sampling run
 RANK_KEY = "ultragen_rank"    # transformer_options of a helper rank's call: its RankCall
+START_TIMEOUT = 60.0          # seconds a worker thread may take to pick up its part of a call
 
 
 @dataclass
@@ -113,6 +115,7 @@ def split_call(split: SplitRun, call: CallState, dm, executor, args: list, kwarg
     call.split = RankCall(0, split.ranks, exchange, cost)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     position = next((i for i in range(len(args) - 1, -1, -1) if args[i] is options), None)
+    started: list[threading.Event] = []
     for rank in range(1, split.ranks):
         device = split.devices[rank]
         mine = to_device(options, device)
@@ -122,14 +125,22 @@ def split_call(split: SplitRun, call: CallState, dm, executor, args: list, kwarg
             k["transformer_options"] = mine
         else:
             a[position] = mine
-        split.submit(rank, _helper(split.models[rank], a, k, exchange, grad, inference))
+        started.append(threading.Event())
+        split.submit(rank, _helper(split.models[rank], a, k, exchange, grad, inference, started[-1]))
     error = None
     try:
+        for rank, event in enumerate(started, start=1):
+            if not event.wait(START_TIMEOUT):  # a worker that cannot run would leave rank 0 waiting forever
+                raise RuntimeError(f"UltraGen Split Video Across GPUs: the worker thread of {split.devices[rank]} did "
+                                   f"not start within {START_TIMEOUT} s (see ComfyUI's log for its error). Remove the "
+                                   "node to sample on one GPU.")
         out = run_with_call(call, executor, *args, **kwargs)
     except BaseException as e:
         exchange.abort()
         error, out = e, None
     for rank in range(1, split.ranks):
+        if not started[rank - 1].is_set():
+            continue  # never ran: no result to wait for
         _, helper_error = split.result(rank)
         if helper_error is not None and (error is None or _is_abort(error)):
             error = helper_error
@@ -143,8 +154,9 @@ def _is_abort(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "another GPU's part" in str(error)
 
 
-def _helper(model, args, kwargs, exchange: RowExchange, grad: bool, inference: bool):
+def _helper(model, args, kwargs, exchange: RowExchange, grad: bool, inference: bool, started: threading.Event):
     def run():
+        started.set()
         try:
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                 model(*args, **kwargs)  # through its wrappers: ours finds RANK_KEY
