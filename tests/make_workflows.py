@@ -423,7 +423,8 @@ negative on the other. So at most 2x, from 2 GPUs; more GPUs do not help one vid
 after UltraGen Apply; each GPU's copy runs its own patch with its own weights. Without CFG (CFG 1) there is
 nothing to split. Measured per 14B step with CFG on two H200s (docs/BENCHMARKS.md section 4): 1080p 1.96x
 (default preset) / 1.41x (fast); 4K 1.74x with preset **fast** (set here), while the default preset gains
-nothing at 4K yet (under investigation). *Select Model Device* (same menu) can pin the first copy to a GPU.
+nothing at 4K. For one video on 2 or more GPUs see the template "split across GPUs" (UltraGen Split Video
+Across GPUs). *Select Model Device* (same menu) can pin the first copy to a GPU.
 On a machine with one GPU the node passes the model through. Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
                 ["t2v_14b", "umt5", "vae21"],
                 "per GPU about the single-GPU figure of the 4K workflow (60-75 GB; the fast preset a little less), "
@@ -446,6 +447,39 @@ On a machine with one GPU the node passes the model through. Sampler: uni_pc, 30
     return g
 
 
+def wan21_14b_4k_split(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Wan 2.1 T2V 14B at native 4K, one video split across GPUs (UltraGen, ComfyUI 0.33+)
+**UltraGen Split Video Across GPUs** shares every model call out over the GPUs by attention windows: each GPU
+computes its windows and the tokens they own through every block, and the GPUs swap rows after each block
+(a few GB per block over NVLink). The conditionings stay together, so it also speeds up sampling with CFG 1,
+and more than two GPUs help one video; it takes the place of ComfyUI's MultiGPU CFG Split for an UltraGen
+model. It uses ComfyUI's own multi-GPU engine: a copy of the model on each extra GPU, one worker thread each.
+Share of one 14B call at 4K per GPU, timed on an H200 (docs/BENCHMARKS.md section 4): the quality preset (set
+here) 1.87x on 2 GPUs, 3.4x on 4, 5.6x on 8; the fast preset 1.6x / 2.5x / 3.7x. Needs ComfyUI 0.33 or later
+and at least `gpus` GPUs (the node says so otherwise). Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
+                ["t2v_14b", "umt5", "vae21"],
+                "per GPU about the single-GPU figure of the 4K workflow (60-75 GB); each GPU holds a full copy of the "
+                "14B model; system RAM for each copy while it loads"), 0)
+    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
+    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset="quality")
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
+    pos, neg = prompts(g, clip)
+    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
+    size_into(g, res, latent)
+    model = patched(g, unet, settings, 8.0)
+    split = g.add("UltraGenSplitAcrossGPUs", 2, color=PURPLE, gpus=2)
+    g.connect(model, split, "model")
+    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
+               scheduler="simple", denoise=1.0)
+    for src, name in ((split, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        g.connect(src, ks, name)
+    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_14B_4K_split", col=4)
+    report(g, res, 3)
+    return g
+
+
 # file name -> (thumbnail title, builder). ComfyUI's template browser shows a custom node pack's
 # templates by file name (as the card title and, 0.33's frontend, with - and _ as spaces, the
 # description); it reads no title or description from the file. So the names are the titles.
@@ -460,6 +494,8 @@ WORKFLOWS = {
     "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K": ("Wan 2.2 5B proxy 704p to 4K", wan22_5b_proxy_4k),
     "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("Wan 2.1 14B 4K MultiGPU CFG split (0.33+)",
                                                         wan21_14b_4k_multigpu),
+    "UltraGen Wan 2.1 T2V 14B 4K split across GPUs": ("Wan 2.1 14B 4K split across GPUs (0.33+)",
+                                                       wan21_14b_4k_split),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its

@@ -1,6 +1,7 @@
 """The example workflows against the real ComfyUI node registry, validator and executor."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import uuid
 from pathlib import Path
@@ -19,8 +20,9 @@ COMPARE = "UltraGen compare native 4K vs 720p upscale"
 PROXY_14B = "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K"
 PROXY_5B = "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K"
 MULTIGPU = "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split"
+SPLIT = "UltraGen Wan 2.1 T2V 14B 4K split across GPUs"
 EXPECTED = {T2V_1_3B, T2V_14B_4K, "UltraGen Wan 2.2 TI2V 5B native 4K", "UltraGen Wan 2.2 T2V A14B native 1080p",
-            "UltraGen Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU}
+            "UltraGen Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU, SPLIT}
 LOADERS = {"UNETLoader": ("unet_name", "diffusion_models"), "CLIPLoader": ("clip_name", "text_encoders"),
            "VAELoader": ("vae_name", "vae"), "CLIPVisionLoader": ("clip_name", "clip_vision"),
            "UpscaleModelLoader": ("model_name", "upscale_models")}
@@ -89,6 +91,8 @@ def test_workflow_converts_against_the_registry(comfy, path):
                 "UltraGenTiledVAEDecode"} <= types
     elif path.stem == MULTIGPU:
         assert {"UltraGenApply", "MultiGPU_WorkUnits", "UltraGenTiledVAEDecode"} <= types
+    elif path.stem == SPLIT:
+        assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenSplitAcrossGPUs", "UltraGenTiledVAEDecode"} <= types
     else:
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenTiledVAEDecode"} <= types
 
@@ -310,3 +314,30 @@ def test_tiny_multigpu_graph_runs_and_one_device_changes_nothing(comfy):
         del prompt[split]
         comfy.run(prompt)
     assert torch.equal(split_run, captured()["multigpu"])
+
+
+def test_tiny_split_graph_gives_the_one_device_result_and_says_what_a_machine_lacks(comfy):
+    """The split template with ComfyUI's engine simulated on the CPU (two ranks, UltraGenTestSplitOnCPU in the
+    node's place) samples what the graph without the node samples; the node itself, on this one-device machine
+    (or a ComfyUI without the engine), stops the prompt with what is missing."""
+    from harness import PromptFailed, captured, tiny_wan_vaes
+    prompt, by_type = _tiny_prompt(comfy, SPLIT)
+    ks, split = by_type["KSampler"][0], by_type["UltraGenSplitAcrossGPUs"][0]
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [ks, 0], "key": "split"}}
+    with tiny_wan_vaes():
+        engine = importlib.util.find_spec("comfy.multigpu") is not None
+        expected = "ComfyUI sees 1 device" if engine else "needs ComfyUI's multi-GPU engine"
+        with pytest.raises(PromptFailed, match=expected):
+            comfy.run(prompt)
+        if expected.startswith("needs"):
+            return
+        prompt[split] = {"class_type": "UltraGenTestSplitOnCPU",
+                         "inputs": {"model": prompt[split]["inputs"]["model"], "ranks": 2, "fail_rank": 0}}
+        comfy.run(prompt)
+        shared = captured()["split"]
+        assert _video_frames(comfy, prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"]) == [(64, 64)] * 5
+        prompt[ks]["inputs"]["model"] = prompt[split]["inputs"]["model"]
+        del prompt[split]
+        prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"] += "_one"
+        comfy.run(prompt)
+    torch.testing.assert_close(shared, captured()["split"], rtol=1e-4, atol=1e-4)  # float32 rounding, uni_pc
