@@ -1,7 +1,9 @@
 """Several GPUs with ComfyUI's own multi-GPU engine (ComfyUI 0.33+: ``comfy.multigpu``): one model call shared
 out by windows (UltraGen Split Video Across GPUs), and a sampling step with CFG three ways: one GPU,
 ComfyUI's CFG split (the "MultiGPU CFG Split" node: cond on one GPU, uncond on the other), and the window
-split (cond and uncond in one batch, every call shared out). How close each result is to one GPU's.
+split (cond and uncond in one batch, every call shared out). How close each result is to one GPU's. With
+``--solo`` (one GPU is enough) each rank's share of an N-GPU split is timed alone. Without the engine
+(ComfyUI before 0.33) only the one-GPU and ``--solo`` timings run.
 
     COMFYUI_PATH=... python bench/multigpu.py --models 14B --res 1080p,4K --presets default,fast --blocks 4
 
@@ -163,7 +165,7 @@ def main():
     try:
         import comfy.multigpu as multigpu
     except ImportError:
-        sys.exit("bench/multigpu.py needs ComfyUI's multi-GPU engine (ComfyUI 0.33 or later).")
+        multigpu = None  # 1 GPU and --solo only
     gpus = torch.cuda.device_count() if device.type == "cuda" else 1
     if args.smoke:
         print(banner(f"width 128, token grids / {'x'.join(map(str, SCALE))}",
@@ -194,8 +196,6 @@ def main():
             for preset in args.presets.split(","):
                 patched = apply_attention(base, AttentionSettings(preset="fast" if preset == "fast" else "quality"))
                 setup = ComfyMultiGPU()
-                window = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), setup)
-                cfg_split = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
                 row = f"| {name} | {res} | {grid} | {preset} |"
                 # one model call (cfg 1: no uncond)
                 t1, o1 = timed(lambda: sample_once(patched, latent, cond, uncond, 1.0), device)
@@ -206,7 +206,7 @@ def main():
                     solos.append(f"{row} {t1 * scale:.2f} | " + " | ".join(cells) + " |")
                     print(solos[-1], flush=True)
                     mm.unload_all_models()
-                if args.same_gpu > 1:
+                if args.same_gpu > 1 and multigpu is not None:
                     first = torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device
                     clones = [patched.deepclone_multigpu(new_load_device=first) for _ in range(args.same_gpu - 1)]
                     shared = patched.clone()
@@ -221,8 +221,13 @@ def main():
                         pool.shutdown()
                     del clones, shared, same
                     mm.unload_all_models()
-                if gpus < 2:
+                if gpus < 2 or multigpu is None:
+                    why = "one device" if multigpu is not None else "no multi-GPU engine in this ComfyUI"
+                    calls.append(f"{row} {t1 * scale:.2f} | - ({why}) | - | - | - |")
+                    print(calls[-1], flush=True)
                     continue
+                window = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), setup)
+                cfg_split = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
                 t2, o2 = timed(lambda: sample_once(window, latent, cond, uncond, 1.0), device)
                 run = setup.last_run
                 per_block = (max(run.received[-1]) / args.blocks / 2**30) if run is not None and run.received else 0.0
@@ -254,6 +259,8 @@ def main():
           "per GPU | max rel. diff |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(calls))
+    if not steps:
+        return
     print(f"\n### One sampling step with CFG 5 (cond + uncond), {gpus} GPUs\n")
     print("| model | res | grid | preset | 1 GPU s / step | CFG split s / step | window split s / step | "
           "max rel. diff (CFG / window) |")
