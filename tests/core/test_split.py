@@ -124,7 +124,8 @@ def test_all_gather_and_all_reduce_between_threads():
         assert torch.equal(gathered, full) and torch.equal(again, full + 1)
         assert torch.equal(total, torch.full((2, 3), 6.0))
     own = [i.numel() for i in indices]
-    assert exchange.received == [(2 * (L - n) * 4 * 8) * 2 + 2 * 2 * 3 * 4 for n in own]  # float64 rows, float32 sums
+    sums = [2 * (6 - 2) * 4] * 3  # float32: 2 of the 6 sums per rank, from 2 others, then 4 of the others' sums
+    assert exchange.received == [(2 * (L - n) * 4 * 8) * 2 + s for n, s in zip(own, sums)]  # float64 rows
 
 
 def test_a_failed_rank_releases_the_others():

@@ -87,6 +87,7 @@ class RowExchange:
         self.ranks = ranks
         self._barrier = threading.Barrier(ranks)
         self._parts: list[torch.Tensor | None] = [None] * ranks
+        self._sums: list[torch.Tensor | None] = [None] * ranks
         self.received = [0] * ranks  # bytes each rank got from the others (copied between devices)
 
     def all_gather(self, rank: int, rows: torch.Tensor, indices: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
@@ -106,19 +107,31 @@ class RowExchange:
         return out
 
     def all_reduce(self, rank: int, part: torch.Tensor) -> torch.Tensor:
-        """The sum of every rank's ``part`` (same shape), on this rank's device, added in rank order (so
-        every rank gets the same values)."""
-        self._parts[rank] = part
+        """The sum of every rank's ``part`` (same shape), on this rank's device. Each rank sums one slice of
+        the values over all ranks, in rank order, then the slices are all-gathered: every rank gets the
+        same values, and receives 2 (N-1) / N of a part instead of N-1 parts."""
+        flat = part.reshape(-1)
+        cuts = [flat.numel() * r // self.ranks for r in range(self.ranks + 1)]
+        self._parts[rank] = flat
         self._wait()
+        a, b = cuts[rank], cuts[rank + 1]
         total = None
         for r, other in enumerate(self._parts):
+            piece = other[a:b]
             if r != rank:
-                self.received[rank] += other.numel() * other.element_size()
-                other = other.to(part.device)
-            total = other.clone() if total is None else total.add_(other)
+                self.received[rank] += piece.numel() * piece.element_size()
+                piece = piece.to(flat.device)
+            total = piece.clone() if total is None else total.add_(piece)
+        self._sums[rank] = total
         self._wait()
-        self._parts[rank] = None
-        return total
+        out = torch.empty_like(flat)
+        for r, piece in enumerate(self._sums):
+            if r != rank:
+                self.received[rank] += piece.numel() * piece.element_size()
+            out[cuts[r]:cuts[r + 1]] = piece
+        self._wait()  # nobody reads a part or a sum any more
+        self._parts[rank] = self._sums[rank] = None
+        return out.view_as(part)
 
     def _wait(self) -> None:
         try:
