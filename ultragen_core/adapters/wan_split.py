@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from ..attention.split import RowExchange, Share
+from ..attention.split import PeerFailed, RowExchange, Share
 from .base import LOG_PREFIX, CallState, log_once, run_with_call
 
 log = logging.getLogger(__name__)
@@ -142,16 +142,12 @@ def split_call(split: SplitRun, call: CallState, dm, executor, args: list, kwarg
         if not started[rank - 1].is_set():
             continue  # never ran: no result to wait for
         _, helper_error = split.result(rank)
-        if helper_error is not None and (error is None or _is_abort(error)):
+        if helper_error is not None and (error is None or isinstance(error, PeerFailed)):
             error = helper_error
     split.received.append(list(exchange.received))
     if error is not None:
         raise error
     return out
-
-
-def _is_abort(error: BaseException) -> bool:
-    return isinstance(error, RuntimeError) and "another GPU's part" in str(error)
 
 
 def _helper(model, args, kwargs, exchange: RowExchange, grad: bool, inference: bool, started: threading.Event):

@@ -75,6 +75,10 @@ def shares(layout: WindowLayout, ranks: int, token_cost: float, device) -> list[
     return [Share(r, t) for r, t in zip(ranges, tokens)]
 
 
+class PeerFailed(RuntimeError):
+    """Raised in a rank whose exchange another rank aborted (that rank's own error says what failed)."""
+
+
 class RowExchange:
     """All-gather of token rows between ranks that run in threads of one process, one device each.
 
@@ -137,7 +141,7 @@ class RowExchange:
         try:
             self._barrier.wait()
         except threading.BrokenBarrierError:
-            raise RuntimeError("UltraGen: another GPU's part of this model call failed; see its error.") from None
+            raise PeerFailed("UltraGen: another GPU's part of this model call failed; see its error.") from None
 
     def abort(self) -> None:
         """Release the ranks waiting here (a rank failed): each raises instead of waiting forever."""
