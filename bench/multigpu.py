@@ -129,7 +129,7 @@ class SameDevice:
     def __deepcopy__(self, memo):
         return self
 
-    def start(self, model_options):
+    def start(self, model_options, conds=1):
         return self.last_run, model_options
 
 
@@ -148,6 +148,9 @@ def main():
                     help="comma-separated GPU counts N (e.g. 2,4,8): time each rank's share of an N-GPU window split "
                          "alone on this GPU (one GPU is enough), transfers priced at --bandwidth")
     ap.add_argument("--bandwidth", type=float, default=400.0, help="GB/s per direction between GPUs, for --solo")
+    ap.add_argument("--cfg-groups", type=int, default=1,
+                    help="the CFG step's window split in this many groups of GPUs (ComfyUI's CFG split over the "
+                         "groups, the window split inside each; the node's cfg_groups)")
     ap.add_argument("--same-gpu", type=int, default=0,
                     help="also run the real split with this many ranks all on the first GPU (threads, exchange, "
                          "result; no speedup)")
@@ -227,6 +230,8 @@ def main():
                     print(calls[-1], flush=True)
                     continue
                 window = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), setup)
+                grouped = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus),
+                                       ComfyMultiGPU(args.cfg_groups))
                 cfg_split = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
                 t2, o2 = timed(lambda: sample_once(window, latent, cond, uncond, 1.0), device)
                 run = setup.last_run
@@ -240,7 +245,7 @@ def main():
                 mm.unload_all_models()
                 s2, p2 = timed(lambda: sample_once(cfg_split, latent, cond, uncond, 5.0), device)
                 mm.unload_all_models()
-                s3, p3 = timed(lambda: sample_once(window, latent, cond, uncond, 5.0), device)
+                s3, p3 = timed(lambda: sample_once(grouped, latent, cond, uncond, 5.0), device)
                 steps.append(f"{row} {s1 * scale:.2f} | {s2 * scale:.2f} ({s1 / s2:.2f}x) | "
                              f"{s3 * scale:.2f} ({s1 / s3:.2f}x) | {rel_diff(p2, p1):.1e} / {rel_diff(p3, p1):.1e} |")
                 print(steps[-1], flush=True)
@@ -262,8 +267,8 @@ def main():
     if not steps:
         return
     print(f"\n### One sampling step with CFG 5 (cond + uncond), {gpus} GPUs\n")
-    print("| model | res | grid | preset | 1 GPU s / step | CFG split s / step | window split s / step | "
-          "max rel. diff (CFG / window) |")
+    print("| model | res | grid | preset | 1 GPU s / step | CFG split s / step | "
+          f"window split ({args.cfg_groups} CFG groups) s / step | max rel. diff (CFG / window) |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(steps))
 

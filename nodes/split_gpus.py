@@ -26,14 +26,28 @@ class UltraGenSplitAcrossGPUs(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A model patched by UltraGen Apply (before or after this node)."),
                 io.Int.Input("gpus", default=2, min=2, max=MAX_GPUS,
-                             tooltip="How many GPUs share each model call, the model's own first. Each extra GPU "
-                                     "holds a copy of the model (loaded by ComfyUI)."),
+                             tooltip="How many GPUs sample the video, the model's own first. Each extra GPU holds a "
+                                     "copy of the model (loaded by ComfyUI)."),
+                io.Int.Input("cfg_groups", default=1, min=1, max=MAX_GPUS, optional=True,
+                             tooltip="1: every model call is split over all GPUs. 2 (CFG above 1, 4 or more GPUs): "
+                                     "cond and uncond run at the same time on two halves of the GPUs, each call "
+                                     "split inside its half (ComfyUI's CFG split plus the window split). Must "
+                                     "divide gpus. Steps with one conditioning use all GPUs."),
             ],
             outputs=[io.Model.Output(tooltip="The model, with a copy on each extra GPU.")],
         )
 
     @classmethod
-    def execute(cls, model, gpus: int) -> io.NodeOutput:
+    def validate_inputs(cls, gpus: int | None = None, cfg_groups: int | None = None) -> bool | str:
+        if gpus is None or cfg_groups is None:
+            return True  # from a link: execute() checks it
+        return group_problem(gpus, cfg_groups) or True
+
+    @classmethod
+    def execute(cls, model, gpus: int, cfg_groups: int = 1) -> io.NodeOutput:
+        problem = group_problem(gpus, cfg_groups)
+        if problem:
+            raise ValueError(problem)
         try:
             import comfy.multigpu as multigpu
         except ImportError:
@@ -50,4 +64,11 @@ class UltraGenSplitAcrossGPUs(io.ComfyNode):
         if gpus > len(devices):
             raise ValueError(f"UltraGen Split Video Across GPUs: gpus is {gpus}, but ComfyUI sees {len(devices)} "
                              f"GPUs. Set gpus to {len(devices)} or less.")
-        return io.NodeOutput(enable_split(multigpu.create_multigpu_deepclones(model, gpus), ComfyMultiGPU()))
+        return io.NodeOutput(enable_split(multigpu.create_multigpu_deepclones(model, gpus), ComfyMultiGPU(cfg_groups)))
+
+
+def group_problem(gpus: int, cfg_groups: int) -> str | None:
+    if gpus % cfg_groups:
+        return (f"UltraGen Split Video Across GPUs: cfg_groups is {cfg_groups}, which does not divide gpus ({gpus}). "
+                f"Use 1, or a divisor of {gpus} (2 for cond and uncond on two halves).")
+    return None

@@ -469,7 +469,7 @@ and at least `gpus` GPUs (the node says so otherwise). Sampler: uni_pc, 30 steps
     latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
     size_into(g, res, latent)
     model = patched(g, unet, settings, 8.0)
-    split = g.add("UltraGenSplitAcrossGPUs", 2, color=PURPLE, gpus=2)
+    split = g.add("UltraGenSplitAcrossGPUs", 2, color=PURPLE, gpus=2, cfg_groups=1)
     g.connect(model, split, "model")
     ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
                scheduler="simple", denoise=1.0)

@@ -106,3 +106,15 @@ def test_the_node_says_what_this_comfyui_or_machine_lacks(comfy):
         pytest.skip("a machine with several GPUs: the node works here")
     with pytest.raises(PromptFailed, match=expected):
         comfy.run(p)
+
+
+def test_cfg_groups_that_do_not_divide_the_gpus_are_refused_before_the_prompt_runs(comfy):
+    name = model_file(comfy, WAN_T2V)
+    p = sample_prompt(name, settings(window=(1, 4, 4)))
+    p["split"] = {"class_type": "UltraGenSplitAcrossGPUs",
+                  "inputs": {"model": p["sample"]["inputs"]["model"], "gpus": 4, "cfg_groups": 3}}
+    p["sample"]["inputs"]["model"] = ["split", 0]
+    ok, _, _, errors = comfy.validate(p)
+    assert not ok
+    messages = [e["details"] for e in errors["split"]["errors"]]
+    assert any("cfg_groups is 3, which does not divide gpus (4)" in m for m in messages), messages

@@ -153,7 +153,7 @@ class CPUSplit:
     def __deepcopy__(self, memo):
         return self
 
-    def start(self, model_options):
+    def start(self, model_options, conds=1):
         return self.run, model_options
 
 

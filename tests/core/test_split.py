@@ -154,3 +154,73 @@ def test_a_worker_thread_that_never_starts_fails_the_call_instead_of_hanging(mon
     with pytest.raises(RuntimeError, match=r"the worker thread of cpu did not start within 0.2 s"):
         wan_split.split_call(split, CallState(dm, None, True), dm, lambda *a, **k: None, [torch.zeros(1), options],
                              {}, options)
+
+
+class FakePool:
+    """ComfyUI's MultiGPUThreadPool interface, recording which device got what."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, device, fn):
+        self.submitted.append(device)
+
+    def get_result(self, device):
+        return None, None
+
+
+def fake_clones(n):
+    from types import SimpleNamespace
+    return {torch.device("cuda", i): SimpleNamespace(model=SimpleNamespace(diffusion_model=f"dm{i}"), name=f"clone{i}")
+            for i in range(n)}
+
+
+def test_cfg_groups_give_comfyuis_scheduler_one_device_per_group_and_split_inside_each():
+    from ultragen_core.adapters import wan_split
+    clones, pool = fake_clones(4), FakePool()
+    options = {"multigpu_clones": clones, "multigpu_thread_pool": pool, "transformer_options": {}}
+    runs, rest = wan_split.ComfyMultiGPU(groups=2).start(options, conds=2)
+    cuda = [torch.device("cuda", i) for i in range(4)]
+    assert rest["multigpu_clones"] == {cuda[0]: clones[cuda[0]], cuda[2]: clones[cuda[2]]}  # ComfyUI's CFG split
+    assert set(runs) == {cuda[0], cuda[2]}
+    assert runs[cuda[0]].devices == cuda[:2] and runs[cuda[2]].devices == cuda[2:]
+    assert runs[cuda[2]].models == [None, "dm3"]
+    runs[cuda[2]].submit(1, None)
+    assert pool.submitted == [cuda[3]]  # rank 1 of the second group runs in cuda:3's worker
+    assert wan_split.run_for(runs, cuda[2]) is runs[cuda[2]] and wan_split.run_for(runs, cuda[1]) is None
+
+
+def test_one_group_or_one_conditioning_splits_every_call_over_all_gpus():
+    from ultragen_core.adapters import wan_split
+    clones, pool = fake_clones(4), FakePool()
+    options = {"multigpu_clones": clones, "multigpu_thread_pool": pool}
+    for groups, conds in ((1, 2), (2, 1)):
+        run, rest = wan_split.ComfyMultiGPU(groups=groups).start(options, conds=conds)
+        assert "multigpu_clones" not in rest and rest["multigpu_thread_pool"] is pool
+        assert run.devices == list(clones) and wan_split.run_for(run, torch.device("cuda", 0)) is run
+    assert wan_split.ComfyMultiGPU().start({"transformer_options": {}}) == (None, {"transformer_options": {}})
+
+
+@pytest.mark.parametrize("n,groups,sizes", [(4, 2, [2, 2]), (8, 2, [4, 4]), (5, 2, [3, 2]), (3, 3, [1, 1, 1])])
+def test_device_groups_are_contiguous_and_nearly_equal(n, groups, sizes):
+    from ultragen_core.adapters.wan_split import device_groups
+    got = device_groups(list(range(n)), groups)
+    assert [len(g) for g in got] == sizes and sum(got, []) == list(range(n))
+
+
+def test_the_cond_batch_wrapper_passes_comfyuis_options_through_without_the_split_setup_or_the_patch():
+    from ultragen_core.adapters import wan_split
+    seen = []
+
+    def executor(model, conds, x, t, options):
+        seen.append(options)
+    options = {"multigpu_clones": fake_clones(2), "multigpu_thread_pool": FakePool(),
+               "transformer_options": {wan_split.SETUP_KEY: wan_split.ComfyMultiGPU()}}
+    wan_split.calc_cond_batch_wrapper(executor, None, [[{}], [{}]], None, None, options)  # no UltraGen Apply
+    assert seen[-1] is options
+    options["transformer_options"]["ultragen"] = object()
+    wan_split.calc_cond_batch_wrapper(executor, None, [[{"hooks": object()}], None], None, None, options)  # hooks
+    assert seen[-1] is options
+    wan_split.calc_cond_batch_wrapper(executor, None, [[{}], [{}]], None, None, options)
+    assert "multigpu_clones" not in seen[-1]
+    assert seen[-1]["transformer_options"][wan_split.SPLIT_KEY].ranks == 2

@@ -68,7 +68,7 @@ class FirstGPU:
     def __deepcopy__(self, memo):
         return self
 
-    def start(self, model_options):
+    def start(self, model_options, conds=1):
         return self.last_run, model_options
 
 
@@ -105,4 +105,23 @@ def test_the_split_over_all_gpus_equals_one_gpu(wan, preset, cfg):
     run = setup.last_run
     assert run is not None and run.ranks == torch.cuda.device_count()
     assert len(run.received) >= 2 and all(min(c) > 0 for c in run.received)  # every call shared, every GPU took part
+    assert_same(shared, one)
+
+
+def test_two_cfg_groups_on_four_or_more_gpus_equal_one_gpu(wan):
+    """cfg_groups 2: ComfyUI's CFG split over the groups' first GPUs, each call split by windows in its group."""
+    gpus = torch.cuda.device_count()
+    if gpus < 4 or gpus % 2:
+        pytest.skip("needs an even number of CUDA GPUs, four or more")
+    import comfy.multigpu
+    from ultragen_core.adapters import apply_attention
+    from ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+    from ultragen_core.config import AttentionSettings
+    patched = apply_attention(wan, AttentionSettings())
+    setup = ComfyMultiGPU(groups=2)
+    split = enable_split(comfy.multigpu.create_multigpu_deepclones(patched, gpus), setup)
+    one, shared = sample(patched, 5.0), sample(split, 5.0)
+    (_, runs), = setup._runs.values()
+    assert [len(r.devices) for r in runs] == [gpus // 2] * 2
+    assert all(r.received and all(min(c) > 0 for c in r.received) for r in runs)  # both groups split their calls
     assert_same(shared, one)

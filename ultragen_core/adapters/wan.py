@@ -37,7 +37,7 @@ from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder,
                    log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
 from .wan_block import StreamedWanBlock
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
-from .wan_split import RANK_KEY, SPLIT_KEY, log_single, split_call, why_not_split
+from .wan_split import RANK_KEY, SPLIT_KEY, log_single, run_for, split_call, why_not_split
 from .wan_split import describe as describe_split
 
 FAMILY = "wan"
@@ -148,7 +148,7 @@ class WanDiffusionWrapper:
         if rank is not None:  # another GPU's part of a split call (wan_split)
             call.split = rank
             return run_with_call(call, executor, *args, **kwargs)
-        split = options.get(SPLIT_KEY)
+        split = run_for(options.get(SPLIT_KEY), x.device)
         if split is not None and split.ranks > 1:
             reason = why_not_split(call, dm, options)
             if reason is None:

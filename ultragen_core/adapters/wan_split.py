@@ -179,34 +179,65 @@ class ComfyMultiGPU:
     """The split over the clones and worker threads ComfyUI's multi-GPU engine prepares for a sampling run
     (``model_options["multigpu_clones"]`` and ``["multigpu_thread_pool"]``, ComfyUI 0.33 and later).
 
-    Lives in transformer_options (deep-copied with the model: returns itself). One SplitRun per pool, so
-    what it logged is logged once per sampling run."""
+    groups: how many groups of GPUs share the conditionings. 1: every call runs on all GPUs. G > 1 (CFG
+    with 2G or more GPUs): ComfyUI's own scheduler gives each group's first GPU whole conditionings (its
+    CFG split), and each call is split by windows inside its group. A step with fewer conditionings than
+    groups (CFG 1) uses all GPUs for each call.
 
-    def __init__(self):
-        self._runs: dict[int, tuple[object, SplitRun]] = {}
+    Lives in transformer_options (deep-copied with the model: returns itself). One SplitRun per group and
+    pool, so what it logged is logged once per sampling run."""
+
+    def __init__(self, groups: int = 1):
+        self.groups = groups
+        self._runs: dict = {}
 
     def __deepcopy__(self, memo):
         return self
 
     @property
     def last_run(self) -> SplitRun | None:
-        """The SplitRun of the latest sampling run (bench/ reads its byte counts)."""
-        return next(iter(self._runs.values()))[1] if self._runs else None
+        """The SplitRun of the latest sampling run's first group (bench/ reads its byte counts)."""
+        return next(iter(self._runs.values()))[1][0] if self._runs else None
 
-    def start(self, model_options: dict) -> tuple[SplitRun | None, dict]:
-        """The run's SplitRun and the model options for a one-device cond loop, or (None, unchanged)."""
+    def start(self, model_options: dict, conds: int = 1) -> tuple[SplitRun | dict | None, dict]:
+        """For one batch of ``conds`` conditionings: the SplitRun (one group), or the SplitRuns by their first
+        device (several groups), and the model options to run the cond loop with; or (None, unchanged)."""
         clones, pool = model_options.get("multigpu_clones"), model_options.get("multigpu_thread_pool")
         if not clones or len(clones) < 2 or pool is None:
             return None, model_options
-        entry = self._runs.get(id(pool))
+        devices = list(clones)  # the first is the model's own device
+        groups = max(1, min(self.groups, conds, len(devices)))
+        key = (id(pool), groups)
+        entry = self._runs.get(key)
         if entry is None or entry[0] is not pool:
-            devices = list(clones)  # the first is the model's own device
-            models = [None] + [clones[d].model.diffusion_model for d in devices[1:]]
-            entry = (pool, SplitRun(devices, models, lambda r, fn: pool.submit(devices[r], fn),
-                                    lambda r: pool.get_result(devices[r])))
-            self._runs = {id(pool): entry}  # the latest run only
-        rest = {k: v for k, v in model_options.items() if k != "multigpu_clones"}
-        return entry[1], rest
+            runs = [SplitRun(members, [None] + [clones[d].model.diffusion_model for d in members[1:]],
+                             lambda r, fn, m=members: pool.submit(m[r], fn),
+                             lambda r, m=members: pool.get_result(m[r]))
+                    for members in device_groups(devices, groups)]
+            self._runs = {k: v for k, v in self._runs.items() if v[0] is pool}  # this run's entries only
+            entry = self._runs[key] = (pool, runs)
+        runs = entry[1]
+        if len(runs) == 1:
+            return runs[0], {k: v for k, v in model_options.items() if k != "multigpu_clones"}
+        rest = dict(model_options)
+        rest["multigpu_clones"] = {run.devices[0]: clones[run.devices[0]] for run in runs}  # ComfyUI's CFG split
+        return {run.devices[0]: run for run in runs}, rest
+
+
+def device_groups(devices: list, groups: int) -> list[list]:
+    """``devices`` cut into ``groups`` contiguous groups of (nearly) equal size, the first device first."""
+    size, extra = divmod(len(devices), groups)
+    out, start = [], 0
+    for g in range(groups):
+        stop = start + size + (1 if g < extra else 0)
+        out.append(devices[start:stop])
+        start = stop
+    return out
+
+
+def run_for(split, device) -> SplitRun | None:
+    """The SplitRun a call on ``device`` uses: ``split`` itself, or its entry for that device (groups)."""
+    return split.get(device) if isinstance(split, dict) else split
 
 
 class _Notes:
@@ -214,7 +245,8 @@ class _Notes:
 
 
 def calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
-    """CALC_COND_BATCH wrapper: keep the conditionings on one device and share each call out instead."""
+    """CALC_COND_BATCH wrapper: keep the conditionings on one device (or one per group of devices, see
+    :class:`ComfyMultiGPU`) and share each call out instead."""
     options = model_options.get("transformer_options", {})
     setup = options.get(SETUP_KEY)
     if setup is None:
@@ -230,7 +262,8 @@ def calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_option
                  "ComfyUI's per-device hook patches: ComfyUI's multi-GPU engine splits the conditionings "
                  "instead.", LOG_PREFIX, level=logging.WARNING)
         return executor(model, conds, x_in, timestep, model_options)
-    run, rest = setup.start(model_options)
+    conds_in_batch = sum(1 for group in conds if group)
+    run, rest = setup.start(model_options, conds_in_batch)
     if run is None:
         return executor(model, conds, x_in, timestep, model_options)
     rest = dict(rest)
