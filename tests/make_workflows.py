@@ -457,7 +457,8 @@ computes its windows and the tokens they own through every block, and the GPUs s
 and more than two GPUs help one video; it takes the place of ComfyUI's MultiGPU CFG Split for an UltraGen
 model. It uses ComfyUI's own multi-GPU engine: a copy of the model on each extra GPU, one worker thread each.
 Share of one 14B call at 4K per GPU, timed on an H200 (docs/BENCHMARKS.md section 4): the quality preset (set
-here) 1.87x on 2 GPUs, 3.4x on 4, 5.6x on 8; the fast preset 1.6x / 2.5x / 3.7x. Needs ComfyUI 0.33 or later
+here) 1.87x on 2 GPUs with 4 of 40 blocks (1.97x at full depth), 3.4x on 4, 5.6x on 8; the fast preset 1.6x /
+2.5x / 3.7x. Predicted from each GPU's measured share; not yet run on 2 GPUs. Needs ComfyUI 0.33 or later
 and at least `gpus` GPUs (the node says so otherwise). Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
                 ["t2v_14b", "umt5", "vae21"],
                 "per GPU about the single-GPU figure of the 4K workflow (60-75 GB); each GPU holds a full copy of the "
