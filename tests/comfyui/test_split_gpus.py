@@ -14,7 +14,7 @@ from test_wan_variants import with_extra_latent
 
 def has_multigpu_engine() -> bool:
     try:
-        import comfy.multigpu  # noqa: F401
+        import comfy.multigpu  # noqa: F401 (only whether it exists)
     except ImportError:
         return False
     return True

@@ -30,7 +30,6 @@ import torch
 from ..attention.split import PeerFailed, RowExchange, Share
 from .base import LOG_PREFIX, CallState, log_once, run_with_call
 
-log = logging.getLogger(__name__)
 
 SPLIT_KEY = "ultragen_split"  # transformer_options: the SplitRun of this sampling run
 RANK_KEY = "ultragen_rank"    # transformer_options of a helper rank's call: its RankCall
