@@ -33,7 +33,7 @@ from ..attention.rope import apply_complex, complex_table
 from ..config import AttentionSettings
 from ..memory import GiB, MemoryPlan, plan_memory
 from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
-from .base import (DIFFUSION_MODEL, LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
+from .base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
                    log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
 from .wan_block import StreamedWanBlock
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
