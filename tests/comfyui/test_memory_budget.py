@@ -79,12 +79,14 @@ def test_this_comfyuis_wan_block_is_one_the_streamed_block_reproduces(comfy):
 @pytest.mark.parametrize("frames,length", [(1, 512), (4, 512), (3, 512), (7, 50), (5, 5)])
 def test_rows_of_a_modulation_equal_comfyuis_repeat_e(comfy, frames, length):
     from comfy.ldm.wan.model import repeat_e
-    from ultragen_core.adapters.wan_block import rows_of
+    from ultragen_core.adapters.wan_block import rows_at, rows_of
     e = torch.randn(2, frames, 8)
     x = torch.empty(2, length, 8)
     full = repeat_e(e, x).expand(2, length, 8) if frames == 1 else repeat_e(e, x)
     for lo, hi in ((0, length), (0, 3), (length // 3, length // 2 + 1), (length - 2, length)):
         assert torch.equal(rows_of(e, length, lo, hi).expand(2, hi - lo, 8), full[:, lo:hi])
+    tokens = torch.tensor([length - 1, 0, length // 2, 1 % length])  # any order: a split rank's owned tokens
+    assert torch.equal(rows_at(e, length, tokens).expand(2, 4, 8), full[:, tokens])
 
 
 def test_a_negative_budget_is_refused_at_its_input(comfy):

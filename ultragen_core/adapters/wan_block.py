@@ -52,32 +52,35 @@ def known_block(block) -> bool:
     return cls.__name__ == "WanAttentionBlock" and forward_fingerprint(cls) in KNOWN_FORWARDS
 
 
-def rows_at(e: torch.Tensor, length: int, tokens: torch.Tensor) -> torch.Tensor:
-    """``repeat_e(e, x)[:, tokens]`` for x of ``length`` tokens (see :func:`rows_of`), any token indices."""
-    frames = e.shape[1]
-    if frames == 1:
-        return e
+def _repeats(frames: int, length: int) -> int:
+    """How many consecutive tokens share one of ``frames`` modulation rows in ComfyUI's ``repeat_e`` for a
+    sequence of ``length`` tokens (1: one row per token): ``length // frames``, once more when that does
+    not fill the sequence (the repeated rows are then cropped)."""
     repeats = length // frames
-    if repeats * frames != length:
-        repeats += 1
-    return e.index_select(1, tokens if repeats == 1 else tokens // repeats)
+    if repeats == 1 or repeats * frames == length:
+        return repeats
+    return repeats + 1
 
 
 def rows_of(e: torch.Tensor, length: int, lo: int, hi: int) -> torch.Tensor:
     """``repeat_e(e, x)[:, lo:hi]`` for x of ``length`` tokens, without the full-length copy.
 
-    e: (B, F, C), one row for all tokens (F = 1) or per frame; ComfyUI repeats each row
-    ``length // F`` times (once more when that does not fill the sequence) and crops.
+    e: (B, F, C), one row for all tokens (F = 1) or per frame (see :func:`_repeats`).
     """
-    frames = e.shape[1]
-    if frames == 1:
+    if e.shape[1] == 1:
         return e
-    repeats = length // frames
+    repeats = _repeats(e.shape[1], length)
     if repeats == 1:
         return e[:, lo:hi]
-    if repeats * frames != length:
-        repeats += 1
     return e.index_select(1, torch.arange(lo, hi, device=e.device) // repeats)
+
+
+def rows_at(e: torch.Tensor, length: int, tokens: torch.Tensor) -> torch.Tensor:
+    """``repeat_e(e, x)[:, tokens]`` for x of ``length`` tokens, any token indices (see :func:`rows_of`)."""
+    if e.shape[1] == 1:
+        return e
+    repeats = _repeats(e.shape[1], length)
+    return e.index_select(1, tokens if repeats == 1 else tokens // repeats)
 
 
 class StreamedWanBlock:
