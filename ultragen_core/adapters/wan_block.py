@@ -165,6 +165,13 @@ def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, co
     modulated = _self_attention_input(block, x, e, spans)
     y = block.self_attn(modulated, freqs, transformer_options=transformer_options)  # (B, L, C)
     del modulated
+    return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options)
+
+
+def _rest_over_spans(block, x: torch.Tensor, y: torch.Tensor, e, spans, context, context_img_len,
+                     transformer_options: dict) -> torch.Tensor:
+    """The block after self-attention for the whole sequence (x, y: (B, L, C)), per span of rows."""
+    length = x.shape[1]
     out = None
     for lo, hi in spans:
         h = _rest(block, x[:, lo:hi], y[:, lo:hi], lambda i: rows_of(e[i], length, lo, hi), context,
@@ -195,15 +202,8 @@ def split_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, conte
         split.pending = None
     shares, split.shares = split.shares, None
     del modulated
-    if shares is None:  # (B, L, C) on every rank
-        out = None
-        for lo, hi in spans:
-            h = _rest(block, x[:, lo:hi], y[:, lo:hi], lambda i: rows_of(e[i], length, lo, hi), context,
-                      context_img_len, transformer_options)
-            if out is None:
-                out = torch.empty((x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
-            out[:, lo:hi] = h
-        return out
+    if shares is None:  # y (B, L, C), the same on every rank
+        return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options)
     mine = shares[split.rank].tokens  # y: (B, n, C), the rows of these tokens
     n = mine.numel()
     part = None
