@@ -114,25 +114,6 @@ def solo_rows(patched, sample, device, ranks_list, blocks, scale, one, bandwidth
     return cells
 
 
-class SameDevice:
-    """The window split with every rank on one GPU (--same-gpu): ComfyUI deep clones on that GPU, one ComfyUI
-    worker thread per extra rank. Checks the threads, the exchange and the result on CUDA; no speedup."""
-
-    def __init__(self, clones, device):
-        import comfy.multigpu
-        from ultragen_core.adapters.wan_split import SplitRun
-        self.pools = [comfy.multigpu.MultiGPUThreadPool([device]) for _ in clones]
-        self.last_run = SplitRun([device] * (len(clones) + 1), [None] + [c.model.diffusion_model for c in clones],
-                                 lambda r, fn: self.pools[r - 1].submit(device, fn),
-                                 lambda r: self.pools[r - 1].get_result(device))
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def start(self, model_options, conds=1):
-        return self.last_run, model_options
-
-
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
@@ -163,7 +144,7 @@ def main():
     import comfy.model_management as mm
     import comfy.sd
     from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+    from ultragen_core.adapters.wan_split import ComfyMultiGPU, OneDevice, enable_split
     from ultragen_core.config import AttentionSettings
     try:
         import comfy.multigpu as multigpu
@@ -214,14 +195,13 @@ def main():
                     clones = [patched.deepclone_multigpu(new_load_device=first) for _ in range(args.same_gpu - 1)]
                     shared = patched.clone()
                     shared.set_additional_models("ultragen_bench_split", clones)
-                    same = SameDevice(clones, first)
+                    same = OneDevice(clones, first, lambda d: multigpu.MultiGPUThreadPool([d]))
                     ts, os_ = timed(lambda: sample_once(enable_split(shared, same), latent, cond, uncond, 1.0), device)
                     got = same.last_run.received
                     moved = f"{max(got[-1]) / args.blocks / 2**30:.2f}" if got else "none (the call was not split)"
                     print(f"{row} same GPU, {args.same_gpu} ranks: {ts * scale:.2f} s / call (1 rank {t1 * scale:.2f}), "
                           f"max rel. diff {rel_diff(os_, o1):.1e}, GiB / block received per rank {moved} |", flush=True)
-                    for pool in same.pools:
-                        pool.shutdown()
+                    same.shutdown()
                     del clones, shared, same
                     mm.unload_all_models()
                 if gpus < 2 or multigpu is None:

@@ -138,25 +138,6 @@ class UltraGenTestAttn1Patch:
         return (model,)
 
 
-class CPUSplit:
-    """What UltraGen Split Video Across GPUs gets from ComfyUI's multi-GPU engine, with every "device" the CPU:
-    deep clones of the model (ComfyUI's deepclone_multigpu) and one ComfyUI worker thread per extra rank."""
-
-    def __init__(self, clones):
-        import comfy.multigpu
-        from ultragen_core.adapters.wan_split import SplitRun
-        cpu = torch.device("cpu")
-        self.pools = [comfy.multigpu.MultiGPUThreadPool([cpu]) for _ in clones]
-        self.run = SplitRun([cpu] * (len(clones) + 1), [None] + [c.model.diffusion_model for c in clones],
-                            lambda r, fn: self.pools[r - 1].submit(cpu, fn), lambda r: self.pools[r - 1].get_result(cpu))
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def start(self, model_options, conds=1):
-        return self.run, model_options
-
-
 class UltraGenTestSplitOnCPU:
     """UltraGen Split Video Across GPUs over ``ranks`` simulated devices (all the CPU). ``fail_rank`` > 0 makes
     that rank's clone fail in block 1's cross-attention."""
@@ -171,7 +152,8 @@ class UltraGenTestSplitOnCPU:
     CATEGORY = "UltraGen/tests"
 
     def make(self, model, ranks, fail_rank):
-        from ultragen_core.adapters.wan_split import enable_split
+        import comfy.multigpu
+        from ultragen_core.adapters.wan_split import OneDevice, enable_split
         clones = [model.deepclone_multigpu(new_load_device=torch.device("cpu")) for _ in range(ranks - 1)]
         if fail_rank:
             def fail(*args, **kwargs):
@@ -179,7 +161,8 @@ class UltraGenTestSplitOnCPU:
             clones[fail_rank - 1].model.diffusion_model.blocks[1].cross_attn.forward = fail
         patched = model.clone()
         patched.set_additional_models("ultragen_test_split", clones)  # loaded (and patched) with the model
-        CAPTURED["split"] = setup = CPUSplit(clones)
+        CAPTURED["split"] = setup = OneDevice(clones, torch.device("cpu"),
+                                              lambda d: comfy.multigpu.MultiGPUThreadPool([d]))
         return (enable_split(patched, setup),)
 
 

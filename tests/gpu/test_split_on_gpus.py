@@ -53,39 +53,21 @@ def assert_same(shared, one):
     torch.testing.assert_close(shared / scale, one / scale, rtol=0, atol=2e-3)  # TF32 matmuls may round
 
 
-class FirstGPU:
-    """The split's ranks all on the first GPU: ComfyUI deep clones there, one ComfyUI worker thread each."""
-
-    def __init__(self, clones):
-        import comfy.multigpu
-        from ultragen_core.adapters.wan_split import SplitRun
-        gpu = torch.device("cuda", 0)
-        self.pools = [comfy.multigpu.MultiGPUThreadPool([gpu]) for _ in clones]
-        self.last_run = SplitRun([gpu] * (len(clones) + 1), [None] + [c.model.diffusion_model for c in clones],
-                                 lambda r, fn: self.pools[r - 1].submit(gpu, fn),
-                                 lambda r: self.pools[r - 1].get_result(gpu))
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def start(self, model_options, conds=1):
-        return self.last_run, model_options
-
-
 def test_three_ranks_on_one_gpu_equal_one_rank(wan):
+    """The split's ranks all on the first GPU: ComfyUI deep clones there, one ComfyUI worker thread each."""
+    import comfy.multigpu
     from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import enable_split
+    from ultragen_core.adapters.wan_split import OneDevice, enable_split
     from ultragen_core.config import AttentionSettings
     patched = apply_attention(wan, AttentionSettings())
     clones = [patched.deepclone_multigpu(new_load_device=torch.device("cuda", 0)) for _ in range(2)]
     shared = patched.clone()
     shared.set_additional_models("ultragen_test_split", clones)
-    setup = FirstGPU(clones)
+    setup = OneDevice(clones, torch.device("cuda", 0), lambda d: comfy.multigpu.MultiGPUThreadPool([d]))
     try:
         one, split = sample(patched, 5.0), sample(enable_split(shared, setup), 5.0)
     finally:
-        for pool in setup.pools:
-            pool.shutdown()
+        setup.shutdown()
     assert len(setup.last_run.received) >= 2 and all(min(c) > 0 for c in setup.last_run.received)
     assert_same(split, one)
 

@@ -239,6 +239,31 @@ def run_for(split, device) -> SplitRun | None:
     return split.get(device) if isinstance(split, dict) else split
 
 
+class OneDevice:
+    """The split with every rank on one device: the threads, the exchange and the result without a second
+    GPU (the tests on the CPU, bench/ and tests/gpu on one GPU).
+
+    clones: deep copies of the model on ``device`` (ComfyUI's ``deepclone_multigpu``), loaded with the model;
+    make_pool(device): a worker pool for one extra rank (ComfyUI's ``MultiGPUThreadPool([device])``; passed
+    in, the core imports no ComfyUI)."""
+
+    def __init__(self, clones: list, device, make_pool):
+        self.pools = [make_pool(device) for _ in clones]
+        self.last_run = SplitRun([device] * (len(clones) + 1), [None] + [c.model.diffusion_model for c in clones],
+                                 lambda r, fn: self.pools[r - 1].submit(device, fn),
+                                 lambda r: self.pools[r - 1].get_result(device))
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def start(self, model_options: dict, conds: int = 1) -> tuple[SplitRun, dict]:
+        return self.last_run, model_options
+
+    def shutdown(self) -> None:
+        for pool in self.pools:
+            pool.shutdown()
+
+
 class _Notes:
     logged: set = set()
 
