@@ -210,8 +210,8 @@ def main():
                     print(calls[-1], flush=True)
                     continue
                 window = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), setup)
-                grouped = enable_split(multigpu.create_multigpu_deepclones(patched, max_gpus=gpus),
-                                       ComfyMultiGPU(args.cfg_groups))
+                grouped = window if args.cfg_groups == 1 else enable_split(
+                    multigpu.create_multigpu_deepclones(patched, max_gpus=gpus), ComfyMultiGPU(args.cfg_groups))
                 cfg_split = multigpu.create_multigpu_deepclones(patched, max_gpus=gpus)
                 t2, o2 = timed(lambda: sample_once(window, latent, cond, uncond, 1.0), device)
                 run = setup.last_run
