@@ -413,6 +413,27 @@ re-noised and sampled again from step 13 of 20 (sigma about 0.8 with shift 8), w
                        start=13, cfg=5.0, shift=8.0, fps=24, prefix="video/UltraGen_wan22_5B_proxy_4K", five_b=True)
 
 
+def t2v_14b_4k_on_gpus(g, preset, prefix, node, **inputs):
+    """The native 4K 14B graph with a multi-GPU ``node`` (its widget ``inputs``) between the patch and the
+    sampler; uni_pc, 30 steps, CFG 5, shift 8."""
+    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
+    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset=preset)
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
+    pos, neg = prompts(g, clip)
+    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
+    size_into(g, res, latent)
+    model = patched(g, unet, settings, 8.0)
+    gpus = g.add(node, 2, **inputs)
+    g.connect(model, gpus, "model")
+    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
+               scheduler="simple", denoise=1.0)
+    for src, name in ((gpus, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        g.connect(src, ks, name)
+    decode_and_save(g, ks, vae, 16, prefix, col=4)
+    report(g, res, 3)
+    return g
+
+
 def wan21_14b_4k_multigpu(reg):
     from workflow_builder import Graph
     g = Graph(reg)
@@ -429,22 +450,8 @@ On a machine with one GPU the node passes the model through. Sampler: uni_pc, 30
                 ["t2v_14b", "umt5", "vae21"],
                 "per GPU about the single-GPU figure of the 4K workflow (60-75 GB; the fast preset a little less), "
                 "each GPU holds a full copy of the 14B model; system RAM for the second copy while it loads"), 0)
-    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset="fast")
-    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
-    pos, neg = prompts(g, clip)
-    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
-    size_into(g, res, latent)
-    model = patched(g, unet, settings, 8.0)
-    split = g.add("MultiGPU_WorkUnits", 2, title="MultiGPU CFG Split", max_gpus=2)
-    g.connect(model, split, "model")
-    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
-               scheduler="simple", denoise=1.0)
-    for src, name in ((split, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
-        g.connect(src, ks, name)
-    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_14B_4K_multigpu", col=4)
-    report(g, res, 3)
-    return g
+    return t2v_14b_4k_on_gpus(g, "fast", "video/UltraGen_wan21_14B_4K_multigpu", "MultiGPU_WorkUnits",
+                              title="MultiGPU CFG Split", max_gpus=2)
 
 
 def wan21_14b_4k_split(reg):
@@ -463,22 +470,8 @@ and at least `gpus` GPUs (the node says so otherwise). Sampler: uni_pc, 30 steps
                 ["t2v_14b", "umt5", "vae21"],
                 "per GPU about the single-GPU figure of the 4K workflow (60-75 GB); each GPU holds a full copy of the "
                 "14B model; system RAM for each copy while it loads"), 0)
-    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset="quality")
-    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
-    pos, neg = prompts(g, clip)
-    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
-    size_into(g, res, latent)
-    model = patched(g, unet, settings, 8.0)
-    split = g.add("UltraGenSplitAcrossGPUs", 2, color=PURPLE, gpus=2, cfg_groups=1)
-    g.connect(model, split, "model")
-    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
-               scheduler="simple", denoise=1.0)
-    for src, name in ((split, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
-        g.connect(src, ks, name)
-    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_14B_4K_split", col=4)
-    report(g, res, 3)
-    return g
+    return t2v_14b_4k_on_gpus(g, "quality", "video/UltraGen_wan21_14B_4K_split", "UltraGenSplitAcrossGPUs",
+                              color=PURPLE, gpus=2, cfg_groups=1)
 
 
 # file name -> (thumbnail title, builder). ComfyUI's template browser shows a custom node pack's
