@@ -253,6 +253,24 @@ def test_one_info_line_per_sampling_run(comfy, caplog):
     assert "pooled x2 -> 2x8x8" in lines[0] and "active 0%-100%" in lines[0]
 
 
+def test_the_run_line_says_which_attention_runs_the_windows(comfy, caplog):
+    import logging
+    import comfy.ldm.modules.attention as attention
+    from ultragen_core.attention import kernels
+    # the name and module the pack recognises ComfyUI's own PyTorch attention by (cuDNN first on Hopper)
+    assert kernels.is_stock_pytorch(attention.attention_pytorch)
+    assert not kernels.is_stock_pytorch(attention.attention_basic)
+    name = model_file(comfy, WAN_T2V)
+    with caplog.at_level(logging.INFO):
+        run(comfy, sample_prompt(name, settings(window=(1, 4, 4)), steps=1))
+        run(comfy, sample_prompt(name, settings(window=(1, 4, 4)), steps=1, probe=True, key="k"), "k")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen]")]
+    used = attention.optimized_attention.__name__
+    expected = "ComfyUI's PyTorch SDPA" if used == "attention_pytorch" else f"the model's ({used})"
+    assert f"attention: {expected}" in lines[0]  # on the CPU: never cuDNN first
+    assert "attention: the model's, through the attention override another node set" in lines[1]
+
+
 def test_fast_preset_runs_its_automatic_windows_unshifted(comfy, caplog):
     import logging
     name = model_file(comfy, WAN_T2V)  # native grid 21x30x52: fast windows 7x12x20, clamped to 2x16x16

@@ -83,3 +83,35 @@ def test_complex_rope_on_a_14b_projection_chunk_matches_float64():
     ref = torch.einsum("...jrc,...jc->...jr", freqs, pairs).flatten(-2)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
+
+
+def kernels_run(fn):
+    """Names of the CUDA kernels ``fn`` launches."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.key for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+@pytest.mark.parametrize("batch,lq,lk", [(1, 75600, 75600), (3, 18481, 18481), (2, 4001, 75600)],
+                         ids=["4K quality window", "odd shifted windows", "queries over more keys"])
+def test_cudnn_first_sdpa_runs_cudnn_at_window_sizes_as_exactly_as_flash(batch, lq, lk):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from ultragen_core.attention import kernels
+    if not kernels.cudnn_first_available(torch.device(CUDA)):
+        pytest.skip("cuDNN first is chosen on Hopper GPUs only")
+    heads = 4  # head_dim 128 as in Wan; fewer heads keep the float32 reference small
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    q = torch.randn(batch, lq, heads * 128, device=CUDA, generator=g).bfloat16()
+    k, v = (torch.randn(batch, lk, heads * 128, device=CUDA, generator=g).bfloat16() for _ in range(2))
+    split = lambda t: t.float().unflatten(-1, (heads, 128)).transpose(1, 2)  # (B, H, L, D)
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):  # float32 reference
+        ref = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).flatten(2)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # what ComfyUI 0.33 runs: bf16's own error
+        flash = F.scaled_dot_product_attention(*(split(t).bfloat16() for t in (q, k, v))).transpose(1, 2).flatten(2)
+    out = kernels.sdpa_cudnn_first(q, k, v, heads)
+    names = kernels_run(lambda: kernels.sdpa_cudnn_first(q, k, v, heads))
+    assert any("cudnn" in n.lower() for n in names), names
+    assert not any("flash_fwd" in n for n in names), names
+    err, flash_err = ((o.float() - ref).abs().max().item() for o in (out, flash))
+    assert err <= 2 * flash_err + 1e-3, (err, flash_err)

@@ -4,7 +4,8 @@ loaded model.
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``blocks.{i}.self_attn.forward`` (and ``vace_blocks.{i}``) for every block that
   does not keep full attention: it recomputes q / k / v with the block's own layers and runs the
-  dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply);
+  dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply;
+  ComfyUI's stock PyTorch attention on Hopper runs cuDNN first, see attention/kernels.py);
 - a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
   by ``time_dim_concat``, the reference tokens that ``reference_latent`` prepends) and the sigma gate;
 - an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attention import kernels
 from ..attention.dual_branch import fuse
 from ..attention.global_branch import pool_tokens, pooled_positions
 from ..attention.split import shares
@@ -98,6 +100,11 @@ def wan_namespace(attention_module):
     return namespace
 
 
+def attention_function(dm):
+    """The attention function the model's self-attention calls (its module's ``optimized_attention``)."""
+    return wan_namespace(dm.blocks[0].self_attn).optimized_attention
+
+
 _RUNS_ATTN1: dict[type, bool] = {}
 
 
@@ -139,6 +146,8 @@ class WanDiffusionWrapper:
             plan = call.plan
             extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
             memory = f"; {call.memory.describe()}" if call.memory is not None else ""
+            if not plan.is_identity:
+                memory += "; " + kernels.pick(attention_function(dm), options, x.device)[1]
             log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
                      model_name(dm, self.family), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
@@ -269,9 +278,7 @@ class WanSelfAttentionPatch:
         heads = m.num_heads
         rows = call.memory.chunk_tokens if call.memory is not None else x.shape[1]
 
-        def attention(q, k, v):
-            return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
-
+        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device)
         table = self.rope_table(namespace, freqs[:, :total], call)
         inputs = self.video_inputs(m, namespace, x[:, :total], freqs[:, :total], table, (start, stop), transformer_options)
         out = torch.empty((x.shape[0], x.shape[1], heads * m.head_dim), dtype=x.dtype, device=x.device)

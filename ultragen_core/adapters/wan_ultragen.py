@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attention import kernels
 from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
 from ..checkpoint.loader import prepare_checkpoint
 from ..checkpoint.modules import UltraGenExtras
@@ -156,9 +157,7 @@ class CheckpointSelfAttention:
             b, n = t.shape[:2]
             return namespace.apply_rope1(t.view(b, n, heads, -1), f).view(b, n, -1)
 
-        def attention(q, k, v):
-            return namespace.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
-
+        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device)
         base = BaseAttention(m.q, m.k, m.v, m.o, m.norm_q, m.norm_k, rope, attention)
         extras = (call.extras or self.holder.extras).blocks[str(self.block_index)]
         return ultragen_attention(x, grid, self.block_index, extras, call.timestep, base)
