@@ -3,6 +3,7 @@ patched with the dual-branch attention: time per step, peak VRAM, share of time 
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
+    COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
@@ -213,6 +214,9 @@ def main():
                     help="run only the variants whose label contains this text (e.g. proxy)")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
                     help="skip the unpatched call above this many tokens (report it as not run)")
+    ap.add_argument("--peak-trace", type=int, default=0,
+                    help="after each patched variant, list the N largest tensors alive at the call's memory peak "
+                         "(CUDA only; bench/memory_trace.py)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
     device = pick_device(args.smoke, "bench/dit.py")
@@ -227,6 +231,7 @@ def main():
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    traces = []  # --peak-trace lines, printed after the table
     for name in args.models.split(","):
         for res in args.res.split(","):
             cfg, lat, grid, native = case(name, res, args.frames, args.smoke)
@@ -297,6 +302,11 @@ def main():
                 speed = f"{base / secs:.1f}x" if base else ""
                 print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | {speed} | "
                       f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
+                if args.peak_trace and settings is not None and device.type == "cuda":
+                    from memory_trace import peak_trace
+                    unit = n * cfg["dim"] * x.element_size()
+                    traces.append(f"\n{name} {res}, {label} ({layers} blocks, unit {unit / 2**30:.2f} GiB):")
+                    traces += peak_trace(lambda: step(model, x, t, ctx, options), unit, args.peak_trace)
                 if settings is not None:
                     model.__dict__.pop("forward", None)
                     model.patch_embedding.__dict__.pop("forward", None)
@@ -306,6 +316,9 @@ def main():
                         block.ffn.__dict__.pop("forward", None)
             del model, x, ctx
             torch.cuda.empty_cache()
+    if traces:
+        print("\n### What is alive at each call's memory peak (--peak-trace), in sequence-size tensors")
+        print("\n".join(traces))
 
 
 if __name__ == "__main__":

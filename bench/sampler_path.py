@@ -94,7 +94,7 @@ def main():
     x, c = latent.to(device, dtype), ctx.to(device, dtype)
     t = torch.full((1,), 1000.0, device=device)  # the sampler's one euler step starts at sigma 1
     direct = timed(lambda: step(model, x, t, c, options), "direct call (bench/dit.py)", args.rows, device)
-    del model, options
+    model = options = None  # free the direct-call model before ComfyUI loads its own
     if device.type == "cuda":
         torch.cuda.empty_cache()
     base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": dtype})

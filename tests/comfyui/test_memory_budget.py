@@ -94,3 +94,24 @@ def test_a_negative_budget_is_refused_at_its_input(comfy):
     ok, _, _, errors = comfy.validate(sample_prompt(name, budget(settings(window=(1, 4, 4)), -1.0)))
     assert not ok
     assert [e["extra_info"]["input_name"] for e in errors["settings"]["errors"]] == ["memory_budget_gb"]
+
+
+def test_self_attention_keeps_at_most_tokens_in_flight_whatever_the_budget(comfy, monkeypatch):
+    import sys
+    from harness import captured
+    name = model_file(comfy, WAN_T2V)
+
+    def sampled(key):
+        p = sample_prompt(name, settings(window=(1, 4, 4)), cfg=1.0, steps=2, probe=True, key=key)
+        return run(comfy, p, key), captured()[key + "_probe"]
+
+    whole, calls = sampled("whole")
+    adapters = [m for k, m in sys.modules.items() if k.endswith("ultragen_core.adapters.wan")]
+    assert adapters
+    for module in adapters:
+        monkeypatch.setattr(module, "TOKENS_IN_FLIGHT", 32)  # two windows of 1x4x4 per attention call
+    capped, capped_calls = sampled("capped")
+    # 2 frames x 16 x 16 tokens = 32 windows of 16 tokens: one call of all 32, or 16 calls of 2
+    assert (32, 16, 128, 16) in calls and (32, 16, 128, 16) not in capped_calls
+    assert (2, 16, 128, 16) in capped_calls
+    torch.testing.assert_close(capped, whole, rtol=1e-5, atol=1e-5)

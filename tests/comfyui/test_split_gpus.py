@@ -36,8 +36,8 @@ def split(prompt: dict, ranks: int, fail_rank: int = 0) -> dict:
 
 
 @pytest.mark.parametrize("spec,channels,ranks", [(WAN_T2V, 16, 2), (WAN_T2V, 16, 3), (WAN_5B, 48, 2),
-                                                 (WAN_I2V, 16, 2), (WAN_VACE, 16, 4)],
-                         ids=["t2v-2", "t2v-3", "5b-2", "i2v-2", "vace-4"])
+                                                 (WAN_I2V, 16, 2), (WAN_VACE, 16, 4), (WAN_T2V, 16, 8)],
+                         ids=["t2v-2", "t2v-3", "5b-2", "i2v-2", "vace-4", "t2v-8"])
 def test_a_split_call_gives_the_one_device_result(engine, caplog, spec, channels, ranks):
     comfy = engine
     name = model_file(comfy, spec)

@@ -109,7 +109,13 @@ def test_cudnn_first_sdpa_runs_cudnn_at_window_sizes_as_exactly_as_flash(batch, 
         ref = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).flatten(2)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # what ComfyUI 0.33 runs: bf16's own error
         flash = F.scaled_dot_product_attention(*(split(t).bfloat16() for t in (q, k, v))).transpose(1, 2).flatten(2)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
     out = kernels.sdpa_cudnn_first(q, k, v, heads)
+    torch.cuda.synchronize()
+    # one output tensor (a token-major view of the kernel's own), no second buffer; small workspace
+    assert torch.cuda.max_memory_allocated() - before <= 1.05 * out.nbytes + 64 * 2**20
     names = kernels_run(lambda: kernels.sdpa_cudnn_first(q, k, v, heads))
     assert any("cudnn" in n.lower() for n in names), names
     assert not any("flash_fwd" in n for n in names), names

@@ -46,6 +46,8 @@ FAMILY = "wan"
 SUPPORTED = WAN_SUPPORTED
 PROJECTION_CHUNK_ELEMENTS = 2**28  # tokens x channels per projection chunk (1 GiB of float32)
 FFN_CHUNK_ELEMENTS = 2**30  # tokens x hidden channels per feed-forward chunk (2 GiB in bf16)
+TOKENS_IN_FLIGHT = 2**18  # self-attention: tokens whose q / k / v exist at once, even when all would fit
+# (at 4K three windows of the quality preset: the same speed as all nine, 6.8 GiB less at the peak; run 36)
 
 
 def claims(diffusion_model) -> bool:
@@ -276,7 +278,7 @@ class WanSelfAttentionPatch:
             return self.original(m, x, freqs, transformer_options)
         namespace = wan_namespace(m)
         heads = m.num_heads
-        rows = call.memory.chunk_tokens if call.memory is not None else x.shape[1]
+        rows = min(call.memory.chunk_tokens if call.memory is not None else x.shape[1], TOKENS_IN_FLIGHT)
 
         attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device)
         table = self.rope_table(namespace, freqs[:, :total], call)

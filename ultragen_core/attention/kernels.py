@@ -53,13 +53,19 @@ def sdpa_cudnn_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
              SDPBackend.MATH]
     b, lq, c = q.shape
     d = c // heads
-    out = torch.empty_like(q)
+
+    def one(qs, ks, vs):  # (b, L, H*D) each -> (b, Lq, H*D)
+        qs, ks, vs = (t.unflatten(-1, (heads, d)).transpose(1, 2) for t in (qs, ks, vs))  # (b, H, L, D)
+        o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs)  # (b, H, Lq, D), stored (b, Lq, H, D)
+        return o.transpose(1, 2).flatten(2)  # a view where the kernel stored it token-major, as cuDNN does
+
     with sdpa_kernel(order, set_priority=True):
+        if b <= BATCH_LIMIT:
+            return one(q, k, v)  # no second output buffer: at 4K that would be one more 6.5 GiB tensor
+        out = torch.empty_like(q)
         for i in range(0, b, BATCH_LIMIT):
-            qs, ks, vs = (t[i:i + BATCH_LIMIT].unflatten(-1, (heads, d)).transpose(1, 2) for t in (q, k, v))  # (b, H, L, D)
-            o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs)  # (b, H, Lq, D)
-            out[i:i + BATCH_LIMIT] = o.transpose(1, 2).flatten(2)  # (b, Lq, H*D)
-    return out
+            out[i:i + BATCH_LIMIT] = one(q[i:i + BATCH_LIMIT], k[i:i + BATCH_LIMIT], v[i:i + BATCH_LIMIT])
+        return out
 
 
 def pick(model_attention, transformer_options: dict, device: torch.device) -> tuple[bool, str]:
