@@ -24,12 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from comfyui_env import use_comfyui  # noqa: E402
+from dit import sync  # noqa: E402
 from smoke import SCALE, banner, pick_device  # noqa: E402
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, label, rows, device) -> float:

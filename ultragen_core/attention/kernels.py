@@ -14,6 +14,7 @@ Flash, then the memory-efficient kernel, where cuDNN cannot take the inputs.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -34,12 +35,19 @@ def is_stock_pytorch(fn) -> bool:
     return getattr(fn, "__module__", None) == STOCK_MODULE and getattr(fn, "__name__", None) == STOCK_NAME
 
 
-def cudnn_first_available(device: torch.device) -> bool:
-    """A Hopper GPU (compute capability 9.x) with cuDNN, and a PyTorch that can order SDPA backends."""
-    if device.type != "cuda" or not torch.backends.cudnn.is_available():
-        return False
+def _can_order_backends() -> bool:
     sdpa_kernel = getattr(torch.nn.attention, "sdpa_kernel", None)
-    if sdpa_kernel is None or "set_priority" not in inspect.signature(sdpa_kernel).parameters:
+    return sdpa_kernel is not None and "set_priority" in inspect.signature(sdpa_kernel).parameters
+
+
+ORDERABLE = _can_order_backends()  # this PyTorch's sdpa_kernel takes set_priority
+
+
+@functools.lru_cache(maxsize=None)
+def cudnn_first_available(device: torch.device) -> bool:
+    """A Hopper GPU (compute capability 9.x) with cuDNN, and a PyTorch that can order SDPA backends.
+    Asked by every patched block of every call, so remembered per device."""
+    if device.type != "cuda" or not ORDERABLE or not torch.backends.cudnn.is_available():
         return False
     return torch.cuda.get_device_capability(device)[0] == 9
 
