@@ -5,9 +5,10 @@
 Installs, only where missing: torch + torchvision + torchaudio of one release (ComfyUI 0.33 imports
 torchaudio at start-up and it must match torch's release; torchaudio stops at 2.11, so that is the
 release installed when none is present), the tree's own requirements.txt (its pinned frontend,
-templates and, for 0.33, comfy-kitchen / comfy-aimdo), this pack's requirements.txt, pytest and playwright
-(its Python package only: the browser test drives Debian's /usr/bin/chromium, which .ci/run installs with
-apt-get; `playwright install` is never run). Never writes into the ComfyUI tree. Then run the README's
+templates and, for 0.33, comfy-kitchen / comfy-aimdo), this pack's requirements.txt, pytest, gguf (the
+one requirement of ComfyUI-GGUF, which a stacking test loads) and playwright (its Python package only: the
+browser test drives Debian's /usr/bin/chromium, which .ci/run installs with apt-get; `playwright install`
+is never run). Never writes into the ComfyUI tree. Then run the README's
 test command:
 
     COMFYUI_PATH=/path/to/ComfyUI python -m pytest
@@ -24,7 +25,8 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parent.parent
 TORCH_RELEASE = "2.11.0"  # the newest release with a torchaudio; the GPU machine's release too
 TORCH_SET = [f"torch=={TORCH_RELEASE}", "torchvision==0.26.0", f"torchaudio=={TORCH_RELEASE}"]
-TEST_TOOLS = ["pytest>=8", "playwright>=1.40"]  # playwright drives Debian's chromium (no browser download)
+TEST_TOOLS = ["pytest>=8", "playwright>=1.40",  # playwright drives Debian's chromium (no browser download)
+              "gguf>=0.13.0"]  # ComfyUI-GGUF's one requirement (tests/comfyui/test_stacking_gguf.py loads that pack)
 TORCH_NAMES = ("torch", "torchvision", "torchaudio")
 
 

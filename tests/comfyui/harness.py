@@ -123,6 +123,11 @@ class ComfyRuntime:
         self.server = ServerStub()
         self.executor = make_executor(execution, self.server)
 
+    def load_node_pack(self, path: Path) -> bool:
+        """Load another custom node pack (a folder) or node file the way ComfyUI loads custom nodes, from
+        where it lies (a read-only folder is fine: bytecode goes to the pycache prefix); True when it loaded."""
+        return asyncio.run(self.nodes.load_custom_node(str(path), module_parent="custom_nodes"))
+
     @property
     def models_dir(self) -> Path:
         return self.base / "models"
@@ -244,6 +249,13 @@ def running_server(root: Path, base: Path, log_path: Path, timeout_s: float = 18
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def shared_custom_node(name: str) -> Path:
+    """Where an unmodified third-party pack lies for the tests: ``$ULTRAGEN_SHARED/custom_nodes/<name>``, by
+    default ``../shared`` beside the pack (as .ci/run finds the ComfyUI trees). Read-only: never write there."""
+    shared = Path(os.environ.get("ULTRAGEN_SHARED") or PACK_DIR.parent / "shared")
+    return shared / "custom_nodes" / name
 
 
 def env_for_subprocess() -> dict:
