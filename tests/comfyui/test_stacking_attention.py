@@ -39,9 +39,9 @@ def probe(key: str) -> list[tuple[str, dict]]:
     return [("probe", {"class_type": "UltraGenTestAttentionProbe", "inputs": {"key": key}})]
 
 
-def stacked(name: str, *stages: list, steps: int = 1) -> dict:
-    """load -> stages (in order) -> KSampler -> capture "out"."""
-    prompt = sample_prompt(name, steps=steps)
+def stacked(name: str, *stages: list, **sampling) -> dict:
+    """load -> stages (in order) -> KSampler -> capture "out"; ``sampling``: sample_prompt's options."""
+    prompt = sample_prompt(name, **sampling)
     model = ["load", 0]
     for i, stage in enumerate(stages):
         settings_id = None
