@@ -39,15 +39,21 @@ def merged(base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], strengt
     return out
 
 
-def lora_files(comfy, strength: float = 0.8) -> tuple[str, str, str]:
-    """(the base model, the LoRA, the base with the LoRA merged in at ``strength``) file names."""
+def lora_folder(comfy):
+    """models/loras of the test runtime, registered with ComfyUI."""
     import folder_paths
-    from safetensors.torch import load_file, save_file
-    base_name = model_file(comfy, WAN_T2V)
     loras = comfy.models_dir / "loras"
     loras.mkdir(exist_ok=True)
     if str(loras) not in folder_paths.get_folder_paths("loras"):
         folder_paths.add_model_folder_path("loras", str(loras), is_default=True)
+    return loras
+
+
+def lora_files(comfy, strength: float = 0.8) -> tuple[str, str, str]:
+    """(the base model, the LoRA, the base with the LoRA merged in at ``strength``) file names."""
+    from safetensors.torch import load_file, save_file
+    base_name = model_file(comfy, WAN_T2V)
+    loras = lora_folder(comfy)
     merged_name = f"tiny_wan_t2v_lora_merged_{strength}.safetensors"
     if not (loras / "tiny_wan_distill_lora.safetensors").exists():
         base = load_file(str(comfy.models_dir / "diffusion_models" / base_name))
