@@ -7,6 +7,10 @@ Needs a ComfyUI tree (for the node registry, CPU only, no model files). The file
 again after a node's schema changes, then run tests/comfyui/test_workflows.py. Each file is written by the
 oldest tested ComfyUI that registers its nodes (NEWER_NODES): 0.3.64 writes the common ones and skips the
 others, 0.33 writes only those (``--all``: every file, in 0.33's widget layout).
+
+The file names are the titles the template browser shows (MAX_TITLE characters at most), WORKFLOWS holds each
+card's description (drawn into its thumbnail), and each builder lays its graph out to open readable (the
+columns of workflow_builder.Graph; tests/comfyui/test_workflows.py and test_frontend.py check it).
 """
 from __future__ import annotations
 
@@ -190,7 +194,7 @@ Wan 2.1 T2V 14B) on the model, then UltraGen Apply; 8 steps, **CFG 1** (one mode
 negative prompt is not used), euler, shift 5. The LoRA changes the weights, UltraGen the attention: they
 stack. 4 steps is faster, 8 keeps more detail at 4K; strength 1.""",
                 ["t2v_14b", "distill_lora", "umt5", "vae21"],
-                "as the 4K template (the LoRA adds about 0.3 GB); about 8x less time than 30 steps with CFG"), 0)
+                "as the 4K template (the LoRA adds about 0.3 GB); 8 model calls instead of 60 (30 steps with CFG)"), 0)
     return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
                frames=81, steps=8, cfg=1.0, shift=5.0, fps=16, prefix="video/UltraGen_wan21_14B_4K_8steps",
                lora="distill_lora", sampler="euler")
