@@ -8,8 +8,10 @@ release installed when none is present), the tree's own requirements.txt (its pi
 templates and, for 0.33, comfy-kitchen / comfy-aimdo), this pack's requirements.txt, pytest, gguf (the
 one requirement of ComfyUI-GGUF, which a stacking test loads) and playwright (its Python package only: the
 browser test drives Debian's /usr/bin/chromium, which .ci/run installs with apt-get; `playwright install`
-is never run). Never writes into the ComfyUI tree. Then run the README's
-test command:
+is never run), and the newest ComfyUI frontend (NEWEST_FRONTEND) into a cache folder of its own
+(FRONTEND_CACHE; never into the Python environment, whose pinned frontend the tree's own server serves):
+the browser test serves it from there with --front-end-root. Never writes into the ComfyUI tree. Then run
+the README's test command:
 
     COMFYUI_PATH=/path/to/ComfyUI python -m pytest
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +31,28 @@ TORCH_SET = [f"torch=={TORCH_RELEASE}", "torchvision==0.26.0", f"torchaudio=={TO
 TEST_TOOLS = ["pytest>=8", "playwright>=1.40",  # playwright drives Debian's chromium (no browser download)
               "gguf>=0.13.0"]  # ComfyUI-GGUF's one requirement (tests/comfyui/test_stacking_gguf.py loads that pack)
 TORCH_NAMES = ("torch", "torchvision", "torchaudio")
+# The newest frontend the browser test also runs (against a ComfyUI 0.33+ server; PyPI, Oct 2026), and where
+# it is installed: one folder per version, outside every Python environment.
+NEWEST_FRONTEND = "1.58.1"
+FRONTEND_CACHE = Path(os.environ.get("ULTRAGEN_FRONTEND_CACHE",
+                                     Path.home() / ".cache" / "ultragen-ci" / "frontends")).expanduser()
+
+
+def frontend_root(version: str = NEWEST_FRONTEND) -> Path:
+    """The static folder of comfyui-frontend-package ``version`` in FRONTEND_CACHE (ComfyUI's --front-end-root)."""
+    return FRONTEND_CACHE / f"comfyui-frontend-package-{version}" / "comfyui_frontend_package" / "static"
+
+
+def install_frontend(version: str = NEWEST_FRONTEND) -> Path:
+    """comfyui-frontend-package ``version`` (the package alone: it is static files) into FRONTEND_CACHE."""
+    root = frontend_root(version)
+    if (root / "index.html").is_file():
+        print(f"install_deps: frontend {version} already in {root}")
+        return root
+    pip("--no-deps", "--target", str(root.parent.parent), f"comfyui-frontend-package=={version}")
+    if not (root / "index.html").is_file():
+        raise RuntimeError(f"comfyui-frontend-package {version} installed, but {root}/index.html is missing")
+    return root
 
 
 def release(package: str) -> str | None:
@@ -67,6 +92,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("comfyui", type=Path, help="a ComfyUI tree (the folder with main.py and comfy/)")
     parser.add_argument("--torch-only", action="store_true", help="install only torch / torchvision / torchaudio")
+    parser.add_argument("--no-newest-frontend", action="store_true",
+                        help=f"skip comfyui-frontend-package {NEWEST_FRONTEND} (the browser test then skips it)")
     args = parser.parse_args()
     tree = args.comfyui.resolve()
     if not (tree / "comfy" / "model_patcher.py").is_file():
@@ -79,6 +106,8 @@ def main() -> int:
     if args.torch_only:
         return 0
     pip("-r", str(requirements_without_torch(tree)), "-r", str(PACK_DIR / "requirements.txt"), *TEST_TOOLS)
+    if not args.no_newest_frontend:
+        install_frontend()
     return 0
 
 

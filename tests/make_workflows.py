@@ -7,6 +7,10 @@ Needs a ComfyUI tree (for the node registry, CPU only, no model files). The file
 again after a node's schema changes, then run tests/comfyui/test_workflows.py. Each file is written by the
 oldest tested ComfyUI that registers its nodes (NEWER_NODES): 0.3.64 writes the common ones and skips the
 others, 0.33 writes only those (``--all``: every file, in 0.33's widget layout).
+
+The file names are the titles the template browser shows (MAX_TITLE characters at most), WORKFLOWS holds each
+card's description (drawn into its thumbnail), and each builder lays its graph out to open readable (the
+columns of workflow_builder.Graph; tests/comfyui/test_workflows.py and test_frontend.py check it).
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ M = {
     "a14b_low": model("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "diffusion_models", WAN22),
     "i2v_720p": model("wan2.1_i2v_720p_14B_fp16.safetensors", "diffusion_models"),
     "clip_vision": model("clip_vision_h.safetensors", "clip_vision"),
+    "distill_lora": {"name": "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors", "directory": "loras",
+                     "url": "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
+                            "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors"},
     "esrgan": {"name": "RealESRGAN_x4plus.safetensors", "directory": "upscale_models",
                "url": "https://huggingface.co/Comfy-Org/Real-ESRGAN_repackaged/resolve/main/RealESRGAN_x4plus.safetensors"},
 }
@@ -48,34 +55,23 @@ NEGATIVE = ("blurry, low quality, jpeg artifacts, static, overexposed, washed ou
             "subtitles, watermark, text")
 PURPLE = "#335"
 
-SETTINGS_NOTE = """
-**UltraGen settings** (UltraGen Attention Settings): all 0 = automatic. Windows get the model's native size
-(Wan 2.1-1.3B 30x52 tokens, 14B 45x80, 5B 22x40), alternate blocks shift them by half a window, and a
-global branch attends over tokens pooled back to about the native grid (fusion *band*). For more global
-coherence keep the first blocks dense with `full_attention_blocks` = `0,1` (costs more), or lower
-`end_percent` to return to full attention in the last steps. `preset` *fast* makes the automatic windows
-smaller and unshifted (Wan 14B at 4K: a sampling step about 3x faster than *quality*, for less context). **UltraGen Resolution** gives sizes the model
-accepts (1088 rows, not 1080; 4n+1 frames) and prints the token grid and what full vs. UltraGen attention
-costs. **UltraGen Tiled VAE Decode** decodes high resolutions in spatial tiles within a VRAM budget
-(`max_vram_gb` 0 = automatic). `memory_budget_gb` (0 = automatic, from ComfyUI's free VRAM) lets the patch
-work on chunks of tokens when the card is small: measured, Wan 14B fp8 at 4K x 81 fits 32 GB, at 1080p
-16 GB, Wan 2.2-5B at 4K 12 GB, 1-3% slower.
-"""
+SETTINGS_HINT = ("**Settings:** 0 / auto = automatic everywhere; hover an input for what it does (README: "
+                 "*UltraGen Attention Settings*). `memory_budget_gb` 0 follows the card's free VRAM.")
 
 
 def note(text: str, files: list[str], vram: str) -> str:
     listing = "\n".join(f"- [{M[k]['name']}]({M[k]['url']}) -> `models/{M[k]['directory']}/`" for k in files)
-    return f"{text.strip()}\n\n**Files**\n{listing}\n\n**VRAM** (estimate, not measured): {vram}\n{SETTINGS_NOTE}"
+    return f"{text.strip()}\n\n**Files**\n{listing}\n\n**VRAM:** {vram}\n\n{SETTINGS_HINT}"
 
 
-def loaders(g, unet_key, vae_key, col=0):
-    unet = g.add("UNETLoader", col, models=[M[unet_key]], unet_name=M[unet_key]["name"], weight_dtype="default")
+# Layout: the Read me note spans columns 0-1 at the top left; the graph flows left to right in columns 0-5
+# (COLUMN_WIDTH apart), each kept short, so a template fits a 1920x1080 window at a zoom where the frontend
+# draws text (see tests/comfyui/test_frontend.py). Prompts sit in the column just left of their sampler, so
+# no link runs behind their text.
+
+
+def prompts(g, col, text=PROMPT):
     clip = g.add("CLIPLoader", col, models=[M["umt5"]], clip_name=M["umt5"]["name"], type="wan", device="default")
-    vae = g.add("VAELoader", col, models=[M[vae_key]], vae_name=M[vae_key]["name"])
-    return unet, clip, vae
-
-
-def prompts(g, clip, col=1, text=PROMPT):
     pos = g.add("CLIPTextEncode", col, title="Positive prompt", text=text)
     neg = g.add("CLIPTextEncode", col, title="Negative prompt", text=NEGATIVE)
     g.connect(clip, pos, "clip")
@@ -101,13 +97,13 @@ def size_into(g, res, node):
 def patched(g, model_src, settings, shift, col=1):
     sampling = g.add("ModelSamplingSD3", col, shift=shift)
     g.connect(model_src, sampling, "model")
-    apply = g.add("UltraGenApply", col + 1, color=PURPLE)
+    apply = g.add("UltraGenApply", col, color=PURPLE)
     g.connect(sampling, apply, "model")
     g.connect(settings, apply, "settings")
     return apply
 
 
-def decode_and_save(g, samples, vae, fps, prefix, col=3, tiled=True):
+def decode_and_save(g, samples, vae, fps, prefix, col=5, tiled=True):
     if tiled:
         dec = g.add("UltraGenTiledVAEDecode", col, color=PURPLE, max_vram_gb=0.0, tile_size=0, overlap=64,
                     temporal_size=0, temporal_overlap=8)
@@ -127,36 +123,51 @@ def report(g, res, col, title="Token grid and attention cost"):
     g.connect((res, 4), show, "source")
 
 
-def t2v(g, *, unet_key, vae_key, family, target, frames, steps, cfg, shift, fps, prefix, five_b=False):
-    unet, clip, vae = loaders(g, unet_key, vae_key)
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    res = resolution(g, family, target, frames, settings)
-    pos, neg = prompts(g, clip)
+def t2v(g, *, unet_key, vae_key, family, target, frames, steps, cfg, shift, fps, prefix, five_b=False,
+        preset="quality", lora=None, sampler="uni_pc", between=None):
+    """Columns: 0-1 the note, below it the settings (0) and the model chain (1); 2 text encoder, prompts,
+    resolution, latent; 3 the sampler, lower than the prompts (the links into it pass below their text), and
+    the cost report; 4 VAE, decode, save. ``lora``: a LoraLoaderModelOnly (its file key in M) before
+    ModelSamplingSD3; ``between``: (node type, widgets) placed between UltraGen Apply and the sampler."""
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE, preset=preset)
+    model = g.add("UNETLoader", 1, models=[M[unet_key]], unet_name=M[unet_key]["name"], weight_dtype="default")
+    if lora is not None:
+        with_lora = g.add("LoraLoaderModelOnly", 1, title="Step-distill LoRA", models=[M[lora]],
+                          lora_name=M[lora]["name"], strength_model=1.0)
+        g.connect(model, with_lora, "model")
+        model = with_lora
+    model = patched(g, model, settings, shift, col=1)
+    if between is not None:
+        node_type, inputs = between
+        after = g.add(node_type, 1, **inputs)
+        g.connect(model, after, "model")
+        model = after
+    vae = g.add("VAELoader", 1 if five_b else 4, models=[M[vae_key]], vae_name=M[vae_key]["name"])
+    pos, neg = prompts(g, 2)
+    res = resolution(g, family, target, frames, settings, col=2)
     if five_b:
-        latent = g.add("Wan22ImageToVideoLatent", 1, width=1280, height=704, length=121, batch_size=1)
+        latent = g.add("Wan22ImageToVideoLatent", 2, width=1280, height=704, length=121, batch_size=1)
         g.connect(vae, latent, "vae")
     else:
-        latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
+        latent = g.add("EmptyHunyuanLatentVideo", 2, width=1280, height=720, length=81, batch_size=1)
     size_into(g, res, latent)
-    model = patched(g, unet, settings, shift)
-    ks = g.add("KSampler", 2, seed=42, seed_control="fixed", steps=steps, cfg=cfg, sampler_name="uni_pc",
+    ks = g.add("KSampler", 3, below=neg, seed=42, seed_control="fixed", steps=steps, cfg=cfg, sampler_name=sampler,
                scheduler="simple", denoise=1.0)
     for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
         g.connect(src, ks, name)
-    decode_and_save(g, ks, vae, fps, prefix)
-    report(g, res, 2)
+    report(g, res, 3)
+    decode_and_save(g, ks, vae, fps, prefix, col=4)
     return g
 
 
 def wan21_1_3b_1080p(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 1.3B at native 1080p (UltraGen)
-The small Wan model, trained at 832x480, sampled directly at 1920x1088 x 81 frames (21x68x120 = 171,360
-tokens, 4.4x its training size). UltraGen Apply swaps full self-attention for windows of the native size
-plus a pooled global branch; the token grid and cost appear in the report node after a run.
-Sampler: uni_pc, 30 steps, CFG 6, shift 8 (ComfyUI's Wan 1.3B template).""",
-                ["t2v_1.3b", "umt5", "vae21"], "about 10-14 GB (fp16 weights 2.8 GB; text encoder offloaded)"), 0)
+    g.note(note("""## Wan 2.1 T2V 1.3B at native 1080p
+The small Wan model (trained at 832x480) sampled directly at 1920x1088 x 81 frames: 171,360 tokens, 4.4x its
+training size. UltraGen Apply swaps full self-attention for windows of the native size plus a pooled global
+branch; the report node shows the token grid and cost. uni_pc, 30 steps, CFG 6, shift 8.""",
+                ["t2v_1.3b", "umt5", "vae21"], "about 10-14 GB (estimate)"), 0)
     return t2v(g, unet_key="t2v_1.3b", vae_key="vae21", family="Wan 2.1 T2V/I2V 1.3B", target="1080p (1920x1080)",
                frames=81, steps=30, cfg=6.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_1.3B_1080p")
 
@@ -164,24 +175,39 @@ Sampler: uni_pc, 30 steps, CFG 6, shift 8 (ComfyUI's Wan 1.3B template).""",
 def wan21_14b_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 14B at native 4K UHD (UltraGen)
-3840x2160 x 81 frames straight from the 14B model (21x135x240 = 680,400 tokens, 9x its 720p training
-size). Full attention would cost about 19 s per block and step on an H200; UltraGen's windows + global
-branch about 6x less (see the report node). The decode runs in spatial tiles (untiled 4K needs > 80 GB).
-Sampler: uni_pc, 30 steps, CFG 5, shift 8. Start with fewer frames (e.g. 33) to check the prompt.""",
-                ["t2v_14b", "umt5", "vae21"], "about 60-75 GB: an 80 GB H100 / H200 class card (fp8 weights 14 GB)"), 0)
+    g.note(note("""## Wan 2.1 T2V 14B at native 4K UHD
+3840x2160 x 81 frames straight from the 14B model: 680,400 tokens, 9x its 720p training size. UltraGen's
+windows + global branch cost about 6x less than full attention (report node); the decode runs in tiles.
+uni_pc, 30 steps, CFG 5, shift 8. Try 33 frames first to check the prompt.""",
+                ["t2v_14b", "umt5", "vae21"],
+                "measured 66.8 GiB peak on an H200; within 32 GB with the automatic memory budget (fp8)"), 0)
     return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
                frames=81, steps=30, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_4K")
+
+
+def wan21_14b_4k_8_steps(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Wan 2.1 T2V 14B: native 4K in 8 steps
+The step-distilled recipe at 3840x2160 x 81: a step-distill LoRA (here lightx2v's CFG + step distill for
+Wan 2.1 T2V 14B) on the model, then UltraGen Apply; 8 steps, **CFG 1** (one model call per step, the
+negative prompt is not used), euler, shift 5. The LoRA changes the weights, UltraGen the attention: they
+stack. 4 steps is faster, 8 keeps more detail at 4K; strength 1.""",
+                ["t2v_14b", "distill_lora", "umt5", "vae21"],
+                "as the 4K template (the LoRA adds about 0.3 GB); 8 model calls instead of 60 (30 steps with CFG)"), 0)
+    return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
+               frames=81, steps=8, cfg=1.0, shift=5.0, fps=16, prefix="video/UltraGen_wan21_14B_4K_8steps",
+               lora="distill_lora", sampler="euler")
 
 
 def wan22_5b_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.2 TI2V 5B at native 4K UHD (UltraGen)
-The 5B model's 16x16 VAE keeps 4K small: 3840x2176 x 121 frames is a 31x68x120 token grid (the size must
-be a multiple of 32, hence 2176 rows). Text to video here; connect a start image to *Wan22ImageToVideoLatent*
-for image to video. Sampler: uni_pc, 20 steps, CFG 5, shift 8, 24 fps (ComfyUI's 5B template).""",
-                ["ti2v_5b", "umt5", "vae22"], "about 30-40 GB (fp16 weights 10 GB; tiled Wan 2.2 VAE decode)"), 0)
+    g.note(note("""## Wan 2.2 TI2V 5B at native 4K UHD
+The 5B model's 16x16 VAE keeps 4K small: 3840x2176 x 121 frames is 31x68x120 tokens (sizes are multiples of
+32, hence 2176 rows). Text to video; connect a start image to *Wan22ImageToVideoLatent* for image to
+video. uni_pc, 20 steps, CFG 5, shift 8, 24 fps.""",
+                ["ti2v_5b", "umt5", "vae22"], "about 30-40 GB (estimate); 12 GB with the memory budget"), 0)
     return t2v(g, unet_key="ti2v_5b", vae_key="vae22", family="Wan 2.2 TI2V 5B", target="4K UHD (3840x2160)",
                frames=121, steps=20, cfg=5.0, shift=8.0, fps=24, prefix="video/UltraGen_wan22_5B_4K", five_b=True)
 
@@ -189,121 +215,125 @@ for image to video. Sampler: uni_pc, 20 steps, CFG 5, shift 8, 24 fps (ComfyUI's
 def wan22_a14b_1080p(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.2 T2V A14B at native 1080p (UltraGen on both experts)
-Wan 2.2-A14B is two models: the high-noise expert runs the first 10 of 20 steps, the low-noise expert the
-rest (two KSamplerAdvanced). **Both** go through UltraGen Apply with the same settings; patching only one
-leaves half the steps at full 1080p attention. Sampler: euler, 20 steps, CFG 3.5, shift 8.""",
+    g.note(note("""## Wan 2.2 T2V A14B at native 1080p, both experts
+The high-noise expert runs steps 0-10 of 20, the low-noise expert the rest (two KSamplerAdvanced).
+**Both** go through UltraGen Apply with the same settings: patching one leaves half the steps at full
+1080p attention. euler, 20 steps, CFG 3.5, shift 8.""",
                 ["a14b_high", "a14b_low", "umt5", "vae21"],
-                "about 35-45 GB with fp8 experts (14 GB each; ComfyUI keeps one loaded at a time when memory is short)"), 0)
+                "about 35-45 GB with fp8 experts (estimate; ComfyUI keeps one loaded when memory is short)"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
     high = g.add("UNETLoader", 0, title="High-noise expert", models=[M["a14b_high"]],
                  unet_name=M["a14b_high"]["name"], weight_dtype="default")
     low = g.add("UNETLoader", 0, title="Low-noise expert", models=[M["a14b_low"]],
                 unet_name=M["a14b_low"]["name"], weight_dtype="default")
-    clip = g.add("CLIPLoader", 0, models=[M["umt5"]], clip_name=M["umt5"]["name"], type="wan", device="default")
-    vae = g.add("VAELoader", 0, models=[M["vae21"]], vae_name=M["vae21"]["name"])
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    res = resolution(g, "Wan 2.2 A14B (per expert)", "1080p (1920x1080)", 81, settings)
-    pos, neg = prompts(g, clip)
-    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
+    m_high = patched(g, high, settings, 8.0, col=1)
+    m_low = patched(g, low, settings, 8.0, col=1)
+    pos, neg = prompts(g, 2)
+    res = resolution(g, "Wan 2.2 A14B (per expert)", "1080p (1920x1080)", 81, settings, col=2)
+    latent = g.add("EmptyHunyuanLatentVideo", 2, width=1280, height=720, length=81, batch_size=1)
     size_into(g, res, latent)
-    m_high = patched(g, high, settings, 8.0)
-    m_low = patched(g, low, settings, 8.0)
-    k1 = g.add("KSamplerAdvanced", 3, title="KSampler (high noise, steps 0-10)", add_noise="enable", noise_seed=42,
-               noise_seed_control="fixed", steps=20, cfg=3.5, sampler_name="euler", scheduler="simple",
-               start_at_step=0, end_at_step=10, return_with_leftover_noise="enable")
-    k2 = g.add("KSamplerAdvanced", 3, title="KSampler (low noise, steps 10-20)", add_noise="disable", noise_seed=0,
-               steps=20, cfg=3.5, sampler_name="euler", scheduler="simple", start_at_step=10, end_at_step=10000,
-               return_with_leftover_noise="disable")
+    k1 = g.add("KSamplerAdvanced", 3, below=neg, title="KSampler (high noise, steps 0-10)", add_noise="enable",
+               noise_seed=42, noise_seed_control="fixed", steps=20, cfg=3.5, sampler_name="euler",
+               scheduler="simple", start_at_step=0, end_at_step=10, return_with_leftover_noise="enable")
+    report(g, res, 3)
+    k2 = g.add("KSamplerAdvanced", 4, below=neg, title="KSampler (low noise, steps 10-20)", add_noise="disable",
+               noise_seed=0, steps=20, cfg=3.5, sampler_name="euler", scheduler="simple", start_at_step=10,
+               end_at_step=10000, return_with_leftover_noise="disable")
     for src, name in ((m_high, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
         g.connect(src, k1, name)
     for src, name in ((m_low, "model"), (pos, "positive"), (neg, "negative"), (k1, "latent_image")):
         g.connect(src, k2, name)
-    decode_and_save(g, k2, vae, 16, "video/UltraGen_wan22_A14B_1080p", col=4)
-    report(g, res, 3)
+    vae = g.add("VAELoader", 5, models=[M["vae21"]], vae_name=M["vae21"]["name"])
+    decode_and_save(g, k2, vae, 16, "video/UltraGen_wan22_A14B_1080p", col=5)
     return g
 
 
 def wan21_i2v_1080p(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 I2V 14B at native 1080p (UltraGen)
+    g.note(note("""## Wan 2.1 I2V 14B at native 1080p
 Image to video at 1920x1088 x 81 frames from the 720p I2V model. Load your start image (it is resized to
-the output size); CLIP Vision H encodes it for the model's image cross-attention. UltraGen patches the
-self-attention only. Sampler: uni_pc, 20 steps, CFG 5, shift 8.""",
+the output size); CLIP Vision H encodes it for the image cross-attention; UltraGen patches the
+self-attention only. uni_pc, 20 steps, CFG 5, shift 8.""",
                 ["i2v_720p", "umt5", "vae21", "clip_vision"],
-                "about 45-55 GB with fp16 weights (32 GB); use an fp8 copy of the model on 24-48 GB cards"), 0)
-    unet, clip, vae = loaders(g, "i2v_720p", "vae21")
-    cv = g.add("CLIPVisionLoader", 0, models=[M["clip_vision"]], clip_name=M["clip_vision"]["name"])
-    image = g.add("LoadImage", 0, title="Start image", image="example.png")
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "1080p (1920x1080)", 81, settings, col=1)
-    pos, neg = prompts(g, clip, col=1, text="The fox turns its head toward the camera, snow falling gently, "
-                                             "subtle camera push-in, sharp fur detail")
-    enc = g.add("CLIPVisionEncode", 2, crop="none")
+                "about 45-55 GB with fp16 weights (estimate); an fp8 copy of the model on 24-48 GB cards"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 1, models=[M["i2v_720p"]], unet_name=M["i2v_720p"]["name"], weight_dtype="default")
+    model = patched(g, unet, settings, 8.0, col=1)
+    cv = g.add("CLIPVisionLoader", 1, models=[M["clip_vision"]], clip_name=M["clip_vision"]["name"])
+    image = g.add("LoadImage", 1, title="Start image", image="example.png")
+    pos, neg = prompts(g, 2, text="The fox turns its head toward the camera, snow falling gently, subtle camera "
+                                  "push-in, sharp fur detail")
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "1080p (1920x1080)", 81, settings, col=2)
+    vae = g.add("VAELoader", 3, models=[M["vae21"]], vae_name=M["vae21"]["name"])
+    enc = g.add("CLIPVisionEncode", 3, crop="none")
     g.connect(cv, enc, "clip_vision")
     g.connect(image, enc, "image")
-    i2v = g.add("WanImageToVideo", 2, width=1280, height=720, length=81, batch_size=1)
+    i2v = g.add("WanImageToVideo", 3, width=1280, height=720, length=81, batch_size=1)
     for src, name in ((pos, "positive"), (neg, "negative"), (vae, "vae"), (enc, "clip_vision_output"),
                       (image, "start_image")):
         g.connect(src, i2v, name)
     size_into(g, res, i2v)
-    model = patched(g, unet, settings, 8.0, col=2)
-    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=20, cfg=5.0, sampler_name="uni_pc",
+    ks = g.add("KSampler", 4, seed=42, seed_control="fixed", steps=20, cfg=5.0, sampler_name="uni_pc",
                scheduler="simple", denoise=1.0)
     for src, name in ((model, "model"), ((i2v, 0), "positive"), ((i2v, 1), "negative"), ((i2v, 2), "latent_image")):
         g.connect(src, ks, name)
-    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_i2v_1080p", col=4)
-    report(g, res, 3)
+    report(g, res, 4)
+    decode_and_save(g, ks, vae, 16, "video/UltraGen_wan21_i2v_1080p", col=5)
     return g
 
 
 def compare_4k_vs_upscale(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Native 4K (UltraGen) vs. 720p + upscale model
-The same prompt and seed (42, fixed) rendered twice with Wan 2.1 T2V 14B: (a) natively at 3840x2160 with
-UltraGen, (b) at its native 1280x720 with plain attention, then 4x upscaled by RealESRGAN (ImageUpscaleWithModel,
-5120x2880) - UltraGen Compare scales (b) to (a)'s size. The noise differs with the latent size, so the two
-clips share prompt and seed, not content: compare detail and steadiness, not pixels (PSNR / SSIM are low
-for different content). Fill in the wall times and peak VRAM from ComfyUI's console
-to see cost next to quality. The 720p -> 4K upscale of 81 frames holds about 15 GB of frames in RAM.""",
-                ["t2v_14b", "umt5", "vae21", "esrgan"], "about 60-75 GB for branch (a); branch (b) about 25-30 GB"), 0)
-    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
-    up_loader = g.add("UpscaleModelLoader", 0, models=[M["esrgan"]], model_name=M["esrgan"]["name"])
-    pos, neg = prompts(g, clip, col=1)
-    sampling = g.add("ModelSamplingSD3", 1, shift=8.0)
+    g.note(note("""## Native 4K vs. 720p + upscale model
+Wan 2.1 T2V 14B, same prompt and seed (42), twice: (a) natively at 3840x2160 with UltraGen, (b) at 1280x720
+with plain attention, then RealESRGAN x4 (5120x2880); UltraGen Compare scales (b) to (a). The noise differs
+with the latent size, so compare detail and steadiness, not pixels. (a) is saved on its own too. Fill in wall times and peak VRAM from
+the console to see cost next to quality. The upscale of 81 frames holds about 15 GB of frames in RAM.""",
+                ["t2v_14b", "umt5", "vae21", "esrgan"], "about 60-75 GB for (a) (estimate); (b) about 25-30 GB"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 0, models=[M["t2v_14b"]], unet_name=M["t2v_14b"]["name"], weight_dtype="default")
+    sampling = g.add("ModelSamplingSD3", 0, shift=8.0)
     g.connect(unet, sampling, "model")
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    images = {}
-    # the two branches side by side in columns 2-4, (a) above (b), each in its own group
-    for branch, target in (("a", "4K UHD (3840x2160)"), ("b", "720p (1280x720)")):
-        g.align(2, 3, 4)
-        first = len(g.nodes)
-        if branch == "a":
-            model_src = g.add("UltraGenApply", 2, color=PURPLE)
-            g.connect(sampling, model_src, "model")
-            g.connect(settings, model_src, "settings")
-        else:
-            model_src = sampling
-        res = resolution(g, "Wan 2.1 T2V/I2V 14B", target, 81, settings if branch == "a" else None, col=2)
-        latent = g.add("EmptyHunyuanLatentVideo", 2, width=1280, height=720, length=81, batch_size=1)
-        size_into(g, res, latent)
-        ks = g.add("KSampler", 3, title=f"KSampler ({'native 4K' if branch == 'a' else '720p'})", seed=42,
-                   seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
-        for src, name in ((model_src, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
-            g.connect(src, ks, name)
-        images[branch] = decode_and_save(g, ks, vae, 16, f"video/UltraGen_compare_{branch}", col=4)
-        if branch == "b":
-            up = g.add("ImageUpscaleWithModel", 3)
-            g.connect(up_loader, up, "upscale_model")
-            g.connect(images["b"], up, "image")
-            g.group("(b) 720p, plain attention, then RealESRGAN x4", g.nodes[first:], color="#3f5a3f")
-        else:
-            g.group("(a) native 4K with UltraGen", g.nodes[first:], color="#3f3f6a")
+    pos, neg = prompts(g, 1)
+    vae = g.add("VAELoader", 1, models=[M["vae21"]], vae_name=M["vae21"]["name"])
+    up_loader = g.add("UpscaleModelLoader", 1, models=[M["esrgan"]], model_name=M["esrgan"]["name"])
+    # the two branches side by side, each in its own group: (a) in columns 2-3, (b) in column 4
+    g.align(2, 3)
+    first = len(g.nodes)
+    apply = g.add("UltraGenApply", 2, color=PURPLE)
+    g.connect(sampling, apply, "model")
+    g.connect(settings, apply, "settings")
+    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings, col=2)
+    latent = g.add("EmptyHunyuanLatentVideo", 2, width=1280, height=720, length=81, batch_size=1)
+    size_into(g, res, latent)
+    ks = g.add("KSampler", 3, title="KSampler (native 4K)", seed=42, seed_control="fixed", steps=30, cfg=5.0,
+               sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    for src, name in ((apply, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        g.connect(src, ks, name)
+    native = decode_and_save(g, ks, vae, 16, "video/UltraGen_compare_a", col=3)
+    g.group("(a) native 4K, UltraGen", g.nodes[first:], color=GROUP_A)
+    g.align(4)
+    first = len(g.nodes)
+    latent = g.add("EmptyHunyuanLatentVideo", 4, title="Empty latent (720p)", width=1280, height=720, length=81,
+                   batch_size=1)
+    ks = g.add("KSampler", 4, title="KSampler (720p)", seed=42, seed_control="fixed", steps=30, cfg=5.0,
+               sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    for src, name in ((sampling, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        g.connect(src, ks, name)
+    dec = g.add("UltraGenTiledVAEDecode", 4, color=PURPLE, max_vram_gb=0.0, tile_size=0, overlap=64, temporal_size=0,
+                temporal_overlap=8)
+    g.connect(ks, dec, "samples")
+    g.connect(vae, dec, "vae")
+    up = g.add("ImageUpscaleWithModel", 4)
+    g.connect(up_loader, up, "upscale_model")
+    g.connect(dec, up, "image")
+    g.group("(b) 720p + RealESRGAN x4", g.nodes[first:], color=GROUP_B)
     cmp = g.add("UltraGenCompare", 5, color=PURPLE, layout="split_wipe", size_mode="first", length_mode="trim",
                 label_a="native 4K (UltraGen)", label_b="720p + RealESRGAN x4", flow_max_side=512,
                 wall_time_a=0.0, peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
-    g.connect(images["a"], cmp, "video_a")
+    g.connect(native, cmp, "video_a")
     g.connect(up, cmp, "video_b")
     video = g.add("CreateVideo", 5, fps=16.0)
     g.connect((cmp, 0), video, "images")
@@ -314,28 +344,29 @@ to see cost next to quality. The 720p -> 4K upscale of 81 frames holds about 15 
     return g
 
 
+GROUP_A, GROUP_B = "#9a9aff", "#8fd08f"  # the frontend draws a group's title in its colour: light, to be read
+
 PROXY_NOTE = """
-**Settings.** *UltraGen Proxy Guidance*: `strength` 1 = every window attends to its own tokens and its proxy
-tokens in one joint attention call (0 = no guidance, the model unchanged; values between cost a second
-attention call per window). `neighbourhood` = each window sees the proxy cells under it plus `radius_frames`
-(1) proxy frames and `radius_cells` (2) proxy tokens around (bounded cost at 4K); `all` = every proxy token
-(about 1.5x the step time at 4K). *UltraGen Upscale Latent* resizes the proxy to the 4K latent (frame 0 stays
-frame 0; a proxy with fewer frames is interpolated in time). *KSamplerAdvanced* adds noise and starts at
-`start_at_step` of `steps`: later = closer to the proxy's layout and colours, fewer 4K steps; earlier = more
-new detail, more freedom to drift (the proxy guidance still holds the layout). Same prompt, seed and sampler
-as the first pass."""
+*Proxy Guidance* `strength` 1: each window attends to its tokens and the proxy tokens near it (0 = off).
+*KSamplerAdvanced* `start_at_step`: later = closer to the proxy, earlier = more new detail. Inputs' tooltips
+say more."""
 
 
 def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, proxy_frames, steps, start, cfg,
                 shift, fps, prefix, five_b=False):
     """First pass at the native size (the proxy) -> UltraGen Upscale Latent (coarse-to-fine start) and UltraGen
-    Proxy Guidance -> KSamplerAdvanced from step ``start`` at the target size -> tiled decode."""
-    unet, clip, vae = loaders(g, unet_key, vae_key)
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE)
-    res = resolution(g, family, target, frames, settings)
-    pos, neg = prompts(g, clip)
+    Proxy Guidance -> KSamplerAdvanced from step ``start`` at the target size -> tiled decode. Columns: 0-1
+    the note, settings (0) and the model chain (1); 2 prompts and the proxy latent; 3 first pass and its
+    preview; 4 resolution, guidance, upscale; 5 second pass, decode and save."""
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 1, models=[M[unet_key]], unet_name=M[unet_key]["name"], weight_dtype="default")
     sampling = g.add("ModelSamplingSD3", 1, shift=shift)
     g.connect(unet, sampling, "model")
+    apply = g.add("UltraGenApply", 1, color=PURPLE)
+    g.connect(sampling, apply, "model")
+    g.connect(settings, apply, "settings")
+    vae = g.add("VAELoader", 1, models=[M[vae_key]], vae_name=M[vae_key]["name"])
+    pos, neg = prompts(g, 2)
     width, height = proxy_size
     if five_b:
         first = g.add("Wan22ImageToVideoLatent", 2, title="Proxy latent (native size)", width=width, height=height,
@@ -344,33 +375,31 @@ def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, pro
     else:
         first = g.add("EmptyHunyuanLatentVideo", 2, title="Proxy latent (native size)", width=width, height=height,
                       length=proxy_frames, batch_size=1)
-    ks1 = g.add("KSampler", 2, title=f"First pass: proxy at {width}x{height}", seed=42, seed_control="fixed",
-                steps=steps, cfg=cfg, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    ks1 = g.add("KSampler", 3, below=neg, title=f"First pass: proxy at {width}x{height}", seed=42,
+                seed_control="fixed", steps=steps, cfg=cfg, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
     for src, name in ((sampling, "model"), (pos, "positive"), (neg, "negative"), (first, "latent_image")):
         g.connect(src, ks1, name)
-    apply = g.add("UltraGenApply", 2, color=PURPLE)
-    g.connect(sampling, apply, "model")
-    g.connect(settings, apply, "settings")
-    guided = g.add("UltraGenProxyGuidance", 3, color=PURPLE, strength=1.0, neighbourhood="neighbourhood",
+    res = resolution(g, family, target, frames, settings, col=4)
+    guided = g.add("UltraGenProxyGuidance", 4, color=PURPLE, strength=1.0, neighbourhood="neighbourhood",
                    radius_frames=1, radius_cells=2, seed=0)
     g.connect(apply, guided, "model")
     g.connect(ks1, guided, "proxy")
-    init = g.add("UltraGenUpscaleLatent", 3, color=PURPLE, upscale_method="bilinear")
+    init = g.add("UltraGenUpscaleLatent", 4, color=PURPLE, upscale_method="bilinear")
     g.connect(ks1, init, "latent")
     size_into(g, res, init)
-    ks2 = g.add("KSamplerAdvanced", 3, title=f"Second pass: 4K from step {start} of {steps}", add_noise="enable",
+    ks2 = g.add("KSamplerAdvanced", 5, title=f"Second pass: 4K from step {start} of {steps}", add_noise="enable",
                 noise_seed=42, noise_seed_control="fixed", steps=steps, cfg=cfg, sampler_name="uni_pc",
                 scheduler="simple", start_at_step=start, end_at_step=10000, return_with_leftover_noise="disable")
     for src, name in ((guided, "model"), (pos, "positive"), (neg, "negative"), (init, "latent_image")):
         g.connect(src, ks2, name)
-    report(g, res, 3)
-    decode_and_save(g, ks2, vae, fps, prefix, col=4)
-    preview = g.add("VAEDecode", 4, title="Proxy preview (decode)")
+    report(g, res, 4)
+    decode_and_save(g, ks2, vae, fps, prefix, col=5)
+    preview = g.add("VAEDecode", 3, title="Proxy preview (decode)")
     g.connect(ks1, preview, "samples")
     g.connect(vae, preview, "vae")
-    video = g.add("CreateVideo", 4, fps=float(fps) * (proxy_frames - 1) / (frames - 1))  # same duration
+    video = g.add("CreateVideo", 3, fps=float(fps) * (proxy_frames - 1) / (frames - 1))  # same duration
     g.connect(preview, video, "images")
-    save = g.add("SaveVideo", 4, title="Save the proxy", filename_prefix=prefix + "_proxy", format="auto",
+    save = g.add("SaveVideo", 3, title="Save the proxy", filename_prefix=prefix + "_proxy", format="auto",
                  codec="auto")
     g.connect(video, save, "video")
     return g
@@ -379,17 +408,13 @@ def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, pro
 def wan21_14b_proxy_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 14B: 720p proxy -> 4K, guided (UltraGen)
-Coarse to fine in two passes. (1) The 14B model samples the video at its native 1280x720 with 41 frames
-(the **proxy**, plain attention: in distribution, fast). (2) The proxy, upscaled to 3840x2160 x 81 frames, is
-re-noised and sampled again at 4K from step 20 of 30 (sigma about 0.8 with shift 8), with UltraGen's windows
-**guided by the proxy**: every window also attends to the proxy tokens around it, so objects keep one layout
-across windows instead of repeating. The proxy is saved too (at a frame rate matching its 41 frames).
-Sampler: uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
+    g.note(note("""## Wan 2.1 T2V 14B: 720p proxy -> 4K, guided
+Two passes. (1) The 14B model samples 1280x720 x 41 frames (the **proxy**, plain attention: in distribution,
+fast). (2) The proxy, upscaled to 3840x2160 x 81, is re-noised and sampled again from step 20 of 30 with
+UltraGen's windows **guided by the proxy**, so objects keep one layout across windows. Both videos are
+saved. uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
                 ["t2v_14b", "umt5", "vae21"],
-                "measured on an H200 (docs/BENCHMARKS.md sections 5-6): the 4K pass peaks at 79.4 GiB with the "
-                "proxy when nothing limits it, 56.3 GiB with a 70 GB memory budget (the automatic budget follows "
-                "the card's free VRAM); a step costs 1.1x an unguided 4K step. The first pass needs about 25-30 GB."), 0)
+                "measured on an H200: the 4K pass peaks at 79.4 GiB, 56.3 GiB with a 70 GB memory budget"), 0)
     return proxy_to_4k(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B",
                        target="4K UHD (3840x2160)", frames=81, proxy_size=(1280, 720), proxy_frames=41, steps=30,
                        start=20, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_proxy_4K")
@@ -398,105 +423,93 @@ Sampler: uni_pc, 30 steps, CFG 5, shift 8.""" + PROXY_NOTE,
 def wan22_5b_proxy_4k(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.2 TI2V 5B: native 1280x704 proxy -> 4K, guided (UltraGen)
-Coarse to fine in two passes. (1) The 5B model samples the video at its native 1280x704 x 121 frames (the
-**proxy**, plain attention). (2) The proxy, upscaled to 3840x2176 (the 5B needs multiples of 32 px), is
-re-noised and sampled again from step 13 of 20 (sigma about 0.8 with shift 8), with UltraGen's windows
-**guided by the proxy**. The proxy is saved too. Text to video. Sampler: uni_pc, 20 steps, CFG 5, shift 8,
-24 fps.""" +
+    g.note(note("""## Wan 2.2 TI2V 5B: 1280x704 proxy -> 4K, guided
+Two passes. (1) The 5B model samples its native 1280x704 x 121 frames (the **proxy**, plain attention).
+(2) The proxy, upscaled to 3840x2176, is re-noised and sampled again from step 13 of 20 with UltraGen's
+windows **guided by the proxy**. Both videos are saved. uni_pc, 20 steps, CFG 5, shift 8, 24 fps.""" +
                 PROXY_NOTE,
-                ["ti2v_5b", "umt5", "vae22"],
-                "not measured; the native 4K 5B workflow is estimated at 30-40 GB, and the proxy's 31x22x40 tokens "
-                "add their activations to every block (a few GB more)."), 0)
+                ["ti2v_5b", "umt5", "vae22"], "not measured; the 4K 5B template's 30-40 GB plus a few GB"), 0)
     return proxy_to_4k(g, unet_key="ti2v_5b", vae_key="vae22", family="Wan 2.2 TI2V 5B",
                        target="4K UHD (3840x2160)", frames=121, proxy_size=(1280, 704), proxy_frames=121, steps=20,
                        start=13, cfg=5.0, shift=8.0, fps=24, prefix="video/UltraGen_wan22_5B_proxy_4K", five_b=True)
 
 
-def t2v_14b_4k_on_gpus(g, preset, prefix, node, **inputs):
-    """The native 4K 14B graph with a multi-GPU ``node`` (its widget ``inputs``) between the patch and the
-    sampler; uni_pc, 30 steps, CFG 5, shift 8."""
-    unet, clip, vae = loaders(g, "t2v_14b", "vae21")
-    settings = g.add("UltraGenAttentionSettings", 1, color=PURPLE, preset=preset)
-    res = resolution(g, "Wan 2.1 T2V/I2V 14B", "4K UHD (3840x2160)", 81, settings)
-    pos, neg = prompts(g, clip)
-    latent = g.add("EmptyHunyuanLatentVideo", 1, width=1280, height=720, length=81, batch_size=1)
-    size_into(g, res, latent)
-    model = patched(g, unet, settings, 8.0)
-    gpus = g.add(node, 2, **inputs)
-    g.connect(model, gpus, "model")
-    ks = g.add("KSampler", 3, seed=42, seed_control="fixed", steps=30, cfg=5.0, sampler_name="uni_pc",
-               scheduler="simple", denoise=1.0)
-    for src, name in ((gpus, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
-        g.connect(src, ks, name)
-    decode_and_save(g, ks, vae, 16, prefix, col=4)
-    report(g, res, 3)
-    return g
-
-
 def wan21_14b_4k_multigpu(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 14B at native 4K on two GPUs: MultiGPU CFG Split (UltraGen, ComfyUI 0.33+)
-ComfyUI 0.33's own multi-GPU engine (**MultiGPU CFG Split**, node `MultiGPU_WorkUnits`) puts a copy of the
-model on each extra GPU and runs the conditionings in parallel: with CFG, the positive prompt on one GPU, the
-negative on the other. So at most 2x, from 2 GPUs; more GPUs do not help one video (`max_gpus` 2). Place it
-after UltraGen Apply; each GPU's copy runs its own patch with its own weights. Without CFG (CFG 1) there is
-nothing to split. Measured per 14B step with CFG on two H200s (docs/BENCHMARKS.md section 4): 1080p 1.96x
-(default preset) / 1.41x (fast); 4K 1.74x with preset **fast** (set here), while the default preset gains
-nothing at 4K. For one video on 2 or more GPUs see the template "split across GPUs" (UltraGen Split Video
-Across GPUs). *Select Model Device* (same menu) can pin the first copy to a GPU.
-On a machine with one GPU the node passes the model through. Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
-                ["t2v_14b", "umt5", "vae21"],
-                "per GPU about the single-GPU figure of the 4K workflow (60-75 GB; the fast preset a little less), "
-                "each GPU holds a full copy of the 14B model; system RAM for the second copy while it loads"), 0)
-    return t2v_14b_4k_on_gpus(g, "fast", "video/UltraGen_wan21_14B_4K_multigpu", "MultiGPU_WorkUnits",
-                              title="MultiGPU CFG Split", max_gpus=2)
+    g.note(note("""## Wan 2.1 T2V 14B at native 4K, CFG split over 2 GPUs (ComfyUI 0.33+)
+**Needs ComfyUI 0.33 or later:** older versions lack *MultiGPU CFG Split* (`MultiGPU_WorkUnits`) and open
+this template with that node missing. It runs the positive and negative prompt on two GPUs (at most 2x;
+nothing to split at CFG 1); on one GPU it passes the model through. Measured per 14B 4K step on two H200s:
+1.74x with preset **fast** (set here). For 2+ GPUs on one video see "4K split across GPUs".""",
+                ["t2v_14b", "umt5", "vae21"], "per GPU about the 4K template's; each GPU holds a copy of the model"), 0)
+    return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
+               frames=81, steps=30, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_4K_multigpu",
+               preset="fast", between=("MultiGPU_WorkUnits", {"title": "MultiGPU CFG Split", "max_gpus": 2}))
 
 
 def wan21_14b_4k_split(reg):
     from workflow_builder import Graph
     g = Graph(reg)
-    g.note(note("""## Wan 2.1 T2V 14B at native 4K, one video split across GPUs (UltraGen, ComfyUI 0.33+)
-**UltraGen Split Video Across GPUs** shares every model call out over the GPUs by attention windows: each GPU
-computes its windows and the tokens they own through every block, and the GPUs swap rows after each block
-(a few GB per block over NVLink). The conditionings stay together, so it also speeds up sampling with CFG 1,
-and more than two GPUs help one video; it takes the place of ComfyUI's MultiGPU CFG Split for an UltraGen
-model. It uses ComfyUI's own multi-GPU engine: a copy of the model on each extra GPU, one worker thread each.
-Share of one 14B call at 4K per GPU, timed on an H200 (docs/BENCHMARKS.md section 4): the quality preset (set
-here) 1.87x on 2 GPUs with 4 of 40 blocks (1.97x at full depth), 3.4x on 4, 5.6x on 8; the fast preset 1.6x /
-2.5x / 3.7x. Predicted from each GPU's measured share; not yet run on 2 GPUs. Needs ComfyUI 0.33 or later
-and at least `gpus` GPUs (the node says so otherwise). Sampler: uni_pc, 30 steps, CFG 5, shift 8.""",
-                ["t2v_14b", "umt5", "vae21"],
-                "per GPU about the single-GPU figure of the 4K workflow (60-75 GB); each GPU holds a full copy of the "
-                "14B model; system RAM for each copy while it loads"), 0)
-    return t2v_14b_4k_on_gpus(g, "quality", "video/UltraGen_wan21_14B_4K_split", "UltraGenSplitAcrossGPUs",
-                              color=PURPLE, gpus=2, cfg_groups=1)
+    g.note(note("""## Wan 2.1 T2V 14B at native 4K, one video split across GPUs (ComfyUI 0.33+)
+**UltraGen Split Video Across GPUs** shares every model call over `gpus` GPUs by attention windows (rows are
+swapped after each block), with or without CFG; needs ComfyUI 0.33's multi-GPU engine and that many GPUs
+(the node says so otherwise). Predicted from each GPU's measured share on an H200 (quality preset): 1.97x
+on 2 GPUs, 3.4x on 4, 5.6x on 8; not yet run on 2 GPUs. uni_pc, 30 steps, CFG 5, shift 8.""",
+                ["t2v_14b", "umt5", "vae21"], "per GPU about the 4K template's; each GPU holds a copy of the model"), 0)
+    return t2v(g, unet_key="t2v_14b", vae_key="vae21", family="Wan 2.1 T2V/I2V 14B", target="4K UHD (3840x2160)",
+               frames=81, steps=30, cfg=5.0, shift=8.0, fps=16, prefix="video/UltraGen_wan21_14B_4K_split",
+               between=("UltraGenSplitAcrossGPUs", {"color": PURPLE, "gpus": 2, "cfg_groups": 1}))
 
 
-# file name -> (thumbnail title, builder). ComfyUI's template browser shows a custom node pack's
-# templates by file name (as the card title and, 0.33's frontend, with - and _ as spaces, the
-# description); it reads no title or description from the file. So the names are the titles.
+# ComfyUI's template browser knows a custom node pack's template by its file name only: the name is the card's
+# title (frontends 1.27 to 1.58; 1.27 repeats it as the description) and <name>.jpg its picture; nothing in the
+# file is read. So the names are short titles (MAX_TITLE characters: no "..." on a card 15 rem wide) and the
+# description is drawn into the thumbnail. file name -> (card description, builder)
+MAX_TITLE = 30
 WORKFLOWS = {
-    "UltraGen Wan 2.1 T2V 1.3B native 1080p": ("Wan 2.1 T2V 1.3B native 1080p", wan21_1_3b_1080p),
-    "UltraGen Wan 2.1 T2V 14B native 4K": ("Wan 2.1 T2V 14B native 4K", wan21_14b_4k),
-    "UltraGen Wan 2.2 TI2V 5B native 4K": ("Wan 2.2 TI2V 5B native 4K", wan22_5b_4k),
-    "UltraGen Wan 2.2 T2V A14B native 1080p": ("Wan 2.2 A14B native 1080p", wan22_a14b_1080p),
-    "UltraGen Wan 2.1 I2V 14B native 1080p": ("Wan 2.1 I2V 14B native 1080p", wan21_i2v_1080p),
-    "UltraGen compare native 4K vs 720p upscale": ("Native 4K vs 720p + upscale", compare_4k_vs_upscale),
-    "UltraGen Wan 2.1 T2V 14B proxy 720p to 4K": ("Wan 2.1 14B proxy 720p to 4K", wan21_14b_proxy_4k),
-    "UltraGen Wan 2.2 TI2V 5B proxy 704p to 4K": ("Wan 2.2 5B proxy 704p to 4K", wan22_5b_proxy_4k),
-    "UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("Wan 2.1 14B 4K MultiGPU CFG split (0.33+)",
-                                                        wan21_14b_4k_multigpu),
-    "UltraGen Wan 2.1 T2V 14B 4K split across GPUs": ("Wan 2.1 14B 4K split across GPUs (0.33+)",
-                                                       wan21_14b_4k_split),
+    "Wan 2.1 1.3B native 1080p": (
+        "Text to video, 1920x1088 x 81 frames, with the small Wan 2.1 T2V 1.3B. About 10-14 GB VRAM.",
+        wan21_1_3b_1080p),
+    "Wan 2.1 14B native 4K": (
+        "Text to video, 3840x2160 x 81 frames, Wan 2.1 T2V 14B. Fits 32 GB with the automatic memory budget.",
+        wan21_14b_4k),
+    "Wan 2.1 14B 4K in 8 steps": (
+        "Native 4K with a step-distill LoRA: 8 steps at CFG 1, Wan 2.1 T2V 14B. LoRA slot included.",
+        wan21_14b_4k_8_steps),
+    "Wan 2.2 5B native 4K": (
+        "Text (or image) to video, 3840x2176 x 121 frames, Wan 2.2 TI2V 5B. 12 GB with the memory budget.",
+        wan22_5b_4k),
+    "Wan 2.2 A14B native 1080p": (
+        "Text to video at 1920x1088 with both Wan 2.2 A14B experts patched (high and low noise).",
+        wan22_a14b_1080p),
+    "Wan 2.1 I2V 14B native 1080p": (
+        "Image to video, 1920x1088 x 81 frames, Wan 2.1 I2V 14B (720p model) and your start image.",
+        wan21_i2v_1080p),
+    "Native 4K vs 720p upscale": (
+        "Same prompt and seed: native 4K with UltraGen vs 720p + RealESRGAN x4, side by side with a report.",
+        compare_4k_vs_upscale),
+    "Wan 2.1 14B 720p proxy to 4K": (
+        "Two passes: a 720p proxy, then 4K from step 20 of 30, UltraGen's windows guided by the proxy.",
+        wan21_14b_proxy_4k),
+    "Wan 2.2 5B 704p proxy to 4K": (
+        "Two passes with Wan 2.2 TI2V 5B: a native 1280x704 proxy, then 4K guided by it.",
+        wan22_5b_proxy_4k),
+    "4K CFG split on 2 GPUs (0.33+)": (
+        "Needs ComfyUI 0.33+ (MultiGPU CFG Split node; missing on 0.3.64). Wan 14B 4K, CFG on two GPUs.",
+        wan21_14b_4k_multigpu),
+    "4K split across GPUs (0.33+)": (
+        "Needs ComfyUI 0.33+ and 2+ GPUs. One Wan 14B 4K video shared over the GPUs by attention windows.",
+        wan21_14b_4k_split),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its
-# own).
-NEWER_NODES = {"UltraGen Wan 2.1 T2V 14B 4K MultiGPU CFG split": ("MultiGPU_WorkUnits",)}
+# own). The pack cannot hide a template per ComfyUI version (the server lists every file in workflows/), so
+# such a template says the version it needs in its title, its picture and its note.
+NEWER_NODES = {"4K CFG split on 2 GPUs (0.33+)": ("MultiGPU_WorkUnits",)}
 # Written by hand (checkpoint mode); main() only redraws its thumbnail.
-HAND_WRITTEN = {"UltraGen checkpoint mode Wan 2.1 1.3B 1080p": "Checkpoint mode: Wan 2.1 1.3B 1080p"}
+HAND_WRITTEN = {"Checkpoint mode 1.3B 1080p": (
+    "The published UltraGen checkpoint (trained branches) on Wan 2.1 T2V 1.3B at 1920x1088.")}
 
 
 def main(argv: list[str]) -> None:
@@ -505,11 +518,14 @@ def main(argv: list[str]) -> None:
     from workflow_builder import render_thumbnail
     out = HERE.parent / "workflows"
     out.mkdir(exist_ok=True)
+    for name in list(WORKFLOWS) + list(HAND_WRITTEN):
+        if len(name) > MAX_TITLE:
+            raise ValueError(f"{name!r}: {len(name)} characters, a card shows {MAX_TITLE}")
     with tempfile.TemporaryDirectory() as tmp:
         runtime = ComfyRuntime(Path(tmp))
         registry = runtime.nodes.NODE_CLASS_MAPPINGS
         newer = all(n in registry for needs in NEWER_NODES.values() for n in needs)
-        for name, (title, build) in WORKFLOWS.items():
+        for name, (description, build) in WORKFLOWS.items():
             needs = NEWER_NODES.get(name, ())
             missing = [n for n in needs if n not in registry]
             if missing:
@@ -521,11 +537,13 @@ def main(argv: list[str]) -> None:
                 continue
             workflow = build(registry).to_json()
             (out / f"{name}.json").write_text(json.dumps(workflow, indent=1, ensure_ascii=False) + "\n")
-            cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, title), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, name, description),
+                        [cv2.IMWRITE_JPEG_QUALITY, 88])
             print(f"wrote workflows/{name}.json and .jpg")
-        for name, title in HAND_WRITTEN.items():
+        for name, description in HAND_WRITTEN.items():
             workflow = json.loads((out / f"{name}.json").read_text())
-            cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, title), [cv2.IMWRITE_JPEG_QUALITY, 85])
+            cv2.imwrite(str(out / f"{name}.jpg"), render_thumbnail(workflow, name, description),
+                        [cv2.IMWRITE_JPEG_QUALITY, 88])
             print(f"wrote workflows/{name}.jpg")
 
 

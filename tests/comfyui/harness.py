@@ -214,9 +214,10 @@ def placeholder(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, base: Path, log_path: Path, timeout_s: float = 180.0):
+def running_server(root: Path, base: Path, log_path: Path, timeout_s: float = 180.0, extra_args: tuple = ()):
     """ComfyUI's real server (main.py) on 127.0.0.1 with ``base`` as its base directory (models, custom
-    nodes, outputs: nothing is written into the tree); yields its URL once it answers, stops it after."""
+    nodes, outputs: nothing is written into the tree), and ``extra_args`` (e.g. --front-end-root); yields its
+    URL once it answers, stops it after."""
     import json
     import socket
     import subprocess
@@ -229,7 +230,8 @@ def running_server(root: Path, base: Path, log_path: Path, timeout_s: float = 18
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-             str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
+             str(base), "--disable-api-nodes", "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
+             *extra_args],
             cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env_for_subprocess())
         try:
             deadline = time.time() + timeout_s

@@ -194,7 +194,7 @@ def test_apply_and_load_weights_refuse_to_stack(comfy, files):
 def test_checkpoint_workflow_validates(comfy):
     import json
     workflow_api = pytest.importorskip("workflow_api")
-    path = Path(__file__).resolve().parents[2] / "workflows" / "UltraGen checkpoint mode Wan 2.1 1.3B 1080p.json"
+    path = Path(__file__).resolve().parents[2] / "workflows" / "Checkpoint mode 1.3B 1080p.json"
     wf = json.loads(path.read_text())
     assert wf["version"] == 0.4 and (path.parent / (path.stem + ".jpg")).read_bytes()[:2] == b"\xff\xd8"
     names = {m["name"]: m for m in wf["models"]}

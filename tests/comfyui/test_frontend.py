@@ -1,32 +1,43 @@
-"""The templates through ComfyUI's real frontend: headless Chromium (Debian's, driven by Playwright) on the
-real server on 127.0.0.1, with placeholder (empty) model files.
+"""The templates through ComfyUI's real frontend: headless Chromium (Debian's, driven by Playwright) in a
+1920x1080 window on the real server on 127.0.0.1, with placeholder (empty) model files; once with the
+frontend the tree pins, and on ComfyUI 0.33+ also with the newest frontend (install_deps.NEWEST_FRONTEND,
+served with --front-end-root from the folder tests/install_deps.py installs it into).
 
-Each template is fetched from the server's template route, loaded with ``app.loadGraphData`` and queued
-with ``app.queuePrompt`` as the Queue button does; the frontend's own POST /prompt must be accepted
-(no validation error; running it later fails on the empty model files, which is fine). Then one bad
-setting must give exactly one node error, under its input.
+- The template browser lists the pack under its folder name, each card titled without "..." and pictured
+  by its thumbnail (which carries the description).
+- Each template opened by clicking its card opens at a zoom where the frontend draws text, every node in
+  view, and the frontend's own POST /prompt for it is accepted (no validation error; running it later fails
+  on the empty model files, which is fine). A template whose nodes this ComfyUI lacks says so in its title.
+- One bad setting gives exactly one node error, under its input.
 
 Needs Playwright (pip) and Chromium (/usr/bin/chromium, or ULTRAGEN_CHROMIUM); .ci/run installs both.
-Without them the test is skipped, except when ULTRAGEN_REQUIRE_COMFYUI=1 (CI), where it fails.
+Without them (or without the newest frontend) the test is skipped, except when ULTRAGEN_REQUIRE_COMFYUI=1
+(CI), where it fails.
 """
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
+import re
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from comfyui_finder import PACK_DIR, find_comfyui
 from harness import PACK_NAME, placeholder, running_server
+from install_deps import NEWEST_FRONTEND, frontend_root
 from test_server import get
 
 CHROMIUM = os.environ.get("ULTRAGEN_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("ULTRAGEN_REQUIRE_COMFYUI") == "1" or os.environ.get("CI", "").lower() == "true"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+WINDOW = {"width": 1920, "height": 1080}
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+READABLE_ZOOM = 0.6  # node text is drawn from 8 / 14 = 0.571 (LiteGraph.Canvas.MinFontSizeForLOD 8, 14 px text)
 
 
 def _browser_problem() -> str | None:
@@ -39,22 +50,41 @@ def _browser_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def frontend(tmp_path_factory):
-    """(page, server url): the real server with the pack and placeholder models, and a page on its UI."""
+def _skip_or_fail(why: str):
+    if REQUIRED:
+        pytest.fail(f"the browser test must run here (ULTRAGEN_REQUIRE_COMFYUI / CI): {why}")
+    pytest.skip(why)
+
+
+def _tree_version(root: Path) -> tuple[int, ...]:
+    found = re.search(r'__version__\s*=\s*"([\d.]+)"', (root / "comfyui_version.py").read_text())
+    return tuple(int(x) for x in found.group(1).split(".")) if found else (0,)
+
+
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def frontend(request, tmp_path_factory):
+    """(page, server url, frontend version): the real server with the pack and placeholder models, and a page
+    on its UI; ``pinned``: the frontend of the Python environment, ``newest``: NEWEST_FRONTEND (0.33+ only)."""
     root, why = find_comfyui()
     if root is None:
         pytest.skip(f"ComfyUI tier skipped: {why}")
     problem = _browser_problem()
     if problem:
-        if REQUIRED:
-            pytest.fail(f"the browser test must run here (ULTRAGEN_REQUIRE_COMFYUI / CI): {problem}")
-        pytest.skip(f"browser test skipped: {problem}")
+        _skip_or_fail(f"browser test skipped: {problem}")
+    extra, expected = (), md.version("comfyui-frontend-package")
+    if request.param == "newest":
+        if _tree_version(root) < (0, 33):
+            pytest.skip(f"frontend {NEWEST_FRONTEND} is tested against ComfyUI 0.33+ servers, not this "
+                        f"{'.'.join(map(str, _tree_version(root)))}")
+        static = frontend_root()
+        if not (static / "index.html").is_file():
+            _skip_or_fail(f"frontend {NEWEST_FRONTEND} is not in {static} (python tests/install_deps.py <ComfyUI>)")
+        extra, expected = ("--front-end-root", str(static)), NEWEST_FRONTEND
     import numpy as np
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    tmp = tmp_path_factory.mktemp("frontend")
+    tmp = tmp_path_factory.mktemp(f"frontend-{request.param}")
     base = tmp / "base"
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
@@ -65,61 +95,129 @@ def frontend(tmp_path_factory):
     (base / "input").mkdir()
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(base / "input" / "example.png")  # LoadImage's
 
-    with running_server(root, base, tmp / "server.log", timeout_s=120) as url:
+    with running_server(root, base, tmp / "server.log", timeout_s=120, extra_args=extra) as url:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+                str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+                viewport=WINDOW)
             try:
                 page = context.new_page()
                 # nothing but the server on 127.0.0.1 may be contacted
                 page.route(lambda u: urllib.parse.urlsplit(u).hostname not in ("127.0.0.1", None),
                            lambda route: route.abort())
                 page.goto(url, wait_until="domcontentloaded")
-                page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=45000)
-                yield page, url
+                page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60000)
+                version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+                assert version == expected, f"the server serves frontend {version}, not {expected}"
+                yield page, url, version
             finally:
                 context.close()
 
 
-def queue(page, workflow: dict, edit: str = "") -> tuple[int, dict]:
-    """Load ``workflow`` into the frontend, run the JS ``edit`` on the graph, press Queue (app.queuePrompt);
-    return the status and JSON of the frontend's POST /prompt."""
+def open_pack_templates(page) -> None:
+    """Workflow -> Browse Templates, then the pack's entry in the side bar (its cards then show)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    entry = page.get_by_text(PACK_NAME, exact=True).first
+    for attempt in range(4):  # right after start-up the command may not be registered yet
+        page.keyboard.press("Escape")  # a dialog left open (e.g. a new user's template browser)
+        page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        try:
+            entry.wait_for(state="visible", timeout=5000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 3:
+                raise
+    entry.click()
+    page.wait_for_selector('[data-testid^="template-workflow-"]', timeout=15000)
+
+
+def queue_current(page) -> tuple[int, dict]:
+    """Press Queue (app.queuePrompt) on the graph the frontend holds; the status and JSON of its POST /prompt."""
     with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST",
                               timeout=30000) as response:
-        page.evaluate("""async ([wf, edit]) => {
-            await window.app.loadGraphData(wf);
-            if (edit) new Function('graph', edit)(window.app.graph);
-            await window.app.queuePrompt(0, 1);
-        }""", [workflow, edit])
-    r = response.value
-    return r.status, r.json()
+        page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    return response.value.status, response.value.json()
 
 
-def test_every_template_is_accepted_and_a_bad_setting_gives_one_error(frontend):
-    page, url = frontend
+def test_template_cards_show_titles_and_pictures(frontend):
+    page, url, version = frontend
     listed = get(url + "/api/workflow_templates")[PACK_NAME]
     assert sorted(listed) == sorted(p.stem for p in WORKFLOWS)
+    open_pack_templates(page)
+    # where the README says the pack's templates are: under "Custom Nodes" (1.27) / "Extensions" (1.49+)
+    section = "Custom Nodes" if tuple(map(int, version.split(".")[:2])) < (1, 30) else "Extensions"
+    assert page.get_by_text(re.compile(f"^{section}$", re.I)).first.is_visible(), f"{version}: no {section}"
+    page.wait_for_function("(n) => document.querySelectorAll('[data-testid^=\"template-workflow-\"]').length === n",
+                           arg=len(listed), timeout=15000)
+    cards = []
+    for name in listed:  # each card in view until its picture has loaded (the frontends load them lazily)
+        cards.append(page.wait_for_function("""(name) => {
+            const c = document.querySelector(`[data-testid="template-workflow-${CSS.escape(name)}"]`);
+            if (!c) return false;
+            c.scrollIntoView({block: 'center'});
+            const h = c.querySelector('h3'), i = c.querySelector('img');
+            if (!h || !i || !i.complete || !i.naturalWidth) return false;
+            return {name, title: h.textContent.trim(), size: [i.naturalWidth, i.naturalHeight],
+                    cut: h.scrollWidth > h.clientWidth + 1 || h.scrollHeight > h.clientHeight + 1}; }""",
+                                            arg=name, timeout=10000).json_value())
+    page.keyboard.press("Escape")
+    assert sorted(c["name"] for c in cards) == sorted(listed)
+    for c in cards:
+        assert c["title"] == c["name"] and not c["cut"], f"{version}: card title {c['title']!r} is cut off"
+        assert c["size"] == [512, 512], f"{version}: card {c['name']!r} shows no 512x512 thumbnail: {c}"
+        jpg = f"{url}/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(c['name'])}.jpg"
+        with urllib.request.urlopen(jpg, timeout=10) as r:  # the picture the card loads (1.49+: as a blob)
+            assert r.read(2) == b"\xff\xd8", jpg
+
+
+def test_every_template_opens_readable_and_is_accepted(frontend):
+    page, url, version = frontend
+    listed = get(url + "/api/workflow_templates")[PACK_NAME]
     registered = set(get(url + "/object_info"))
     queued = 0
-    for name in listed:
-        # the file as the template browser fetches it
-        workflow = page.evaluate("async (u) => (await fetch(u)).json()",
-                                 f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.json")
+    for i, name in enumerate(listed):
+        workflow = json.loads((PACK_DIR / "workflows" / f"{name}.json").read_text())
+        if i == 0:  # by its card, as a user opens it
+            open_pack_templates(page)
+            page.locator(f'[data-testid="template-workflow-{name}"]').click()
+        else:  # the call the card makes (1.27 ignores openSource and restores the file's view), 2 s quicker
+            page.evaluate("""async ([wf, name]) => {
+                await window.app.loadGraphData(wf, true, true, name, {openSource: 'template'}); }""",
+                          [workflow, name])
+        page.wait_for_function("(n) => window.app.graph.nodes.length === n && "
+                               "!document.querySelector('[data-testid^=\"template-workflow-\"]')",
+                               arg=len(workflow["nodes"]), timeout=30000)
+        page.wait_for_timeout(300)  # the view is restored / fitted in the next frames
+        view = page.evaluate("""() => { const c = window.app.canvas, ds = c.ds;
+            const x0 = -ds.offset[0], y0 = -ds.offset[1];
+            const x1 = x0 + c.canvas.width / devicePixelRatio / ds.scale, y1 = y0 + c.canvas.height / devicePixelRatio / ds.scale;
+            const outside = window.app.graph.nodes.filter(n => { const r = n.boundingRect;
+                return r[0] < x0 || r[1] < y0 || r[0] + r[2] > x1 || r[1] + r[3] > y1; }).map(n => n.title);
+            return {scale: ds.scale, low_quality: c.low_quality, outside}; }""")
+        assert view["scale"] >= READABLE_ZOOM - 1e-6 and not view["low_quality"], f"{version} {name}: {view}"
+        assert not view["outside"], f"{version} {name}: out of view when it opens: {view['outside']}"
         missing = {n["type"] for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote")} - registered
-        if missing:  # a template for newer ComfyUI versions (e.g. MultiGPU CFG Split: 0.33+)
-            print(f"not queued on this ComfyUI: {name} (needs {', '.join(sorted(missing))})")
+        if missing:  # a template for newer ComfyUI versions (MultiGPU CFG Split: 0.33+) says so on its card
+            assert "(0.33+)" in name, f"{name} needs {sorted(missing)} and does not say which ComfyUI it needs"
+            page.keyboard.press("Escape")  # the frontend's "Some Nodes Are Missing" dialog
             continue
         queued += 1
-        status, body = queue(page, workflow)
-        assert status == 200 and body.get("prompt_id"), f"{name}: {status} {body}"
-        assert not body.get("node_errors"), f"{name}: {body['node_errors']}"
+        status, body = queue_current(page)
+        assert status == 200 and body.get("prompt_id"), f"{version} {name}: {status} {body}"
+        assert not body.get("node_errors"), f"{version} {name}: {body['node_errors']}"
     assert queued >= len(listed) - 1, "only the MultiGPU template may need a newer ComfyUI"
 
-    # one bad setting in a template the frontend loaded: exactly one error, under that input
-    workflow = json.loads((PACK_DIR / "workflows" / "UltraGen Wan 2.1 T2V 1.3B native 1080p.json").read_text())
-    edit = """const node = graph.findNodesByType('UltraGenAttentionSettings')[0];
-              node.widgets.find(w => w.name === 'full_attention_blocks').value = '0,x';"""
-    status, body = queue(page, workflow, edit)
+
+def test_a_bad_setting_gives_one_error_under_its_input(frontend):
+    page, url, version = frontend
+    workflow = json.loads((PACK_DIR / "workflows" / "Wan 2.1 1.3B native 1080p.json").read_text())
+    page.keyboard.press("Escape")
+    page.evaluate("""async (wf) => {
+        await window.app.loadGraphData(wf);
+        const node = window.app.graph.findNodesByType('UltraGenAttentionSettings')[0];
+        node.widgets.find(w => w.name === 'full_attention_blocks').value = '0,x';
+    }""", workflow)
+    status, body = queue_current(page)
     assert status == 400, body
     settings_id = str(next(n["id"] for n in workflow["nodes"] if n["type"] == "UltraGenAttentionSettings"))
     assert list(body["node_errors"]) == [settings_id], body["node_errors"]

@@ -13,21 +13,25 @@ import numpy as np
 
 from workflow_api import DYNAMIC_COMBO, input_specs, output_types, specs_of
 
-COLUMN_WIDTH = 420
-NODE_WIDTH = 360
+COLUMN_WIDTH = 370
+NODE_WIDTH = 330
 ROW_HEIGHT = 26
-GAP = 60  # between nodes of a column
+GAP = 50  # between nodes of a column
 GROUP_PAD = 20  # around a group's nodes; its title bar takes GROUP_TITLE more above them
-GROUP_TITLE = 46
+GROUP_TITLE = 50  # the title bar, and room for the node badges drawn above a node's title bar
+GROUP_FONT = 24  # frontend 1.27 reads it; 1.49 draws every group title in its own size
+NOTE_CHARS_PER_PX = 1 / 5.5  # a MarkdownNote body: characters per row per px of node width (measured 1 / 5.2)
+NOTE_ROW = 12  # px per row of note text (measured: about 10 in frontends 1.27 and 1.49, and a margin)
 
 
 class Node:
     def __init__(self, graph: "Graph", nid: int, ntype: str, cls, widgets: dict, col: int, title: str | None,
-                 models: list[dict] | None, color: str | None):
+                 models: list[dict] | None, color: str | None, span: int = 1):
         self.graph, self.id, self.type, self.cls = graph, nid, ntype, cls
         self.specs = input_specs(cls) if cls is not None else []
         self.widgets = widgets
-        self.col, self.title, self.models, self.color = col, title, models, color
+        self.col, self.title, self.models, self.color, self.span = col, title, models, color, span
+        self.below: Node | None = None
         self.links_in: dict[str, int] = {}
         self.links_out: dict[int, list[int]] = {}
 
@@ -36,7 +40,7 @@ class Node:
 
 
 class Graph:
-    """Nodes are placed in columns, top to bottom in the order they are added."""
+    """Nodes are placed in columns, top to bottom in the order they are added; a note may span columns."""
 
     def __init__(self, registry: dict):
         self.registry = registry
@@ -56,9 +60,11 @@ class Graph:
         self.groups.append((title, list(nodes), color))
 
     def add(self, ntype: str, col: int, title: str | None = None, models: list[dict] | None = None,
-            color: str | None = None, **widgets) -> Node:
+            color: str | None = None, below: Node | None = None, **widgets) -> Node:
+        """A node at the bottom of column ``col`` (and not higher than the bottom of ``below``)."""
         cls = self.registry[ntype]
         node = Node(self, len(self.nodes) + 1, ntype, cls, widgets, col, title, models, color)
+        node.below = below
         names = _widget_names(node.specs, widgets)
         unknown = {k for k in widgets if k not in names and not (k.endswith("_control") and k[:-8] in names)}
         if unknown:
@@ -69,8 +75,9 @@ class Graph:
         self.nodes.append(node)
         return node
 
-    def note(self, text: str, col: int, title: str = "Read me") -> Node:
-        node = Node(self, len(self.nodes) + 1, "MarkdownNote", None, {"text": text}, col, title, None, None)
+    def note(self, text: str, col: int, title: str = "Read me", span: int = 2) -> Node:
+        """A MarkdownNote ``span`` columns wide (the next nodes of those columns start below it)."""
+        node = Node(self, len(self.nodes) + 1, "MarkdownNote", None, {"text": text}, col, title, None, None, span)
         self.nodes.append(node)
         return node
 
@@ -114,9 +121,8 @@ class Graph:
                 for i, (name, t) in enumerate(zip(names, output_types(node.cls)))]
 
     def _height(self, node: Node, n_inputs: int, n_outputs: int, n_values: int) -> int:
-        if node.cls is None:  # a note: about 50 characters per row at NODE_WIDTH
-            rows = sum(1 + len(line) // 50 for line in node.widgets["text"].split("\n"))
-            return 60 + 18 * (rows + 1)
+        if node.cls is None:  # a note: its text's rows at its width, and the title bar
+            return 50 + NOTE_ROW * _note_rows(node.widgets["text"], int(_width(node) * NOTE_CHARS_PER_PX))
         widgets = sum(1 for s in node.specs if s.widget)
         return 40 + ROW_HEIGHT * (max(n_inputs, n_outputs) + widgets)
 
@@ -132,10 +138,13 @@ class Graph:
             inputs = self._inputs(node)
             outputs = self._outputs(node)
             values = self._widget_values(node)
-            width = NODE_WIDTH
+            width = _width(node)
             height = self._height(node, len(inputs), len(outputs), len(values))
-            y = ys.get(node.col, 0)
-            ys[node.col] = y + height + GAP
+            cols = range(node.col, node.col + node.span)
+            y = max(ys.get(c, 0) for c in cols)
+            if node.below is not None:
+                y = max(y, boxes[node.below.id][1] + boxes[node.below.id][3] + GAP)
+            ys.update({c: y + height + GAP for c in cols})
             boxes[node.id] = (node.col * COLUMN_WIDTH, y, width, height)
             props = {"Node name for S&R": node.type}
             if node.models:
@@ -155,7 +164,7 @@ class Graph:
             x1 = max(boxes[n.id][0] + boxes[n.id][2] for n in members) + GROUP_PAD
             y1 = max(boxes[n.id][1] + boxes[n.id][3] for n in members) + GROUP_PAD
             groups.append({"id": len(groups) + 1, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0],
-                           "color": color, "font_size": 24, "flags": {}})
+                           "color": color, "font_size": GROUP_FONT, "flags": {}})
         return {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "ultragen/" + "/".join(n.type for n in self.nodes))),
             "revision": 0,
@@ -169,6 +178,22 @@ class Graph:
             "models": self.models,
             "version": 0.4,
         }
+
+
+def _note_rows(text: str, chars: int) -> int:
+    """Rows a MarkdownNote renders ``text`` in, at ``chars`` characters a row: a paragraph's lines join (soft
+    breaks), list items and headings start rows, a blank line between blocks takes about one row."""
+    lines = []
+    for line in text.strip().split("\n"):
+        if lines and line.strip() and lines[-1] and not line.startswith(("- ", "#")):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line.strip())
+    return sum(1 + len(line) // chars if line else 1 for line in lines)
+
+
+def _width(node: Node) -> int:
+    return NODE_WIDTH + (node.span - 1) * COLUMN_WIDTH
 
 
 def _chosen(spec, widgets: dict):
@@ -233,10 +258,12 @@ def _wrap(text: str, width: int, scale: float, thick: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def render_thumbnail(workflow: dict, title: str, subtitle: str = "UltraGen for ComfyUI",
-                     size: tuple[int, int] = (640, 360)) -> np.ndarray:
-    """A card picture for the template browser, BGR uint8: the title in large type (readable when the
-    browser shows the card at about a third of this size) over a dim sketch of the graph."""
+def render_thumbnail(workflow: dict, title: str, description: str, subtitle: str = "UltraGen for ComfyUI",
+                     size: tuple[int, int] = (512, 512)) -> np.ndarray:
+    """A card picture for the template browser, BGR uint8: the title in large type and the description below
+    it, over a dim sketch of the graph. The browsers show the card about 250 px wide (square in ComfyUI
+    frontends 1.27 to 1.58) and read nothing but the file name for a custom node pack's template, so this
+    picture is where the description is; text is sized to stay readable at half this size."""
     w, h = size
     img = np.full((h, w, 3), (38, 32, 30), np.uint8)
     nodes = {n["id"]: n for n in workflow["nodes"]}
@@ -259,17 +286,21 @@ def render_thumbnail(workflow: dict, title: str, subtitle: str = "UltraGen for C
         fill = (150, 80, 60) if ultragen else (70, 62, 58)
         (ax, ay), (bx, by) = p(*n["pos"]), p(n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
         cv2.rectangle(img, (ax, ay), (bx, by), fill, -1)
-    img = (img * 0.55).astype(np.uint8)  # the sketch stays in the background
-    scale, thick = 1.5, 2
-    lines = _wrap(title, w - 40, scale, thick)
-    line_h = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_DUPLEX, scale, thick)[0][1] + 22
-    top = (h - line_h * len(lines)) // 2 + line_h - 10
-    for i, line in enumerate(lines):
-        tw = cv2.getTextSize(line, cv2.FONT_HERSHEY_DUPLEX, scale, thick)[0][0]
-        org = ((w - tw) // 2, top + i * line_h)
-        cv2.putText(img, line, org, cv2.FONT_HERSHEY_DUPLEX, scale, (0, 0, 0), thick + 6, cv2.LINE_AA)
-        cv2.putText(img, line, org, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    img = (img * 0.35).astype(np.uint8)  # the sketch stays in the background
+    font = cv2.FONT_HERSHEY_DUPLEX
+    blocks = [(_wrap(title, w - 36, 1.45, 2), 1.45, 2, (255, 255, 255)),
+              (_wrap(description, w - 36, 1.0, 2), 1.0, 2, (215, 225, 235))]
+    top = 24
+    for lines, scale, thick, color in blocks:
+        line_h = cv2.getTextSize("Ag", font, scale, thick)[0][1] + int(16 * scale)
+        for line in lines:
+            top += line_h
+            cv2.putText(img, line, (18, top), font, scale, (0, 0, 0), thick + 4, cv2.LINE_AA)
+            cv2.putText(img, line, (18, top), font, scale, color, thick, cv2.LINE_AA)
+        top += 18
+    if top > h - 50:
+        raise ValueError(f"thumbnail text for {title!r} runs {top - (h - 50)} px into the footer: shorten it")
     cv2.rectangle(img, (0, h - 44), (w, h), (120, 60, 50), -1)
-    tw = cv2.getTextSize(subtitle, cv2.FONT_HERSHEY_DUPLEX, 0.9, 2)[0][0]
-    cv2.putText(img, subtitle, ((w - tw) // 2, h - 13), cv2.FONT_HERSHEY_DUPLEX, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
+    tw = cv2.getTextSize(subtitle, font, 0.9, 2)[0][0]
+    cv2.putText(img, subtitle, ((w - tw) // 2, h - 13), font, 0.9, (255, 255, 255), 2, cv2.LINE_AA)
     return img
