@@ -422,6 +422,13 @@ class VideoInputs:
     full: list | None
 
 
+def hidden_width(ffn, width: int) -> int:
+    """The hidden width of a feed-forward module: the first linear layer's output features (a Sequential
+    as in ComfyUI 0.3.64, 0.33's WanFeedForward, or any module holding its layers), else 4 x ``width``."""
+    return next((m.out_features for m in ffn.modules() if isinstance(getattr(m, "out_features", None), int)),
+                4 * width)
+
+
 class ChunkedFeedForward:
     """Replacement for a block's ``ffn.forward`` that runs long sequences in chunks of tokens.
 
@@ -437,7 +444,7 @@ class ChunkedFeedForward:
     def __call__(self, x):
         module = module_at(current_call(), self.path, "a patched Wan feed-forward")
         run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
-        hidden = module[0].out_features if hasattr(module[0], "out_features") else x.shape[-1] * 4
+        hidden = hidden_width(module, x.shape[-1])
         step = max(1, FFN_CHUNK_ELEMENTS // max(1, x.shape[0] * hidden))
         if x.shape[1] <= step:
             return run(x)
