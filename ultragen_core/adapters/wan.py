@@ -4,8 +4,9 @@ loaded model.
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``blocks.{i}.self_attn.forward`` (and ``vace_blocks.{i}``) for every block that
   does not keep full attention: it recomputes q / k / v with the block's own layers and runs the
-  dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply;
-  ComfyUI's stock PyTorch attention on Hopper runs cuDNN first, see attention/kernels.py);
+  dual-branch op, calling the model's own ``optimized_attention`` as the model's layer does (so kernel
+  patches still apply; containers and the layer's ``preferred_attention`` where the model uses them, as
+  ComfyUI 0.38 does; ComfyUI's stock PyTorch attention on Hopper runs cuDNN first, see attention/kernels.py);
 - a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
   by ``time_dim_concat``, the reference tokens that ``reference_latent`` prepends) and the sigma gate;
 - an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run;
@@ -149,7 +150,9 @@ class WanDiffusionWrapper:
             extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
             memory = f"; {call.memory.describe()}" if call.memory is not None else ""
             if not plan.is_identity:
-                memory += "; " + kernels.pick(attention_function(dm), options, x.device)[1]
+                attn = dm.blocks[0].self_attn
+                memory += "; " + kernels.pick(attention_function(dm), options, x.device,
+                                              kernels.interface_of(wan_namespace(attn), attn))[1]
             log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
                      model_name(dm, self.family), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
@@ -280,7 +283,8 @@ class WanSelfAttentionPatch:
         heads = m.num_heads
         rows = min(call.memory.chunk_tokens if call.memory is not None else x.shape[1], TOKENS_IN_FLIGHT)
 
-        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device)
+        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device,
+                                   kernels.interface_of(namespace, m))
         table = self.rope_table(namespace, freqs[:, :total], call)
         inputs = self.video_inputs(m, namespace, x[:, :total], freqs[:, :total], table, (start, stop), transformer_options)
         out = torch.empty((x.shape[0], x.shape[1], heads * m.head_dim), dtype=x.dtype, device=x.device)
