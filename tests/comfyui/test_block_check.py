@@ -117,3 +117,21 @@ def test_a_block_that_computes_something_else_runs_whole_and_says_why(comfy, cap
     assert "comfy.ldm.wan.model.modulate: relative difference" in refusals[0], refusals[0]
     assert not any("per-token work in chunks" in m for m in lines), lines
     torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-5)  # the block ran whole: its own result
+
+
+def test_streamed_blocks_never_hold_the_whole_modulated_input(comfy, caplog, fresh):
+    """The self-attention input is computed per chunk of windows (ModulatedRows): whole only on the check's
+    slice, and the result is the unlimited one (global branch, shifted windows)."""
+    sizes = []
+    for name, module in list(sys.modules.items()):
+        if name.endswith("ultragen_core.adapters.wan_block"):
+            original = module.ModulatedRows.whole
+
+            def recorded(self, chunk=2**16, original=original):
+                sizes.append(self.shape[1])
+                return original(self, chunk)
+            fresh.setattr(module.ModulatedRows, "whole", recorded)
+    whole, streamed, lines = whole_and_streamed(comfy, caplog)
+    assert any("per-token work in chunks of 64 of 512 tokens" in m for m in lines), lines
+    assert sizes and max(sizes) <= 48, sizes  # the check's 48-token slice only
+    torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-5)
