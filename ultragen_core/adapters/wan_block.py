@@ -122,7 +122,7 @@ def _run_check(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_
     missing = missing_parts(block)
     if missing:
         return Verdict(False, None, f"{what} has no {', '.join(missing)}: the streamed path is built from "
-                       f"{', '.join(BLOCK_PARTS)}, so this block runs whole (more memory).")
+                       f"{', '.join(BLOCK_PARTS)}, so the block runs whole (more memory).")
     available = min(x.shape[1], freqs.shape[1])
     frames = min(e.shape[1], 2) if e.ndim == 4 else 1
     if available < 2 * frames:
