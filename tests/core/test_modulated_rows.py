@@ -52,3 +52,29 @@ def test_only_the_packs_self_attention_takes_the_rows():
     assert not takes_modulated_rows(module)  # ComfyUI's own forward (or another pack's) gets a tensor
     module.forward = WanSelfAttentionPatch(None, "blocks", 0)  # as ComfyUI installs an object patch
     assert takes_modulated_rows(module)
+
+
+def test_whether_a_self_attention_runs_attn1_patches_is_found_by_running_it_once():
+    from ultragen_core.adapters import wan
+    calls = []
+
+    class Runs(nn.Module):  # runs attn1 patches after attention, as ComfyUI 0.33's Wan does
+        def __init__(self):
+            super().__init__()
+            self.o = nn.Linear(16, 16).double()
+
+        def forward(self, x, freqs, transformer_options={}):
+            calls.append(x.shape)
+            for p in transformer_options.get("patches", {}).get("attn1_patch", []):
+                x = p({"x": x, "q": x, "k": x, "transformer_options": transformer_options})
+            return self.o(x)
+
+    class NoPatches(Runs):  # as ComfyUI 0.3.64's Wan
+        def forward(self, x, freqs, transformer_options={}):
+            return self.o(x)
+
+    lazy, _ = case(1)
+    freqs = torch.zeros(1, 60, 1)
+    assert wan.runs_attn1_patch(Runs(), lazy, freqs) and not wan.runs_attn1_patch(NoPatches(), lazy, freqs)
+    assert wan.runs_attn1_patch(Runs(), lazy, freqs)
+    assert calls == [(1, 2, 16)]  # once per class, on two tokens

@@ -19,7 +19,6 @@ them besides its own tokens, and they attend to each other and to the pooled vid
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import sys
@@ -42,6 +41,8 @@ from .wan_block import ModulatedRows, StreamedWanBlock, whole
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
 from .wan_split import RANK_KEY, SPLIT_KEY, log_single, run_for, split_call, why_not_split
 from .wan_split import describe as describe_split
+
+log = logging.getLogger(__name__)
 
 FAMILY = "wan"
 SUPPORTED = WAN_SUPPORTED
@@ -111,15 +112,29 @@ def attention_function(dm):
 _RUNS_ATTN1: dict[type, bool] = {}
 
 
-def runs_attn1_patch(attention_module) -> bool:
+def runs_attn1_patch(attention_module, x, freqs) -> bool:
     """Whether this Wan self-attention class itself runs ``patches["attn1_patch"]`` after attention
-    (ComfyUI 0.33 does, 0.3.64 does not): the patch then runs them the same way, else never."""
+    (ComfyUI 0.33 does, 0.3.64 does not): the patch then runs them the same way, else never.
+
+    Found by running, once per class: the class's own forward on two tokens of this call (x: (B, L, C) or
+    :class:`.wan_block.ModulatedRows`, freqs of its tokens), with one attn1 patch that only notes it ran.
+    """
     cls = type(attention_module)
     if cls not in _RUNS_ATTN1:
+        ran = []
+
+        def note(args):
+            ran.append(True)
+            return args["x"]
         try:
-            _RUNS_ATTN1[cls] = "attn1_patch" in inspect.getsource(cls.forward)
-        except (OSError, TypeError):
-            _RUNS_ATTN1[cls] = False
+            with torch.no_grad():
+                cls.forward(attention_module, _rows(x, 0, 2)[:1], freqs[:1, :2],
+                            transformer_options={"patches": {"attn1_patch": [note]}})
+            found = f"runs attn1_patch: {'yes' if ran else 'no'}"
+        except Exception as error:  # noqa: BLE001 - then the patch runs no attn1_patch
+            found = f"raised {type(error).__name__} ({error}) on two tokens: attn1 patches are not run"
+        _RUNS_ATTN1[cls] = bool(ran)
+        log.info("%s %s.forward (%s) %s.", LOG_PREFIX, cls.__name__, cls.__module__, found)
     return _RUNS_ATTN1[cls]
 
 
@@ -398,7 +413,7 @@ class WanSelfAttentionPatch:
         """How this block gets q / k / v: per chunk of grid tokens, and for the tokens outside the grid."""
         start, stop = span
         total = x.shape[1]
-        attn1 = runs_attn1_patch(m) and transformer_options.get("patches", {}).get("attn1_patch")
+        attn1 = transformer_options.get("patches", {}).get("attn1_patch") and runs_attn1_patch(m, x, freqs)
         if attn1:
             x = whole(x)  # the patch gets q and k of the whole sequence anyway
         # ComfyUI's attn1_patch gets the whole sequence's q and k: project them once, then gather
