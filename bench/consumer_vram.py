@@ -3,14 +3,16 @@ loaded by ComfyUI's UNETLoader (14B in fp8, 5B in bf16), patched by UltraGen App
 automatic), with the card capped the way ComfyUI users cap it: ``--reserve-vram`` (total - cap) GiB, and
 a per-process memory fraction as the hard ceiling (torch raises out-of-memory above the cap).
 
-    COMFYUI_PATH=... python bench/consumer_vram.py --runs 14B:4K:32:quality:1,14B:4K:0:quality:1 --out DIR
+    COMFYUI_PATH=... python bench/consumer_vram.py --runs 14B:4K:24:quality:1,14B:4K:0:quality:1 --out DIR
+    COMFYUI_PATH=... python bench/consumer_vram.py --runs 14B:1080p:12:quality:2,14B:1080p:0:quality:2 --out DIR
     COMFYUI_PATH=... python bench/consumer_vram.py --smoke      # tiny model on the CPU: the script runs
 
 A run is MODEL:RES:CAP:PRESET:STEPS (CAP in GiB, 0 = the whole card), each in a fresh process (the reserve
 is read at ComfyUI's start). Reported per run: peak VRAM as torch counts it (allocated / reserved) and as
 the device counts it (polled every 20 ms, all allocations including dynamic VRAM's weight cache and the
-CUDA context), seconds of each sampling step (cfg 1: one model call per step), the run's UltraGen log line,
-and, for runs that differ only in the cap, the largest difference of their sampled latents.
+CUDA context), seconds of each sampling step (cfg 1: one model call per step), the run's UltraGen log line
+(the memory plan, and whether the blocks streamed: the block check's verdict), and, for runs that differ only
+in the cap, the largest difference of their sampled latents.
 """
 from __future__ import annotations
 
@@ -175,13 +177,16 @@ def child(run: dict, weights: Path, work: Path, smoke: bool) -> dict:
                                                                                  zip(marks, marks[1:])])
     except PromptFailed as e:
         result.update(ok=False, error=str(e)[:300])
-    result["log"] = [m[m.index("memory:"):] for m in lines if "memory:" in m][:1] + ["budget too small"] * any("below what" in m for m in lines)
+    result["log"] = ([m[m.index("memory:"):] for m in lines if "memory:" in m][:1]
+                     + ["budget too small"] * any("below what" in m for m in lines)
+                     + ["blocks streamed"] * any("per-token work in chunks" in m for m in lines)
+                     + ["blocks ran whole (block check refused)"] * any("the block runs whole" in m for m in lines))
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default="14B:1080p:16:quality:2,14B:1080p:0:quality:2")
+    ap.add_argument("--runs", default="14B:1080p:12:quality:2,14B:1080p:0:quality:2")
     ap.add_argument("--out", type=Path, default=None, help="folder for the table (default: a new temporary one)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the weight files (kept between calls)")
     ap.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, streamed in 64-token chunks")

@@ -2,9 +2,10 @@
 
 At high resolution almost all of a Wan step's memory is activations, and only attention needs many
 tokens at once (a window's worth). The patched block keeps two sequence-size tensors (its input and its
-output; three while self-attention runs: the modulated input too) and streams everything else through
-chunks of tokens: q / k / v of a few windows, the feed-forward's hidden layer of a few rows. The chunk
-is the largest that fits what the budget leaves after those tensors.
+output; the modulated self-attention input is computed per chunk of windows, see
+adapters/wan_block.py ``ModulatedRows``) and streams everything else through chunks of tokens: the
+modulated rows, q / k / v of a few windows, the feed-forward's hidden layer of a few rows. The chunk is
+the largest that fits what the budget leaves after those tensors.
 
 The budget is what the user set (UltraGen Attention Settings, ``memory_budget_gb``) minus what the
 device already holds (weights ComfyUI loaded, latents), or, automatically, the free VRAM as the host
@@ -21,6 +22,7 @@ import torch
 GiB = 1024**3
 MIN_CHUNK = 64           # tokens: smaller chunks cost more in per-call overhead than they save
 MARGIN = 512 * 1024**2   # bytes left for the allocator's fragmentation and the host's small tensors
+SEQUENCE_TENSORS = 2     # whole-sequence tensors a streamed block holds: its input and its output
 
 
 def _torch_free(device: torch.device) -> int:
@@ -95,7 +97,7 @@ def plan_memory(tokens: int, batch: int, dim: int, ffn_dim: int, itemsize: int, 
         source = "automatic (free VRAM)"
     else:
         return MemoryPlan(tokens, tokens, None, None, "automatic, no limit on the CPU")
-    workspace = budget - 3 * full - MARGIN
+    workspace = budget - SEQUENCE_TENSORS * full - MARGIN
     per_token = batch * per_token_bytes(dim, ffn_dim, itemsize)
     chunk = max(MIN_CHUNK, min(tokens, workspace // per_token if workspace > 0 else 0))
     fits = workspace >= per_token * max(MIN_CHUNK, min(tokens, largest_window))

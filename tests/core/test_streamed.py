@@ -99,3 +99,21 @@ def test_a_wrong_output_size_or_proxy_layout_is_refused():
     other = ProxyLayout(make_layout((2, 6, 6), (2, 2, 2), shifted=False), (2, 3, 3))
     with pytest.raises(ValueError, match="another window layout"):
         streamed(qkv, layout, 2, 10, proxy=ProxyKeys(qkv[1][:, :18], qkv[2][:, :18], other, 1.0))
+
+
+def test_attention_that_accepts_containers_gets_each_windows_inputs_handed_over():
+    """The windows' q / k / v are handed over (their last use): a container-aware backend owns them."""
+    from ultragen_core.attention.kernels import Handover
+    grid, heads = (3, 9, 7), 2
+    qkv = rand(2, math.prod(grid), 8, seed=8)
+    layout = make_layout(grid, (3, 4, 3), shifted=True)
+    seen = []
+
+    def attention(q, k, v):
+        seen.append(all(isinstance(t, Handover) for t in (q, k, v)))
+        return sdpa(heads)(q.take(), k.take(), v.take())
+    attention.accepts_containers = True
+    out = streamed_window_attention(projector(qkv), layout, attention, torch.full_like(qkv[0], float("nan")), 60)
+    ref, _ = windowed_attention(qkv, layout, sdpa(heads))
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-13)
+    assert seen and all(seen)

@@ -4,8 +4,9 @@ loaded model.
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``blocks.{i}.self_attn.forward`` (and ``vace_blocks.{i}``) for every block that
   does not keep full attention: it recomputes q / k / v with the block's own layers and runs the
-  dual-branch op, calling the model's own ``optimized_attention`` (so kernel patches still apply;
-  ComfyUI's stock PyTorch attention on Hopper runs cuDNN first, see attention/kernels.py);
+  dual-branch op, calling the model's own ``optimized_attention`` as the model's layer does (so kernel
+  patches still apply; containers and the layer's ``preferred_attention`` where the model uses them, as
+  ComfyUI 0.38 does; ComfyUI's stock PyTorch attention on Hopper runs cuDNN first, see attention/kernels.py);
 - a DIFFUSION_MODEL wrapper that works out the token grid of each call (latent frames, frames added
   by ``time_dim_concat``, the reference tokens that ``reference_latent`` prepends) and the sigma gate;
 - an OUTER_SAMPLE wrapper that sets the sigma window for each sampling run;
@@ -18,7 +19,6 @@ them besides its own tokens, and they attend to each other and to the pooled vid
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import sys
@@ -37,10 +37,12 @@ from ..memory import GiB, MemoryPlan, plan_memory
 from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
                    log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
-from .wan_block import StreamedWanBlock
+from .wan_block import ModulatedRows, StreamedWanBlock, whole
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
 from .wan_split import RANK_KEY, SPLIT_KEY, log_single, run_for, split_call, why_not_split
 from .wan_split import describe as describe_split
+
+log = logging.getLogger(__name__)
 
 FAMILY = "wan"
 SUPPORTED = WAN_SUPPORTED
@@ -110,15 +112,29 @@ def attention_function(dm):
 _RUNS_ATTN1: dict[type, bool] = {}
 
 
-def runs_attn1_patch(attention_module) -> bool:
+def runs_attn1_patch(attention_module, x, freqs) -> bool:
     """Whether this Wan self-attention class itself runs ``patches["attn1_patch"]`` after attention
-    (ComfyUI 0.33 does, 0.3.64 does not): the patch then runs them the same way, else never."""
+    (ComfyUI 0.33 does, 0.3.64 does not): the patch then runs them the same way, else never.
+
+    Found by running, once per class: the class's own forward on two tokens of this call (x: (B, L, C) or
+    :class:`.wan_block.ModulatedRows`, freqs of its tokens), with one attn1 patch that only notes it ran.
+    """
     cls = type(attention_module)
     if cls not in _RUNS_ATTN1:
+        ran = []
+
+        def note(args):
+            ran.append(True)
+            return args["x"]
         try:
-            _RUNS_ATTN1[cls] = "attn1_patch" in inspect.getsource(cls.forward)
-        except (OSError, TypeError):
-            _RUNS_ATTN1[cls] = False
+            with torch.no_grad():
+                cls.forward(attention_module, _rows(x, 0, 2)[:1], freqs[:1, :2],
+                            transformer_options={"patches": {"attn1_patch": [note]}})
+            found = f"runs attn1_patch: {'yes' if ran else 'no'}"
+        except Exception as error:  # noqa: BLE001 - then the patch runs no attn1_patch
+            found = f"raised {type(error).__name__} ({error}) on two tokens: attn1 patches are not run"
+        _RUNS_ATTN1[cls] = bool(ran)
+        log.info("%s %s.forward (%s) %s.", LOG_PREFIX, cls.__name__, cls.__module__, found)
     return _RUNS_ATTN1[cls]
 
 
@@ -149,7 +165,9 @@ class WanDiffusionWrapper:
             extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
             memory = f"; {call.memory.describe()}" if call.memory is not None else ""
             if not plan.is_identity:
-                memory += "; " + kernels.pick(attention_function(dm), options, x.device)[1]
+                attn = dm.blocks[0].self_attn
+                memory += "; " + kernels.pick(attention_function(dm), options, x.device,
+                                              kernels.interface_of(wan_namespace(attn), attn))[1]
             log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
                      model_name(dm, self.family), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
@@ -183,8 +201,20 @@ class WanDiffusionWrapper:
         return memory
 
 
-def _outside(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def _rows(t, lo: int, hi: int) -> torch.Tensor:
+    """Tokens lo..hi of t (B, L, ...), a tensor or :class:`ModulatedRows` (then computed)."""
+    return t.rows(lo, hi) if isinstance(t, ModulatedRows) else t[:, lo:hi]
+
+
+def _narrow(t, lo: int, hi: int):
+    """Tokens lo..hi of t (B, L, ...); of a :class:`ModulatedRows` still not computed."""
+    return t.narrow(lo, hi) if isinstance(t, ModulatedRows) else t[:, lo:hi]
+
+
+def _outside(t, start: int, stop: int) -> torch.Tensor:
     """The tokens of t (B, L, ...) before ``start`` and from ``stop`` on, joined along dim 1."""
+    if isinstance(t, ModulatedRows):
+        return torch.cat((t.rows(0, start), t.rows(stop, t.shape[1])), dim=1)
     if start == 0:
         return t[:, stop:]
     if stop == t.shape[1]:
@@ -192,8 +222,26 @@ def _outside(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return torch.cat((t[:, :start], t[:, stop:]), dim=1)
 
 
+def pooled_input(x, grid, factor: int, rows: int) -> torch.Tensor:
+    """pool_tokens of the video input x (B, T*H*W, C); of a :class:`ModulatedRows` frame by frame (pooling is
+    per frame), about ``rows`` tokens at a time, so the whole modulated input never exists."""
+    if not isinstance(x, ModulatedRows):
+        return pool_tokens(x, grid, factor)
+    T, H, W = grid
+    per = max(1, rows // (H * W))  # frames per step
+    parts = [pool_tokens(x.rows(t * H * W, min(T, t + per) * H * W), (min(T, t + per) - t, H, W), factor)
+             for t in range(0, T, per)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, T*Hp*Wp, C)
+
+
 class WanSelfAttentionPatch:
-    """Replacement for ``WanSelfAttention.forward`` of one block (an object patch)."""
+    """Replacement for ``WanSelfAttention.forward`` of one block (an object patch).
+
+    Its input is a tensor (B, L, C) or, from a streamed block, :class:`.wan_block.ModulatedRows`: the rows
+    are then computed per chunk of windows, and the whole modulated input only for ComfyUI's own code.
+    """
+
+    takes_modulated_rows = True
 
     def __init__(self, holder: PatchHolder, group: str, block_index: int, previous=None):
         self.holder = holder
@@ -202,6 +250,7 @@ class WanSelfAttentionPatch:
         self.previous = previous  # another pack's object patch of the same forward, if any
 
     def original(self, module, x, freqs, transformer_options):
+        x = whole(x)
         if self.previous is not None:
             return self.previous(x, freqs, transformer_options=transformer_options)
         return type(module).forward(module, x, freqs, transformer_options=transformer_options)
@@ -280,9 +329,11 @@ class WanSelfAttentionPatch:
         heads = m.num_heads
         rows = min(call.memory.chunk_tokens if call.memory is not None else x.shape[1], TOKENS_IN_FLIGHT)
 
-        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device)
+        attention = kernels.choose(namespace.optimized_attention, heads, transformer_options, x.device,
+                                   kernels.interface_of(namespace, m))
         table = self.rope_table(namespace, freqs[:, :total], call)
-        inputs = self.video_inputs(m, namespace, x[:, :total], freqs[:, :total], table, (start, stop), transformer_options)
+        inputs = self.video_inputs(m, namespace, _narrow(x, 0, total), freqs[:, :total], table, (start, stop),
+                                   transformer_options)
         out = torch.empty((x.shape[0], x.shape[1], heads * m.head_dim), dtype=x.dtype, device=x.device)
         video_out = out[:, start:stop]  # (B, T*H*W, C)
         if not video_out.is_contiguous():  # a prefix with batch > 1: fuse in a buffer of its own
@@ -292,7 +343,8 @@ class WanSelfAttentionPatch:
         if proxy is not None:  # the windows also see their proxy neighbourhood; the proxy attends to itself only
             ptab = proxy.rope(plan.grid, m.head_dim, transformer_options, x.device, table is not None, call.cache)
             complex_form = table is not None
-            proxy_qkv = [self.project(m, namespace, x[:, total:], None if complex_form else ptab, i,
+            xp = _rows(x, total, x.shape[1])
+            proxy_qkv = [self.project(m, namespace, xp, None if complex_form else ptab, i,
                                       ptab if complex_form else None) for i in range(3)]
             proxy_keys = ProxyKeys(proxy_qkv[1], proxy_qkv[2], proxy.layout(layout, call.cache),
                                    proxy.settings.strength)
@@ -304,7 +356,7 @@ class WanSelfAttentionPatch:
             return self.split_part(m, split, layout, plan, inputs, call, attention, video_out, rows)
         shared_kv = extras_qkv[1:] if extras_qkv is not None else None
         streamed_window_attention(inputs.project, layout, attention, video_out, rows, shared_kv, proxy_keys)
-        global_qkv = self.global_qkv(m, namespace, plan, inputs, call)
+        global_qkv = self.global_qkv(m, namespace, plan, inputs, call, rows)
         if global_qkv is not None and plan.fusion != "local_only":
             fuse(video_out, attention(*global_qkv), plan.grid, plan.factor, plan.fusion, plan.strength)
         if video_out.data_ptr() != out[:, start:stop].data_ptr():
@@ -337,7 +389,7 @@ class WanSelfAttentionPatch:
         mine = everyone[split.rank]
         video_out.zero_()  # the band fusion pools this rank's rows only, the others' are summed in
         streamed_window_attention(inputs.project, layout, attention, video_out, rows, slot_range=mine.slots)
-        global_qkv = self.global_qkv(m, wan_namespace(m), plan, inputs, call)
+        global_qkv = self.global_qkv(m, wan_namespace(m), plan, inputs, call, rows)
         if global_qkv is not None and plan.fusion != "local_only":
             q, k, v = global_qkv
             cuts = [q.shape[1] * r // split.ranks for r in range(split.ranks + 1)]
@@ -361,10 +413,12 @@ class WanSelfAttentionPatch:
         """How this block gets q / k / v: per chunk of grid tokens, and for the tokens outside the grid."""
         start, stop = span
         total = x.shape[1]
-        attn1 = runs_attn1_patch(m) and transformer_options.get("patches", {}).get("attn1_patch")
+        attn1 = transformer_options.get("patches", {}).get("attn1_patch") and runs_attn1_patch(m, x, freqs)
+        if attn1:
+            x = whole(x)  # the patch gets q and k of the whole sequence anyway
         # ComfyUI's attn1_patch gets the whole sequence's q and k: project them once, then gather
         full = [self.project(m, namespace, x, freqs, i, table) for i in range(2)] if attn1 else None
-        xv, fv = x[:, start:stop], freqs[:, start:stop]
+        xv, fv = _narrow(x, start, stop), freqs[:, start:stop]
         tv = table[:, start:stop] if table is not None else None
 
         def project(tokens):  # q, k, v of the given grid tokens, (B, n, C) each
@@ -385,7 +439,7 @@ class WanSelfAttentionPatch:
                 extras = [self.project(m, namespace, xe, fe, i, te) for i in range(3)]
         return VideoInputs(xv, fv, tv, project, extras, full)
 
-    def global_qkv(self, m, namespace, plan, inputs: "VideoInputs", call: CallState):
+    def global_qkv(self, m, namespace, plan, inputs: "VideoInputs", call: CallState, rows: int):
         """q, k, v of the pooled video tokens (RoPE at pooled positions), or None without a global branch."""
         if not plan.factor:
             return None
@@ -393,7 +447,7 @@ class WanSelfAttentionPatch:
         if key not in call.cache:  # the same for every block of the call
             call.cache[key] = pooled_positions(plan.grid, plan.factor, inputs.freqs.device)
         positions = call.cache[key]
-        xp = pool_tokens(inputs.x, plan.grid, plan.factor)  # (B, T*Hp*Wp, C)
+        xp = pooled_input(inputs.x, plan.grid, plan.factor, rows)  # (B, T*Hp*Wp, C)
         tp = None if inputs.table is None else inputs.table.index_select(1, positions)
         fp = inputs.freqs.index_select(1, positions) if tp is None else None
         return [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
@@ -410,16 +464,24 @@ class WanSelfAttentionPatch:
 
 @dataclass
 class VideoInputs:
-    """The video part of a self-attention input: x (B, N, C), RoPE freqs / complex table at its tokens,
+    """The video part of a self-attention input: x (B, N, C) (or :class:`.wan_block.ModulatedRows`, rows
+    computed when asked for), RoPE freqs / complex table at its tokens,
     ``project(tokens)`` -> q, k, v of those grid tokens; q, k, v of the tokens outside the grid (or None);
     q and k of the whole sequence when ComfyUI's attn1_patch needs them (else None)."""
 
-    x: torch.Tensor
+    x: torch.Tensor | ModulatedRows
     freqs: torch.Tensor
     table: torch.Tensor | None
     project: object
     extras: list | None
     full: list | None
+
+
+def hidden_width(ffn, width: int) -> int:
+    """The hidden width of a feed-forward module: the first linear layer's output features (a Sequential
+    as in ComfyUI 0.3.64, 0.33's WanFeedForward, or any module holding its layers), else 4 x ``width``."""
+    return next((m.out_features for m in ffn.modules() if isinstance(getattr(m, "out_features", None), int)),
+                4 * width)
 
 
 class ChunkedFeedForward:
@@ -437,7 +499,7 @@ class ChunkedFeedForward:
     def __call__(self, x):
         module = module_at(current_call(), self.path, "a patched Wan feed-forward")
         run = self.previous if self.previous is not None else (lambda t: type(module).forward(module, t))
-        hidden = module[0].out_features if hasattr(module[0], "out_features") else x.shape[-1] * 4
+        hidden = hidden_width(module, x.shape[-1])
         step = max(1, FFN_CHUNK_ELEMENTS // max(1, x.shape[0] * hidden))
         if x.shape[1] <= step:
             return run(x)

@@ -4,52 +4,165 @@ ComfyUI's ``WanAttentionBlock.forward`` holds several sequence-size tensors at o
 modulated self-attention input, the self-attention output, the new residual, the cross-attention's
 queries and output, the feed-forward's input and output. Everything but self-attention is per token,
 so this replacement computes it over chunks of rows and writes each chunk's new residual into the
-self-attention output's memory: the block then holds its input, the modulated input and one output
-(the input and the output once self-attention is done), plus a chunk.
+self-attention output's memory. The modulated self-attention input is not held whole either: the pack's
+self-attention computes its rows per chunk of windows (:class:`ModulatedRows`). The block then holds
+its input and one output, plus a chunk (at 4K, 14B: 13 GiB instead of 19.5).
 
-The math is ComfyUI's, step for step (the same modules, the same elementwise ops in the same order);
-only the row count of each call differs. It runs only for the block versions whose ``forward`` it was
-checked against (:data:`KNOWN_FORWARDS`, ComfyUI 0.3.64 and 0.33.0), and only when the call streams
-(a memory budget below what the whole sequence needs); otherwise ComfyUI's own forward runs.
+The streamed path is built from the block's own parts (``norm1`` / ``norm2`` / ``norm3``, ``self_attn``,
+``cross_attn``, ``ffn``, ``modulation``, and the ``modulate`` function of the block's module when it has
+one, as ComfyUI 0.38 does); the glue re-implemented here is the modulation rows (``repeat_e``), the
+residual gates and, for blocks without a ``modulate``, ``norm(x) * (1 + scale) + shift``. Whether that
+equals the block's own ``forward`` is checked by running both (:func:`check_block`): the first time a
+block class streams in a dtype, ComfyUI's forward and the streamed path run on a small slice of that
+call's real inputs, and the class streams only when they agree within the dtype's tolerance (else it
+runs whole, and the log says why). No source is read: a refactored ComfyUI that computes the same thing
+streams, one that computes something else does not.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import io
-import tokenize
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from .base import LOG_PREFIX, current_call, log_once, module_at
+from .base import LOG_PREFIX, CallState, current_call, log_once, module_at, run_with_call
 from .wan_proxy import proxy_tokens
 
-# sha256 (first 16 hex digits) of the tokens of WanAttentionBlock.forward, see forward_fingerprint
-KNOWN_FORWARDS = {
-    "fc5b215294a75871": "ComfyUI 0.3.64",
-    "94743eb4e5a84d47": "ComfyUI 0.33.0",
-}
-_FINGERPRINTS: dict[type, str | None] = {}
-_LAYOUT = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+log = logging.getLogger(__name__)
+
+BLOCK_PARTS = ("norm1", "norm2", "norm3", "self_attn", "cross_attn", "ffn", "modulation")
+CHECK_TOKENS = 48  # tokens of the slice the check runs (per-frame modulation: two frames of 24)
+CHECK_ROWS = 20  # rows per chunk in the check: chunk edges fall inside frames and mid-sequence
+OPTIONS_LEFT_OUT = ("patches", "patches_replace", "optimized_attention_override")  # stateful hooks: not run
+
+# modulate(x, norm, shift, scale): norm(x) * (1 + scale) + shift over some rows, shift / scale (B, 1 or n, C)
+Modulate = Callable[[torch.Tensor, Callable, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def forward_fingerprint(cls: type) -> str | None:
-    """The fingerprint of ``cls.forward`` (see :data:`KNOWN_FORWARDS`): its source's tokens without comments,
-    line breaks and indentation (the same on every Python version), or None without source."""
-    if cls not in _FINGERPRINTS:
-        try:
-            source = inspect.getsource(cls.forward)
-            tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in _LAYOUT]
-        except (OSError, TypeError, tokenize.TokenError, SyntaxError):
-            tokens = None
-        _FINGERPRINTS[cls] = None if tokens is None else hashlib.sha256(" ".join(tokens).encode()).hexdigest()[:16]
-    return _FINGERPRINTS[cls]
+def modulate_unfused(x: torch.Tensor, norm, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """norm(x) * (1 + scale) + shift as ComfyUI 0.3.64 / 0.33 write it (x (B, n, C); shift, scale (B, 1 or n, C))."""
+    return torch.addcmul(shift, norm(x), 1 + scale)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """The check's bound on ||streamed - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (the
+    two paths round differently: other row counts per matmul, fused or unfused modulation), at least 1e-5."""
+    return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the check found for one block class and dtype: whether it streams, with which ``modulate``
+    (None when it does not), and a sentence for the log."""
+
+    streams: bool
+    modulate: Modulate | None
+    found: str
+
+
+_VERDICTS: dict[tuple, Verdict] = {}
+_CHECK_LOCK = threading.Lock()  # one check at a time: split ranks must all reach the same verdict
+
+
+def missing_parts(block) -> list[str]:
+    """The parts of :data:`BLOCK_PARTS` the block lacks."""
+    return [name for name in BLOCK_PARTS if getattr(block, name, None) is None]
 
 
 def known_block(block) -> bool:
-    """A plain WanAttentionBlock whose forward is one this module reproduces."""
+    """The block has the parts the streamed path is built from, and no check refused its class."""
     cls = type(block)
-    return cls.__name__ == "WanAttentionBlock" and forward_fingerprint(cls) in KNOWN_FORWARDS
+    return not missing_parts(block) and not any(key[0] is cls and not v.streams for key, v in list(_VERDICTS.items()))
+
+
+def forget_verdicts() -> None:
+    """Drop every cached verdict (tests; a reloaded ComfyUI module)."""
+    with _CHECK_LOCK:
+        _VERDICTS.clear()
+
+
+def check_block(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
+                transformer_options: dict, call: CallState) -> Verdict:
+    """Whether ``block`` streams: cached per (block class, activation dtype, modulation layout); the first
+    call runs :func:`_run_check` on a slice of these inputs and logs what it found."""
+    key = (type(block), x.dtype, e.ndim)
+    verdict = _VERDICTS.get(key)
+    if verdict is None:
+        with _CHECK_LOCK:
+            verdict = _VERDICTS.get(key)
+            if verdict is None:
+                verdict = _run_check(block, x, e, freqs, context, context_img_len, transformer_options, call)
+                _VERDICTS[key] = verdict
+                log.log(logging.INFO if verdict.streams else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
+    return verdict
+
+
+def _candidates(block) -> list[tuple[str, Modulate]]:
+    """The modulations to try: the block's module's own ``modulate`` (ComfyUI 0.38: fused on large CUDA
+    inputs) when it has one, then the unfused formula."""
+    own = getattr(sys.modules.get(type(block).__module__), "modulate", None)
+    found = [(f"{type(block).__module__}.modulate", own)] if callable(own) else []
+    return found + [("norm(x) * (1 + scale) + shift", modulate_unfused)]
+
+
+def _run_check(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
+               transformer_options: dict, call: CallState) -> Verdict:
+    """Run the block's own forward and the streamed path on the first tokens of batch item 0 and compare.
+
+    x: (B, L, C); e: (B, 6, C) or per frame (B, F, 6, C), of which two frames are kept (the slice then
+    has two frames' worth of tokens). Every patched module runs ComfyUI's code (a call state that the
+    patch does not change), without ``patches`` and attention overrides (hooks that may keep state), under
+    no_grad, with the random state restored: the check leaves no trace but its verdict.
+    """
+    cls = type(block)
+    what = f"{cls.__name__} ({cls.__module__}, {str(x.dtype).replace('torch.', '')})"
+    missing = missing_parts(block)
+    if missing:
+        return Verdict(False, None, f"{what} has no {', '.join(missing)}: the streamed path is built from "
+                       f"{', '.join(BLOCK_PARTS)}, so the block runs whole (more memory).")
+    available = min(x.shape[1], freqs.shape[1])
+    frames = min(e.shape[1], 2) if e.ndim == 4 else 1
+    if available < 2 * frames:
+        frames = 1
+    n = frames * min(CHECK_TOKENS // frames, available // frames)
+    xs, fs = x[:1, :n].clone(), freqs[:1, :n]
+    es = e[:1, :frames] if e.ndim == 4 else e[:1]
+    cs = context[:1] if context is not None else None
+    options = {k: v for k, v in transformer_options.items() if k not in OPTIONS_LEFT_OUT}
+    probe = CallState(call.model, None, False)  # every patched module runs ComfyUI's code
+    devices = [x.device] if x.device.type == "cuda" else []
+    bound = tolerance(x.dtype)
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        try:
+            ref = run_with_call(probe, cls.forward, block, xs, es, fs, cs, context_img_len=context_img_len,
+                                transformer_options=options)
+        except Exception as error:  # noqa: BLE001 - any failure means: do not stream this class
+            return Verdict(False, None, f"{what}.forward raised {type(error).__name__} ({error}) on a slice of "
+                           "this call: the block runs whole, not in chunks of rows (more memory).")
+        tried = []
+        for name, modulate in _candidates(block):
+            try:
+                ours = run_with_call(probe, streamed_forward, block, xs, es, fs, cs, context_img_len, options,
+                                     CHECK_ROWS, modulate)
+            except Exception as error:  # noqa: BLE001
+                tried.append(f"with {name}: raised {type(error).__name__} ({error})")
+                continue
+            if not isinstance(ref, torch.Tensor) or ours.shape != ref.shape:
+                tried.append(f"with {name}: shape {tuple(ours.shape)}, ComfyUI's {getattr(ref, 'shape', type(ref))}")
+                continue
+            reference = ref.double()
+            diff = float((ours.double() - reference).norm() / reference.norm().clamp_min(1e-30))
+            if diff <= bound:
+                return Verdict(True, modulate, f"{what}: the streamed path (modulation: {name}) equals the block's "
+                               f"own forward on a {n}-token slice of this call (relative difference {diff:.1e}, "
+                               f"tolerance {bound:.1e}): its per-token work runs in chunks of rows.")
+            tried.append(f"with {name}: relative difference {diff:.2g} (tolerance {bound:.1e})")
+    return Verdict(False, None, f"{what}: the streamed path does not compute what the block's own forward does "
+                   f"on a {n}-token slice of this call ({'; '.join(tried)}): the block runs whole, not in chunks "
+                   "of rows (more memory). Please report your ComfyUI version.")
 
 
 def _repeats(frames: int, length: int) -> int:
@@ -83,6 +196,70 @@ def rows_at(e: torch.Tensor, length: int, tokens: torch.Tensor) -> torch.Tensor:
     return e.index_select(1, tokens if repeats == 1 else tokens // repeats)
 
 
+class ModulatedRows:
+    """The self-attention input of a streamed block, ``modulate(x, norm1, shift, scale)``, computed for the
+    rows asked for instead of held whole: at 4K the 14B model's modulated input is a 6.5 GiB tensor.
+
+    The pack's self-attention (``WanSelfAttentionPatch``, which says so with ``takes_modulated_rows``) takes
+    this object and gathers rows per chunk of windows; any other self-attention gets :meth:`whole`.
+
+    x: (B, L, C), the block's input (alive anyway); shift, scale: the modulation rows for all L tokens,
+    (B, 1 or F, C) (see :func:`rows_of`); lo, hi: the token range this object stands for (:meth:`narrow`).
+    """
+
+    def __init__(self, x: torch.Tensor, norm, shift: torch.Tensor, scale: torch.Tensor, modulate: Modulate,
+                 lo: int = 0, hi: int | None = None, dtype: torch.dtype | None = None):
+        self.x, self.norm, self.shift, self.scale, self.modulate = x, norm, shift, scale, modulate
+        self.lo, self.hi = lo, x.shape[1] if hi is None else hi
+        self.device = x.device
+        self.dtype = dtype if dtype is not None else self._at(torch.arange(0, 1, device=x.device)).dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.x.shape[0], self.hi - self.lo, self.x.shape[-1]))
+
+    def _at(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Rows of the given absolute token indices, (B, n, C)."""
+        length = self.x.shape[1]
+        return self.modulate(self.x.index_select(1, tokens), self.norm, rows_at(self.shift, length, tokens),
+                             rows_at(self.scale, length, tokens))
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows lo..hi (relative to this range), (B, hi - lo, C)."""
+        a, b, length = self.lo + lo, self.lo + min(hi, self.hi - self.lo), self.x.shape[1]
+        return self.modulate(self.x[:, a:b], self.norm, rows_of(self.shift, length, a, b),
+                             rows_of(self.scale, length, a, b))
+
+    def index_select(self, dim: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Rows at the given token indices (relative to this range), like ``Tensor.index_select(1, tokens)``."""
+        if dim != 1:
+            raise ValueError(f"UltraGen: ModulatedRows.index_select selects tokens (dim 1), not dim {dim}.")
+        return self._at(tokens + self.lo if self.lo else tokens)
+
+    def narrow(self, lo: int, hi: int) -> "ModulatedRows":
+        """The rows lo..hi of this range, still not computed."""
+        return ModulatedRows(self.x, self.norm, self.shift, self.scale, self.modulate, self.lo + lo,
+                             self.lo + hi, self.dtype)
+
+    def whole(self, chunk: int = 2**16) -> torch.Tensor:
+        """All rows as one tensor (B, hi - lo, C), computed ``chunk`` rows at a time."""
+        n = self.hi - self.lo
+        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        for i in range(0, n, chunk):
+            out[:, i:i + chunk] = self.rows(i, i + chunk)
+        return out
+
+
+def whole(x) -> torch.Tensor:
+    """A tensor for ``x``, which is one or a :class:`ModulatedRows`."""
+    return x.whole() if isinstance(x, ModulatedRows) else x
+
+
+def takes_modulated_rows(module) -> bool:
+    """The module's forward is the pack's self-attention (an object patch that accepts :class:`ModulatedRows`)."""
+    return getattr(module.__dict__.get("forward"), "takes_modulated_rows", False)
+
+
 class StreamedWanBlock:
     """Replacement for ``blocks.{i}.forward`` (an object patch): ComfyUI's block, per-token work in chunks."""
 
@@ -98,31 +275,36 @@ class StreamedWanBlock:
             x = torch.cat((x, proxy_tokens(call.model, call.proxy, x)), dim=1)  # cut off by ProxyHeadCut
         memory = call.memory
         rows = memory.chunk_tokens if memory is not None else x.shape[1]
-        if call.split is not None and not kwargs and self.previous is None and known_block(block) \
-                and "attn2_patch" not in transformer_options.get("patches", {}):
-            return split_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows,
-                                 call.split, self.path[1])
+        attn2 = "attn2_patch" in transformer_options.get("patches", {})
+        if call.split is not None and not kwargs and self.previous is None and not attn2 and known_block(block):
+            verdict = check_block(block, x, e, freqs, context, context_img_len, transformer_options, call)
+            if verdict.streams:
+                return split_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows,
+                                     call.split, self.path[1], verdict.modulate)
         streams = call.changed and rows < x.shape[1] and not kwargs
         if streams and self.previous is not None:
             log_once(self.holder, ("block-previous", self.path), "%s block %d's forward is patched by another pack: "
                      "it runs whole, not in chunks of rows.", LOG_PREFIX, self.path[1])
             streams = False
-        if streams and "attn2_patch" in transformer_options.get("patches", {}):
+        if streams and attn2:
             log_once(self.holder, "block-attn2", "%s an attn2_patch works on the whole sequence: the blocks run "
                      "whole, not in chunks of rows (more memory).", LOG_PREFIX)
             streams = False
-        if streams and not known_block(block):
-            log_once(self.holder, ("block-unknown", type(block)), "%s this ComfyUI's %s.forward is not one the pack "
-                     "was checked against: it runs whole, not in chunks of rows (more memory). Please report your "
-                     "ComfyUI version.", LOG_PREFIX, type(block).__name__)
-            streams = False
+        verdict = None
+        if streams:
+            verdict = check_block(block, x, e, freqs, context, context_img_len, transformer_options, call)
+            if not verdict.streams:
+                log_once(self.holder, ("block-refused", type(block), x.dtype), "%s %s", LOG_PREFIX, verdict.found,
+                         level=logging.WARNING)
+                streams = False
         if not streams:
             run = self.previous if self.previous is not None else (lambda *a, **k: type(block).forward(block, *a, **k))
             return run(x, e, freqs, context, context_img_len=context_img_len, transformer_options=transformer_options,
                        **kwargs)
         log_once(self.holder, ("block-streams", rows, x.shape[1]), "%s the blocks run their per-token work in chunks "
                  "of %d of %d tokens.", LOG_PREFIX, rows, x.shape[1])
-        return streamed_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows)
+        return streamed_forward(block, x, e, freqs, context, context_img_len, transformer_options, rows,
+                                verdict.modulate)
 
 
 def _modulation(block, x: torch.Tensor, e: torch.Tensor):
@@ -134,48 +316,43 @@ def _modulation(block, x: torch.Tensor, e: torch.Tensor):
     return (modulation.unsqueeze(0) + e).unbind(2)  # each (B, F, C)
 
 
-def _self_attention_input(block, x: torch.Tensor, e, spans) -> torch.Tensor:
-    """norm1(x) * (1 + scale) + shift, (B, L, C), computed per span of rows."""
-    length = x.shape[1]
-    modulated = None
-    for lo, hi in spans:
-        part = torch.addcmul(rows_of(e[0], length, lo, hi), block.norm1(x[:, lo:hi]), 1 + rows_of(e[1], length, lo, hi))
-        if modulated is None:
-            modulated = torch.empty((x.shape[0], length, part.shape[-1]), dtype=part.dtype, device=part.device)
-        modulated[:, lo:hi] = part
-    return modulated
+def _self_attention(block, x: torch.Tensor, e, freqs, transformer_options: dict, rows: int,
+                    modulate: Modulate) -> torch.Tensor:
+    """block.self_attn of modulate(x, norm1, shift, scale): the pack's self-attention gets the modulated rows
+    per chunk (:class:`ModulatedRows`), any other the whole modulated input, computed ``rows`` at a time."""
+    source = ModulatedRows(x, block.norm1, e[0], e[1], modulate)
+    attention_input = source if takes_modulated_rows(block.self_attn) else source.whole(rows)
+    return block.self_attn(attention_input, freqs, transformer_options=transformer_options)  # (B, L, C)
 
 
 def _rest(block, x_rows: torch.Tensor, y_rows: torch.Tensor, mod, context, context_img_len,
-          transformer_options: dict) -> torch.Tensor:
+          transformer_options: dict, modulate: Modulate) -> torch.Tensor:
     """The block after self-attention, for some rows: residual, cross-attention, feed-forward.
     mod(i): modulation row i at these rows."""
     h = torch.addcmul(x_rows, y_rows, mod(2))
     h = h + block.cross_attn(block.norm3(h), context, context_img_len=context_img_len,
                              transformer_options=transformer_options)
-    return torch.addcmul(h, block.ffn(torch.addcmul(mod(3), block.norm2(h), 1 + mod(4))), mod(5))
+    return torch.addcmul(h, block.ffn(modulate(h, block.norm2, mod(3), mod(4))), mod(5))
 
 
 def streamed_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
-                     transformer_options: dict, rows: int) -> torch.Tensor:
+                     transformer_options: dict, rows: int, modulate: Modulate = modulate_unfused) -> torch.Tensor:
     """WanAttentionBlock.forward over chunks of ``rows`` tokens: x (B, L, C), e (B, 6, C) or (B, F, 6, C)."""
     e = _modulation(block, x, e)
     length = x.shape[1]
     spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
-    modulated = _self_attention_input(block, x, e, spans)
-    y = block.self_attn(modulated, freqs, transformer_options=transformer_options)  # (B, L, C)
-    del modulated
-    return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options)
+    y = _self_attention(block, x, e, freqs, transformer_options, rows, modulate)  # (B, L, C)
+    return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options, modulate)
 
 
 def _rest_over_spans(block, x: torch.Tensor, y: torch.Tensor, e, spans, context, context_img_len,
-                     transformer_options: dict) -> torch.Tensor:
+                     transformer_options: dict, modulate: Modulate) -> torch.Tensor:
     """The block after self-attention for the whole sequence (x, y: (B, L, C)), per span of rows."""
     length = x.shape[1]
     out = None
     for lo, hi in spans:
         h = _rest(block, x[:, lo:hi], y[:, lo:hi], lambda i: rows_of(e[i], length, lo, hi), context,
-                  context_img_len, transformer_options)
+                  context_img_len, transformer_options, modulate)
         if out is None:  # the new residual goes where y's consumed rows were, when the dtypes agree
             out = y if h.dtype == y.dtype and y.is_contiguous() else torch.empty(
                 (x.shape[0], length, h.shape[-1]), dtype=h.dtype, device=h.device)
@@ -184,7 +361,8 @@ def _rest_over_spans(block, x: torch.Tensor, y: torch.Tensor, e, spans, context,
 
 
 def split_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
-                  transformer_options: dict, rows: int, split, index: int) -> torch.Tensor:
+                  transformer_options: dict, rows: int, split, index: int,
+                  modulate: Modulate = modulate_unfused) -> torch.Tensor:
     """This rank's part of WanAttentionBlock.forward in a call shared out over devices (see wan_split).
 
     The self-attention returns the rows of the tokens this rank's windows own; the rest of the block runs
@@ -194,23 +372,21 @@ def split_forward(block, x: torch.Tensor, e: torch.Tensor, freqs, context, conte
     e = _modulation(block, x, e)
     length = x.shape[1]
     spans = [(lo, min(lo + rows, length)) for lo in range(0, length, rows)]
-    modulated = _self_attention_input(block, x, e, spans)
     split.pending = index
     try:
-        y = block.self_attn(modulated, freqs, transformer_options=transformer_options)
+        y = _self_attention(block, x, e, freqs, transformer_options, rows, modulate)
     finally:
         split.pending = None
     shares, split.shares = split.shares, None
-    del modulated
     if shares is None:  # y (B, L, C), the same on every rank
-        return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options)
+        return _rest_over_spans(block, x, y, e, spans, context, context_img_len, transformer_options, modulate)
     mine = shares[split.rank].tokens  # y: (B, n, C), the rows of these tokens
     n = mine.numel()
     part = None
     for lo in range(0, n, rows):
         tokens = mine[lo:lo + rows]
         h = _rest(block, x.index_select(1, tokens), y[:, lo:lo + rows], lambda i: rows_at(e[i], length, tokens),
-                  context, context_img_len, transformer_options)
+                  context, context_img_len, transformer_options, modulate)
         if part is None:
             part = torch.empty((x.shape[0], n, h.shape[-1]), dtype=h.dtype, device=h.device)
         part[:, lo:lo + rows] = h

@@ -11,11 +11,19 @@ enough (ComfyUI's own threshold), the pack runs SDPA with cuDNN first; PyTorch s
 Flash, then the memory-efficient kernel, where cuDNN cannot take the inputs.
 
 ``choose`` returns the function a patched block calls; ``pick`` says which one it is (for the log).
+
+ComfyUI 0.38's Wan attention hands ``optimized_attention`` its q / k / v in ``AttentionTensorContainer``s
+(single owner: the backend ``take``s the tensor, so it can free it early, e.g. after quantizing it) and
+passes ``preferred_attention``, the layer's ``ComfyAttention`` module (whose ``function``, when a checkpoint
+sets one, runs instead of the global attention). The pack calls the model's attention the same way when
+the model's module does (:class:`ModelAttention`, found by looking, see :func:`interface_of`); the function
+``choose`` returns accepts tensors or containers (anything with ``take``, e.g. :class:`Handover`).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -28,6 +36,67 @@ MIN_ELEMENTS = 1024 * 128  # ComfyUI's own threshold: below it cuDNN was slower 
 BATCH_LIMIT = 2**15  # ComfyUI's SDP_BATCH_LIMIT: larger batches run in slices
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Handover:
+    """A tensor handed to the attention with its ownership (ComfyUI's container protocol: ``take`` once).
+    Hold only the Handover, not the tensor, and the backend can free it as soon as it is done with it."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def peek(self) -> torch.Tensor:
+        if self.tensor is None:
+            raise RuntimeError("UltraGen: this attention input was already handed over (taken).")
+        return self.tensor
+
+    def take(self) -> torch.Tensor:
+        tensor, self.tensor = self.peek(), None
+        return tensor
+
+
+def hand_over(*tensors: torch.Tensor) -> list[Handover]:
+    """Wrap tensors for one attention call (drop your own references to them before the call)."""
+    return [Handover(t) for t in tensors]
+
+
+def accepts_containers(attention) -> bool:
+    """The attention function takes containers (:class:`Handover`) for q / k / v (those :func:`choose` makes)."""
+    return getattr(attention, "accepts_containers", False)
+
+
+def _tensor(t) -> torch.Tensor:
+    """A tensor, or the tensor a container holds (taken: the container is spent)."""
+    return t if isinstance(t, torch.Tensor) else t.take()
+
+
+@dataclass(frozen=True)
+class ModelAttention:
+    """How the model's own attention layer calls ``optimized_attention`` (ComfyUI 0.38 and later).
+
+    container: the container class its q / k / v go in (``AttentionTensorContainer``), None: plain tensors.
+    preferred: the layer's ``ComfyAttention`` module, passed as ``preferred_attention``; None: not passed.
+    """
+
+    container: type | None = None
+    preferred: object | None = None
+
+    @property
+    def preferred_function(self):
+        """The per-layer attention function the preferred module holds (a checkpoint's choice), or None."""
+        return getattr(self.preferred, "function", None)
+
+
+def interface_of(namespace, module) -> ModelAttention:
+    """What the model's attention layer uses, looked up, not read from source: its defining module
+    (``namespace``) imports ``AttentionTensorContainer`` and the layer holds a ``comfy_attention`` module
+    (0.38); ComfyUI 0.3.64 / 0.33's Wan has neither (plain tensors, no preferred attention)."""
+    container = getattr(namespace, "AttentionTensorContainer", None)
+    preferred = getattr(module, "comfy_attention", None)
+    return ModelAttention(container if isinstance(container, type) else None,
+                          preferred if preferred is not None and hasattr(preferred, "function") else None)
 
 
 def is_stock_pytorch(fn) -> bool:
@@ -76,11 +145,15 @@ def sdpa_cudnn_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
         return out
 
 
-def pick(model_attention, transformer_options: dict, device: torch.device) -> tuple[bool, str]:
+def pick(model_attention, transformer_options: dict, device: torch.device,
+         interface: ModelAttention = ModelAttention()) -> tuple[bool, str]:
     """Whether large calls run :func:`sdpa_cudnn_first` instead of ``model_attention``, and a few words
     on which attention runs (for the log line of a sampling run)."""
     if OVERRIDE_KEY in transformer_options:
         return False, "attention: the model's, through the attention override another node set"
+    chosen = interface.preferred_function
+    if chosen is not None:
+        return False, f"attention: the model's per-layer choice ({getattr(chosen, '__name__', type(chosen).__name__)})"
     if not is_stock_pytorch(model_attention):
         return False, f"attention: the model's ({getattr(model_attention, '__name__', type(model_attention).__name__)})"
     if not cudnn_first_available(device):
@@ -88,19 +161,30 @@ def pick(model_attention, transformer_options: dict, device: torch.device) -> tu
     return True, "attention: PyTorch SDPA with cuDNN first (Hopper GPU; ComfyUI's order puts Flash first)"
 
 
-def choose(model_attention, heads: int, transformer_options: dict, device: torch.device) -> Attention:
+def choose(model_attention, heads: int, transformer_options: dict, device: torch.device,
+           interface: ModelAttention = ModelAttention()) -> Attention:
     """The attention a patched block runs its windows and global branch with: (q, k, v) -> out, all
-    (B, L, heads * D). model_attention: the model's ``optimized_attention(q, k, v, heads=,
-    transformer_options=)``."""
-    def model_call(q, k, v):
-        return model_attention(q, k, v, heads=heads, transformer_options=transformer_options)
+    (B, L, heads * D); q / k / v may be tensors or containers (taken). model_attention: the model's
+    ``optimized_attention(q, k, v, heads=, transformer_options=)``, called as the model's layer calls it
+    (``interface``: containers, ``preferred_attention``)."""
+    extra = {"preferred_attention": interface.preferred} if interface.preferred is not None else {}
+    wrap = interface.container
 
-    if not pick(model_attention, transformer_options, device)[0]:
+    def model_call(q, k, v):
+        if wrap is not None:  # ownership moves on: a container-aware backend frees them when it can
+            q, k, v = wrap(_tensor(q)), wrap(_tensor(k)), wrap(_tensor(v))
+        else:
+            q, k, v = _tensor(q), _tensor(k), _tensor(v)
+        return model_attention(q, k, v, heads=heads, transformer_options=transformer_options, **extra)
+
+    model_call.accepts_containers = True
+    if not pick(model_attention, transformer_options, device, interface)[0]:
         return model_call
 
     def cudnn_first(q, k, v):
-        if q.numel() < MIN_ELEMENTS:
+        if (q if isinstance(q, torch.Tensor) else q.peek()).numel() < MIN_ELEMENTS:
             return model_call(q, k, v)
-        return sdpa_cudnn_first(q, k, v, heads)
+        return sdpa_cudnn_first(_tensor(q), _tensor(k), _tensor(v), heads)
 
+    cudnn_first.accepts_containers = True
     return cudnn_first

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from .dual_branch import AttentionFn
+from .kernels import accepts_containers, hand_over
 from .windows import WindowLayout
 
 if TYPE_CHECKING:
@@ -73,10 +74,13 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
     slot_range: only the queries of the slots in [first, stop) run (see :func:`.split.split_slots`): the
         tokens they own are written, no other token of ``out``. A window the range cuts attends with
         all its keys, as whole.
+    An ``attention`` that :func:`.kernels.accepts_containers` gets each call's q / k / v handed over (their
+    last use, except with a proxy strength below 1), so the backend may free them as it goes.
     Equals :func:`.dual_branch.windowed_attention` (and the video output of
     :func:`.proxy.proxy_guided_attention`) up to the batching of the attention calls.
     """
     B, N, C = out.shape
+    handover = accepts_containers(attention)
     if N != math.prod(layout.grid):
         raise ValueError(f"streamed_window_attention: out holds {N} tokens, the grid {layout.grid} has "
                          f"{math.prod(layout.grid)}.")
@@ -117,11 +121,19 @@ def streamed_window_attention(project: ChunkProjector, layout: WindowLayout, att
                 q = q[:, q0:q1].contiguous()
             k = _keys(k, sk, pk, slots_of, B, n, L)  # (B*n, L + E + P, C)
             v = _keys(v, sv, pv, slots_of, B, n, L)
-            result = attention(q, k, v)  # (B*n, q1 - q0, C)
             if guided and proxy.strength < 1.0:
+                result = attention(q, k, v)  # (B*n, q1 - q0, C)
                 own = L + (0 if sk is None else sk.shape[1])
                 result = attention(q, k[:, :own], v[:, :own]).lerp_(result, proxy.strength)
-            del q, k, v
+                del q, k, v
+            elif handover:  # the last use: the attention owns q / k / v and may free them early
+                qkv = hand_over(q, k, v)
+                del q, k, v
+                result = attention(*qkv)
+                del qkv
+            else:
+                result = attention(q, k, v)
+                del q, k, v
             first, stop = base + a * L + q0, base + (a + n - 1) * L + q1
             lo, hi = torch.searchsorted(slots_host, torch.tensor([first, stop])).tolist()
             result = result.reshape(B, n * (q1 - q0), C).index_select(1, slots[lo:hi] - first)  # owned queries
