@@ -65,6 +65,8 @@ def _pickle_problem(path: str) -> str | None:
         return "it is empty"
     if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
         return "it starts like a torch checkpoint (a zip archive) but its end is missing"
+    if magic[:1] != b"\x80" and magic != b"PK\x03\x04":  # torch.save: a zip archive, or (legacy) a pickle
+        return f"it is no torch checkpoint (it starts with {magic!r}, neither a zip archive nor a pickle)"
     return None
 
 
