@@ -158,13 +158,15 @@ def proxy_grid(dm, latent: torch.Tensor) -> tuple[int, int, int]:
     return (math.ceil(t / pt), math.ceil(h / ph), math.ceil(w / pw))
 
 
-def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) -> tuple[dict, ProxyCall | None]:
+def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas,
+              cond_or_uncond=None) -> tuple[dict, ProxyCall | None]:
     """kwargs of the model call with the re-noised proxy appended as an in-context latent, and its ProxyCall
-    (None with strength 0: the call stays the unguided one)."""
+    (None with strength 0: the call stays the unguided one). ``cond_or_uncond``: the call's conditionings as
+    ComfyUI lists them in transformer_options (x holds the video's items once per conditioning)."""
     if holder.settings.strength == 0.0:
         return kwargs, None
     sigma = float(sigmas.max()) if sigmas is not None else 1.0
-    proxy = holder.noised(sigma, x.shape[0], x, video_items(x, kwargs))
+    proxy = holder.noised(sigma, x.shape[0], x, video_items(x, cond_or_uncond))
     if x.shape[1] > proxy.shape[1]:  # image-to-video: the model's input carries the start image's condition
         proxy = torch.cat((proxy, condition_at(x[:, proxy.shape[1]:], proxy.shape[2:])), dim=1)
     if not supports_context_latents(dm):  # StreamedWanBlock 0 appends it, ProxyHeadCut cuts it
@@ -173,11 +175,9 @@ def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) ->
     return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
 
 
-def video_items(x: torch.Tensor, kwargs: dict) -> int:
-    """The video's batch in a model call of x (B * conditionings, ...): ComfyUI lists the call's
-    conditionings in transformer_options["cond_or_uncond"]."""
-    options = kwargs.get("transformer_options") or {}
-    chunks = len(options.get("cond_or_uncond") or ()) or 1
+def video_items(x: torch.Tensor, cond_or_uncond) -> int:
+    """The video's batch in a model call of x (B * conditionings, ...)."""
+    chunks = len(cond_or_uncond or ()) or 1
     return x.shape[0] // chunks if x.shape[0] % chunks == 0 else x.shape[0]
 
 
