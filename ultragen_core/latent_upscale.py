@@ -47,8 +47,8 @@ def length_problem(length: int, named: bool = True) -> str | None:
     input's name (not where ComfyUI puts the name in front itself)."""
     if length < 1 or (length - 1) % TEMPORAL_STEP:
         lower = max(1, length - (length - 1) % TEMPORAL_STEP) if length >= 1 else 1
-        return (f"{'length ' if named else ''}must be 4n+1 video frames (Wan's VAE: the first latent frame holds one frame, each later "
-                f"one four), got {length}; use {lower} or {lower + TEMPORAL_STEP}.")
+        return (f"{'length ' if named else ''}must be 4n+1 video frames (Wan's VAE: the first latent frame holds "
+                f"one frame, each later one four), got {length}; use {lower} or {lower + TEMPORAL_STEP}.")
     return None
 
 
