@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..ultragen_core.config import FUSIONS, SHIFTS, AttentionSettings, parse_block_list
 from ..ultragen_core.models import NATIVE_RESOLUTIONS
 from ..ultragen_core.presets import PRESETS
-from .schema import schema
+from .schema import own_check, schema, unnamed
 
 AttentionSettingsType = io.Custom("ULTRAGEN_ATTENTION_SETTINGS")
 
@@ -80,6 +80,15 @@ def _settings(window_t, window_h, window_w, full_attention_blocks, preset=None, 
                              memory_budget_gb=0.0 if memory_budget_gb is None else float(memory_budget_gb), **rest)
 
 
+def block_list_problem(text: str) -> str | None:
+    """Why full_attention_blocks cannot be read, without the input's name (ComfyUI shows it); or None."""
+    try:
+        parse_block_list(text)
+    except ValueError as e:
+        return unnamed(str(e), "full_attention_blocks")
+    return None
+
+
 class UltraGenAttentionSettings(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -97,19 +106,13 @@ class UltraGenAttentionSettings(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, full_attention_blocks) -> bool | str:
+    def validate_inputs(cls, full_attention_blocks: str | None = None) -> bool | str:
         # ComfyUI passes only the inputs named here and reports a message once per named input, so this
-        # names only the input whose rule ComfyUI cannot check itself. The other widgets keep ComfyUI's
-        # own min / max / options checks. start_percent < end_percent involves two inputs: a message
-        # here would be repeated under unrelated inputs, so execute() refuses that pair (it runs before
-        # sampling, upstream of UltraGen Apply).
-        if not isinstance(full_attention_blocks, str):
-            return True  # from a link; execute() checks it
-        try:
-            parse_block_list(full_attention_blocks)
-        except ValueError as e:
-            return str(e)
-        return True
+        # names only the input whose rule ComfyUI cannot check itself (schema.py). The other widgets keep
+        # ComfyUI's own min / max / options checks. start_percent < end_percent involves two inputs: a
+        # message here would be repeated under unrelated inputs, so execute() refuses that pair (it runs
+        # before sampling, upstream of UltraGen Apply).
+        return own_check(cls, "full_attention_blocks", full_attention_blocks, block_list_problem)
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:

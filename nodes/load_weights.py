@@ -16,7 +16,7 @@ from comfy_api.latest import io
 
 from ..ultragen_core.adapters.wan_ultragen import load_ultragen
 from ..ultragen_core.checkpoint.io import SUPPORTED, weights_file_problem
-from .schema import schema
+from .schema import own_check, schema
 
 log = logging.getLogger(__name__)
 FOLDER = "ultragen"  # models/ultragen (or an "ultragen:" entry in extra_model_paths.yaml)
@@ -33,15 +33,30 @@ def weight_files() -> list[str]:
     return sorted(names)
 
 
-def find(name: str) -> str:
-    """The full path of a weights file picked in the list; ValueError (for the weights input) when there is none."""
+def locate(name: str) -> tuple[str | None, str | None]:
+    """(full path, None) of a weights file picked in the list, or (None, why not); the message leaves out the
+    input's name (ComfyUI puts it in front at graph time)."""
     if not name.lower().endswith(SUPPORTED):
-        raise ValueError(f"weights: '{name}' is not one of {', '.join(SUPPORTED)}; select an UltraGen checkpoint file.")
+        return None, f"'{name}' is not one of {', '.join(SUPPORTED)}; select an UltraGen checkpoint file."
     for folder in SEARCHED:
         path = folder_paths.get_full_path(folder, name)
         if path is not None:
-            return path
-    raise ValueError(f"weights: '{name}' was not found in models/ultragen or models/diffusion_models.")
+            return path, None
+    return None, f"'{name}' was not found in models/ultragen or models/diffusion_models."
+
+
+def weights_problem(name: str) -> str | None:
+    """Why the file picked as weights cannot be loaded, from what is cheap to read (never its tensors); or None."""
+    path, problem = locate(name)
+    return problem or weights_file_problem(path)
+
+
+def find(name: str) -> str:
+    """The full path of a weights file picked in the list; ValueError naming the weights input when there is none."""
+    path, problem = locate(name)
+    if problem:
+        raise ValueError(f"weights: {problem}")
+    return path
 
 
 class UltraGenLoadWeights(io.ComfyNode):
@@ -74,14 +89,8 @@ class UltraGenLoadWeights(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, weights: str | None = None) -> bool | str:
-        if weights is None:
-            return True  # from a link: checked when the file is loaded
-        try:
-            path = find(weights)
-        except ValueError as e:
-            return str(e)
-        problem = weights_file_problem(path)  # reads a safetensors header only, never the tensors
-        return f"weights: {problem}" if problem else True
+        # Names only weights: ComfyUI's own list check of it is off, so own_check re-does it (schema.py).
+        return own_check(cls, "weights", weights, weights_problem)
 
     @classmethod
     def execute(cls, model, weights: str) -> io.NodeOutput:

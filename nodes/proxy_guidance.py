@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..ultragen_core.adapters import apply_proxy_guidance
-from ..ultragen_core.adapters.wan_proxy import MODES, ProxySettings
+from ..ultragen_core.adapters.wan_proxy import MODES, ProxySettings, proxy_problem
 from .schema import schema
 
 
@@ -23,7 +23,8 @@ class UltraGenProxyGuidance(io.ComfyNode):
                 io.Model.Input("model", tooltip="A Wan model, with or without UltraGen Apply (without: automatic "
                                                 "windows)."),
                 io.Latent.Input("proxy", tooltip="The LATENT of a first pass at the model's native size (fewer "
-                                                 "frames allowed), same prompt and model."),
+                                                 "frames allowed), same prompt and model: one item for the whole "
+                                                 "batch, or one per video item."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05,
                                tooltip="1 = windows attend to their own and their proxy tokens jointly (one "
                                        "attention call); 0 = no guidance (the model unchanged); between: a mix "
@@ -44,4 +45,8 @@ class UltraGenProxyGuidance(io.ComfyNode):
     @classmethod
     def execute(cls, model, proxy, strength, neighbourhood, radius_frames, radius_cells, seed) -> io.NodeOutput:
         settings = ProxySettings(strength, neighbourhood, (radius_frames, radius_cells, radius_cells), seed)
+        patch = getattr(model.get_model_object("diffusion_model"), "patch_size", (1, 1, 1))
+        problem = proxy_problem(proxy["samples"], tuple(patch))
+        if problem:
+            raise ValueError(f"UltraGen Proxy Guidance: {problem}")
         return io.NodeOutput(apply_proxy_guidance(model, proxy["samples"], settings))

@@ -37,11 +37,9 @@ class UltraGenSplitAcrossGPUs(io.ComfyNode):
             outputs=[io.Model.Output(tooltip="The model, with a copy on each extra GPU.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, gpus: int | None = None, cfg_groups: int | None = None) -> bool | str:
-        if gpus is None or cfg_groups is None:
-            return True  # from a link: execute() checks it
-        return group_problem(gpus, cfg_groups) or True
+    # No validate_inputs: gpus and cfg_groups each keep ComfyUI's own min / max check (one message, at the
+    # input). "cfg_groups divides gpus" is about both: refused when the node runs (before any copy is made),
+    # as a message here would be shown under both inputs.
 
     @classmethod
     def execute(cls, model, gpus: int, cfg_groups: int = 1) -> io.NodeOutput:
@@ -68,6 +66,10 @@ class UltraGenSplitAcrossGPUs(io.ComfyNode):
 
 
 def group_problem(gpus: int, cfg_groups: int) -> str | None:
+    """Why ``cfg_groups`` groups of ``gpus`` GPUs cannot be made (each within the widgets' limits), or None."""
+    if not (2 <= gpus <= MAX_GPUS and 1 <= cfg_groups <= MAX_GPUS):
+        return (f"UltraGen Split Video Across GPUs: gpus must be 2 to {MAX_GPUS} and cfg_groups 1 to {MAX_GPUS}, got "
+                f"gpus {gpus} and cfg_groups {cfg_groups}.")
     if gpus % cfg_groups:
         return (f"UltraGen Split Video Across GPUs: cfg_groups is {cfg_groups}, which does not divide gpus ({gpus}). "
                 f"Use 1, or a divisor of {gpus} (2 for cond and uncond on two halves).")

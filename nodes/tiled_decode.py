@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from comfy_api.latest import io
@@ -9,11 +10,12 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import comfy.utils
 
+from ..ultragen_core.latent_upscale import values_problem
 from ..ultragen_core.models import VIDEO_VAES
 from ..ultragen_core.tiled_decode import Scale
 from ..ultragen_core.vae_decode import (MAX_TILE_PX, CausalVae, DeviceMemory, decode_within_budget, latent_problem,
                                         tile_size_problem)
-from .schema import schema
+from .schema import own_check, schema, unnamed
 
 log = logging.getLogger(__name__)
 PREFIX = "[UltraGen]"
@@ -118,16 +120,20 @@ class UltraGenTiledVAEDecode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, tile_size: int | None = None) -> bool | str:
-        # Only tile_size has a rule ComfyUI cannot check ("0 or at least 64"); naming it alone keeps ComfyUI's
-        # own min / max checks on for the other inputs and reports a message once, at tile_size.
-        if tile_size is None:
-            return True  # from a link: execute() checks it
-        return tile_size_problem(tile_size) or True
+        # Only tile_size has a rule ComfyUI cannot check ("0 or at least 64"); naming it turns ComfyUI's own
+        # min / max check of it off, so own_check re-does it (schema.py), and reports once, at tile_size.
+        return own_check(cls, "tile_size", tile_size, lambda value: unnamed(tile_size_problem(value), "tile_size"))
 
     @classmethod
     def execute(cls, samples, vae, max_vram_gb, tile_size, overlap, temporal_size, temporal_overlap) -> io.NodeOutput:
+        if not math.isfinite(max_vram_gb):  # NaN passes ComfyUI's min / max check
+            raise ValueError(f"UltraGen Tiled VAE Decode: max_vram_gb must be a number of GiB (0 = automatic), got "
+                             f"{max_vram_gb}.")
         vae.throw_exception_if_invalid()
         latent = samples["samples"]
+        problem = values_problem(latent, "samples latent")
+        if problem:
+            raise ValueError(f"UltraGen Tiled VAE Decode: {problem}")
         family = vae_family(vae)
         if family is None:
             images = _decode_comfy(vae, latent, tile_size, overlap, temporal_size, temporal_overlap)

@@ -2,11 +2,12 @@
 video (Wan's causal first frame kept)."""
 from __future__ import annotations
 
+import comfy.model_management
 from comfy_api.latest import io
 
-from ..ultragen_core.latent_upscale import (METHODS, LatentSize, check_video_latent, length_problem,
-                                            upscale_video_latent)
-from .schema import schema
+from ..ultragen_core.latent_upscale import (METHODS, SPATIAL_STEP, LatentSize, check_video_latent, length_problem,
+                                            size_problem, upscale_video_latent, values_problem)
+from .schema import own_check, schema
 
 MAX_SIDE = 16384
 MAX_FRAMES = 4097
@@ -52,16 +53,16 @@ class UltraGenUpscaleLatent(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, length: int | None = None) -> bool | str:
-        # 4n+1 is a rule ComfyUI's min / max / step checks cannot express; width / height depend on the
-        # latent's VAE and are checked when the node runs.
-        if length is None:
-            return True  # from a link: execute() checks it
-        return length_problem(length) or True
+        # 4n+1 is a rule ComfyUI's min / max / step checks cannot express; naming length turns ComfyUI's own
+        # check of it off, so own_check re-does it (schema.py). Width / height depend on the latent's VAE and
+        # the output's size on the memory: both are checked when the node runs, before anything is allocated.
+        return own_check(cls, "length", length, lambda value: length_problem(value, named=False))
 
     @classmethod
     def execute(cls, latent, width, height, length, upscale_method, reference=None) -> io.NodeOutput:
         samples = latent["samples"]
         check_video_latent(samples)
+        check_values(samples, "latent")
         if reference is not None:
             ref = reference["samples"]
             check_video_latent(ref, "reference latent")
@@ -71,6 +72,17 @@ class UltraGenUpscaleLatent(io.ComfyNode):
             size = LatentSize(*ref.shape[2:])
         else:
             size = LatentSize.from_pixels(samples.shape[1], width, height, length)
+        problem = size_problem(samples.shape[0], samples.shape[1], size, samples.element_size(),
+                               comfy.model_management.get_free_memory(samples.device),
+                               None if reference is not None else SPATIAL_STEP[samples.shape[1]])
+        if problem:
+            raise ValueError(f"UltraGen Upscale Latent: {problem}")
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}  # a mask of the old size
         out["samples"] = upscale_video_latent(samples, size, upscale_method)
         return io.NodeOutput(out)
+
+
+def check_values(tensor, what: str) -> None:
+    problem = values_problem(tensor, what)
+    if problem:
+        raise ValueError(f"UltraGen Upscale Latent: {problem}")

@@ -22,11 +22,13 @@ proxy guidance places its spatial positions); antialiased when a side shrinks.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+GiB = 1024**3
 TEMPORAL_STEP = 4  # video frames per latent frame after the first (Wan 2.1 and 2.2 VAEs)
 # Wan VAEs by latent channels: pixels per latent cell (16: Wan 2.1 VAE, also Wan 2.2-A14B; 48: Wan 2.2 VAE, 5B)
 SPATIAL_STEP = {16: 8, 48: 16}
@@ -40,12 +42,13 @@ def video_frames(latent_frames: int) -> int:
     return TEMPORAL_STEP * (latent_frames - 1) + 1
 
 
-def length_problem(length: int) -> str | None:
-    """Why ``length`` video frames is no Wan length (None if it is one)."""
+def length_problem(length: int, named: bool = True) -> str | None:
+    """Why ``length`` video frames is no Wan length (None if it is one); ``named``: the message starts with the
+    input's name (not where ComfyUI puts the name in front itself)."""
     if length < 1 or (length - 1) % TEMPORAL_STEP:
         lower = max(1, length - (length - 1) % TEMPORAL_STEP) if length >= 1 else 1
-        return (f"length must be 4n+1 video frames (Wan's VAE: the first latent frame holds one frame, each later "
-                f"one four), got {length}; use {lower} or {lower + TEMPORAL_STEP}.")
+        return (f"{'length ' if named else ''}must be 4n+1 video frames (Wan's VAE: the first latent frame holds "
+                f"one frame, each later one four), got {length}; use {lower} or {lower + TEMPORAL_STEP}.")
     return None
 
 
@@ -88,6 +91,55 @@ def check_video_latent(latent: torch.Tensor, what: str = "latent") -> None:
                          f"{tuple(latent.shape)}: connect the LATENT of a video sampler or an empty video latent.")
     if not latent.is_floating_point():
         raise TypeError(f"the {what} must hold floating-point values, got {latent.dtype}.")
+
+
+def nonfinite_count(tensor: torch.Tensor, chunk: int = 2**24) -> int:
+    """How many NaN or infinite values ``tensor`` holds, counted in chunks (no full-size mask of a 4K video)."""
+    if not tensor.is_floating_point():
+        return 0
+    flat = tensor.reshape(-1)
+    return sum(int((~torch.isfinite(part)).sum()) for part in flat.split(chunk))
+
+
+def values_problem(tensor: torch.Tensor, what: str) -> str | None:
+    """Why the values of a LATENT / IMAGE input cannot be used (none at all, NaN or infinite ones), or None."""
+    if tensor.numel() == 0:
+        return f"the {what} is empty (shape {tuple(tensor.shape)}): connect one with at least one frame and pixel."
+    bad = nonfinite_count(tensor)
+    if bad:
+        return (f"the {what} holds {bad:,} NaN or infinite value(s) of {tensor.numel():,}: whatever uses it would be "
+                "NaN. The node that made it failed (a diverged sampler, a broken VAE or file): fix that one first.")
+    return None
+
+
+def upscale_bytes(batch: int, channels: int, size: LatentSize, itemsize: int) -> int:
+    """Peak bytes :func:`upscale_video_latent` allocates at the target size: its float32 working copy and the
+    output in the latent's dtype."""
+    return batch * channels * size.frames * size.height * size.width * (4 + itemsize)
+
+
+def size_problem(batch: int, channels: int, size: LatentSize, itemsize: int, available: int,
+                 cell_px: int | None = None) -> str | None:
+    """Why a ``size`` output does not fit in ``available`` bytes, with what fits; or None. ``cell_px``: pixels
+    per latent cell, to say the size in pixels too."""
+    need = upscale_bytes(batch, channels, size, itemsize)
+    if need <= available:
+        return None
+    per_frame = need // size.frames
+    wanted = f"{batch} x {channels} x {size.frames} x {size.height} x {size.width} latent cells"
+    if cell_px:
+        wanted += f" ({size.width * cell_px}x{size.height * cell_px} px, {video_frames(size.frames)} frames)"
+    frames = available // per_frame
+    if frames >= 2:
+        fits = (f"at this width and height, up to {video_frames(frames)} frames (length) fit"
+                if cell_px else f"at this height and width, up to {frames} latent frames fit")
+    else:
+        side = math.sqrt(max(available, 0) / (2 * batch * channels * (4 + itemsize)))  # two latent frames
+        fits = (f"2 latent frames fit up to about {int(side) * cell_px} px square (width x height)" if cell_px
+                else f"2 latent frames fit up to about {int(side)} x {int(side)} latent cells")
+    return (f"the upscaled latent would be {wanted}, {need / GiB:.1f} GiB while resizing, but only "
+            f"{max(available, 0) / GiB:.1f} GiB of memory is free: {fits}. Lower width, height or length (or "
+            "the batch).")
 
 
 def causal_frame_sources(src_frames: int, dst_frames: int) -> torch.Tensor:

@@ -72,6 +72,11 @@ class MemoryPlan:
         if self.budget is None:
             return f"memory: {self.source}; {self.tokens} tokens at once"
         per = "at once" if self.chunks == 1 else f"in chunks of {self.chunk_tokens} ({self.chunks} per block)"
+        if self.workspace <= 0:  # the block's input and output alone take the whole budget
+            return (f"memory: {self.source}, {self.budget / GiB:.1f} GiB for this call, which the block's input "
+                    f"and output alone exceed by {-self.workspace / GiB:.1f} GiB (no room left for work): "
+                    f"{self.tokens} tokens {per}, the smallest chunks, which may run out of memory. Raise "
+                    "memory_budget_gb (0 = automatic: the free VRAM), or lower the resolution or frames")
         return (f"memory: {self.source}, {self.budget / GiB:.1f} GiB for this call, "
                 f"{self.workspace / GiB:.1f} GiB of it for work beyond the block's input and output; "
                 f"{self.tokens} tokens {per}")

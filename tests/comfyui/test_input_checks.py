@@ -72,7 +72,8 @@ def tiled_decode(**inputs) -> dict:
 
 @pytest.mark.parametrize("inputs, name, kind, words", [
     (dict(tile_size=32), "tile_size", "custom_validation_failed", "at least 64"),
-    (dict(tile_size=10 ** 6), "tile_size", "custom_validation_failed", "0 (automatic) to 8192"),
+    (dict(tile_size=10 ** 6), "tile_size", "custom_validation_failed", "1000000 is outside 0 to 8192"),
+    (dict(tile_size=-16), "tile_size", "custom_validation_failed", "-16 is outside 0 to 8192"),
     (dict(overlap=10 ** 6), "overlap", "value_bigger_than_max", ""),
     (dict(max_vram_gb=float("inf")), "max_vram_gb", "value_bigger_than_max", ""),
     (dict(temporal_overlap=-8), "temporal_overlap", "value_smaller_than_min", ""),
@@ -124,3 +125,121 @@ def test_compare_nan_wall_time_is_refused_naming_the_input(comfy):
     assert comfy.validate(prompt)[0]  # NaN passes ComfyUI's min / max checks ...
     with pytest.raises(PromptFailed, match=r"wall_time_b must be a finite number >= 0 \(0 = not given\), got nan"):
         comfy.run(prompt)  # ... and the node refuses it before measuring
+
+
+# --- UltraGen Split Video Across GPUs (issue 25) ----------------------------------------------------------
+
+def split(comfy, **inputs) -> dict:
+    from harness import save_wan
+    values = dict(gpus=2, cfg_groups=1)
+    values.update(inputs)
+    return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": save_wan(comfy, "checks_wan.safetensors"),
+                                                         "weight_dtype": "default"}},
+            "2": {"class_type": "UltraGenSplitAcrossGPUs", "inputs": {"model": ["1", 0], **values}},
+            "3": {"class_type": "UltraGenTestSink", "inputs": {"value": ["2", 0], "key": "split"}}}
+
+
+@pytest.mark.parametrize("inputs, name, kind", [
+    (dict(gpus=0), "gpus", "value_smaller_than_min"),
+    (dict(gpus=1), "gpus", "value_smaller_than_min"),
+    (dict(gpus=100), "gpus", "value_bigger_than_max"),
+    (dict(cfg_groups=-1), "cfg_groups", "value_smaller_than_min"),
+    (dict(cfg_groups=0), "cfg_groups", "value_smaller_than_min"),  # was "integer modulo by zero" under model
+    (dict(gpus="two"), "gpus", "invalid_input_type"),  # was a string-formatting error under model
+])
+def test_split_bad_value_is_one_entry_at_its_input(comfy, inputs, name, kind):
+    found = only_error(comfy, split(comfy, **inputs), "2")
+    assert found[:2] == (kind, name) and "Exception" not in found[2], found
+
+
+def test_split_groups_that_do_not_divide_the_gpus_are_one_message_before_any_copy(comfy):
+    from harness import PromptFailed, captured
+    prompt = split(comfy, gpus=3, cfg_groups=2)
+    assert comfy.validate(prompt)[0]  # a rule about two inputs: not shown under both of them
+    captured().pop("split", None)
+    with pytest.raises(PromptFailed, match=r"^UltraGen Split Video Across GPUs: cfg_groups is 2, which does not "
+                                           r"divide gpus \(3\)\. Use 1, or a divisor of 3") as caught:
+        comfy.run(prompt)
+    assert str(caught.value).count("does not divide") == 1 and "split" not in captured()
+
+
+# --- UltraGen Upscale Latent (issue 25) -------------------------------------------------------------------
+
+def upscale(**inputs) -> dict:
+    values = dict(width=64, height=64, length=9, upscale_method="bilinear")
+    values.update(inputs)
+    return {"1": {"class_type": "UltraGenTestLatent", "inputs": {"seed": 0, "channels": 16, "frames": 2, "height": 4,
+                                                                 "width": 4, "batch": 1, "corner_bump": 0.0}},
+            "2": {"class_type": "UltraGenUpscaleLatent", "inputs": {"latent": ["1", 0], **values}},
+            "3": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["2", 0], "key": "upscaled"}}}
+
+
+@pytest.mark.parametrize("length, words", [
+    (4101, "4101 is outside 1 to 4097"),  # was accepted: the node's own check turned ComfyUI's max off
+    (4 * 2**36 + 1, "274877906945 is outside 1 to 4097"),  # was a raw allocator error
+    (0, "0 is outside 1 to 4097"),
+    (80, "length - must be 4n+1 video frames"),
+])
+def test_upscale_length_is_checked_within_the_widgets_limits(comfy, length, words):
+    kind, name, details = only_error(comfy, upscale(length=length), "2")
+    assert (kind, name) == ("custom_validation_failed", "length") and words in details, details
+    assert details.count("length") == 1, details  # ComfyUI's "length - " prefix only
+
+
+def test_upscale_output_too_large_for_memory_is_refused_before_allocating(comfy):
+    """16384 x 16384 x 4097 frames is within every widget's limits: 275 GB of latent at 16 channels."""
+    from harness import PromptFailed, captured
+    prompt = upscale(width=16384, height=16384, length=4097)
+    assert comfy.validate(prompt)[0]
+    captured().pop("upscaled", None)
+    with pytest.raises(PromptFailed, match=r"UltraGen Upscale Latent: the upscaled latent would be 1 x 16 x 1025 x "
+                                           r"2048 x 2048 latent cells \(16384x16384 px, 4097 frames\), 512\.5 GiB "
+                                           r"while resizing, but only .* GiB of memory is free: at this width and "
+                                           r"height, up to \d+ frames \(length\) fit|2 latent frames fit") as caught:
+        comfy.run(prompt)
+    assert "tried to allocate" not in str(caught.value) and "upscaled" not in captured()
+
+
+def test_upscale_within_memory_still_runs(comfy):
+    from harness import captured
+    comfy.run(upscale(width=64, height=32, length=9))
+    assert tuple(captured()["upscaled"].shape) == (1, 16, 3, 4, 8)
+
+
+# --- Error text without a doubled input name, Load Weights' queue check (issue 25) ------------------------
+
+def test_full_attention_blocks_message_does_not_repeat_the_input_name(comfy):
+    settings = {i.id: i.default for i in comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenAttentionSettings"]
+                .define_schema().inputs if i.default is not None}
+    prompt = {"1": {"class_type": "UltraGenAttentionSettings", "inputs": {**settings, "full_attention_blocks": "abc"}},
+              "2": {"class_type": "UltraGenTestSink", "inputs": {"value": ["1", 0], "key": "settings"}}}
+    kind, name, details = only_error(comfy, prompt, "1")
+    assert (kind, name) == ("custom_validation_failed", "full_attention_blocks")
+    assert details.startswith("full_attention_blocks - 'abc' is not a block number"), details
+
+
+def test_a_text_file_named_ckpt_is_refused_when_queued(comfy):
+    from harness import save_wan
+    (comfy.models_dir / "diffusion_models" / "checks_text.ckpt").write_bytes(b"hello world\n")  # 12 bytes
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": save_wan(comfy, "checks_wan.safetensors"),
+                                                           "weight_dtype": "default"}},
+              "2": {"class_type": "UltraGenLoadWeights", "inputs": {"model": ["1", 0], "weights": "checks_text.ckpt"}},
+              "3": {"class_type": "UltraGenTestSink", "inputs": {"value": ["2", 0], "key": "weights"}}}
+    kind, name, details = only_error(comfy, prompt, "2")
+    assert (kind, name) == ("custom_validation_failed", "weights")
+    assert details.startswith("weights - UltraGen: checks_text.ckpt (12 bytes) cannot be read: it is no torch "
+                              "checkpoint (it starts with b'hell'"), details
+    assert "Weights only load failed" not in details
+
+
+# --- Search aliases (issue 25) ----------------------------------------------------------------------------
+
+def test_native_resolution_searches_find_every_pack_node(comfy):
+    from comfy_api.latest import io
+    import inspect
+    if "search_aliases" not in inspect.signature(io.Schema).parameters:
+        pytest.skip("this ComfyUI has no node search aliases (added after 0.3.64)")
+    for name, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
+        if name.startswith("UltraGen") and not name.startswith("UltraGenTest"):
+            aliases = cls.GET_NODE_INFO_V1().get("search_aliases") or []  # what /object_info sends the frontend
+            assert {"native resolution", "native 4k"} <= set(aliases), (name, aliases)

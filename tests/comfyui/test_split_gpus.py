@@ -108,13 +108,15 @@ def test_the_node_says_what_this_comfyui_or_machine_lacks(comfy):
         comfy.run(p)
 
 
-def test_cfg_groups_that_do_not_divide_the_gpus_are_refused_before_the_prompt_runs(comfy):
+def test_cfg_groups_that_do_not_divide_the_gpus_are_refused_before_sampling(comfy):
+    """A rule about two inputs: refused once when the node runs (a graph-time message would be shown under both
+    inputs, issue 25), before any copy of the model is made or a step sampled."""
+    from harness import PromptFailed
     name = model_file(comfy, WAN_T2V)
     p = sample_prompt(name, settings(window=(1, 4, 4)))
     p["split"] = {"class_type": "UltraGenSplitAcrossGPUs",
                   "inputs": {"model": p["sample"]["inputs"]["model"], "gpus": 4, "cfg_groups": 3}}
     p["sample"]["inputs"]["model"] = ["split", 0]
-    ok, _, _, errors = comfy.validate(p)
-    assert not ok
-    messages = [e["details"] for e in errors["split"]["errors"]]
-    assert any("cfg_groups is 3, which does not divide gpus (4)" in m for m in messages), messages
+    assert comfy.validate(p)[0]
+    with pytest.raises(PromptFailed, match=r"cfg_groups is 3, which does not divide gpus \(4\)"):
+        comfy.run(p)

@@ -47,7 +47,7 @@ def test_a_reference_latent_sets_the_size_and_the_5b_latent_its_16_px_cells(comf
 
 def test_bad_inputs_say_what_and_how_to_fix(comfy):
     kind, name, details = only_error(comfy, upscale_prompt(length=80), "up")
-    assert name == "length" and "length must be 4n+1 video frames" in details and "use 77 or 81" in details
+    assert name == "length" and details.startswith("length - must be 4n+1 video frames") and "use 77 or 81" in details
     with pytest.raises(PromptFailed, match="width must be a multiple of 16 px for this 48-channel Wan latent, "
                                            "got 104; use 96 or 112"):
         comfy.run(upscale_prompt(channels=48, width=104))

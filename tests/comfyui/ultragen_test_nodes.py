@@ -33,28 +33,91 @@ class UltraGenTestConditioning:
         return ([[torch.randn(1, tokens, 4096, generator=gen), extra]],)
 
 
+FILLS = ("random", "nan", "half_nan", "inf", "huge")
+
+
+def filled(samples: torch.Tensor, how: str) -> torch.Tensor:
+    """Random values, or broken ones: all NaN, the first half NaN, all +inf, or about 1e30."""
+    if how == "nan":
+        samples.fill_(float("nan"))
+    elif how == "half_nan":
+        samples.view(-1)[:samples.numel() // 2] = float("nan")
+    elif how == "inf":
+        samples.fill_(float("inf"))
+    elif how == "huge":
+        samples.mul_(1e30)
+    return samples
+
+
 class UltraGenTestLatent:
-    """A random video latent (B, C, T, H, W), with an optional bump in one corner."""
+    """A random video latent (B, C, T, H, W), with an optional bump in one corner; frames, height or width 0
+    and the broken fills make the bad latents the input-check tests queue."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
                              "channels": ("INT", {"default": 16, "min": 1, "max": 64}),
-                             "frames": ("INT", {"default": 2, "min": 1, "max": 64}),
-                             "height": ("INT", {"default": 16, "min": 1, "max": 512}),
-                             "width": ("INT", {"default": 16, "min": 1, "max": 512}),
+                             "frames": ("INT", {"default": 2, "min": 0, "max": 64}),
+                             "height": ("INT", {"default": 16, "min": 0, "max": 512}),
+                             "width": ("INT", {"default": 16, "min": 0, "max": 512}),
                              "batch": ("INT", {"default": 1, "min": 1, "max": 8}),
-                             "corner_bump": ("FLOAT", {"default": 0.0, "min": -100.0, "max": 100.0})}}
+                             "corner_bump": ("FLOAT", {"default": 0.0, "min": -100.0, "max": 100.0})},
+                "optional": {"fill": (list(FILLS), {"default": "random"})}}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "make"
     CATEGORY = "UltraGen/tests"
 
-    def make(self, seed, channels, frames, height, width, batch, corner_bump):
+    def make(self, seed, channels, frames, height, width, batch, corner_bump, fill="random"):
         gen = torch.Generator().manual_seed(seed)
         samples = torch.randn(batch, channels, frames, height, width, generator=gen)
-        samples[:, :, 0, :2, :2] += corner_bump
-        return ({"samples": samples},)
+        if samples.numel():
+            samples[:, :, 0, :2, :2] += corner_bump
+        return ({"samples": filled(samples, fill)},)
+
+
+class UltraGenTestImage:
+    """A random IMAGE batch (frames, H, W, 3) in 0..1, empty or broken as UltraGenTestLatent's."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "frames": ("INT", {"default": 2, "min": 0, "max": 64}),
+                             "height": ("INT", {"default": 16, "min": 0, "max": 512}),
+                             "width": ("INT", {"default": 16, "min": 0, "max": 512}),
+                             "fill": (list(FILLS), {"default": "random"})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    CATEGORY = "UltraGen/tests"
+
+    def make(self, seed, frames, height, width, fill):
+        gen = torch.Generator().manual_seed(seed)
+        return (filled(torch.rand(frames, height, width, 3, generator=gen), fill),)
+
+
+class AnyType(str):
+    """A socket type every other type connects to (ComfyUI compares types with !=)."""
+
+    def __ne__(self, other):
+        return False
+
+
+class UltraGenTestSink:
+    """An output node for any value: records that it ran (CAPTURED["sink"]), so a test sees what executed."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (AnyType("*"),), "key": ("STRING", {"default": "sink"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "take"
+    OUTPUT_NODE = True
+    CATEGORY = "UltraGen/tests"
+
+    def take(self, value, key):
+        CAPTURED.setdefault(key, []).append(value)
+        return {}
 
 
 class UltraGenTestCapture:
@@ -166,6 +229,7 @@ class UltraGenTestSplitOnCPU:
         return (enable_split(patched, setup),)
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (UltraGenTestConditioning, UltraGenTestLatent, UltraGenTestCapture,
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (UltraGenTestConditioning, UltraGenTestLatent, UltraGenTestImage,
+                                               UltraGenTestSink, UltraGenTestCapture,
                                                UltraGenTestCaptureImage, UltraGenTestAttentionProbe,
                                                UltraGenTestAttn1Patch, UltraGenTestSplitOnCPU)}

@@ -52,8 +52,10 @@ def test_damaged_files_name_the_file_and_the_remedy(good, name, cut, words):
 
 def test_pickle_that_is_not_a_checkpoint_gets_the_same_kind_of_error(good):
     folder, _ = good
-    with pytest.raises(ValueError, match=rf"garbage.ckpt \(110 bytes\) cannot be read: torch.load failed .*{REMEDY}"):
-        load_state_dict(damaged(folder, "garbage.ckpt", b"hello world" * 10))
+    with pytest.raises(ValueError, match=rf"garbage.ckpt \(111 bytes\) cannot be read: torch.load failed .*{REMEDY}"):
+        load_state_dict(damaged(folder, "garbage.ckpt", b"\x80" + b"hello world" * 10))  # starts like a pickle
+    text = damaged(folder, "text.ckpt", b"hello world" * 10)  # neither a zip nor a pickle: refused when queued
+    assert "it is no torch checkpoint" in weights_file_problem(text) and REMEDY in weights_file_problem(text)
 
 
 def test_graph_time_check_reads_names_only(good, tmp_path):

@@ -55,7 +55,7 @@ def apply_proxy_guidance(model, proxy_samples, settings: "wan_proxy.ProxySetting
                          "pass's own start-image condition is not needed: the video's is resized to the proxy).")
     options = model.model_options.get("transformer_options", {})
     patched = model.clone() if HOLDER_KEY in options else apply_attention(model, AttentionSettings())
-    latent = model.model.process_latent_in(proxy_samples[:1].float()).cpu()  # the model's input space
+    latent = model.model.process_latent_in(proxy_samples.float()).cpu()  # the model's input space, every item
     patched.model_options.setdefault("transformer_options", {})[wan_proxy.PROXY_KEY] = \
         wan_proxy.ProxyHolder(latent, settings)
     return patched

@@ -157,7 +157,7 @@ class WanDiffusionWrapper:
         call = CallState(dm, self.holder.plan_for(grid), active, prefix)
         proxy = options.get(PROXY_KEY)
         if proxy is not None and call.changed:
-            kwargs, call.proxy = add_proxy(proxy, dm, x, kwargs, options.get("sigmas"))
+            kwargs, call.proxy = add_proxy(proxy, dm, x, kwargs, options.get("sigmas"), options.get("cond_or_uncond"))
         if call.changed:
             call.memory = self.memory_plan(dm, x, call, run)
         if active:

@@ -25,6 +25,7 @@ import torch
 
 from ..attention.proxy import ProxyLayout, proxy_positions
 from ..attention.rope import complex_table, rope_freqs, wan_axes_dim
+from ..latent_upscale import values_problem
 from .base import current_call, module_at
 
 PROXY_KEY = "ultragen_proxy"  # transformer_options key of the ProxyHolder
@@ -50,8 +51,39 @@ class ProxySettings:
             raise ValueError(f"radius must be >= 0 proxy cells, got {self.radius}.")
 
 
+PROXY_MAX_ABS = 1e4  # a Wan latent's values stay within a few tens; far larger ones make every output NaN
+
+
+def proxy_problem(samples: torch.Tensor, patch_size: tuple[int, int, int]) -> str | None:
+    """Why a LATENT's samples (B, C, T', h', w') cannot guide a model of ``patch_size`` (t, h, w), or None."""
+    problem = values_problem(samples, "proxy latent")
+    if problem:
+        return problem
+    if samples.ndim != 5:
+        return (f"the proxy latent must be a video latent (batch, channels, frames, height, width), got shape "
+                f"{tuple(samples.shape)}.")
+    t, h, w = samples.shape[2:]
+    pt, ph, pw = patch_size
+    if t % pt or h % ph or w % pw:
+        return (f"the proxy latent is {t} x {h} x {w} latent cells (frames x height x width); the model embeds "
+                f"patches of {pt} x {ph} x {pw}, so each must be a multiple of that. Sample the first pass at a size "
+                "UltraGen Resolution gives (multiples of 16 px).")
+    peak = float(samples.abs().max())
+    if peak > PROXY_MAX_ABS:
+        return (f"the proxy latent holds values up to {peak:.3g}, where a Wan latent's stay within a few tens (at "
+                f"most {PROXY_MAX_ABS:g} is taken): every output would be NaN. Connect the LATENT of a first sampling "
+                "pass with the same model.")
+    return None
+
+
+def batch_rule(proxy_items: int, video_items: int) -> str:
+    return (f"UltraGen Proxy Guidance: the proxy latent has {proxy_items} items and the video {video_items}. A proxy "
+            "of 1 item guides every item of the video; a proxy of as many items as the video guides item i by its "
+            "item i. Connect such a proxy, or sample one video at a time.")
+
+
 class ProxyHolder:
-    """The proxy latent (model input space, (1, C, T', h', w')) and its settings; shared by clones."""
+    """The proxy latent (model input space, (1 or B, C, T', h', w')) and its settings; shared by clones."""
 
     def __init__(self, latent: torch.Tensor, settings: ProxySettings):
         self.latent = latent.float()
@@ -62,10 +94,21 @@ class ProxyHolder:
     def __deepcopy__(self, memo):
         return self
 
-    def noised(self, sigma: float, batch: int, like: torch.Tensor) -> torch.Tensor:
-        """The proxy at noise level ``sigma`` (flow matching: (1 - s) x0 + s e), (batch, C, T', h', w')."""
+    def noised(self, sigma: float, batch: int, like: torch.Tensor, video_items: int | None = None) -> torch.Tensor:
+        """The proxy at noise level ``sigma`` (flow matching: (1 - s) x0 + s e), (batch, C, T', h', w').
+
+        ``batch`` rows of a model call are the video's ``video_items`` items once per conditioning (ComfyUI
+        batches cond and uncond one after the other): a proxy of one item serves every row, a proxy of
+        ``video_items`` items is repeated per conditioning (row j gets item j % video_items)."""
         proxy = (1.0 - sigma) * self.latent + sigma * self.noise
-        return proxy.to(device=like.device, dtype=like.dtype).expand(batch, -1, -1, -1, -1)
+        proxy = proxy.to(device=like.device, dtype=like.dtype)
+        items = proxy.shape[0]
+        if items == 1:
+            return proxy.expand(batch, -1, -1, -1, -1)
+        video_items = batch if video_items is None else video_items
+        if items != video_items or batch % items:
+            raise ValueError(batch_rule(items, video_items))
+        return proxy.repeat(batch // items, 1, 1, 1, 1)  # (batch, C, T', h', w')
 
 
 @dataclass
@@ -115,19 +158,27 @@ def proxy_grid(dm, latent: torch.Tensor) -> tuple[int, int, int]:
     return (math.ceil(t / pt), math.ceil(h / ph), math.ceil(w / pw))
 
 
-def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas) -> tuple[dict, ProxyCall | None]:
+def add_proxy(holder: ProxyHolder, dm, x: torch.Tensor, kwargs: dict, sigmas,
+              cond_or_uncond=None) -> tuple[dict, ProxyCall | None]:
     """kwargs of the model call with the re-noised proxy appended as an in-context latent, and its ProxyCall
-    (None with strength 0: the call stays the unguided one)."""
+    (None with strength 0: the call stays the unguided one). ``cond_or_uncond``: the call's conditionings as
+    ComfyUI lists them in transformer_options (x holds the video's items once per conditioning)."""
     if holder.settings.strength == 0.0:
         return kwargs, None
     sigma = float(sigmas.max()) if sigmas is not None else 1.0
-    proxy = holder.noised(sigma, x.shape[0], x)
+    proxy = holder.noised(sigma, x.shape[0], x, video_items(x, cond_or_uncond))
     if x.shape[1] > proxy.shape[1]:  # image-to-video: the model's input carries the start image's condition
         proxy = torch.cat((proxy, condition_at(x[:, proxy.shape[1]:], proxy.shape[2:])), dim=1)
     if not supports_context_latents(dm):  # StreamedWanBlock 0 appends it, ProxyHeadCut cuts it
         return kwargs, ProxyCall(proxy_grid(dm, proxy), holder.settings, latent=proxy)
     latents = list(kwargs.get("context_latents") or []) + [proxy]
     return {**kwargs, "context_latents": latents}, ProxyCall(proxy_grid(dm, proxy), holder.settings)
+
+
+def video_items(x: torch.Tensor, cond_or_uncond) -> int:
+    """The video's batch in a model call of x (B * conditionings, ...)."""
+    chunks = len(cond_or_uncond or ()) or 1
+    return x.shape[0] // chunks if x.shape[0] % chunks == 0 else x.shape[0]
 
 
 def proxy_tokens(dm, proxy: ProxyCall, x: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,8 @@ def _pickle_problem(path: str) -> str | None:
         return "it is empty"
     if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
         return "it starts like a torch checkpoint (a zip archive) but its end is missing"
+    if magic[:1] != b"\x80" and magic != b"PK\x03\x04":  # torch.save: a zip archive, or (legacy) a pickle
+        return f"it is no torch checkpoint (it starts with {magic!r}, neither a zip archive nor a pickle)"
     return None
 
 
@@ -156,7 +158,7 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
             f"UltraGen refuses to load {name}: the pickle contains more than tensors (code or custom objects), "
             f"and this pack only loads pickles with weights_only=True ({first}). Download the published "
             "checkpoint again from the authors' page, or use a .safetensors file.") from None
-    except (EOFError, OSError, RuntimeError, KeyError, ValueError) as e:
+    except (EOFError, OSError, RuntimeError, KeyError, ValueError, IndexError) as e:  # IndexError: a broken pickle
         first = str(e).strip().splitlines()[0] if str(e).strip() else "no details"
         raise _damaged(path, f"torch.load failed with {type(e).__name__}: {first}") from None
     return _unwrap(obj, path)
