@@ -59,6 +59,7 @@ class EvalConfig:
     scales: tuple[int, ...] = (1, 2, 3)
     modes: tuple[str, ...] = MODES
     samples: int = 16  # videos per cell (error bars over these)
+    gate_samples: int = 64  # videos of the gate's cells (x1 full attention and its ground truth)
     steps: int = 20
     frames: int = scenes.FRAMES
     shift: float = 3.0
@@ -69,7 +70,54 @@ class EvalConfig:
 
 
 def smoke_config() -> EvalConfig:
-    return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, steps=2, frames=2, gt_pool=4)
+    return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, gate_samples=2, steps=2, frames=2,
+                      gt_pool=4)
+
+
+# --- the gate: did the model learn its data? ---------------------------------------------------------------
+
+GATE = (("count_error", "<=", 0.15), ("duplication", "<=", 0.05), ("continuity", ">=", 0.85))
+GATE_COLOUR_FACTOR = 2.0  # colour JS at most this times the ground truth's floor
+GATE_MIN_VIDEOS = 64
+
+
+def gate(results: dict) -> dict:
+    """The gate at native size with full attention (the model as trained): count error <= 0.15, duplication
+    <= 0.05, continuity >= 0.85, colour JS <= 2 x the ground-truth floor, over >= 64 held-out videos.
+
+    Returns {"passed": bool, "checks": [(name, value, rule, ok)], "why": str}; passed is False when the x1
+    cells are missing or hold fewer videos than that."""
+    cells = {c["mode"]: c for c in results.get("cells", []) if c.get("scale") == 1 and c.get("status") == "ok"}
+    full, truth = cells.get("full"), cells.get("ground_truth")
+    if full is None or truth is None:
+        return {"passed": False, "checks": [], "why": "no x1 full-attention cell: evaluate with --scales 1,..."}
+    checks = []
+    for key, op, bound in GATE:
+        v = full[key][0]
+        ok = not math.isnan(v) and (v <= bound if op == "<=" else v >= bound)
+        checks.append((key, v, f"{op} {bound}", ok))
+    floor = truth["colour_js"][0]
+    checks.append(("colour_js", full["colour_js"][0], f"<= {GATE_COLOUR_FACTOR:g} x {floor:.3f}",
+                   full["colour_js"][0] <= GATE_COLOUR_FACTOR * floor))
+    checks.append(("videos", full["videos"], f">= {GATE_MIN_VIDEOS}", full["videos"] >= GATE_MIN_VIDEOS))
+    failed = [c[0] for c in checks if not c[3]]
+    return {"passed": not failed, "checks": checks, "why": "" if not failed else "fails on " + ", ".join(failed)}
+
+
+def gate_text(results: dict) -> str:
+    """The gate as markdown lines, ending with what may be concluded from the table."""
+    g = gate(results)
+    lines = ["**Gate** (native size, full attention, the model as trained): "
+             + ("**passed**." if g["passed"] else f"**failed** ({g['why']}).")]
+    for name, value, rule, ok in g["checks"]:
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"- {name}: {shown} (needs {rule}) {'ok' if ok else 'FAILS'}")
+    if not g["checks"]:
+        lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
+    elif not g["passed"]:
+        lines.append("\nThe model failed the gate: it has not learned to draw its own training data, so the "
+                     "table below says nothing about the attention modes, and no conclusion is drawn from it.")
+    return "\n".join(lines)
 
 
 # --- ComfyUI -----------------------------------------------------------------------------------------------
@@ -97,8 +145,20 @@ def load_bench_nodes(runtime) -> None:
             raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
 
 
+def check_latent_space(weights: Path) -> None:
+    """Raise ValueError unless the weights were trained on this bench's latent space (latents.SPACE)."""
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:
+        space = (f.metadata() or {}).get("latent_space")
+    if space != latents.SPACE:
+        raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
+                         f"{latents.SPACE!r}: its samples would be noise. Train new weights "
+                         f"(bench/fidelity/run.py --train-only, GPU_PLAN.md).")
+
+
 def install_weights(runtime, weights: Path) -> str:
     """Link / copy the weights into the runtime's models/diffusion_models; returns the name UNETLoader takes."""
+    check_latent_space(weights)
     target = runtime.models_dir / "diffusion_models" / MODEL_FILE
     if target.exists() or target.is_symlink():
         target.unlink()
@@ -115,7 +175,8 @@ def proxy_supported() -> str | None:
 
 
 def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
-    return cfg.frames, scenes.NATIVE // 4, scenes.NATIVE // 4  # 4 x 4 px per token
+    side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
+    return cfg.frames, side, side
 
 
 def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
@@ -187,14 +248,20 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
     return p
 
 
+def cell_samples(cfg: EvalConfig, scale: int, mode: str) -> int:
+    """Videos in a cell: the gate's cells (x1 full and ground truth) hold at least cfg.gate_samples."""
+    return max(cfg.samples, cfg.gate_samples) if scale == 1 and mode in ("full", "ground_truth") else cfg.samples
+
+
 def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
-    """cfg.samples videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
+    """The videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
     from harness import captured
     seed = cfg.seed * 100_003 + 1000 * scale
+    n = cell_samples(cfg, scale, mode)
     if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1) for i in range(cfg.samples)]
+        runs = [(seed + i, 1) for i in range(n)]
     else:
-        runs = [(seed, cfg.samples)]
+        runs = [(seed, n)]
     out = []
     for s, batch in runs:
         captured().pop("out", None)
@@ -235,7 +302,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[d
         t0 = time.time()
         pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
         reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, cfg.samples, cfg.frames), scale,
+        n_truth = cell_samples(cfg, scale, "ground_truth")
+        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, n_truth, cfg.frames), scale,
                                                cfg.frames, device))
         samples[(scale, "ground_truth")] = truth
         results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
@@ -314,7 +382,7 @@ def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["grids"] = [p.name for p in write_grids(samples, out, frames)]
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown_table(results) + "\n")
+    (out / "results.md").write_text(gate_text(results) + "\n\n" + markdown_table(results) + "\n")
 
 
 def main(argv=None) -> dict:
@@ -322,6 +390,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", type=Path, required=True, help="the bench model (bench/fidelity/train.py)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--samples", type=int, default=EvalConfig.samples)
+    ap.add_argument("--gate-samples", type=int, default=EvalConfig.gate_samples,
+                    help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
     ap.add_argument("--scales", default="1,2,3")
     ap.add_argument("--modes", default=",".join(MODES))
@@ -330,7 +400,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, steps=args.steps)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps)
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
@@ -346,7 +416,9 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
         # package must not hide ComfyUI's nodes module)
     results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu")
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
+    results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)
+    log.info("%s", gate_text(results))
     return results
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-COMMAND = "COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 4.5"
+COMMAND = ("COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 9 --train-only\n"
+           "    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR2 --minutes 4 --lr 2e-4 "
+           "--resume DIR/ultragen_fidelity_wan.safetensors")
 
 INTRO = """# Fidelity at 2x and 3x the training size
 
@@ -22,10 +24,11 @@ with a model of our own: ComfyUI's `WanModel` at a small size (bench/fidelity/tr
 procedural videos whose correct content at every size is known (bench/fidelity/scenes.py: 1-3 objects of
 known colour and shape moving over a textured ground with a horizon; at scale s the same scene with s x s
 the pixels). The model samples through ComfyUI's real path (UNETLoader, ModelSamplingSD3, the pack's
-nodes, KSampler), 64 x 64 px (16 x 16 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
-tokens). Latent space: 2 x 2 pixels -> 1 latent pixel of 16 channels, exact (bench/fidelity/latents.py).
+nodes, KSampler), 64 x 64 px (32 x 32 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
+tokens). Latent space: 1 pixel -> 1 latent pixel of 16 channels in Wan 2.1's latent statistics, exact
+(bench/fidelity/latents.py). Training shows whole scenes and crops zoomed 1.25-4x (bench/fidelity/train.py).
 
-Command (one H200: --minutes of training, then about two minutes of evaluation):
+Commands (one H200; GPU_PLAN.md: two calls, the second resumes and evaluates):
 
     {command}
 
@@ -43,10 +46,13 @@ def body(results: dict) -> str:
     lines = [f"Device: {results.get('device', '?')}; configuration: `{json.dumps(results.get('config', {}))}`."]
     train = results.get("train")
     if train:
-        lines.append(f"Training: {train['steps']} steps in {train['seconds']} s, batch {train['batch']}, "
+        total = "" if not train.get("resumed_from") else \
+            f" (resumed: {train['steps_total']} steps, {train['seconds_total']} s in all)"
+        lines.append(f"Training: {train['steps']} steps in {train['seconds']} s{total}, batch {train['batch']}, "
                      f"loss {train['loss_first']:.3f} -> {train['loss_last50']:.3f} (mean of the last 50), "
                      f"model {train['model']}.")
-    lines += ["", markdown_table(results), ""]
+    from evaluate import gate_text
+    lines += ["", gate_text(results), "", markdown_table(results), ""]
     for name in results.get("grids", []):
         lines.append(f"![samples {name}](fidelity/{name})")
     return "\n".join(lines)
@@ -74,8 +80,12 @@ def main(argv=None) -> None:
     elif args.skeleton or args.results is None:
         text += skeleton()
     else:
-        text += "## Results\n\n" + body(json.loads(args.results.read_text())) + "\n\n" + \
-            "## What the numbers suggest for the defaults\n\n(to be written from the table)\n"
+        from evaluate import gate
+        results = json.loads(args.results.read_text())
+        text += "## Results\n\n" + body(results) + "\n\n"
+        text += ("## What the numbers suggest for the defaults\n\n(to be written from the table)\n"
+                 if gate(results)["passed"] else "## What the numbers suggest\n\nNothing: the model failed the "
+                 "gate.\n")
     sys.stdout.write(text)
 
 

@@ -28,13 +28,41 @@ def test_scenes_are_deterministic_and_scale_by_pixels_not_content():
     assert (pooled - one).abs().mean() < 0.01
 
 
-def test_latent_space_is_exactly_invertible_with_16_channels():
+def test_latent_space_is_exactly_invertible_with_16_channels_of_unit_spread():
     video = scenes.render(scenes.sample_scenes(1, 2), 1, frames=3)
     z = latents.encode(video)
-    assert z.shape == (2, 16, 3, 32, 32) and torch.all(z[:, 12:] == 0) and z.abs().max() <= 1
-    assert torch.allclose(latents.decode(z), video, atol=1e-6)
+    assert z.shape == (2, 16, 3, 64, 64)
+    assert torch.allclose(latents.decode(z), video, atol=1e-5)
+    # what the model sees after ComfyUI's Wan 2.1 normalisation, (z - mean) / std (the constants are checked
+    # against ComfyUI's own format in tests/comfyui/test_fidelity_bench_comfyui.py)
+    mean = torch.tensor(latents.WAN21_MEAN).view(1, 16, 1, 1, 1)
+    std = torch.tensor(latents.WAN21_STD).view(1, 16, 1, 1, 1)
+    seen = (z - mean) / std
+    assert torch.allclose(seen, latents.normalised(video), atol=1e-5)
+    assert torch.all(seen[:, 3:].abs() < 1e-5) and seen.abs().max() <= latents.GAIN + 1e-5
+    assert torch.allclose(seen[:, :3], latents.GAIN * (2 * video.transpose(1, 2) - 1), atol=1e-5)
+    # the content spreads about 1 around each channel's mean, as Wan's normalised latents do (the old space:
+    # 0.18, so the scene was decided in the last sampling steps)
+    wide = latents.normalised(scenes.render(scenes.sample_scenes(2, 16), 1))[:, :3]
+    assert 0.5 < (wide - wide.mean((0, 2, 3, 4), keepdim=True)).std() < 1.2
     with pytest.raises(ValueError, match="16 channels"):
         latents.decode(z[:, :12])
+
+
+def test_training_views_are_crops_of_the_same_world_at_higher_resolution():
+    sc = scenes.sample_scenes(3, 2)
+    crop = scenes.render(sc[:1], 1, zoom=torch.tensor([2.0]), origin=torch.tensor([[10.0, 20.0]]))
+    # zoom 2 at origin (10, 20) units: the x2 render's pixels from (x 20, y 40), 64 x 64 of them
+    assert torch.equal(crop, scenes.render(sc[:1], 2)[:, :, :, 40:104, 20:84])
+    whole = scenes.render(sc, 1, zoom=torch.ones(2), origin=torch.zeros(2, 2))
+    assert torch.equal(whole, scenes.render(sc, 1))
+    zoom, origin = scenes.sample_views(5, 400)
+    assert torch.equal(zoom, scenes.sample_views(5, 400)[0])
+    assert 0.35 < (zoom == 1).float().mean() < 0.65 and zoom.max() <= scenes.ZOOM[1]
+    assert zoom[zoom > 1].min() >= scenes.ZOOM[0]
+    assert torch.all(origin >= 0) and torch.all(origin + scenes.NATIVE / zoom[:, None] <= scenes.NATIVE + 1e-4)
+    radii = [o.radius for s in scenes.sample_scenes(9, 200, radius=scenes.TRAIN_RADIUS) for o in s.objects]
+    assert min(radii) < scenes.RADIUS[0] and max(radii) > scenes.RADIUS[1]
 
 
 @pytest.mark.parametrize("scale", [1, 3])
@@ -71,3 +99,25 @@ def test_a_duplicated_object_a_vanished_object_and_blur_are_detected():
     blurred = blurred.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     sharp_js = metrics.set_distances(video[None], 2, reference)["edge_js"][0]
     assert metrics.set_distances(blurred[None], 2, reference)["edge_js"][0] > 2 * sharp_js
+
+
+def _x1(full: dict, truth_colour: float = 0.05) -> dict:
+    truth = {"scale": 1, "mode": "ground_truth", "status": "ok", "videos": 64, "colour_js": (truth_colour, 0.01)}
+    return {"cells": [truth, {"scale": 1, "mode": "full", "status": "ok", **full}]}
+
+
+def test_the_gate_passes_a_model_that_learned_and_names_what_fails():
+    evaluate = pytest.importorskip("evaluate")
+    good = {"videos": 64, "count_error": (0.1, 0.02, 64), "duplication": (0.0, 0.0, 64),
+            "continuity": (0.9, 0.02, 64), "colour_js": (0.09, 0.01)}
+    assert evaluate.gate(_x1(good))["passed"]
+    text = evaluate.gate_text(_x1(good))
+    assert "**passed**" in text and "no conclusion" not in text
+    bad = evaluate.gate(_x1({**good, "continuity": (0.84, 0.02, 64), "colour_js": (0.11, 0.01)}))
+    assert not bad["passed"] and bad["why"] == "fails on continuity, colour_js"
+    few = evaluate.gate(_x1({**good, "videos": 16}))
+    assert not few["passed"] and few["why"] == "fails on videos"
+    lost = _x1({**good, "count_error": (0.81, 0.1, 64), "continuity": (float("nan"), float("nan"), 0)})
+    assert evaluate.gate(lost)["why"] == "fails on count_error, continuity"
+    assert "no conclusion is drawn" in evaluate.gate_text(lost)
+    assert not evaluate.gate({"cells": []})["passed"] and "not measured" in evaluate.gate_text({"cells": []})
