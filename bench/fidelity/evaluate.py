@@ -108,7 +108,8 @@ def gate_text(results: dict) -> str:
     """The gate as markdown lines, ending with what may be concluded from the table."""
     g = gate(results)
     lines = ["**Gate** (native size, full attention, the model as trained): "
-             + ("**passed**." if g["passed"] else f"**failed** ({g['why']}).")]
+             + ("**passed**." if g["passed"] else f"**failed** ({g['why']})." if g["checks"]
+                else f"**not measured** ({g['why']}).")]
     for name, value, rule, ok in g["checks"]:
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         lines.append(f"- {name}: {shown} (needs {rule}) {'ok' if ok else 'FAILS'}")
@@ -293,8 +294,11 @@ def summarise(videos: np.ndarray, scale: int, reference: dict) -> dict:
     return out
 
 
-def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[dict, dict]:
-    """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids."""
+def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=None) -> tuple[dict, dict]:
+    """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids.
+
+    on_cell(results), if given, runs after every measured cell (run_evaluation writes the partial results:
+    a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
     why_no_proxy = proxy_supported()
@@ -326,6 +330,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[d
             samples[(scale, mode)] = videos
             cell.update(status="ok", seconds=round(seconds, 2), **summarise(videos, scale, reference))
             results["cells"].append(cell)
+            if on_cell is not None:
+                on_cell(results)
             log.info("x%d %-15s %.1f s  count error %.3f  duplication %.3f", scale, mode, seconds,
                      cell["count_error"][0], cell["duplication"][0])
     return results, samples
@@ -414,7 +420,12 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     if str(PACK) not in sys.path:
         sys.path.append(str(PACK))  # ultragen_core for the fast preset's windows (last: the pack's nodes/
         # package must not hide ComfyUI's nodes module)
-    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def partial(results: dict) -> None:
+        (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
+
+    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)
