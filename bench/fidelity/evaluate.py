@@ -16,7 +16,11 @@ training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen 
   per sample, the node takes one proxy)
 - coarse_to_fine: a native-size pass, LatentUpscaleBy (bicubic), KSamplerAdvanced with quality_band from
   step ``c2f_start * steps`` (ComfyUI re-noises the upscaled latent to that step's sigma)
+- sol_attn: the unpatched model with ComfyUI's Sol-Attn block-sparse attention, as the core "Model Sparse
+  Attention" node applies it (bench/fidelity/fidelity_nodes.py; skipped, with the reason, where
+  comfy_kitchen's CUDA sol_attn cannot run)
 - bicubic: a native-size pass, decoded and upscaled bicubically in pixels
+- lanczos_sharpen: the same native pass, Lanczos-upscaled and sharpened (unsharp mask; metrics.py)
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -32,7 +36,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +52,9 @@ import scenes  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
-MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "bicubic")
+MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "sol_attn", "bicubic",
+         "lanczos_sharpen")
+UPSCALERS = ("bicubic", "lanczos_sharpen")  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
 MODEL_FILE = "ultragen_fidelity_wan.safetensors"
 NODES_FILE = HERE / "fidelity_nodes.py"
@@ -66,6 +72,7 @@ class EvalConfig:
     c2f_start: float = 0.5
     gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
     seed: int = 0
+    seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
     extra: dict = field(default_factory=dict)
 
 
@@ -140,7 +147,7 @@ def make_runtime(base: Path, cuda: bool):
 
 def load_bench_nodes(runtime) -> None:
     import asyncio
-    if "UltraGenFidelityContext" not in runtime.nodes.NODE_CLASS_MAPPINGS:
+    if "UltraGenFidelityLatentFile" not in runtime.nodes.NODE_CLASS_MAPPINGS:
         ok = asyncio.run(runtime.nodes.load_custom_node(str(NODES_FILE), module_parent="custom_nodes"))
         if not ok:
             raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
@@ -175,6 +182,15 @@ def proxy_supported() -> str | None:
     return None
 
 
+def sol_attn_unavailable() -> str | None:
+    """None, or why the Sol-Attn row cannot run (bench/fidelity/fidelity_nodes.py)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ultragen_fidelity_nodes", NODES_FILE)
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    return nodes.sol_attn_unavailable()
+
+
 def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
     side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
     return cfg.frames, side, side
@@ -183,7 +199,7 @@ def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
 def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
     from ultragen_core.presets import fast_window
     grid = native_grid(cfg)
-    if mode in ("full", "bicubic"):
+    if mode in ("full", "sol_attn", *UPSCALERS):
         return None
     window, shift, glob, fusion = grid, "alternate", True, "band"
     if mode == "windows":
@@ -222,11 +238,14 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         p["settings"] = settings
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
         model = ["apply", 0]
-    two_pass = mode in ("proxy", "coarse_to_fine", "bicubic") and scale > 1
+    if mode == "sol_attn":
+        p["sol"] = {"class_type": "UltraGenFidelitySolAttn", "inputs": {"model": model}}
+        model = ["sol", 0]
+    two_pass = mode in ("proxy", "coarse_to_fine", *UPSCALERS) and scale > 1
     if two_pass:
         p["native_latent"] = empty(1)
         p["native"] = sampler(["shifted", 0], ["native_latent", 0], seed)
-    if mode == "bicubic" and scale > 1:
+    if mode in UPSCALERS and scale > 1:
         p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
         return p
     if mode == "proxy" and scale > 1:
@@ -273,6 +292,8 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         n, t = frames.shape[:2]
         frames = F.interpolate(frames.flatten(0, 1), scale_factor=scale, mode="bicubic", align_corners=False)
         frames = frames.clamp(0, 1).unflatten(0, (n, t))
+    elif mode == "lanczos_sharpen" and scale > 1:
+        frames = metrics.lanczos_sharpen(frames, scale)
     return frames
 
 
@@ -285,12 +306,40 @@ def mean_sem(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"), len(v)
 
 
-def summarise(videos: np.ndarray, scale: int, reference: dict) -> dict:
+def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
+    """Pixel positions of the quality windows' borders at ``scale`` (unshifted and shifted blocks), the
+    same for every row of a scale so that the seam column compares rows (none at scale 1)."""
+    from ultragen_core.attention.windows import tile_axis
+    side = native_grid(cfg)[1]
+    size = side * scale
+    bounds = set()
+    for shift in (0, side // 2):
+        bounds.update(tile_axis(size, side, shift).segment_bounds[1:-1])
+    return sorted(b * latents.PIXELS_PER_TOKEN for b in bounds)
+
+
+SET_METRICS = ("colour_js", "edge_js", "detail_error", "hf_log2", "flicker")
+
+
+def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list[int]) -> dict:
+    """A cell's metrics from its videos, one (N, T, H, W, 3) array per sampling seed. Per-video metrics:
+    mean ± standard error over all videos; set metrics (SET_METRICS): with several seeds, mean ± standard
+    error over the seeds' values, with one, the value ± its bootstrap std (JS) or no error bar."""
+    videos = np.concatenate(sets)
     rows = [metrics.per_video(v, scale) for v in videos]
     out = {k: mean_sem([r[k] for r in rows]) for k in ("count_error", "duplication", "continuity")}
     out["size_ratio"] = mean_sem([r["size"] / reference["size"] for r in rows])
-    out.update(metrics.set_distances(videos, scale, reference))
-    out["videos"] = len(rows)
+    out["seam"] = mean_sem([metrics.seam_ratio(v, borders, borders) for v in videos]) if borders else \
+        (float("nan"), float("nan"), 0)
+    per_seed = [{**metrics.set_distances(v, scale, reference), **metrics.detail(v, scale, reference)} for v in sets]
+    for key in SET_METRICS:
+        if len(sets) > 1:
+            out[key] = mean_sem([p[key][0] if isinstance(p[key], tuple) else p[key] for p in per_seed])[:2]
+        else:
+            value = per_seed[0][key]
+            out[key] = value if isinstance(value, tuple) else (value, float("nan"))
+    out["spectrum_ratio"] = metrics.detail(videos, scale, reference)["spectrum_ratio"]
+    out["videos"], out["seeds"] = len(rows), len(sets)
     return out
 
 
@@ -301,7 +350,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
-    why_no_proxy = proxy_supported()
+    why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
     for scale in cfg.scales:
         t0 = time.time()
         pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
@@ -310,8 +359,9 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
         truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, n_truth, cfg.frames), scale,
                                                cfg.frames, device))
         samples[(scale, "ground_truth")] = truth
+        borders = seam_borders(cfg, scale) if scale > 1 else []
         results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
-                                 "seconds": round(time.time() - t0, 2), **summarise(truth, scale, reference)})
+                                 "seconds": round(time.time() - t0, 2), **summarise([truth], scale, reference, borders)})
         for mode in cfg.modes:
             cell = {"scale": scale, "mode": mode}
             if scale == 1 and mode not in NATIVE_MODES:
@@ -319,16 +369,20 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
             if mode == "proxy" and why_no_proxy:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
                 continue
+            if mode == "sol_attn" and why_no_sol:
+                results["cells"].append({**cell, "status": f"skipped: {why_no_sol}"})
+                continue
             t0 = time.time()
             try:
-                videos = metrics.to_numpy(generate(runtime, mode, model_name, scale, cfg))
+                sets = [metrics.to_numpy(generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
+                        for i in range(cfg.seeds)]
             except Exception as e:  # one broken cell must not lose the others' results
                 log.exception("cell %s x%d failed", mode, scale)
                 results["cells"].append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
                 continue
             seconds = time.time() - t0
-            samples[(scale, mode)] = videos
-            cell.update(status="ok", seconds=round(seconds, 2), **summarise(videos, scale, reference))
+            samples[(scale, mode)] = sets[0]
+            cell.update(status="ok", seconds=round(seconds, 2), **summarise(sets, scale, reference, borders))
             results["cells"].append(cell)
             if on_cell is not None:
                 on_cell(results)
@@ -340,7 +394,9 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
 # --- outputs -----------------------------------------------------------------------------------------------
 
 COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
-           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4))
+           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4),
+           ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2), ("flicker", "flicker", 2),
+           ("seam", "seam", 2))
 
 
 def fmt(value, digits: int) -> str:
@@ -357,7 +413,7 @@ def markdown_table(results: dict) -> str:
         if c["status"] != "ok":
             lines.append(f"| x{c['scale']} | {c['mode']} | 0 | " + " | ".join(c["status"] for _ in COLUMNS) + " | |")
             continue
-        cells = [fmt(c[k], d) for k, _, d in COLUMNS]
+        cells = [fmt(c.get(k, (float("nan"), float("nan"))), d) for k, _, d in COLUMNS]
         lines.append(f"| x{c['scale']} | {c['mode']} | {c['videos']} | " + " | ".join(cells) + f" | {c['seconds']} |")
     return "\n".join(lines)
 
@@ -399,6 +455,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--gate-samples", type=int, default=EvalConfig.gate_samples,
                     help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
+    ap.add_argument("--seeds", type=int, default=EvalConfig.seeds, help="sampling seeds per cell")
     ap.add_argument("--scales", default="1,2,3")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
@@ -406,7 +463,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 

@@ -42,6 +42,8 @@ def main(argv=None) -> dict:
                     help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--samples", type=int, default=evaluate.EvalConfig.samples, help="videos per cell")
     ap.add_argument("--steps", type=int, default=evaluate.EvalConfig.steps, help="sampling steps")
+    ap.add_argument("--seeds", type=int, default=evaluate.EvalConfig.seeds,
+                    help="sampling seeds per cell (3: error bars over seeds, 3x the evaluation time)")
     ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
@@ -75,7 +77,7 @@ def main(argv=None) -> dict:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
     t1 = time.time()
     results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime)
     results["train"] = trained

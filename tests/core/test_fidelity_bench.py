@@ -121,3 +121,43 @@ def test_the_gate_passes_a_model_that_learned_and_names_what_fails():
     assert evaluate.gate(lost)["why"] == "fails on count_error, continuity"
     assert "no conclusion is drawn" in evaluate.gate_text(lost)
     assert not evaluate.gate({"cells": []})["passed"] and "not measured" in evaluate.gate_text({"cells": []})
+
+
+def test_the_detail_metric_tells_detail_from_blur_and_grain():
+    sc = scenes.sample_scenes(21, 6, frames=4)
+    truth = scenes.render(sc, 2, frames=4)
+    reference = metrics.reference_stats(metrics.to_numpy(scenes.render(scenes.sample_scenes(22, 6, 4), 2, 4)), 2)
+    same = metrics.detail(metrics.to_numpy(truth), 2, reference)
+    assert math.isnan(same["spectrum_ratio"][-1])  # 1-1.5 cycles per unit: beyond what x2 resolves
+    assert same["detail_error"] < 0.3 and abs(same["hf_log2"]) < 0.3 and abs(same["flicker"]) < 0.3
+    blur = F.interpolate(F.interpolate(truth.flatten(0, 1), scale_factor=0.5, mode="area"), scale_factor=2,
+                         mode="bilinear").unflatten(0, truth.shape[:2])
+    blurred = metrics.detail(metrics.to_numpy(blur), 2, reference)
+    assert blurred["hf_log2"] < -0.5 and blurred["flicker"] < -0.5 and blurred["detail_error"] > 2 * same["detail_error"]
+    grain = (truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    grainy = metrics.detail(metrics.to_numpy(grain), 2, reference)
+    assert grainy["hf_log2"] > 1 and grainy["flicker"] > 0.6 and grainy["detail_error"] > 2 * same["detail_error"]
+    # the bands are per native unit: the same content at x1 and x2 has about the same low-band power
+    one = metrics.reference_stats(metrics.to_numpy(scenes.render(scenes.sample_scenes(22, 6, 4), 1, 4)), 1)
+    assert one["spectrum"][0] == pytest.approx(reference["spectrum"][0], rel=0.1)
+
+
+def test_the_seam_metric_finds_a_step_on_a_window_border_only():
+    video = metrics.to_numpy(scenes.render(scenes.sample_scenes(23, 1, frames=2), 2, frames=2))[0]
+    assert 0.1 < metrics.seam_ratio(video, [64], [64]) < 3  # one border of one video: a loose bound
+    seamed = video.copy()
+    seamed[:, :, 64:] = np.clip(seamed[:, :, 64:] + 0.1, 0, 1)  # a brightness step at column 64
+    assert metrics.seam_ratio(seamed, [64], [64]) > 5 * metrics.seam_ratio(video, [64], [64])
+    assert metrics.seam_ratio(seamed, [32], [32]) < 3  # measured where there is no border: no seam
+    assert math.isnan(metrics.seam_ratio(video, [], []))
+
+
+def test_lanczos_sharpen_upscales_sharper_than_bicubic_and_keeps_flat_colour():
+    small = scenes.render(scenes.sample_scenes(24, 2, frames=2), 1, frames=2)
+    big = metrics.lanczos_sharpen(small, 2)
+    assert big.shape == (2, 2, 3, 128, 128) and 0 <= big.min() and big.max() <= 1
+    flat = metrics.lanczos_sharpen(torch.full((1, 1, 3, 8, 8), 0.4), 3)
+    assert torch.allclose(flat, torch.full((1, 1, 3, 24, 24), 0.4), atol=1e-4)
+    bicubic = F.interpolate(small.flatten(0, 1), scale_factor=2, mode="bicubic").clamp(0, 1).unflatten(0, (2, 2))
+    hf = lambda v: metrics.spectra(metrics.to_numpy(v), 2)[0].mean(0)[2]  # 0.25-0.5 cycles per unit
+    assert hf(big) > 1.1 * hf(bicubic)
