@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 COMMAND = ("COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --train-only --minutes 8.3 --out DIR\n"
-           "    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --minutes 3 --lr 2e-4 --samples 16 "
+           "    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --minutes 2.5 --lr 2e-4 --samples 16 "
            "--gate-samples 64 \\\n        --resume DIR/ultragen_fidelity_wan.safetensors --out DIR2")
 
 RECIPE = """## The recipe, and why objects went missing before (issue 24)
@@ -50,6 +50,46 @@ The recipe now (bench/fidelity/latents.py, scenes.py, train.py):
   resumable (`--resume`, weights only);
 - the evaluation is unchanged in kind: whole scenes at 1x, 2x and 3x against ground-truth renders, with the
   gate over 64 videos at 1x.
+
+## Where the windowed modes' grain came from (issue 24, section 3)
+
+Measured on the CPU with the pre-issue-24 weights in their own latent space (bench/fidelity/grain.py, 2
+videos of 8 frames per row): ComfyUI's sampler noises a 2x ground-truth video to the sigma of step k of 20
+and takes one step to sigma 0, giving each mode's estimate of the clean video; the table shows its
+luminance power in the highest band (0.25-0.75 cycles per pixel, a pixel's to a token's detail) over the
+truth's, and the error power in that band over the truth's power, at k = 16 (sigma 0.43) / 19 (sigma 0.14).
+`zoom`: whole scenes at 2x (every window sees a zoomed-in part, as in the evaluation); `tiles`: four native
+scenes side by side (every unshifted window sees one whole native video, as in training); `native`: each
+tile alone at native size, full attention (the reference).
+
+| content | mode | HF power / truth, k 16 / 19 | HF error / truth, k 16 / 19 |
+|---|---|---|---|
+| zoom | full | 1.02 / 0.99 | 0.83 / 0.28 |
+| zoom | windows (shifted) | 1.18 / 1.04 | 0.85 / 0.29 |
+| zoom | windows, no shift | 1.07 / 1.01 | 0.74 / 0.27 |
+| zoom | quality_band | 1.53 / 1.11 | 1.20 / 0.38 |
+| zoom | quality_gate | 1.60 / 0.98 | 1.46 / 0.62 |
+| tiles | windows, no shift | 0.86 / 0.95 | 0.40 / 0.17 |
+| tiles | windows (shifted) | 0.97 / 0.98 | 0.59 / 0.20 |
+| tiles | quality_band | 0.94 / 0.94 | 0.88 / 0.27 |
+| native | full | 0.83 / 0.95 | 0.48 / 0.20 |
+
+- **The windows themselves are not the defect.** Where each window holds content the model knows (tiles),
+  unshifted windows give the native model's own detail (HF power 0.86 / 0.95 against native's 0.83 /
+  0.95) with no more error (0.40 / 0.17 against 0.48 / 0.20): borders, the batching and the scatter back
+  are exact enough to be invisible.
+- **The grain appears only on zoomed content, and grows with the fusion.** On whole scenes at 2x the
+  windows add 7-18% HF power over the truth at sigma 0.43 where full attention adds 2%; the quality band
+  fusion adds 53% and gate fusion 60% (gate also loses 40-65% of the mid bands, 0.06-0.25 cycles per pixel:
+  it replaces the windows' output by the upsampled global one). Each step adds it again, so sampling ends
+  in grain, and the edge statistics move (edge JS 0.49-0.84 against full attention's 0.08-0.12).
+- **So it is the weak model meeting what it never saw**, not a defect found in the patch: a model trained
+  only on whole scenes at one framing answers a zoomed-in window, and the fused features of a window
+  plus the pooled global view, with detail at its own native pixel scale. The new recipe trains on zoomed
+  crops for exactly this. Re-run `python bench/fidelity/grain.py --weights <new weights>` (CPU, 10-20
+  minutes) on the new model: if the band fusion still adds HF power on zoomed content that the windows
+  alone do not, the fusion is the suspect and gets a closer look (the shift's half-size border windows
+  add a little too: 1.18 against 1.07 without the shift).
 """
 
 INTRO = """# Fidelity at 2x and 3x the training size
@@ -72,7 +112,16 @@ count error (extra blobs of one colour + missing + beyond 3, per frame; 0 is rig
 frames with one colour twice), size ratio (object size vs. ground truth at that scale; 1 is right),
 continuity (share of frame pairs in which each object keeps one blob and moves plausibly; 1 is right),
 colour JS / edge JS (Jensen-Shannon divergence of pooled colour / gradient histograms vs. ground truth
-renders; the ground_truth row is the floor of an independent set of renders).
+renders; the ground_truth row is the floor of an independent set of renders); detail error, HF log2 and
+flicker (the luminance power spectrum per band in cycles per native unit against the truth's, as a shape:
+detail error is the mean |log2| gap over the bands, 0 for the truth; HF log2 is the highest band's gap,
+below 0 for blur and above 0 for grain; flicker is the high bands' share of frame-to-frame change against
+the truth's, above 0 for detail that does not move with the content, as grain does not); seam (gradient
+energy across the quality windows' borders over that elsewhere; 1: no seam). With --seeds N, the set
+metrics carry error bars over the N sampling seeds. Rows: the pack's modes, ComfyUI's Sol-Attn
+(sol_attn: the core Model Sparse Attention node's defaults; skipped with the reason where comfy_kitchen's
+CUDA kernel is missing), and the upscaler chains users run instead (bicubic, lanczos_sharpen: Lanczos plus
+an unsharp mask), both from the same native pass.
 """
 
 
@@ -97,7 +146,18 @@ def skeleton() -> str:
     return ("## Results\n\nNot measured yet: the table is written here from the GPU run's results.json by "
             "`python bench/fidelity/report.py results.json > docs/FIDELITY.md`.\n\n"
             "## What the numbers suggest for the defaults\n\nTo be written from the measured table; no default "
-            "changes until then.\n")
+            "changes until then.\n\n" + EARLIER)
+
+
+EARLIER = """## Earlier measurements (old recipe: failed the gate)
+
+Run 20 (4 minutes of training) and the 7-minute runs of 2026-12-04 used the old latent space and
+whole-scene training; at native size with full attention their models had count error 0.81 / 0.56 and
+continuity 0.31 / 0.47 against the gate's 0.15 / 0.85. They failed the gate, so their tables (run 20:
+docs/bench-results/run20_fidelity_results.json) say nothing about the attention modes, and the conclusions
+this page drew from run 20 are withdrawn. The weights in bench/fidelity/weights/ are still that model's
+until the GPU run of GPU_PLAN.md replaces them; bench/fidelity/evaluate.py refuses them (other latent space).
+"""
 
 
 def main(argv=None) -> None:
