@@ -161,3 +161,16 @@ def test_lanczos_sharpen_upscales_sharper_than_bicubic_and_keeps_flat_colour():
     bicubic = F.interpolate(small.flatten(0, 1), scale_factor=2, mode="bicubic").clamp(0, 1).unflatten(0, (2, 2))
     hf = lambda v: metrics.spectra(metrics.to_numpy(v), 2)[0].mean(0)[2]  # 0.25-0.5 cycles per unit
     assert hf(big) > 1.1 * hf(bicubic)
+
+
+def test_grain_contents_tile_native_scenes_and_bands_split_the_variance():
+    grain = pytest.importorskip("grain")
+    both = grain.contents(1, 2)
+    assert both["zoom"].shape == both["tiles"].shape == (1, 2, 3, 128, 128)
+    first = scenes.render(scenes.sample_scenes(30_001, 4, 2), 1, 2)  # the four tiles, row-major
+    assert torch.equal(both["tiles"][0, :, :, :64, :64], first[0])
+    assert torch.equal(both["tiles"][0, :, :, 64:, 64:], first[3])
+    frames = both["zoom"]
+    lum = frames[:, :, 0] * 0.299 + frames[:, :, 1] * 0.587 + frames[:, :, 2] * 0.114
+    assert grain.band_power(frames).sum() == pytest.approx(float(lum.var((-2, -1), unbiased=False).mean()) * 128 * 128,
+                                                           rel=1e-3)
