@@ -34,7 +34,8 @@ def schedule_share(spread: float, shift: float = train.SHIFT, steps: int = 20) -
     u_star = s_star / (shift - (shift - 1) * s_star)  # inverse of s = shift u / (1 + (shift - 1) u)
     t = torch.linspace(1, 0, steps + 1)[:-1]
     sigmas = shift * t / (1 + (shift - 1) * t)
-    return {"spread": spread, "s_star": s_star, "training_share": u_star, "sampling_steps": int((sigmas < s_star).sum())}
+    return {"spread": spread, "s_star": s_star, "training_share": u_star,
+            "sampling_steps": int((sigmas < s_star).sum())}
 
 
 def object_mask(sc: list, frames: torch.Tensor) -> torch.Tensor:

@@ -361,7 +361,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
         samples[(scale, "ground_truth")] = truth
         borders = seam_borders(cfg, scale) if scale > 1 else []
         results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
-                                 "seconds": round(time.time() - t0, 2), **summarise([truth], scale, reference, borders)})
+                                 "seconds": round(time.time() - t0, 2),
+                                 **summarise([truth], scale, reference, borders)})
         for mode in cfg.modes:
             cell = {"scale": scale, "mode": mode}
             if scale == 1 and mode not in NATIVE_MODES:

@@ -43,7 +43,9 @@ class UltraGenFidelityLatentFile:
 # ComfyUI's core "Model Sparse Attention" node (comfy_extras/nodes_sparse_attention.py, ComfyUI 0.34+; read
 # at 0.38.1) with its defaults for method sol-attn: comfy_kitchen.sol_attn(q, k, v, tau=1.3, topk_ratio=0,
 # token_aug=256) on (B, N, heads, 128) bf16 / fp16 CUDA tensors, installed as optimized_attention_override,
-# dense before 20% of the schedule and below 12,288 tokens, masked / cross-attention calls dense.
+# dense before 20% of the schedule and below 12,288 tokens, masked / cross-attention calls dense. Off CUDA the
+# core node runs dense (comfy_kitchen 0.2.40's eager reference sol_attn runs on the CPU, but the node never
+# calls it there), so the bench skips the row instead of measuring what no user runs.
 SOL_TAU, SOL_EXTRA_TOKENS, SOL_START, SOL_MIN_TOKENS, SOL_HEAD_DIM = 1.3, 256, 0.2, 12288, 128
 
 
@@ -79,8 +81,9 @@ def sol_attn_override(sigma_start: float, previous=None):
         options = kwargs.get("transformer_options") or {}
         sigmas = options.get("sigmas")
         tokens = q.shape[2] if skip_reshape else q.shape[1]
-        if mask is not None or tokens < SOL_MIN_TOKENS or q.shape != k.shape or q.device.type != "cuda" \
-                or (sigmas is not None and float(sigmas[0]) > sigma_start):
+        eligible = mask is None and tokens >= SOL_MIN_TOKENS and q.shape == k.shape == v.shape \
+            and q.device.type == "cuda" and (sigmas is None or float(sigmas[0]) <= sigma_start)
+        if not eligible:
             return dense()
         if skip_reshape:  # (B, heads, N, D)
             b, _, _, d = q.shape

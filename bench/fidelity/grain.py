@@ -129,8 +129,8 @@ def table(rows: list[dict]) -> str:
         " | ".join(f"error {b}" for b in bands) + " |"
     lines = [head, "|" + "---|" * (3 + 2 * len(bands))]
     for r in rows:
-        lines.append(f"| {r['content']} | {r['step']} | {r['mode']} | " + " | ".join(f"{v:.2f}" for v in r["power_ratio"])
-                     + " | " + " | ".join(f"{v:.2f}" for v in r["error_ratio"]) + " |")
+        values = " | ".join(f"{v:.2f}" for v in r["power_ratio"] + r["error_ratio"])
+        lines.append(f"| {r['content']} | {r['step']} | {r['mode']} | {values} |")
     return "\n".join(lines)
 
 
