@@ -329,8 +329,7 @@ def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list
     rows = [metrics.per_video(v, scale) for v in videos]
     out = {k: mean_sem([r[k] for r in rows]) for k in ("count_error", "duplication", "continuity")}
     out["size_ratio"] = mean_sem([r["size"] / reference["size"] for r in rows])
-    out["seam"] = mean_sem([metrics.seam_ratio(v, borders, borders) for v in videos]) if borders else \
-        (float("nan"), float("nan"), 0)
+    out["seam"] = metrics.seam_of_set(videos, borders, borders) if borders else (float("nan"), float("nan"))
     per_seed = [{**metrics.set_distances(v, scale, reference), **metrics.detail(v, scale, reference)} for v in sets]
     for key in SET_METRICS:
         if len(sets) > 1:

@@ -36,7 +36,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert truth["count_error"][0] == 0 and truth["duplication"][0] == 0 and truth["continuity"][0] == 1
     band = cells["quality_band"]
     assert band["status"] == "ok" and band["videos"] == 4 and band["seeds"] == 2  # 2 videos x 2 seeds
-    assert band["seam"][2] == 4 and band["seam"][0] > 0 and not math.isnan(band["detail_error"][1])
+    assert band["seam"][0] > 0 and not math.isnan(band["detail_error"][1])
     assert 0 <= band["count_error"][0] and 0 <= band["colour_js"][0] <= 1 and 0 <= band["edge_js"][0] <= 1
     if evaluate.proxy_supported() is None:
         assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 4
