@@ -16,7 +16,11 @@ training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen 
   per sample, the node takes one proxy)
 - coarse_to_fine: a native-size pass, LatentUpscaleBy (bicubic), KSamplerAdvanced with quality_band from
   step ``c2f_start * steps`` (ComfyUI re-noises the upscaled latent to that step's sigma)
+- sol_attn: the unpatched model with ComfyUI's Sol-Attn block-sparse attention, as the core "Model Sparse
+  Attention" node applies it (bench/fidelity/fidelity_nodes.py; skipped, with the reason, where
+  comfy_kitchen's CUDA sol_attn cannot run)
 - bicubic: a native-size pass, decoded and upscaled bicubically in pixels
+- lanczos_sharpen: the same native pass, Lanczos-upscaled and sharpened (unsharp mask; metrics.py)
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -32,7 +36,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +52,9 @@ import scenes  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
-MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "bicubic")
+MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "sol_attn", "bicubic",
+         "lanczos_sharpen")
+UPSCALERS = ("bicubic", "lanczos_sharpen")  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
 MODEL_FILE = "ultragen_fidelity_wan.safetensors"
 NODES_FILE = HERE / "fidelity_nodes.py"
@@ -59,17 +65,67 @@ class EvalConfig:
     scales: tuple[int, ...] = (1, 2, 3)
     modes: tuple[str, ...] = MODES
     samples: int = 16  # videos per cell (error bars over these)
+    gate_samples: int = 64  # videos of the gate's cells (x1 full attention and its ground truth)
     steps: int = 20
     frames: int = scenes.FRAMES
     shift: float = 3.0
     c2f_start: float = 0.5
     gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
     seed: int = 0
+    seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
     extra: dict = field(default_factory=dict)
 
 
 def smoke_config() -> EvalConfig:
-    return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, steps=2, frames=2, gt_pool=4)
+    return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, gate_samples=2, steps=2, frames=2,
+                      gt_pool=4)
+
+
+# --- the gate: did the model learn its data? ---------------------------------------------------------------
+
+GATE = (("count_error", "<=", 0.15), ("duplication", "<=", 0.05), ("continuity", ">=", 0.85))
+GATE_COLOUR_FACTOR = 2.0  # colour JS at most this times the ground truth's floor
+GATE_MIN_VIDEOS = 64
+
+
+def gate(results: dict) -> dict:
+    """The gate at native size with full attention (the model as trained): count error <= 0.15, duplication
+    <= 0.05, continuity >= 0.85, colour JS <= 2 x the ground-truth floor, over >= 64 held-out videos.
+
+    Returns {"passed": bool, "checks": [(name, value, rule, ok)], "why": str}; passed is False when the x1
+    cells are missing or hold fewer videos than that."""
+    cells = {c["mode"]: c for c in results.get("cells", []) if c.get("scale") == 1 and c.get("status") == "ok"}
+    full, truth = cells.get("full"), cells.get("ground_truth")
+    if full is None or truth is None:
+        return {"passed": False, "checks": [], "why": "no x1 full-attention cell: evaluate with --scales 1,..."}
+    checks = []
+    for key, op, bound in GATE:
+        v = full[key][0]
+        ok = not math.isnan(v) and (v <= bound if op == "<=" else v >= bound)
+        checks.append((key, v, f"{op} {bound}", ok))
+    floor = truth["colour_js"][0]
+    checks.append(("colour_js", full["colour_js"][0], f"<= {GATE_COLOUR_FACTOR:g} x {floor:.3f}",
+                   full["colour_js"][0] <= GATE_COLOUR_FACTOR * floor))
+    checks.append(("videos", full["videos"], f">= {GATE_MIN_VIDEOS}", full["videos"] >= GATE_MIN_VIDEOS))
+    failed = [c[0] for c in checks if not c[3]]
+    return {"passed": not failed, "checks": checks, "why": "" if not failed else "fails on " + ", ".join(failed)}
+
+
+def gate_text(results: dict) -> str:
+    """The gate as markdown lines, ending with what may be concluded from the table."""
+    g = gate(results)
+    lines = ["**Gate** (native size, full attention, the model as trained): "
+             + ("**passed**." if g["passed"] else f"**failed** ({g['why']})." if g["checks"]
+                else f"**not measured** ({g['why']}).")]
+    for name, value, rule, ok in g["checks"]:
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"- {name}: {shown} (needs {rule}) {'ok' if ok else 'FAILS'}")
+    if not g["checks"]:
+        lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
+    elif not g["passed"]:
+        lines.append("\nThe model failed the gate: it has not learned to draw its own training data, so the "
+                     "table below says nothing about the attention modes, and no conclusion is drawn from it.")
+    return "\n".join(lines)
 
 
 # --- ComfyUI -----------------------------------------------------------------------------------------------
@@ -91,14 +147,26 @@ def make_runtime(base: Path, cuda: bool):
 
 def load_bench_nodes(runtime) -> None:
     import asyncio
-    if "UltraGenFidelityContext" not in runtime.nodes.NODE_CLASS_MAPPINGS:
+    if "UltraGenFidelityLatentFile" not in runtime.nodes.NODE_CLASS_MAPPINGS:
         ok = asyncio.run(runtime.nodes.load_custom_node(str(NODES_FILE), module_parent="custom_nodes"))
         if not ok:
             raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
 
 
+def check_latent_space(weights: Path) -> None:
+    """Raise ValueError unless the weights were trained on this bench's latent space (latents.SPACE)."""
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:
+        space = (f.metadata() or {}).get("latent_space")
+    if space != latents.SPACE:
+        raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
+                         f"{latents.SPACE!r}: its samples would be noise. Train new weights "
+                         f"(bench/fidelity/run.py --train-only, GPU_PLAN.md).")
+
+
 def install_weights(runtime, weights: Path) -> str:
     """Link / copy the weights into the runtime's models/diffusion_models; returns the name UNETLoader takes."""
+    check_latent_space(weights)
     target = runtime.models_dir / "diffusion_models" / MODEL_FILE
     if target.exists() or target.is_symlink():
         target.unlink()
@@ -114,14 +182,24 @@ def proxy_supported() -> str | None:
     return None
 
 
+def sol_attn_unavailable() -> str | None:
+    """None, or why the Sol-Attn row cannot run (bench/fidelity/fidelity_nodes.py)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ultragen_fidelity_nodes", NODES_FILE)
+    nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nodes)
+    return nodes.sol_attn_unavailable()
+
+
 def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
-    return cfg.frames, scenes.NATIVE // 4, scenes.NATIVE // 4  # 4 x 4 px per token
+    side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
+    return cfg.frames, side, side
 
 
 def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
     from ultragen_core.presets import fast_window
     grid = native_grid(cfg)
-    if mode in ("full", "bicubic"):
+    if mode in ("full", "sol_attn", *UPSCALERS):
         return None
     window, shift, glob, fusion = grid, "alternate", True, "band"
     if mode == "windows":
@@ -160,11 +238,14 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         p["settings"] = settings
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
         model = ["apply", 0]
-    two_pass = mode in ("proxy", "coarse_to_fine", "bicubic") and scale > 1
+    if mode == "sol_attn":
+        p["sol"] = {"class_type": "UltraGenFidelitySolAttn", "inputs": {"model": model}}
+        model = ["sol", 0]
+    two_pass = mode in ("proxy", "coarse_to_fine", *UPSCALERS) and scale > 1
     if two_pass:
         p["native_latent"] = empty(1)
         p["native"] = sampler(["shifted", 0], ["native_latent", 0], seed)
-    if mode == "bicubic" and scale > 1:
+    if mode in UPSCALERS and scale > 1:
         p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
         return p
     if mode == "proxy" and scale > 1:
@@ -187,14 +268,20 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
     return p
 
 
+def cell_samples(cfg: EvalConfig, scale: int, mode: str) -> int:
+    """Videos in a cell: the gate's cells (x1 full and ground truth) hold at least cfg.gate_samples."""
+    return max(cfg.samples, cfg.gate_samples) if scale == 1 and mode in ("full", "ground_truth") else cfg.samples
+
+
 def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
-    """cfg.samples videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
+    """The videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
     from harness import captured
     seed = cfg.seed * 100_003 + 1000 * scale
+    n = cell_samples(cfg, scale, mode)
     if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1) for i in range(cfg.samples)]
+        runs = [(seed + i, 1) for i in range(n)]
     else:
-        runs = [(seed, cfg.samples)]
+        runs = [(seed, n)]
     out = []
     for s, batch in runs:
         captured().pop("out", None)
@@ -205,6 +292,8 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         n, t = frames.shape[:2]
         frames = F.interpolate(frames.flatten(0, 1), scale_factor=scale, mode="bicubic", align_corners=False)
         frames = frames.clamp(0, 1).unflatten(0, (n, t))
+    elif mode == "lanczos_sharpen" and scale > 1:
+        frames = metrics.lanczos_sharpen(frames, scale)
     return frames
 
 
@@ -217,29 +306,62 @@ def mean_sem(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"), len(v)
 
 
-def summarise(videos: np.ndarray, scale: int, reference: dict) -> dict:
+def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
+    """Pixel positions of the quality windows' borders at ``scale`` (unshifted and shifted blocks), the
+    same for every row of a scale so that the seam column compares rows (none at scale 1)."""
+    from ultragen_core.attention.windows import tile_axis
+    side = native_grid(cfg)[1]
+    size = side * scale
+    bounds = set()
+    for shift in (0, side // 2):
+        bounds.update(tile_axis(size, side, shift).segment_bounds[1:-1])
+    return sorted(b * latents.PIXELS_PER_TOKEN for b in bounds)
+
+
+SET_METRICS = ("colour_js", "edge_js", "detail_error", "hf_log2", "flicker")
+
+
+def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list[int]) -> dict:
+    """A cell's metrics from its videos, one (N, T, H, W, 3) array per sampling seed. Per-video metrics:
+    mean ± standard error over all videos; set metrics (SET_METRICS): with several seeds, mean ± standard
+    error over the seeds' values, with one, the value ± its bootstrap std (JS) or no error bar."""
+    videos = np.concatenate(sets)
     rows = [metrics.per_video(v, scale) for v in videos]
     out = {k: mean_sem([r[k] for r in rows]) for k in ("count_error", "duplication", "continuity")}
     out["size_ratio"] = mean_sem([r["size"] / reference["size"] for r in rows])
-    out.update(metrics.set_distances(videos, scale, reference))
-    out["videos"] = len(rows)
+    out["seam"] = metrics.seam_of_set(videos, borders, borders) if borders else (float("nan"), float("nan"))
+    per_seed = [{**metrics.set_distances(v, scale, reference), **metrics.detail(v, scale, reference)} for v in sets]
+    for key in SET_METRICS:
+        if len(sets) > 1:
+            out[key] = mean_sem([p[key][0] if isinstance(p[key], tuple) else p[key] for p in per_seed])[:2]
+        else:
+            value = per_seed[0][key]
+            out[key] = value if isinstance(value, tuple) else (value, float("nan"))
+    out["spectrum_ratio"] = metrics.detail(videos, scale, reference)["spectrum_ratio"]
+    out["videos"], out["seeds"] = len(rows), len(sets)
     return out
 
 
-def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[dict, dict]:
-    """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids."""
+def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=None) -> tuple[dict, dict]:
+    """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids.
+
+    on_cell(results), if given, runs after every measured cell (run_evaluation writes the partial results:
+    a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
-    why_no_proxy = proxy_supported()
+    why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
     for scale in cfg.scales:
         t0 = time.time()
         pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
         reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, cfg.samples, cfg.frames), scale,
+        n_truth = cell_samples(cfg, scale, "ground_truth")
+        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, n_truth, cfg.frames), scale,
                                                cfg.frames, device))
         samples[(scale, "ground_truth")] = truth
+        borders = seam_borders(cfg, scale) if scale > 1 else []
         results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
-                                 "seconds": round(time.time() - t0, 2), **summarise(truth, scale, reference)})
+                                 "seconds": round(time.time() - t0, 2),
+                                 **summarise([truth], scale, reference, borders)})
         for mode in cfg.modes:
             cell = {"scale": scale, "mode": mode}
             if scale == 1 and mode not in NATIVE_MODES:
@@ -247,17 +369,23 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[d
             if mode == "proxy" and why_no_proxy:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
                 continue
+            if mode == "sol_attn" and why_no_sol:
+                results["cells"].append({**cell, "status": f"skipped: {why_no_sol}"})
+                continue
             t0 = time.time()
             try:
-                videos = metrics.to_numpy(generate(runtime, mode, model_name, scale, cfg))
+                sets = [metrics.to_numpy(generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
+                        for i in range(cfg.seeds)]
             except Exception as e:  # one broken cell must not lose the others' results
                 log.exception("cell %s x%d failed", mode, scale)
                 results["cells"].append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
                 continue
             seconds = time.time() - t0
-            samples[(scale, mode)] = videos
-            cell.update(status="ok", seconds=round(seconds, 2), **summarise(videos, scale, reference))
+            samples[(scale, mode)] = sets[0]
+            cell.update(status="ok", seconds=round(seconds, 2), **summarise(sets, scale, reference, borders))
             results["cells"].append(cell)
+            if on_cell is not None:
+                on_cell(results)
             log.info("x%d %-15s %.1f s  count error %.3f  duplication %.3f", scale, mode, seconds,
                      cell["count_error"][0], cell["duplication"][0])
     return results, samples
@@ -266,7 +394,9 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu") -> tuple[d
 # --- outputs -----------------------------------------------------------------------------------------------
 
 COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
-           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4))
+           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4),
+           ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2), ("flicker", "flicker", 2),
+           ("seam", "seam", 2))
 
 
 def fmt(value, digits: int) -> str:
@@ -283,7 +413,7 @@ def markdown_table(results: dict) -> str:
         if c["status"] != "ok":
             lines.append(f"| x{c['scale']} | {c['mode']} | 0 | " + " | ".join(c["status"] for _ in COLUMNS) + " | |")
             continue
-        cells = [fmt(c[k], d) for k, _, d in COLUMNS]
+        cells = [fmt(c.get(k, (float("nan"), float("nan"))), d) for k, _, d in COLUMNS]
         lines.append(f"| x{c['scale']} | {c['mode']} | {c['videos']} | " + " | ".join(cells) + f" | {c['seconds']} |")
     return "\n".join(lines)
 
@@ -314,7 +444,7 @@ def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["grids"] = [p.name for p in write_grids(samples, out, frames)]
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown_table(results) + "\n")
+    (out / "results.md").write_text(gate_text(results) + "\n\n" + markdown_table(results) + "\n")
 
 
 def main(argv=None) -> dict:
@@ -322,7 +452,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--weights", type=Path, required=True, help="the bench model (bench/fidelity/train.py)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--samples", type=int, default=EvalConfig.samples)
+    ap.add_argument("--gate-samples", type=int, default=EvalConfig.gate_samples,
+                    help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
+    ap.add_argument("--seeds", type=int, default=EvalConfig.seeds, help="sampling seeds per cell")
     ap.add_argument("--scales", default="1,2,3")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
@@ -330,7 +463,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, steps=args.steps)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
@@ -344,9 +477,16 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     if str(PACK) not in sys.path:
         sys.path.append(str(PACK))  # ultragen_core for the fast preset's windows (last: the pack's nodes/
         # package must not hide ComfyUI's nodes module)
-    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def partial(results: dict) -> None:
+        (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
+
+    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
+    results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)
+    log.info("%s", gate_text(results))
     return results
 
 

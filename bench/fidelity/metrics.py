@@ -128,10 +128,140 @@ def set_distances(videos: np.ndarray, scale: int, reference: dict, boot: int = 5
 def reference_stats(videos: np.ndarray, scale: int) -> dict:
     """Pooled histograms and mean object size of ground-truth videos (N, T, H, W, 3) at ``scale``."""
     colour, edge = histograms(videos, scale)
-    return {"colour_hist": colour.mean(0), "edge_hist": edge.mean(0),
+    still, moving = spectra(videos, scale)
+    return {"colour_hist": colour.mean(0), "edge_hist": edge.mean(0), "spectrum": still.mean(0),
+            "flicker": moving.mean(0),
             "size": float(np.nanmean([per_video(v, scale)["size"] for v in videos]))}
 
 
 def to_numpy(frames: torch.Tensor) -> np.ndarray:
     """(B, T, 3, H, W) tensor -> (B, T, H, W, 3) float32 numpy."""
     return frames.permute(0, 1, 3, 4, 2).float().cpu().numpy()
+
+
+# --- detail and seams (issue 24) ---------------------------------------------------------------------------
+#
+# Detail: the luminance power spectrum per radial band, in cycles per *native unit* (comparable across
+# scales), pooled over a set's videos, against ground truth's. Real detail has the truth's power in every
+# band (ratio 1); blur lowers the high bands, grain raises them. Grain also flickers: it is not carried from
+# frame to frame as content is, so the power of frame-to-frame differences in the high bands rises too.
+# Seams: luminance steps across the window borders against next to them (1: no seam).
+
+DETAIL_BANDS = (0.0, 0.125, 0.25, 0.5, 1.0, 1.5)  # cycles per native unit; a scale s resolves up to s / 2
+HIGH_FROM = 0.25  # bands from here on are "high" for the flicker measure
+
+
+def _luminance(video: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) -> (T, H, W) float64, each frame's mean removed."""
+    lum = video.astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])
+    return lum - lum.mean((-2, -1), keepdims=True)
+
+
+def band_power(frames: np.ndarray, scale: int) -> np.ndarray:
+    """Power per DETAIL_BANDS band of (T, H, W) zero-mean frames at ``scale`` pixels per unit; NaN for a
+    band above the scale's Nyquist limit (s / 2 cycles per unit). The bands sum to the frames' variance."""
+    T, H, W = frames.shape
+    power = (np.abs(np.fft.fft2(frames)) ** 2).mean(0) / (H * W) ** 2  # (H, W): sums to the variance
+    fy, fx = np.fft.fftfreq(H)[:, None] * scale, np.fft.fftfreq(W)[None, :] * scale  # cycles per unit
+    radius = np.sqrt(fx * fx + fy * fy)
+    out = []
+    for lo, hi in zip(DETAIL_BANDS, DETAIL_BANDS[1:]):
+        out.append(float(power[(radius >= lo) & (radius < hi)].sum()) if lo < scale / 2 else float("nan"))
+    return np.asarray(out)
+
+
+def spectra(videos: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per video of (N, T, H, W, 3): band power of the frames and of the frame-to-frame differences,
+    each (N, bands)."""
+    still, moving = [], []
+    for v in videos:
+        lum = _luminance(v)
+        still.append(band_power(lum, scale))
+        moving.append(band_power(np.diff(lum, axis=0), scale) if len(lum) > 1 else np.full(len(still[-1]), np.nan))
+    return np.stack(still), np.stack(moving)
+
+
+def detail(videos: np.ndarray, scale: int, reference: dict) -> dict:
+    """A set's spectrum against ground truth's (reference_stats()).
+
+    ``spectrum_ratio``: power per band over the truth's (NaN above what the scale resolves). Sets of
+    scenes differ in overall contrast, so the rest compares shapes: each band's ratio over the lowest
+    band's. ``detail_error``: mean |log2| of those relative ratios (0: the truth's spectrum; blur and grain
+    both raise it); ``hf_log2``: the highest resolved band's (< 0 blur, > 0 grain); ``flicker``: log2 of
+    the high bands' share of power in frame-to-frame differences, over the truth's (> 0: detail that does
+    not move with the content, as grain does not)."""
+    still, moving = spectra(videos, scale)
+    ratio = still.mean(0) / reference["spectrum"]
+    resolved = ~np.isnan(ratio)
+    logs = np.log2(np.maximum(ratio[resolved], 1e-12) / max(ratio[0], 1e-12))
+    high = np.asarray([lo >= HIGH_FROM for lo in DETAIL_BANDS[:-1]]) & resolved
+    if high.any() and len(videos[0]) > 1:
+        share = np.nansum(moving.mean(0)[high]) / max(np.nansum(moving.mean(0)[resolved]), 1e-12)
+        truth = np.nansum(reference["flicker"][high]) / max(np.nansum(reference["flicker"][resolved]), 1e-12)
+        flick = float(np.log2(max(share, 1e-12) / max(truth, 1e-12)))
+    else:
+        flick = float("nan")
+    return {"spectrum_ratio": [float(r) for r in ratio], "detail_error": float(np.abs(logs[1:]).mean()),
+            "hf_log2": float(logs[-1]), "flicker": flick}
+
+
+SEAM_NEIGHBOURS = 3  # columns / rows on each side of a border that it is compared with
+SEAM_CLIP = 0.02  # luminance steps count up to this: seams are small steps; object edges must not dominate
+
+
+def seam_ratio(video: np.ndarray, cols: list[int], rows: list[int]) -> float:
+    """Luminance steps across window borders against their neighbourhood, for a (T, H, W, 3) video
+    (seam_parts' on / off; a set pools the parts over its videos: seam_of_set).
+
+    cols / rows: pixel positions b of vertical / horizontal borders (between pixel b - 1 and b). The
+    squared luminance step across each border (columns b - 1 -> b, rows likewise), averaged, over the same
+    average of the steps 1-3 pixels to either side of it: content is about the same there, so a value near 1
+    means no seam and a seam raises it (steps are clipped at SEAM_CLIP: on ground truth a border then
+    measures 0.92-0.93 of its neighbourhood, a 0.02 brightness step along it 2.4-2.6). NaN without borders."""
+    on, off = seam_parts(video, cols, rows)
+    return on / max(off, 1e-12) if not math.isnan(on) else float("nan")
+
+
+def seam_parts(video: np.ndarray, cols: list[int], rows: list[int]) -> tuple[float, float]:
+    """(mean luminance step across the borders, the same 1-3 pixels beside them), each step clipped at
+    SEAM_CLIP; NaNs without borders. See seam_ratio."""
+    lum = video.astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])  # (T, H, W)
+    gx = np.minimum(np.abs(np.diff(lum, axis=2)), SEAM_CLIP)  # (T, H, W - 1): index c - 1: column c - 1 -> c
+    gy = np.minimum(np.abs(np.diff(lum, axis=1)), SEAM_CLIP)  # (T, H - 1, W)
+    on, off = [], []
+    for g, borders, axis in ((gx, cols, 2), (gy, rows, 1)):
+        n = g.shape[axis]
+        for b in borders:
+            if not 0 < b <= n:
+                continue
+            on.append(np.take(g, b - 1, axis=axis).mean())
+            near = [b - 1 + d for d in range(-SEAM_NEIGHBOURS, SEAM_NEIGHBOURS + 1) if d and 0 <= b - 1 + d < n]
+            off.append(np.take(g, near, axis=axis).mean())
+    if not on:
+        return float("nan"), float("nan")
+    return float(np.mean(on)), float(np.mean(off))
+
+
+def seam_of_set(videos: np.ndarray, cols: list[int], rows: list[int], boot: int = 50, seed: int = 0) -> tuple:
+    """The seam ratio of a set of (N, T, H, W, 3) videos, pooled (sum of on over sum of off: a single
+    video's borders seldom cross an edge), and its bootstrap std over the videos."""
+    parts = np.asarray([seam_parts(v, cols, rows) for v in videos])  # (N, 2)
+    if np.isnan(parts).any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [parts[i, 0].sum() / max(parts[i, 1].sum(), 1e-12)
+             for i in (rng.integers(0, len(parts), len(parts)) for _ in range(boot))]
+    return float(parts[:, 0].sum() / max(parts[:, 1].sum(), 1e-12)), float(np.std(draws))
+
+
+def lanczos_sharpen(frames: torch.Tensor, scale: int, amount: float = 0.5, sigma: float = 0.5) -> torch.Tensor:
+    """The upscaler chain users run instead of native high resolution: Lanczos (OpenCV's 8 x 8 kernel) to
+    ``scale`` times the size, then an unsharp mask, out + amount * (out - gaussian(out, sigma * scale px)).
+    (N, T, 3, H, W) in [0, 1] -> (N, T, 3, scale H, scale W) in [0, 1]."""
+    n, t, c, h, w = frames.shape
+    out = np.empty((n * t, scale * h, scale * w, c), np.float32)
+    for i, img in enumerate(frames.flatten(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()):
+        big = cv2.resize(img, (scale * w, scale * h), interpolation=cv2.INTER_LANCZOS4)
+        soft = cv2.GaussianBlur(big, (0, 0), sigma * scale)
+        out[i] = np.clip(big + amount * (big - soft), 0, 1)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).unflatten(0, (n, t))

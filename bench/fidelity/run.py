@@ -1,6 +1,7 @@
 """The fidelity bench in one command: train the bench model, then evaluate every attention mode.
 
-    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 4.5
+    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/run.py --out DIR --minutes 9 --train-only
+    COMFYUI_PATH=... python bench/fidelity/run.py --out DIR2 --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR --weights bench/fidelity/weights/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
 
@@ -33,12 +34,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="output folder (a smoke run without it: a temporary one)")
     ap.add_argument("--minutes", type=float, default=4.5, help="training budget, wall clock")
     ap.add_argument("--weights", type=Path, default=None, help="evaluate these weights instead of training")
+    ap.add_argument("--resume", type=Path, default=None, help="train on from these weights (train.py --resume)")
+    ap.add_argument("--train-only", action="store_true", help="train, write the weights, evaluate nothing")
+    ap.add_argument("--batch", type=int, default=32, help="training batch")
+    ap.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine over --minutes)")
+    ap.add_argument("--gate-samples", type=int, default=evaluate.EvalConfig.gate_samples,
+                    help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--samples", type=int, default=evaluate.EvalConfig.samples, help="videos per cell")
     ap.add_argument("--steps", type=int, default=evaluate.EvalConfig.steps, help="sampling steps")
+    ap.add_argument("--seeds", type=int, default=evaluate.EvalConfig.seeds,
+                    help="sampling seeds per cell (3: error bars over seeds, 3x the evaluation time)")
     ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
+    if args.weights is not None and (args.resume is not None or args.train_only):
+        ap.error("--weights evaluates given weights; --resume / --train-only train: give one or the other")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out is None:
         if not args.smoke:
@@ -56,20 +67,23 @@ def main(argv=None) -> dict:
     t0 = time.time()
     trained = None
     if args.weights is None:
-        trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else 32, 4e-4,
-                              2 if args.smoke else train.scenes.FRAMES)
+        trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
+                              2 if args.smoke else train.scenes.FRAMES, args.resume)
         weights = Path(trained["weights"])
+        if args.train_only:
+            print(json.dumps(trained, indent=2))
+            return {"train": trained}
     else:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, steps=args.steps)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
     t1 = time.time()
     results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime)
     results["train"] = trained
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(evaluate.markdown_table(results))
+    print(evaluate.gate_text(results) + "\n\n" + evaluate.markdown_table(results))
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
     return results
 

@@ -9,6 +9,12 @@ objects twice as large: the correct high-resolution content is known.
     params = sample_scenes(seed, count)                       # list of Scene (numbers only)
     frames = render(params, scale=2, frames=8)                # (B, T, 3, 2*NATIVE, 2*NATIVE) float in [0, 1]
     truth = ground_truth(params, frames=8)                    # per video: objects, per frame centre / size
+    views = sample_views(seed, count)                         # training framings: (zoom (B,), origin (B, 2))
+    crops = render(params, 1, 8, zoom=views[0], origin=views[1])  # each video zoomed into a part of its scene
+
+Training shows the model the same world at many framings (bench/fidelity/train.py): whole scenes, and crops
+zoomed 1.25-4x (what a window of a 2x-4x sample sees), with objects of a wider range of sizes
+(TRAIN_RADIUS); the evaluation renders whole scenes only.
 """
 from __future__ import annotations
 
@@ -27,6 +33,9 @@ PALETTE = {"red": (0.92, 0.12, 0.12), "green": (0.12, 0.78, 0.18), "blue": (0.15
            "yellow": (0.95, 0.85, 0.08)}
 COLOURS = tuple(PALETTE)
 RADIUS = (5.0, 9.0)  # object half-size in units (disc radius, half the square's side, triangle circumradius)
+TRAIN_RADIUS = (3.0, 14.0)  # the training scenes' wider range (objects of many sizes)
+ZOOM = (1.25, 4.0)  # training crops: zoom range (log-uniform), pixels per unit at scale 1
+WHOLE_SHARE = 0.5  # share of training videos that show the whole scene (zoom 1), as the evaluation does
 SPEED = (0.8, 2.5)  # units per frame
 TEXTURE_WAVES = 3
 
@@ -63,14 +72,14 @@ def _pale(rng: np.random.Generator, base: float, spread: float) -> tuple[float, 
     return tuple(float(np.clip(grey + rng.uniform(-0.07, 0.07), 0, 1)) for _ in range(3))
 
 
-def _objects(rng: np.random.Generator, frames: int) -> tuple[Obj, ...]:
+def _objects(rng: np.random.Generator, frames: int, radius=RADIUS) -> tuple[Obj, ...]:
     """1-3 objects of distinct colours that stay inside the frame and never come closer than 2 units."""
     n = int(rng.integers(1, 4))
     colours = rng.permutation(len(COLOURS))[:n]
     placed: list[Obj] = []
     for colour in colours:
         for _ in range(100):  # rejection sampling; a scene keeps the objects that fit
-            r = float(rng.uniform(*RADIUS))
+            r = float(rng.uniform(*radius))
             speed, angle = rng.uniform(*SPEED), rng.uniform(0, 2 * math.pi)
             v = (speed * math.cos(angle), speed * math.sin(angle))
             lo, hi = r + 1, NATIVE - r - 1
@@ -88,16 +97,27 @@ def _objects(rng: np.random.Generator, frames: int) -> tuple[Obj, ...]:
     return tuple(placed)
 
 
-def sample_scenes(seed: int, count: int, frames: int = FRAMES) -> list[Scene]:
-    """``count`` scenes, a deterministic function of ``seed``."""
+def sample_scenes(seed: int, count: int, frames: int = FRAMES, radius: tuple[float, float] = RADIUS) -> list[Scene]:
+    """``count`` scenes, a deterministic function of ``seed`` (and ``radius``, the objects' size range)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
         waves = tuple((float(rng.uniform(-0.35, 0.35)), float(rng.uniform(0.1, 0.6)), float(rng.uniform(0, 2 * math.pi)),
                        float(rng.uniform(0.03, 0.08))) for _ in range(TEXTURE_WAVES))
         out.append(Scene(horizon=float(rng.uniform(0.3, 0.6) * NATIVE), sky=_pale(rng, 0.72, 0.12),
-                         ground=_pale(rng, 0.38, 0.12), waves=waves, objects=_objects(rng, frames)))
+                         ground=_pale(rng, 0.38, 0.12), waves=waves, objects=_objects(rng, frames, radius)))
     return out
+
+
+def sample_views(seed: int, count: int, whole_share: float = WHOLE_SHARE,
+                 zoom: tuple[float, float] = ZOOM) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training framings: (zoom (B,), origin (B, 2) in units). A ``whole_share`` of them frame the whole scene
+    (zoom 1, origin 0); the others zoom log-uniformly into ``zoom`` and frame a uniformly placed crop."""
+    rng = np.random.default_rng(seed)
+    z = np.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1]), count))
+    z = np.where(rng.uniform(size=count) < whole_share, 1.0, z)
+    origin = rng.uniform(size=(count, 2)) * (NATIVE - NATIVE / z)[:, None]  # the crop stays inside the scene
+    return torch.tensor(z, dtype=torch.float32), torch.tensor(origin, dtype=torch.float32)
 
 
 def _coverage(sd: torch.Tensor, scale: float) -> torch.Tensor:
@@ -120,21 +140,29 @@ def _sdf(shape: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor)
     return torch.where(shape == 0, disc, torch.where(shape == 1, square, triangle))
 
 
-def render(scenes: list[Scene], scale: int = 1, frames: int = FRAMES, device="cpu") -> torch.Tensor:
-    """The videos at ``scale`` (pixels per unit): (B, T, 3, S, S) float32 in [0, 1], S = scale * NATIVE.
+def render(scenes: list[Scene], scale: int = 1, frames: int = FRAMES, device="cpu",
+           zoom: torch.Tensor | None = None, origin: torch.Tensor | None = None) -> torch.Tensor:
+    """The videos at ``scale``: (B, T, 3, S, S) float32 in [0, 1], S = scale * NATIVE.
 
+    Without ``zoom`` / ``origin`` each frame shows its whole scene at ``scale`` pixels per unit. With them
+    (zoom (B,), origin (B, 2) in units: sample_views) video b shows the square of side NATIVE / zoom[b] at
+    origin[b], at scale * zoom[b] pixels per unit (its edges as sharp as a whole scene's at that scale).
     Batched over videos, frames and objects (the training loop renders its batches on the GPU)."""
     B, K, size = len(scenes), 3, NATIVE * scale
     f32 = dict(device=device, dtype=torch.float32)
-    coords = (torch.arange(size, **f32) + 0.5) / scale  # pixel centres, units
-    y, x = coords[:, None], coords[None, :]  # (S, 1), (1, S)
+    ppu = torch.full((B,), float(scale), **f32) if zoom is None else scale * zoom.to(**f32)  # pixels per unit
+    at = torch.zeros(B, 2, **f32) if origin is None else origin.to(**f32)
+    coords = (torch.arange(size, **f32) + 0.5)[None] / ppu[:, None]  # (B, S) pixel centres, units
+    y = (coords + at[:, 1, None])[:, :, None]  # (B, S, 1)
+    x = (coords + at[:, 0, None])[:, None, :]  # (B, 1, S)
+    scale = ppu[:, None, None]  # (B, 1, 1): the anti-aliasing width per video
     # background: (B, 3, S, S)
     waves = torch.tensor([sc.waves for sc in scenes], **f32)  # (B, N, 4)
     kx, ky, ph, amp = (waves[..., i, None, None] for i in range(4))  # (B, N, 1, 1)
-    texture = (amp * torch.sin(2 * math.pi * (kx * x + ky * y) / 8 + ph)).sum(1)  # (B, S, S)
+    texture = (amp * torch.sin(2 * math.pi * (kx * x[:, None] + ky * y[:, None]) / 8 + ph)).sum(1)  # (B, S, S)
     horizon = torch.tensor([sc.horizon for sc in scenes], **f32)[:, None, None]
     ground_mix = _coverage(horizon - y, scale)[:, None]  # (B, 1, S, S): 1 below the horizon
-    sky = torch.tensor([sc.sky for sc in scenes], **f32)[:, :, None, None] * (0.9 + 0.2 * y / NATIVE)
+    sky = torch.tensor([sc.sky for sc in scenes], **f32)[:, :, None, None] * (0.9 + 0.2 * y[:, None] / NATIVE)
     ground = torch.tensor([sc.ground for sc in scenes], **f32)[:, :, None, None] * (1 + texture[:, None])
     video = (sky * (1 - ground_mix) + ground * ground_mix).clamp(0, 1)[:, None].repeat(1, frames, 1, 1, 1)
     # objects, padded to K per video: (B, K) tensors
@@ -150,8 +178,9 @@ def render(scenes: list[Scene], scale: int = 1, frames: int = FRAMES, device="cp
     centre = start[:, :, None] + vel[:, :, None] * t[None, None, :, None]  # (B, K, T, 2)
     for k in range(K):
         cx, cy = centre[:, k, :, 0, None, None], centre[:, k, :, 1, None, None]  # (B, T, 1, 1)
-        sd = _sdf(shape[:, k, None].expand(B, frames), x - cx, y - cy, radius[:, k, None].expand(B, frames))
-        cov = (_coverage(sd, scale) * present[:, k, None, None, None])[:, :, None]  # (B, T, 1, S, S)
+        sd = _sdf(shape[:, k, None].expand(B, frames), x[:, None] - cx, y[:, None] - cy,
+                  radius[:, k, None].expand(B, frames))  # (B, T, S, S)
+        cov = (_coverage(sd, scale[:, None]) * present[:, k, None, None, None])[:, :, None]  # (B, T, 1, S, S)
         video = video * (1 - cov) + colour[:, k, None, :, None, None] * cov
     return video
 

@@ -1,17 +1,24 @@
 """Train the fidelity bench's own small Wan model (ComfyUI's WanModel class) on procedural scenes.
 
-    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/train.py --minutes 4.5 --out DIR
+    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/train.py --minutes 9 --out DIR
+    COMFYUI_PATH=... python bench/fidelity/train.py --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors --out DIR2
     COMFYUI_PATH=... python bench/fidelity/train.py --smoke --out DIR   # a tiny model, a few CPU steps
 
-Data: bench/fidelity/scenes.py at native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
-the training device; latents: bench/fidelity/latents.py (16 x 8 x 32 x 32), normalised by ComfyUI's own Wan
-2.1 latent format exactly as ComfyUI does before calling the model, so the weights work in ComfyUI's
-sampling path unchanged. Objective: Wan's rectified flow as ComfyUI samples it (model_sampling CONST):
-x_s = (1 - s) x0 + s e, the model takes timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's
-ModelSamplingSD3 node with ``SHIFT`` spaces sampling steps: s = shift u / (1 + (shift - 1) u), u uniform.
+Data: bench/fidelity/scenes.py at the native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
+the training device, at many framings: half the videos show the whole scene (as the evaluation does), half a
+crop zoomed 1.25-4x (what a window of a 2x-4x sample sees), with objects of a wider size range than the
+evaluation's (scenes.TRAIN_RADIUS). Training scenes come from seeds the evaluation never uses (held out).
+Latents: bench/fidelity/latents.py (16 x 8 x 64 x 64, 32 x 32 tokens), normalised by ComfyUI's own Wan 2.1
+latent format exactly as ComfyUI does before calling the model, so the weights work in ComfyUI's sampling
+path unchanged; after that normalisation the data spread about 1, as Wan's latents do. Objective: Wan's
+rectified flow as ComfyUI samples it (model_sampling CONST): x_s = (1 - s) x0 + s e, the model takes
+timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's ModelSamplingSD3 node with ``SHIFT`` spaces
+sampling steps: s = shift u / (1 + (shift - 1) u), u uniform.
 Conditioning: one fixed text context, all zeros (bench/fidelity/fidelity_nodes.py feeds the same in
 ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate on CUDA; an EMA of the
-weights is what gets saved, as bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1.
+weights is what gets saved, as bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1
+(15.5 MiB: below the 16 MiB a device run hands back). ``--resume`` starts model and EMA from saved weights
+(no optimiser state: it would not fit in 16 MiB; the learning rate warms up again) and counts steps on.
 Training runs for a wall-clock budget (--minutes); the learning rate follows a cosine over that budget.
 """
 from __future__ import annotations
@@ -38,10 +45,11 @@ log = logging.getLogger("fidelity.train")
 SHIFT = 3.0  # ModelSamplingSD3 shift the model is trained and sampled with
 TEXT_DIM = 4096  # Wan's T5 width (UNETLoader's detection assumes it)
 CONTEXT_TOKENS = 1
-MODEL = dict(dim=256, num_heads=2, num_layers=6, ffn_dim=768)  # 2 heads of 128, like every Wan; 7.2M parameters
-# (1.1M of them the 4096-wide text embedding Wan's detection needs): 13.7 MiB in bf16
+MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128, like every Wan; 8.1M parameters
+# (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
 WEIGHTS = HERE / "weights" / "ultragen_fidelity_wan.safetensors"
+LATENT_SPACE = latents.SPACE  # written into the weights' metadata
 
 
 def fixed_context(batch: int = 1, device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -94,33 +102,62 @@ def sample_sigmas(batch: int, device, shift: float = SHIFT) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
+TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's are below 10^6: held out)
+
+
 def batch_latents(step: int, batch: int, frames: int, fmt, device) -> torch.Tensor:
-    """A fresh batch of scenes (seeded by the step), as the model sees them: process_in(encode(frames))."""
-    clips = scenes.render(scenes.sample_scenes(1_000_003 * step + 17, batch, frames), 1, frames, device)
+    """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
+    process_in(encode(frames)), (B, 16, T, 64, 64)."""
+    seed = TRAIN_SEED + 1_000_003 * step
+    zoom, origin = scenes.sample_views(seed, batch)
+    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, scenes.TRAIN_RADIUS), 1, frames, device,
+                          zoom=zoom, origin=origin)
     return fmt.process_in(latents.encode(clips))
 
 
-def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int) -> dict:
-    from accelerate import Accelerator
+def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
+          resume: Path | None = None) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
     comfy.model_management.in_training = True
     try:
-        return _train(out, minutes, smoke, batch, lr, frames)
+        return _train(out, minutes, smoke, batch, lr, frames, resume)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int) -> dict:
+def load(path: Path) -> tuple[dict, dict]:
+    """(state dict in float32, metadata) of weights written by save()."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        sd = {k: f.get_tensor(k).float() for k in f.keys()}
+    if "config" not in meta:
+        raise ValueError(f"{path} has no 'config' metadata: --resume takes weights written by "
+                         f"bench/fidelity/train.py.")
+    return sd, meta
+
+
+def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
+           resume: Path | None = None) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
-    cfg = SMOKE_MODEL if smoke else MODEL
+    cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODEL), 0, 0.0
+    if resume is not None:
+        sd, meta = load(resume)
+        cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
+        if meta.get("latent_space") != LATENT_SPACE:
+            raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
+                             f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
     model = build_model(cfg)
+    if resume is not None:
+        model.load_state_dict(sd)
+        log.info("resuming from %s: %d steps, %.0f s of training so far", resume, done, done_seconds)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = accelerator.prepare(model, opt)
@@ -128,7 +165,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     fmt = wan_latent_format()
     fmt.latents_mean, fmt.latents_std = fmt.latents_mean.to(device), fmt.latents_std.to(device)
     context = fixed_context(batch, device)
-    budget, start, step, losses = minutes * 60, time.time(), 0, []
+    budget, start, step, losses = minutes * 60, time.time(), 0, []  # step: of this run (done: before it)
     max_steps = 3 if smoke else None
     while True:
         elapsed = time.time() - start
@@ -138,7 +175,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (step + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(step, batch, frames, fmt, device)  # (B, 16, T, 32, 32)
+        x0 = batch_latents(done + step, batch, frames, fmt, device)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
         s = sample_sigmas(batch, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
@@ -149,22 +186,25 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        decay = min(0.999, (1 + step) / (10 + step))
+        decay = min(0.999, (1 + done + step) / (10 + done + step))
         with torch.no_grad():
             for e, p in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
                 e.lerp_(p.detach(), 1 - decay)
         losses.append(loss.detach())  # read back every 100 steps only (no GPU sync per step)
         if step % 100 == 0:
             losses[-100:] = [float(v) for v in losses[-100:]]
-            log.info("step %d  loss %.4f  %.0f s", step, losses[-1], time.time() - start)
+            log.info("step %d  loss %.4f  %.0f s  %.2f steps/s", done + step, losses[-1], time.time() - start,
+                     (step + 1) / max(time.time() - start, 1e-9))
         step += 1
     seconds = time.time() - start
     losses = [float(v) for v in losses]
     out.mkdir(parents=True, exist_ok=True)
     path = out / WEIGHTS.name
-    save(ema, path, cfg, smoke, step, seconds)
+    save(ema, path, cfg, smoke, done + step, done_seconds + seconds)
     tail = losses[-50:] or [float("nan")]
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
+            "resumed_from": str(resume) if resume else None, "steps_total": done + step,
+            "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
             "frames": frames, "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision}
@@ -179,7 +219,7 @@ def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float) 
     sd = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"ultragen_fidelity": "smoke (CPU, a few steps: not a trained model)" if smoke else "trained",
             "config": json.dumps(cfg), "steps": str(steps), "seconds": f"{seconds:.0f}", "shift": str(SHIFT),
-            "latent_space": "bench/fidelity/latents.py", "context": "zeros (1, 1, 4096)"}
+            "latent_space": LATENT_SPACE, "context": "zeros (1, 1, 4096)"}
     save_file(sd, str(path), metadata=meta)
 
 
@@ -190,6 +230,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frames", type=int, default=scenes.FRAMES)
+    ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -197,7 +238,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
-    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames)
+    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume)
     print(json.dumps(info, indent=2))
     return info
 

@@ -2,6 +2,7 @@
 bench model, then one x2 cell sampled through UNETLoader / UltraGen nodes / KSampler, measured and written
 out (bench/fidelity/run.py does the same at full size on a GPU)."""
 import json
+import math
 import sys
 
 import pytest
@@ -14,29 +15,66 @@ sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
 def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     import evaluate
     import train
-    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
+    info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
     assert info["steps"] == 3 and info["loss_first"] > 0
-    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy"), samples=2, steps=2, frames=2, gt_pool=4)
+    # resuming starts from the saved weights and counts steps on
+    first = tmp_path / "first" / train.WEIGHTS.name
+    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first)
+    assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
+    sd, meta = train.load(tmp_path / train.WEIGHTS.name)
+    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE
+    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn"), samples=2, steps=2,
+                              frames=2, gt_pool=4, seeds=2)
     evaluate.load_bench_nodes(comfy)
     results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
-    assert set(cells) == {"ground_truth", "quality_band", "proxy"}
+    assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn"}
+    # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
+    why = evaluate.sol_attn_unavailable()
+    assert why is not None and cells["sol_attn"]["status"] == f"skipped: {why}" and "sol" in why.lower()
     truth = cells["ground_truth"]
     assert truth["count_error"][0] == 0 and truth["duplication"][0] == 0 and truth["continuity"][0] == 1
     band = cells["quality_band"]
-    assert band["status"] == "ok" and band["videos"] == 2
+    assert band["status"] == "ok" and band["videos"] == 4 and band["seeds"] == 2  # 2 videos x 2 seeds
+    assert band["seam"][0] > 0 and not math.isnan(band["detail_error"][1])
     assert 0 <= band["count_error"][0] and 0 <= band["colour_js"][0] <= 1 and 0 <= band["edge_js"][0] <= 1
     if evaluate.proxy_supported() is None:
-        assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 2
+        assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 4
     else:
         assert cells["proxy"]["status"].startswith("skipped: needs ComfyUI 0.33")
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == json.loads(json.dumps(results["cells"]))
     table = (tmp_path / "results.md").read_text().splitlines()
-    assert len(table) == 2 + 3 and "| x2 | quality_band | 2 |" in table[3]
+    assert "**Gate**" in table[0] and "not measured" in "\n".join(table)  # no x1 cell in this run
+    table = table[table.index(next(line for line in table if line.startswith("| scale"))):]
+    assert len(table) == 2 + 4 and "| x2 | quality_band | 4 |" in table[3]
+    assert "| x2 | sol_attn | 0 | skipped" in table[5]
     import cv2
     grid = cv2.imread(str(tmp_path / "samples_x2.png"))
     rows = 2 if evaluate.proxy_supported() else 3
     assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
+
+
+def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
+    """ComfyUI's own Wan 2.1 format maps the bench's encode() to what the model was trained on."""
+    import comfy.latent_formats
+    import latents
+    import scenes
+    import torch
+    video = scenes.render(scenes.sample_scenes(4, 2, frames=2), 1, frames=2)
+    fmt = comfy.latent_formats.Wan21()
+    z = latents.encode(video)
+    assert torch.allclose(fmt.process_in(z), latents.normalised(video), atol=1e-5)
+    assert torch.allclose(latents.decode(fmt.process_out(latents.normalised(video))), video, atol=1e-5)
+
+
+def test_resume_refuses_weights_of_another_latent_space(comfy, tmp_path):
+    import train
+    from safetensors.torch import save_file
+    import torch
+    path = tmp_path / "old.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
+    with pytest.raises(ValueError, match="another latent space"):
+        train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
 
 
 def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
@@ -51,10 +89,21 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
         p = evaluate.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
         latent = p.get("latent", p.get("native_latent"))["inputs"]
         assert latent["length"] == 5
-        assert latent["width"] == (768 if "latent" in p else 256)  # 8 x the latent: 96 (x3) or 32 (x1) wide
-        if mode == "full" or mode == "bicubic":
-            assert "apply" not in p
-        else:
-            assert p["settings"]["inputs"]["window_h"] == (6 if mode == "fast" else 16)
+        assert latent["width"] == (1536 if "latent" in p else 512)  # 8 x the latent: 192 (x3) or 64 (x1) wide
+        if mode in ("full", "sol_attn", "bicubic", "lanczos_sharpen"):
+            assert "apply" not in p and ("sol" in p) == (mode == "sol_attn")
+        else:  # the native grid: 2 frames x 32 x 32 tokens; the fast preset's windows 3/8 of that
+            assert p["settings"]["inputs"]["window_h"] == (12 if mode == "fast" else 32)
         ok, error, _, node_errors = comfy.validate(p)
         assert not ok and "missing.safetensors" in json.dumps(node_errors), (mode, error, node_errors)
+
+
+def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
+    """Weights trained before issue 24 (the old latent space) would sample noise: evaluating them is refused."""
+    import evaluate
+    import torch
+    from safetensors.torch import save_file
+    path = tmp_path / "old.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
+    with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py'"):
+        evaluate.install_weights(comfy, path)
