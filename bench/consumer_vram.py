@@ -161,7 +161,7 @@ def child(run: dict, weights: Path, work: Path, smoke: bool) -> dict:
     handler.emit = lambda record: lines.append(record.getMessage()) if "[UltraGen]" in record.getMessage() else None
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
-    result = dict(run, total_gib=round(total, 1))
+    result = dict(run, total_gib=round(total, 1), allocator=os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or "caching (default)")
     try:
         if cuda:
             with Peak(torch.device("cuda", 0)) as peak:
@@ -211,6 +211,13 @@ def main() -> None:
     if args.smoke:
         print(banner("a WanModel of dim 128 (2 blocks), 512x1024 x 5 frames, streamed in 64-token chunks",
                      "the card caps and the VRAM peaks"), flush=True)
+    if not args.smoke:
+        # Each run's process gets the CUDA allocator ComfyUI's main.py picks before torch loads (its cuda_malloc
+        # module: cudaMallocAsync on CUDA 13 builds of torch, through PYTORCH_CUDA_ALLOC_CONF, which the child
+        # processes inherit). Without it the caching allocator's fragmentation (GiBs "reserved but unallocated"
+        # at a 24 GiB cap, run 37) is measured, not what users run.
+        use_comfyui("bench/consumer_vram.py", cpu=False)
+        import cuda_malloc  # noqa: F401  (sets os.environ only; imports no torch)
     runs = [parse_run(r) for r in (["tiny:smoke:0:quality:2"] if args.smoke
                                    else args.runs.split(","))]
     args.out = args.out or Path(tempfile.mkdtemp(prefix="ultragen-vram-table-"))
