@@ -329,3 +329,16 @@ def save_tiny_wan_vae(runtime: ComfyRuntime, version: str = "2.1") -> str:
     if not path.exists():
         save_file(tiny_wan_vae_state_dict(version), str(path))
     return name
+
+
+def pack_nodes(node_class_mappings: dict) -> dict:
+    """The nodes the pack registers: those defined in its nodes/ folder. Test and bench nodes that tests load
+    into the same runtime (UltraGenTest*, the fidelity bench's UltraGenFidelity*) are not the pack's."""
+    import inspect
+
+    def in_pack(cls) -> bool:
+        try:
+            return Path(inspect.getfile(cls)).resolve().is_relative_to(PACK_DIR / "nodes")
+        except TypeError:
+            return False
+    return {name: cls for name, cls in node_class_mappings.items() if name.startswith("UltraGen") and in_pack(cls)}

@@ -239,7 +239,9 @@ def test_native_resolution_searches_find_every_pack_node(comfy):
     import inspect
     if "search_aliases" not in inspect.signature(io.Schema).parameters:
         pytest.skip("this ComfyUI has no node search aliases (added after 0.3.64)")
-    for name, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
-        if name.startswith("UltraGen") and not name.startswith("UltraGenTest"):
-            aliases = cls.GET_NODE_INFO_V1().get("search_aliases") or []  # what /object_info sends the frontend
-            assert {"native resolution", "native 4k"} <= set(aliases), (name, aliases)
+    from harness import pack_nodes
+    nodes = pack_nodes(comfy.nodes.NODE_CLASS_MAPPINGS)
+    assert "UltraGenApply" in nodes and "UltraGenSplitAcrossGPUs" in nodes, sorted(nodes)
+    for name, cls in nodes.items():
+        aliases = cls.GET_NODE_INFO_V1().get("search_aliases") or []  # what /object_info sends the frontend
+        assert {"native resolution", "native 4k"} <= set(aliases), (name, aliases)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from pathlib import Path
 
 import pytest
 
@@ -41,17 +40,8 @@ def files(comfy):
 
 
 def pack_nodes(comfy) -> dict:
-    """The nodes the pack registers (defined in its nodes/ folder); test and bench nodes that other tests load
-    into the same runtime (UltraGenTest*, the fidelity bench's UltraGenFidelity*) are not the pack's."""
-    from comfyui_finder import PACK_DIR
-
-    def in_pack(cls) -> bool:
-        try:
-            return Path(inspect.getfile(cls)).resolve().is_relative_to(PACK_DIR / "nodes")
-        except TypeError:
-            return False
-    return {name: cls for name, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()
-            if name.startswith("UltraGen") and in_pack(cls)}
+    from harness import pack_nodes as registered_by_pack
+    return registered_by_pack(comfy.nodes.NODE_CLASS_MAPPINGS)
 
 
 def taken_over(cls) -> set[str]:
