@@ -62,9 +62,7 @@ def main():
     from multigpu import sample_once
     from safetensors.torch import save_file
     import comfy.sd
-    from ultragen_core.adapters import apply_attention
-    from ultragen_core.config import AttentionSettings
-    from ultragen_core.models import wan_family
+    from ultragen_core.api import AttentionSettings, apply, model_facts
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the pack's line for the sampler's run
     cfg = dict(MODELS["14B"], **SMOKE_WIDTH) if args.smoke else MODELS["14B"]
     dtype = torch.float32 if args.smoke else torch.bfloat16
@@ -82,7 +80,7 @@ def main():
     path = Path(tempfile.mkdtemp(prefix="ultragen-sampler-path-")) / "wan.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     model = model.to(device)
-    options, plan = patch(model, grid, settings, wan_family(model).native_grid)
+    options, plan = patch(model, grid, settings, model_facts(model).native_grid)
     print(plan.describe())
     gen = torch.Generator().manual_seed(0)
     latent = torch.randn(1, cfg["in_dim"], *lat, generator=gen)
@@ -94,7 +92,7 @@ def main():
     if device.type == "cuda":
         torch.cuda.empty_cache()
     base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": dtype})
-    patched = apply_attention(base, settings)
+    patched = apply(base, settings)
     cond = [[ctx, {}]]
     sampled = timed(lambda: sample_once(patched, latent, cond, cond, 1.0), "ComfyUI's sampler, 1 step, cfg 1",
                     args.rows, device)
