@@ -8,14 +8,21 @@ name (:func:`require`).
 """
 from __future__ import annotations
 
+import math
+
+import torch
+
 from .adapters import apply_attention, apply_proxy_guidance
+from .adapters.base import HOLDER_KEY
 from .adapters import wan_split as _split
 from .adapters.wan_proxy import MODES as PROXY_MODES
 from .adapters.wan_proxy import ProxySettings, proxy_problem
 from .adapters.wan_ultragen import load_ultragen as _load_ultragen
 from .checkpoint.io import SUPPORTED as WEIGHT_SUFFIXES
 from .checkpoint.io import weights_file_problem
-from .config import AttentionSettings
+from .checkpoint.keys import PUBLISHED_FULL_BLOCKS as CHECKPOINT_FULL_BLOCKS
+from .checkpoint.keys import PUBLISHED_RANK, expected_shapes
+from .config import AttentionSettings, DualBranchPlan
 from .families.registry import (NATIVE_RESOLUTIONS, REGISTRY, Capability, Family, diffusion_model_of, family_of,
                                 video_vaes)
 from .families.registry import require as _require
@@ -29,6 +36,13 @@ VIDEO_VAES = video_vaes()
 def apply(model, settings: AttentionSettings | None = None):
     """UltraGen Apply: a clone of ``model`` with dual-branch (windows + pooled global) self-attention."""
     return apply_attention(model, settings or AttentionSettings())
+
+
+def plan_for(model, grid: tuple[int, int, int]) -> DualBranchPlan | None:
+    """The window plan a model patched by :func:`apply` runs at the token grid (T, H, W); None when the model
+    has no UltraGen Apply patch."""
+    holder = getattr(model, "model_options", {}).get("transformer_options", {}).get(HOLDER_KEY)
+    return None if holder is None else holder.plan_for(tuple(grid))
 
 
 def family(model) -> Family:
@@ -83,11 +97,24 @@ def load_weights(model, path: str, patcher_factory=None):
     return _load_ultragen(model, path, patcher_factory=patcher_factory)
 
 
+def random_checkpoint_weights(width: int, blocks, seed: int = 0, dtype: torch.dtype = torch.bfloat16):
+    """Extras-only UltraGen checkpoint weights with the published names and shapes and random values, for
+    ``blocks`` (indices) of a Wan model of ``width``: bench/ saves them with safetensors and times checkpoint
+    mode through :func:`load_weights`, as a user's file runs. {key: tensor}."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for block in blocks:
+        for name, shape in expected_shapes(width, PUBLISHED_RANK).items():
+            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) > 1 else 0.02
+            out[f"blocks.{block}.self_attn.{name}"] = (torch.randn(shape, generator=gen) * scale).to(dtype)
+    return out
+
+
 ComfyMultiGPU = _split.ComfyMultiGPU
 OneDevice = _split.OneDevice
 
-__all__ = ["AttentionSettings", "Capability", "ComfyMultiGPU", "Family", "MemoryPlan", "ModelFamily",
-           "NATIVE_RESOLUTIONS", "OneDevice", "PROXY_MODES", "ProxySettings", "REGISTRY", "VIDEO_VAES",
-           "WEIGHT_SUFFIXES", "apply", "apply_attention", "apply_proxy_guidance", "as_rank", "enable_split",
-           "family", "family_named", "load_weights", "model_facts", "plan_memory", "proxy_problem", "require", "set_free_memory",
-           "weights_file_problem"]
+__all__ = ["AttentionSettings", "CHECKPOINT_FULL_BLOCKS", "Capability", "ComfyMultiGPU", "Family", "MemoryPlan",
+           "ModelFamily", "NATIVE_RESOLUTIONS", "OneDevice", "PROXY_MODES", "ProxySettings", "REGISTRY", "VIDEO_VAES",
+           "WEIGHT_SUFFIXES", "apply", "apply_attention", "apply_proxy_guidance", "as_rank", "enable_split", "family",
+           "family_named", "load_weights", "model_facts", "plan_for", "plan_memory", "proxy_problem",
+           "random_checkpoint_weights", "require", "set_free_memory", "weights_file_problem"]

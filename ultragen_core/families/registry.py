@@ -39,7 +39,7 @@ class Family:
     claims and refuses as unknown variants; sizes: the member models' facts (native size, VAE, patch);
     vaes: its video VAEs by ComfyUI (module, class); adapter: module path of its patch (imported on use,
     with ``apply(model, settings)``); capabilities: capability -> predicate on the diffusion model, which
-    returns why this member cannot (None: it can); describe: the supported models in words.
+    returns the message why this member cannot, naming its class and the fix (None: it can); describe: the supported models in words.
     """
 
     name: str
@@ -66,10 +66,12 @@ class Family:
         return self.refused.get(name, f"it is a {self.name} variant this version of the pack does not know")
 
     def can_run(self, capability: Capability, dm) -> str | None:
-        """Why this family member cannot do ``capability`` (None: it can)."""
+        """Why this family member cannot do ``capability``, as the message to raise (naming its class), or None."""
         predicate = self.capabilities.get(capability)
         if predicate is None:
-            return f"the {self.name} family has no {capability.value} support in this version of the pack"
+            return (f"UltraGen {capability.value} is not available for {type(dm).__name__} ({type(dm).__module__}): "
+                    f"the {self.name} family has no {capability.value} support in this version of the pack. Leave "
+                    f"that node out for this model.")
         return predicate(dm)
 
     def patch_module(self):
@@ -157,8 +159,6 @@ def require(dm, capability: Capability) -> Family:
     family = family_of(dm)
     reason = family.can_run(capability, dm)
     if reason is not None:
-        if capability.value not in reason:
-            reason = f"UltraGen {capability.value} is not available for {type(dm).__name__}: {reason}."
         raise NotImplementedError(reason)
     return family
 
