@@ -8,7 +8,7 @@ and is imported when the family is used, so the registry itself stays light. An 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -51,7 +51,7 @@ class Family:
     adapter: str
     capabilities: Mapping[Capability, Predicate]
     describe: str
-    facts_of: Callable[[object], ModelFamily] = field(default=None)  # the loaded model's ModelFamily
+    facts_of: Callable[[object], ModelFamily]  # the loaded model's ModelFamily, from its shapes
 
     def claims(self, dm) -> bool:
         """True when the diffusion model belongs to this family (patched, or refused with a reason)."""
