@@ -6,8 +6,9 @@
 
 ``--op LAYOUT:RES:PRESET`` profiles the op as bench/attention.py runs it (a plain and a shifted
 block, the block input pooled once); ``--block`` profiles one call of a one-block WanModel
-(bench/dit.py's model) patched as UltraGen Apply patches it (bench/dit.py's path). Prints, per case, the kernels that take the
-most GPU time and the PyTorch ops that launched them (with --smoke: the ops by CPU time).
+(bench/dit.py's model) patched as UltraGen Apply patches it (bench/dit.py's path). Prints, per case, the
+kernels that take the most GPU time and the PyTorch ops that launched them (with --smoke: the ops by CPU
+time).
 """
 from __future__ import annotations
 

@@ -40,7 +40,8 @@ def imported_modules(source: str, path: str) -> list[tuple[int, str]]:
             found.append((node.lineno, base))
             found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
-            found += [(node.lineno, a.value) for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            found += [(node.lineno, a.value) for a in node.args
+                      if isinstance(a, ast.Constant) and isinstance(a.value, str)]
     out = []
     for line, name in found:
         if "ultragen_core" in name.split("."):
@@ -174,12 +175,13 @@ def test_capabilities_a_member_lacks_are_refused_by_name():
 
 
 def test_a_family_without_a_capability_is_refused_through_the_registry(monkeypatch):
-    windows_only = dataclasses.replace(WAN, name="Windows-only", capabilities={Capability.WINDOWS_GLOBAL: lambda dm: None})
+    windows_only = dataclasses.replace(WAN, name="Windows-only",
+                                       capabilities={Capability.WINDOWS_GLOBAL: lambda dm: None})
     monkeypatch.setattr(registry, "REGISTRY", (windows_only,))
     dm = stand_in("WanModel", "comfy.ldm.wan.model")
     assert require(dm, Capability.WINDOWS_GLOBAL) is windows_only
-    with pytest.raises(NotImplementedError, match=r"UltraGen split is not available for WanModel \(comfy.ldm.wan.model\): "
-                                                  r"the Windows-only family has no split support in this version of "
+    with pytest.raises(NotImplementedError, match=r"UltraGen split is not available for WanModel "
+                                                  r"\(comfy.ldm.wan.model\): the Windows-only family has no split support in this version of "
                                                   r"the pack\. Leave that node out for this model\."):
         api.enable_split(Patcher(dm), setup=None)
 

@@ -39,7 +39,8 @@ class Family:
     claims and refuses as unknown variants; sizes: the member models' facts (native size, VAE, patch);
     vaes: its video VAEs by ComfyUI (module, class); adapter: module path of its patch (imported on use,
     with ``apply(model, settings)``); capabilities: capability -> predicate on the diffusion model, which
-    returns the message why this member cannot, naming its class and the fix (None: it can); describe: the supported models in words.
+    returns the message why this member cannot, naming its class and the fix (None: it can); describe: the
+    supported models in words; facts_of: the ModelFamily (native size, VAE, patch) of a loaded model.
     """
 
     name: str
@@ -51,7 +52,7 @@ class Family:
     adapter: str
     capabilities: Mapping[Capability, Predicate]
     describe: str
-    facts_of: Callable[[object], ModelFamily]  # the loaded model's ModelFamily, from its shapes
+    facts_of: Callable[[object], ModelFamily]
 
     def claims(self, dm) -> bool:
         """True when the diffusion model belongs to this family (patched, or refused with a reason)."""
