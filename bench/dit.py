@@ -1,6 +1,10 @@
 """One sampling step of ComfyUI's real WanModel architectures (random bf16 weights), unpatched vs.
 patched with the dual-branch attention: time per step, peak VRAM, share of time in attention.
 
+Every variant runs the user's path: the random weights are loaded by ComfyUI's own loader, patched through
+``ultragen_core.api`` (what UltraGen Apply, Proxy Guidance and Load Weights call), loaded as the sampler loads
+a model, and called with the transformer_options and wrappers the sampler hands the diffusion model.
+
     COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
@@ -14,9 +18,11 @@ and runs the patched model once, for the real peak memory. One step = one model 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +32,8 @@ import torch
 
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
-from ultragen_core.models import wan_family  # noqa: E402
+from ultragen_core import api  # noqa: E402
+from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 
 from comfyui_env import use_comfyui  # noqa: E402
 from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
@@ -45,7 +52,8 @@ def case(name: str, res: str, frames: int, smoke: bool):
 
     smoke: a model of SMOKE_WIDTH at the real depth, latent and native grid shrunk (bench/smoke.py)."""
     cfg = MODELS[name]
-    native = wan_family(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"])).native_grid  # the real model's
+    shapes = SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"])
+    native = api.model_facts(shapes, api.family_named("Wan")).native_grid  # the real model's
     h, w = RES[res]
     lat = ((frames - 1) // 4 + 1, math.ceil(h / cfg["scale"]), math.ceil(w / cfg["scale"]))
     if smoke:
@@ -70,72 +78,49 @@ def build(cfg: dict, layers: int, device, dtype=torch.bfloat16):
     return model.eval()
 
 
-BENCH_CALL = "ultragen_bench_call"  # the CallState / CheckpointCall a variant runs with (not passed to the model)
-BENCH_KWARGS = "ultragen_bench_kwargs"  # more keyword arguments of the model call (the proxy's latent)
+def comfy_model(model, dtype):
+    """``model``'s weights loaded by ComfyUI's own loader, as Load Diffusion Model returns them (a ModelPatcher):
+    every variant is patched through ``ultragen_core.api``, the apply path of the nodes."""
+    import comfy.sd
+    return comfy.sd.load_diffusion_model_state_dict(model.state_dict(), model_options={"dtype": dtype})
 
 
-def patch(model, grid, settings, native):
-    """Install the pack's own per-block patch objects; returns the options for :func:`step`, and the plan."""
-    from ultragen_core.adapters.base import CallState, PatchHolder
-    from ultragen_core.adapters.wan import ChunkedFeedForward, StreamedWanBlock, TokenMajorEmbedding, WanSelfAttentionPatch
-    holder = PatchHolder(settings, native, len(model.blocks))
-    for i, block in enumerate(model.blocks):
-        block.self_attn.forward = WanSelfAttentionPatch(holder, "blocks", i)
-        block.ffn.forward = ChunkedFeedForward(i)
-        block.forward = StreamedWanBlock(holder, i)  # streams only with a --memory-budget below the need
-    model.patch_embedding.forward = TokenMajorEmbedding()
-    plan = holder.plan_for(grid)
-    return {BENCH_CALL: CallState(model, plan, True)}, plan
+def loaded(patcher):
+    """Load ``patcher`` (with the models it carries, e.g. checkpoint mode's extras) as ComfyUI's sampler does:
+    returns its diffusion model, object patches in place, and the transformer_options the sampler hands the
+    model (the patcher's own, with its wrappers)."""
+    import comfy.model_management as mm
+    import comfy.patcher_extension as extension
+    mm.load_models_gpu([patcher] + list(patcher.get_additional_models()))
+    options = dict(patcher.model_options.get("transformer_options", {}))
+    options["wrappers"] = extension.merge_nested_dicts(options.get("wrappers", {}), patcher.wrappers)
+    return patcher.get_model_object("diffusion_model"), options
 
 
-def patch_checkpoint(model, grid, timestep):
-    """The published UltraGen architecture (checkpoint mode) with random extras: the model's blocks run
-    as published blocks 3, 4, ... (odd and even blocks differ in window counts)."""
-    from ultragen_core.adapters.wan_ultragen import CKPT_CALL_KEY, CheckpointCall, CheckpointHolder, CheckpointSelfAttention
-    from ultragen_core.checkpoint.keys import PUBLISHED_RANK
-    from ultragen_core.checkpoint.modules import UltraGenExtras
-    ids = [3 + i for i in range(len(model.blocks))]
-    extras = UltraGenExtras(model.dim, PUBLISHED_RANK, ids, device=timestep.device, dtype=model.patch_embedding.weight.dtype)
-    holder = CheckpointHolder(extras.requires_grad_(False), "random weights")
-    for i, (published, block) in enumerate(zip(ids, model.blocks)):
-        block.self_attn.forward = CheckpointSelfAttention(holder, published, module_index=i)
-    return {CKPT_CALL_KEY: CheckpointCall(model, grid, timestep)}
+def unload():
+    """Undo the loaded variant's patches (ComfyUI unpatches what it loaded) before the next one."""
+    import comfy.model_management as mm
+    mm.unload_all_models()
 
 
-def relayout_only(model, grid, native):
-    """The pack's channels-last patch embedding alone (no attention change): its share of a speedup.
-    Returns the options for :func:`step`."""
-    from ultragen_core.adapters.base import CallState, PatchHolder
-    from ultragen_core.adapters.wan import TokenMajorEmbedding
-    from ultragen_core.config import AttentionSettings
-    model.patch_embedding.forward = TokenMajorEmbedding()
-    plan = PatchHolder(AttentionSettings(), native, len(model.blocks)).plan_for(grid)
-    return {BENCH_CALL: CallState(model, plan, True)}
+def smoke_windows(settings, grid, native):
+    """--smoke: the windows the settings give on the real model, with the smoke model's shrunk native grid
+    (the api reads the native size from the model, which is the real 1.3B's for a model of width 128)."""
+    return dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
+
+
+def checkpoint_file(dim: int, layers: int) -> str:
+    """Random UltraGen checkpoint weights (extras only) for every block of a model of width ``dim``."""
+    from safetensors.torch import save_file
+    path = Path(tempfile.mkdtemp(prefix="ultragen-dit-")) / "ultragen_random.safetensors"
+    save_file(api.random_checkpoint_weights(dim, range(layers)), str(path))
+    return str(path)
 
 
 def step(model, x, t, ctx, options):
-    """One model call, with the variant's call state (as the pack's diffusion-model wrapper sets it)."""
-    from ultragen_core.adapters.base import run_with_call
-    call, kwargs = options.get(BENCH_CALL), options.get(BENCH_KWARGS, {})
-    options = {k: v for k, v in options.items() if k not in (BENCH_CALL, BENCH_KWARGS)}
+    """One model call as the sampler makes it (through the model's wrappers: the pack's call state)."""
     with torch.inference_mode():
-        if call is None:
-            return model(x, t, ctx, transformer_options=options, **kwargs)
-        return run_with_call(call, model, x, t, ctx, transformer_options=options, **kwargs)
-
-
-def with_proxy(model, options, native, mode: str, device, dtype):
-    """Proxy guidance on top of :func:`patch`'s options: a proxy at the native size with half the frames
-    (strength 1, the node's default: one attention call per window shape), appended as ComfyUI 0.33's in-context latent. None when this ComfyUI cannot run it."""
-    from ultragen_core.adapters.wan_proxy import ProxyCall, ProxySettings, supports_context_latents
-    if not supports_context_latents(model):
-        return None
-    proxy_grid = (math.ceil(native[0] / 2), native[1], native[2])
-    latent = torch.randn(1, model.patch_embedding.in_channels, proxy_grid[0], 2 * native[1], 2 * native[2],
-                         device=device, dtype=dtype)
-    options[BENCH_CALL].proxy = ProxyCall(proxy_grid, ProxySettings(strength=1.0, mode=mode))
-    options[BENCH_KWARGS] = {"context_latents": [latent]}
-    return options
+        return model(x, t, ctx, transformer_options=options)
 
 
 def sync(device):
@@ -207,9 +192,10 @@ def main():
                     help="extra variants: windows as fractions of the native grid (no shift), e.g. 1/3x1/2x1/2;1/2x1/2x1/2")
     ap.add_argument("--proxy", default="",
                     help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
-                         "(comma separated; needs ComfyUI 0.33+)")
+                         "(comma separated)")
     ap.add_argument("--memory-budget", type=float, default=0.0,
-                    help="GB a patched call may use (UltraGen Attention Settings' memory_budget_gb); 0 = no limit")
+                    help="GB a patched call may use (UltraGen Attention Settings' memory_budget_gb); 0 = automatic "
+                         "(the free VRAM, as the node's default)")
     ap.add_argument("--only", default="",
                     help="run only the variants whose label contains this text (e.g. proxy)")
     ap.add_argument("--skip-unpatched-above", type=int, default=10**9,
@@ -222,8 +208,6 @@ def main():
     device = pick_device(args.smoke, "bench/dit.py")
     use_comfyui("bench/dit.py", cpu=args.smoke)
     dtype = torch.float32 if args.smoke else torch.bfloat16
-    from ultragen_core.config import AttentionSettings
-    from ultragen_core.checkpoint.keys import PUBLISHED_FULL_BLOCKS
     if args.smoke:
         print(banner(f"WanModels of dim 128, 1 head, ffn 256 at the real depths, latents / {'x'.join(map(str, SCALE))}",
                      "peak VRAM"))
@@ -237,15 +221,15 @@ def main():
             cfg, lat, grid, native = case(name, res, args.frames, args.smoke)
             layers = cfg["num_layers"] if args.full_depth else args.blocks
             torch.cuda.empty_cache()
-            model = build(cfg, layers, device, dtype)
+            base = comfy_model(build(cfg, layers, device, dtype), dtype)  # the random model, as ComfyUI loads it
+            torch.cuda.empty_cache()
             x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=dtype)
             t = torch.full((1,), 500.0, device=device)
             ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
             scale = cfg["num_layers"] / layers
-            base = None
+            base_secs = None
             n = math.prod(grid)
-            variants = [("unpatched", None), ("unpatched + channels-last embedding only", "relayout"),
-                        ("UltraGen default", AttentionSettings()),
+            variants = [("unpatched", None), ("UltraGen default", AttentionSettings()),
                         ("UltraGen fast", AttentionSettings(preset="fast"))]
             for text in filter(None, args.windows.split(";")):
                 window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native, text.split("x")))
@@ -258,39 +242,39 @@ def main():
             for label, settings in variants:
                 if args.only and args.only not in label:
                     continue
-                if settings in (None, "relayout") and (n > args.skip_unpatched_above or args.full_depth):
+                if settings is None and (n > args.skip_unpatched_above or args.full_depth):
                     continue
                 if settings == "checkpoint" and pair is None:
                     continue  # needs the unpatched time of the full-attention blocks
+                plan = None
                 if settings is None:
-                    options, plan = {}, None
-                elif settings == "checkpoint":
-                    options, plan = patch_checkpoint(model, grid, t), None
-                elif settings == "relayout":
-                    options, plan = relayout_only(model, grid, native), None
-                elif isinstance(settings, tuple):  # ("proxy", mode)
-                    options, plan = patch(model, grid, AttentionSettings(), native)
-                    options = with_proxy(model, options, native, settings[1], device, dtype)
-                    if options is None:
-                        print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | | | | | "
-                              "not run: this ComfyUI has no in-context latents (0.33+) |")
-                        continue
+                    patcher = base
+                elif settings == "checkpoint":  # UltraGen Load Weights with random extras in every block run
+                    import comfy.model_patcher
+                    patcher, _ = api.load_weights(base, checkpoint_file(cfg["dim"], layers),
+                                                  patcher_factory=comfy.model_patcher.ModelPatcher)
                 else:
-                    options, plan = patch(model, grid, settings, native)
-                if args.memory_budget and plan is not None:  # as the diffusion-model wrapper plans a call
-                    from ultragen_core.memory import plan_memory
-                    call = options[BENCH_CALL]
-                    tokens = n + (call.proxy.tokens if call.proxy is not None else 0)
-                    call.memory = plan_memory(tokens, 1, cfg["dim"], cfg["ffn_dim"], x.element_size(), device,
-                                              args.memory_budget, math.prod(plan.window))
-                    label += f", budget {args.memory_budget:g} GB ({call.memory.chunks} chunks per block)"
+                    proxy = settings[1] if isinstance(settings, tuple) else None  # ("proxy", mode)
+                    settings = AttentionSettings() if proxy else settings
+                    if args.smoke:
+                        settings = smoke_windows(settings, grid, native)
+                    if args.memory_budget:
+                        settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
+                        label += f", budget {args.memory_budget:g} GB"
+                    patcher = api.apply(base, settings)  # UltraGen Apply
+                    if proxy:  # UltraGen Proxy Guidance: native size, half the frames, strength 1 (the node's default)
+                        proxy_lat = (math.ceil(native[0] / 2), 2 * native[1], 2 * native[2])
+                        latent = torch.randn(1, cfg["in_dim"], *proxy_lat, generator=torch.Generator().manual_seed(2))
+                        patcher = api.apply_proxy_guidance(patcher, latent, api.ProxySettings(strength=1.0, mode=proxy))
+                    plan = api.plan_for(patcher, grid)
+                model, options = loaded(patcher)
                 secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
                                      warmup=not args.full_depth)
                 share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
                 if settings is None:
                     pair = secs
                 if settings == "checkpoint":  # published: blocks 0-2 and 27-29 keep full attention
-                    full = len(PUBLISHED_FULL_BLOCKS)
+                    full = len(api.CHECKPOINT_FULL_BLOCKS)
                     secs = (full * pair + (cfg["num_layers"] - full) * secs) / layers
                     note = (f"{cfg['num_layers'] - full} UltraGen blocks (measured on {layers}) + {full} full-attention "
                             "blocks (the unpatched time)")
@@ -298,8 +282,8 @@ def main():
                     secs *= scale
                     note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
                            (f"; {plan.describe()}" if plan else "")
-                base = secs if settings is None else base
-                speed = f"{base / secs:.1f}x" if base else ""
+                base_secs = secs if settings is None else base_secs
+                speed = f"{base_secs / secs:.1f}x" if base_secs else ""
                 print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | {speed} | "
                       f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
                 if args.peak_trace and settings is not None and device.type == "cuda":
@@ -307,14 +291,9 @@ def main():
                     unit = n * cfg["dim"] * x.element_size()
                     traces.append(f"\n{name} {res}, {label} ({layers} blocks, unit {unit / 2**30:.2f} GiB):")
                     traces += peak_trace(lambda: step(model, x, t, ctx, options), unit, args.peak_trace)
-                if settings is not None:
-                    model.__dict__.pop("forward", None)
-                    model.patch_embedding.__dict__.pop("forward", None)
-                    for block in model.blocks:  # back to the unpatched forward
-                        block.__dict__.pop("forward", None)
-                        block.self_attn.__dict__.pop("forward", None)
-                        block.ffn.__dict__.pop("forward", None)
-            del model, x, ctx
+                del model, options, patcher
+                unload()  # ComfyUI takes the variant's patches off again
+            del base, x, ctx
             torch.cuda.empty_cache()
     if traces:
         print("\n### What is alive at each call's memory peak (--peak-trace), in sequence-size tensors")

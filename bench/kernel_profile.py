@@ -6,8 +6,9 @@
 
 ``--op LAYOUT:RES:PRESET`` profiles the op as bench/attention.py runs it (a plain and a shifted
 block, the block input pooled once); ``--block`` profiles one call of a one-block WanModel
-(bench/dit.py's model) with the pack's patch objects. Prints, per case, the kernels that take the
-most GPU time and the PyTorch ops that launched them (with --smoke: the ops by CPU time).
+(bench/dit.py's model) patched as UltraGen Apply patches it (bench/dit.py's path). Prints, per case, the
+kernels that take the most GPU time and the PyTorch ops that launched them (with --smoke: the ops by CPU
+time).
 """
 from __future__ import annotations
 
@@ -78,12 +79,17 @@ def op_case(spec: str, rows: int, device, smoke: bool) -> None:
 
 
 def block_case(spec: str, rows: int, device, smoke: bool) -> None:
-    from dit import build, case, patch, step
+    from dit import build, case, comfy_model, loaded, smoke_windows, step, unload
+    from ultragen_core import api
     name, res, preset_name = spec.split(":")
     cfg, lat, grid, native = case(name, res, 81, smoke)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = build(cfg, 1, device, dtype)
-    options, plan = patch(model, grid, preset(preset_name)[1](native), native)
+    settings = preset(preset_name)[1](native)
+    if smoke:
+        settings = smoke_windows(settings, grid, native)
+    patched = api.apply(comfy_model(build(cfg, 1, device, dtype), dtype), settings)  # UltraGen Apply's path
+    plan = api.plan_for(patched, grid)
+    model, options = loaded(patched)
     x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=dtype)
     t = torch.full((1,), 500.0, device=device)
     ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
@@ -92,6 +98,7 @@ def block_case(spec: str, rows: int, device, smoke: bool) -> None:
         step(model, x, t, ctx, options)
 
     kernel_table(run, f"one {name} block at {res} ({plan.describe()})", rows, device)
+    unload()
 
 
 def main():

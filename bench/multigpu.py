@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 from dit import MODELS, RES, SMOKE_WIDTH, build  # noqa: E402
 from smoke import SCALE, banner, pick_device  # noqa: E402
 
-from ultragen_core.models import wan_family  # noqa: E402
+from ultragen_core import api  # noqa: E402
 
 
 def comfyui():
@@ -95,15 +95,12 @@ class SoloExchange:
 def solo_rows(patched, sample, device, ranks_list, blocks, scale, one, bandwidth):
     """Each rank's share of one call timed alone on this GPU: the compute of an N-GPU split without its
     transfers, which are counted and priced at ``bandwidth`` (bytes/s). Returns table cells per N."""
-    from ultragen_core.adapters.wan_split import RANK_KEY, RankCall, token_cost
-    dm = patched.get_model_object("diffusion_model")
     cells = []
     for ranks in ranks_list:
         times, sent = [], []
         for rank in range(ranks):
             exchange = SoloExchange(ranks)
-            model = patched.clone()
-            model.model_options["transformer_options"][RANK_KEY] = RankCall(rank, ranks, exchange, token_cost(dm))
+            model = api.as_rank(patched, rank, ranks, exchange)
             t, _ = timed(lambda: sample(model), device)
             times.append(t)
             sent.append(exchange.received[rank] / 2)  # warm-up and timed call
@@ -143,9 +140,7 @@ def main():
     comfy.cli_args.args.cpu = args.smoke
     import comfy.model_management as mm
     import comfy.sd
-    from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import ComfyMultiGPU, OneDevice, enable_split
-    from ultragen_core.config import AttentionSettings
+    from ultragen_core.api import AttentionSettings, ComfyMultiGPU, OneDevice, apply, enable_split
     try:
         import comfy.multigpu as multigpu
     except ImportError:
@@ -162,7 +157,7 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix="ultragen-multigpu-"))
     for name in args.models.split(","):
         cfg = MODELS[name]
-        family = wan_family(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]))
+        family = api.model_facts(SimpleNamespace(dim=cfg["dim"], out_dim=cfg["out_dim"]), api.family_named("Wan"))
         scale = family.blocks / args.blocks
         path = folder / f"wan_{name}_{args.blocks}.safetensors"
         random_checkpoint(path, dict(cfg, **SMOKE_WIDTH) if args.smoke else cfg, args.blocks)
@@ -178,7 +173,7 @@ def main():
             cond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             uncond = [[torch.randn(1, 512, 4096, generator=gen), {}]]
             for preset in args.presets.split(","):
-                patched = apply_attention(base, AttentionSettings(preset="fast" if preset == "fast" else "quality"))
+                patched = apply(base, AttentionSettings(preset="fast" if preset == "fast" else "quality"))
                 setup = ComfyMultiGPU()
                 row = f"| {name} | {res} | {grid} | {preset} |"
                 # one model call (cfg 1: no uncond)

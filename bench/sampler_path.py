@@ -58,13 +58,11 @@ def main():
     args = ap.parse_args()
     device = pick_device(args.smoke, "bench/sampler_path.py")
     use_comfyui("bench/sampler_path.py", cpu=args.smoke)
-    from dit import MODELS, RES, SMOKE_WIDTH, build, patch, step
+    from dit import MODELS, RES, SMOKE_WIDTH, build, loaded, step, unload
     from multigpu import sample_once
     from safetensors.torch import save_file
     import comfy.sd
-    from ultragen_core.adapters import apply_attention
-    from ultragen_core.config import AttentionSettings
-    from ultragen_core.models import wan_family
+    from ultragen_core.api import AttentionSettings, apply, plan_for
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the pack's line for the sampler's run
     cfg = dict(MODELS["14B"], **SMOKE_WIDTH) if args.smoke else MODELS["14B"]
     dtype = torch.float32 if args.smoke else torch.bfloat16
@@ -81,20 +79,19 @@ def main():
     model = build(cfg, args.blocks, torch.device("cpu"), dtype)
     path = Path(tempfile.mkdtemp(prefix="ultragen-sampler-path-")) / "wan.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    model = model.to(device)
-    options, plan = patch(model, grid, settings, wan_family(model).native_grid)
-    print(plan.describe())
+    del model
+    base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": dtype})
+    patched = apply(base, settings)  # UltraGen Apply's function
+    print(plan_for(patched, grid).describe())
     gen = torch.Generator().manual_seed(0)
     latent = torch.randn(1, cfg["in_dim"], *lat, generator=gen)
     ctx = torch.randn(1, 512, 4096, generator=gen)
     x, c = latent.to(device, dtype), ctx.to(device, dtype)
     t = torch.full((1,), 1000.0, device=device)  # the sampler's one euler step starts at sigma 1
-    direct = timed(lambda: step(model, x, t, c, options), "direct call (bench/dit.py)", args.rows, device)
-    model = options = None  # free the direct-call model before ComfyUI loads its own
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    base = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": dtype})
-    patched = apply_attention(base, settings)
+    dm, options = loaded(patched)
+    direct = timed(lambda: step(dm, x, t, c, options), "direct call (bench/dit.py)", args.rows, device)
+    dm = options = None
+    unload()
     cond = [[ctx, {}]]
     sampled = timed(lambda: sample_once(patched, latent, cond, cond, 1.0), "ComfyUI's sampler, 1 step, cfg 1",
                     args.rows, device)

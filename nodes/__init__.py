@@ -2,7 +2,7 @@
 import comfy.model_management
 from comfy_api.latest import ComfyExtension, io
 
-from ..ultragen_core.memory import set_free_memory
+from ..ultragen_core.api import set_free_memory
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ultragen_core.adapters import apply_attention
+from ..ultragen_core.api import apply_attention
 from ..ultragen_core.config import AttentionSettings
 from .attention_settings import AttentionSettingsType
 from .schema import schema

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..ultragen_core.api import NATIVE_RESOLUTIONS
 from ..ultragen_core.config import FUSIONS, SHIFTS, AttentionSettings, parse_block_list
-from ..ultragen_core.models import NATIVE_RESOLUTIONS
 from ..ultragen_core.presets import PRESETS
 from .schema import own_check, schema, unnamed
 

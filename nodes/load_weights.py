@@ -14,8 +14,8 @@ import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
-from ..ultragen_core.adapters.wan_ultragen import load_ultragen
-from ..ultragen_core.checkpoint.io import SUPPORTED, weights_file_problem
+from ..ultragen_core.api import WEIGHT_SUFFIXES as SUPPORTED
+from ..ultragen_core.api import load_weights, weights_file_problem
 from .schema import own_check, schema
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,6 @@ class UltraGenLoadWeights(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, weights: str) -> io.NodeOutput:
-        patched, report = load_ultragen(model, find(weights), patcher_factory=comfy.model_patcher.ModelPatcher)
+        patched, report = load_weights(model, find(weights), patcher_factory=comfy.model_patcher.ModelPatcher)
         log.info("%s", report)
         return io.NodeOutput(patched, report)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..ultragen_core.adapters import apply_proxy_guidance
-from ..ultragen_core.adapters.wan_proxy import MODES, ProxySettings, proxy_problem
+from ..ultragen_core.api import PROXY_MODES as MODES
+from ..ultragen_core.api import ProxySettings, apply_proxy_guidance, proxy_problem
 from .schema import schema
 
 

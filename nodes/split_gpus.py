@@ -5,7 +5,7 @@ from __future__ import annotations
 import comfy.model_management
 from comfy_api.latest import io
 
-from ..ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+from ..ultragen_core.api import ComfyMultiGPU, enable_split
 from .schema import schema
 
 MAX_GPUS = 8
