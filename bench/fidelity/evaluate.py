@@ -161,7 +161,7 @@ def check_latent_space(weights: Path) -> None:
     if space != latents.SPACE:
         raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
                          f"{latents.SPACE!r}: its samples would be noise. Train new weights "
-                         f"(bench/fidelity/run.py --train-only, GPU_PLAN.md).")
+                         f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
 
 
 def install_weights(runtime, weights: Path) -> str:

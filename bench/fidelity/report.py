@@ -103,7 +103,7 @@ nodes, KSampler), 64 x 64 px (32 x 32 tokens) x 8 frames natively, at 2x and 3x 
 tokens). Latent space: 1 pixel -> 1 latent pixel of 16 channels in Wan 2.1's latent statistics, exact
 (bench/fidelity/latents.py). Training shows whole scenes and crops zoomed 1.25-4x (bench/fidelity/train.py).
 
-Commands (one H200; GPU_PLAN.md: two calls, the second resumes and evaluates):
+Commands (one H200; bench/fidelity/GPU_PLAN.md: two calls, the second resumes and evaluates):
 
     {command}
 
@@ -156,8 +156,8 @@ Run 20 (4 minutes of training) and the 7-minute runs of 2026-12-04 used the old 
 whole-scene training; at native size with full attention their models had count error 0.81 / 0.56 and
 continuity 0.31 / 0.47 against the gate's 0.15 / 0.85. They failed the gate, so their tables (run 20:
 docs/bench-results/run20_fidelity_results.json) say nothing about the attention modes, and the conclusions
-this page drew from run 20 are withdrawn. The weights in bench/fidelity/weights/ are still that model's
-until the GPU run of GPU_PLAN.md replaces them; bench/fidelity/evaluate.py refuses them (other latent space).
+this page drew from run 20 are withdrawn. Their weights were in the old latent space, which
+bench/fidelity/evaluate.py refuses; run 38's weights replaced them in bench/fidelity/weights/.
 """
 
 
