@@ -1,6 +1,7 @@
 """What nodes and bench/ call: one small api over the family registry. Nothing outside ``ultragen_core``
-imports a family's modules (``adapters/``, ``checkpoint/``, ``models``) directly, so a benchmark runs the
-apply path a user runs, and a new family is a registry entry, not an edit of every node.
+imports a family's modules (``families/``, ``adapters/``, ``checkpoint/``, ``models``) directly, so a
+benchmark runs the apply path a user runs, and a new family is a folder plus a registry entry, not an edit
+of every node.
 
 Every function takes a ComfyUI ModelPatcher (duck typed; ComfyUI is never imported here). A model no
 family claims raises ``NotImplementedError`` naming its class; a capability its family lacks is refused by
@@ -12,12 +13,8 @@ import math
 
 import torch
 
-from .adapters import apply_attention, apply_proxy_guidance
+from .adapters import apply_attention
 from .adapters.base import HOLDER_KEY
-from .adapters import wan_split as _split
-from .adapters.wan_proxy import MODES as PROXY_MODES
-from .adapters.wan_proxy import ProxySettings, proxy_problem
-from .adapters.wan_ultragen import load_ultragen as _load_ultragen
 from .checkpoint.io import SUPPORTED as WEIGHT_SUFFIXES
 from .checkpoint.io import weights_file_problem
 from .checkpoint.keys import PUBLISHED_FULL_BLOCKS as CHECKPOINT_FULL_BLOCKS
@@ -26,6 +23,10 @@ from .config import AttentionSettings, DualBranchPlan
 from .families.registry import (NATIVE_RESOLUTIONS, REGISTRY, Capability, Family, diffusion_model_of, family_of,
                                 video_vaes)
 from .families.registry import require as _require
+from .families.wan import wan_split as _split
+from .families.wan.wan_proxy import MODES as PROXY_MODES
+from .families.wan.wan_proxy import ProxySettings, apply_proxy_guidance, proxy_problem
+from .families.wan.wan_ultragen import load_ultragen as _load_ultragen
 from .memory import MemoryPlan, plan_memory, set_free_memory
 from .models import ModelFamily
 

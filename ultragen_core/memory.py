@@ -3,7 +3,7 @@
 At high resolution almost all of a Wan step's memory is activations, and only attention needs many
 tokens at once (a window's worth). The patched block keeps two sequence-size tensors (its input and its
 output; the modulated self-attention input is computed per chunk of windows, see
-adapters/wan_block.py ``ModulatedRows``) and streams everything else through chunks of tokens: the
+families/wan/wan_block.py ``ModulatedRows``) and streams everything else through chunks of tokens: the
 modulated rows, q / k / v of a few windows, the feed-forward's hidden layer of a few rows. The chunk is
 the largest that fits what the budget leaves after those tensors.
 

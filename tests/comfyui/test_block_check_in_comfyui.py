@@ -16,7 +16,7 @@ from test_memory_budget import TINY_BUDGET, budget, ultragen_lines
 def forget_verdicts():
     """The verdicts are per block class, and these tests change what the class computes."""
     for name, module in list(sys.modules.items()):
-        if name.endswith("ultragen_core.adapters.wan_block"):
+        if name.endswith("ultragen_core.families.wan.wan_block"):
             module.forget_verdicts()
 
 
@@ -124,7 +124,7 @@ def test_streamed_blocks_never_hold_the_whole_modulated_input(comfy, caplog, fre
     slice, and the result is the unlimited one (global branch, shifted windows)."""
     sizes = []
     for name, module in list(sys.modules.items()):
-        if name.endswith("ultragen_core.adapters.wan_block"):
+        if name.endswith("ultragen_core.families.wan.wan_block"):
             original = module.ModulatedRows.whole
 
             def recorded(self, chunk=2**16, original=original):

@@ -71,7 +71,7 @@ def test_proxy_guidance_streams_too(comfy):
 @pytest.mark.parametrize("frames,length", [(1, 512), (4, 512), (3, 512), (7, 50), (5, 5)])
 def test_rows_of_a_modulation_equal_comfyuis_repeat_e(comfy, frames, length):
     from comfy.ldm.wan.model import repeat_e
-    from ultragen_core.adapters.wan_block import rows_at, rows_of
+    from ultragen_core.families.wan.wan_block import rows_at, rows_of
     e = torch.randn(2, frames, 8)
     x = torch.empty(2, length, 8)
     full = repeat_e(e, x).expand(2, length, 8) if frames == 1 else repeat_e(e, x)
@@ -98,7 +98,7 @@ def test_self_attention_keeps_at_most_tokens_in_flight_whatever_the_budget(comfy
         return run(comfy, p, key), captured()[key + "_probe"]
 
     whole, calls = sampled("whole")
-    adapters = [m for k, m in sys.modules.items() if k.endswith("ultragen_core.adapters.wan")]
+    adapters = [m for k, m in sys.modules.items() if k.endswith("ultragen_core.families.wan.wan")]
     assert adapters
     for module in adapters:
         monkeypatch.setattr(module, "TOKENS_IN_FLIGHT", 32)  # two windows of 1x4x4 per attention call

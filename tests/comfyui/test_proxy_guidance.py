@@ -85,7 +85,7 @@ def test_image_to_video_takes_a_video_latent_proxy_with_the_start_image_conditio
 
 
 def test_the_start_image_condition_keeps_frame_0_and_averages_areas(comfy):
-    from ultragen_core.adapters.wan_proxy import condition_at
+    from ultragen_core.families.wan.wan_proxy import condition_at
     cond = torch.arange(2 * 3 * 5 * 4 * 6, dtype=torch.float32).reshape(2, 3, 5, 4, 6)
     small = condition_at(cond, (3, 2, 3))
     assert small.shape == (2, 3, 3, 2, 3)

@@ -216,7 +216,7 @@ class UltraGenTestSplitOnCPU:
 
     def make(self, model, ranks, fail_rank):
         import comfy.multigpu
-        from ultragen_core.adapters.wan_split import OneDevice, enable_split
+        from ultragen_core.families.wan.wan_split import OneDevice, enable_split
         clones = [model.deepclone_multigpu(new_load_device=torch.device("cpu")) for _ in range(ranks - 1)]
         if fail_rank:
             def fail(*args, **kwargs):

@@ -62,14 +62,15 @@ def front_end_files():
 
 def test_the_import_walk_finds_every_form_of_a_family_import():
     source = ("import ultragen_core.models\n"
-              "from ..ultragen_core.adapters.wan_split import enable_split\n"
+              "from ..ultragen_core.families.wan.wan_split import enable_split\n"
               "from ultragen_core import adapters\n"
               "def f():\n    from ultragen_core.checkpoint.io import SUPPORTED\n"
               "m = importlib.import_module('ultragen_pack.ultragen_core.families.registry')\n"
               "from ..ultragen_core.api import apply\nfrom ultragen_core.config import AttentionSettings\n")
     found = family_imports(source, "nodes/x.py")
     assert [f.split(": ")[1] for f in found] == [
-        "ultragen_core.models", "ultragen_core.adapters.wan_split", "ultragen_core.adapters.wan_split.enable_split",
+        "ultragen_core.models", "ultragen_core.families.wan.wan_split",
+        "ultragen_core.families.wan.wan_split.enable_split",
         "ultragen_core.adapters", "ultragen_core.checkpoint.io", "ultragen_core.checkpoint.io.SUPPORTED",
         "ultragen_core.families.registry"], found
     assert family_imports("from .schema import schema\nfrom ..ultragen_core.api import apply\n", "nodes/a.py") == []
@@ -201,5 +202,5 @@ def test_native_size_and_vae_facts_come_from_the_registry():
 
 
 def test_the_registry_loads_a_family_patch_only_when_it_is_used():
-    assert WAN.patch_module().__name__.endswith("ultragen_core.adapters.wan")
+    assert WAN.patch_module().__name__.endswith("ultragen_core.families.wan.wan")
     assert callable(WAN.patch_module().apply)

@@ -1,4 +1,4 @@
-"""The behavioural check that decides whether a Wan block class streams (adapters/wan_block.py): ComfyUI's own
+"""The behavioural check that decides whether a Wan block class streams (families/wan/wan_block.py): ComfyUI's own
 forward and the streamed path run on a slice of the call's inputs. Stand-in blocks, no ComfyUI."""
 import logging
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ultragen_core.adapters import wan_block
+from ultragen_core.families.wan import wan_block
 from ultragen_core.adapters.base import CallState, RunState, run_with_call
 from ultragen_core.memory import MemoryPlan
 

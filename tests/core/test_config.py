@@ -17,6 +17,7 @@ def test_core_imports_without_comfyui():
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
             "import ultragen_core.adapters, ultragen_core.config, ultragen_core.attention, ultragen_core.latent_upscale\n"
+            "import ultragen_core.families.wan.wan, ultragen_core.api\n"
             "import importlib.util\n"
             "spec = importlib.util.spec_from_file_location('pack', 'PACK/__init__.py', submodule_search_locations=['PACK'])\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"

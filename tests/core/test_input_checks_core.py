@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from ultragen_core.adapters.wan_proxy import PROXY_MAX_ABS, ProxyHolder, ProxySettings, proxy_problem
+from ultragen_core.families.wan.wan_proxy import PROXY_MAX_ABS, ProxyHolder, ProxySettings, proxy_problem
 from ultragen_core.checkpoint.io import load_state_dict, weights_file_problem
 from ultragen_core.latent_upscale import (GiB, LatentSize, nonfinite_count, size_problem, upscale_bytes,
                                           upscale_video_latent, values_problem)

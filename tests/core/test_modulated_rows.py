@@ -1,12 +1,12 @@
-"""The modulated self-attention input computed per chunk (adapters/wan_block.py ModulatedRows): every way the
+"""The modulated self-attention input computed per chunk (families/wan/wan_block.py ModulatedRows): every way the
 self-attention patch reads it equals the same read of the whole modulated tensor, and pooling it frame by
 frame equals pooling the whole tensor."""
 import pytest
 import torch
 from torch import nn
 
-from ultragen_core.adapters.wan import _outside, _rows, pooled_input
-from ultragen_core.adapters.wan_block import ModulatedRows, modulate_unfused, rows_of, takes_modulated_rows, whole
+from ultragen_core.families.wan.wan import _outside, _rows, pooled_input
+from ultragen_core.families.wan.wan_block import ModulatedRows, modulate_unfused, rows_of, takes_modulated_rows, whole
 from ultragen_core.attention.global_branch import pool_tokens
 
 
@@ -47,7 +47,7 @@ def test_pooling_frame_by_frame_equals_pooling_the_whole_input(rows):
 
 
 def test_only_the_packs_self_attention_takes_the_rows():
-    from ultragen_core.adapters.wan import WanSelfAttentionPatch
+    from ultragen_core.families.wan.wan import WanSelfAttentionPatch
     module = nn.Linear(2, 2)
     assert not takes_modulated_rows(module)  # ComfyUI's own forward (or another pack's) gets a tensor
     module.forward = WanSelfAttentionPatch(None, "blocks", 0)  # as ComfyUI installs an object patch
@@ -55,7 +55,7 @@ def test_only_the_packs_self_attention_takes_the_rows():
 
 
 def test_whether_a_self_attention_runs_attn1_patches_is_found_by_running_it_once():
-    from ultragen_core.adapters import wan
+    from ultragen_core.families.wan import wan
     calls = []
 
     class Runs(nn.Module):  # runs attn1 patches after attention, as ComfyUI 0.33's Wan does

@@ -144,7 +144,7 @@ def test_a_failed_rank_releases_the_others():
 def test_a_worker_thread_that_never_starts_fails_the_call_instead_of_hanging(monkeypatch):
     from types import SimpleNamespace
 
-    from ultragen_core.adapters import wan_split
+    from ultragen_core.families.wan import wan_split
     from ultragen_core.adapters.base import CallState
     monkeypatch.setattr(wan_split, "START_TIMEOUT", 0.2)
     cpu = torch.device("cpu")
@@ -176,7 +176,7 @@ def fake_clones(n):
 
 
 def test_cfg_groups_give_comfyuis_scheduler_one_device_per_group_and_split_inside_each():
-    from ultragen_core.adapters import wan_split
+    from ultragen_core.families.wan import wan_split
     clones, pool = fake_clones(4), FakePool()
     options = {"multigpu_clones": clones, "multigpu_thread_pool": pool, "transformer_options": {}}
     runs, rest = wan_split.ComfyMultiGPU(groups=2).start(options, conds=2)
@@ -191,7 +191,7 @@ def test_cfg_groups_give_comfyuis_scheduler_one_device_per_group_and_split_insid
 
 
 def test_one_group_or_one_conditioning_splits_every_call_over_all_gpus():
-    from ultragen_core.adapters import wan_split
+    from ultragen_core.families.wan import wan_split
     clones, pool = fake_clones(4), FakePool()
     options = {"multigpu_clones": clones, "multigpu_thread_pool": pool}
     for groups, conds in ((1, 2), (2, 1)):
@@ -203,13 +203,13 @@ def test_one_group_or_one_conditioning_splits_every_call_over_all_gpus():
 
 @pytest.mark.parametrize("n,groups,sizes", [(4, 2, [2, 2]), (8, 2, [4, 4]), (5, 2, [3, 2]), (3, 3, [1, 1, 1])])
 def test_device_groups_are_contiguous_and_nearly_equal(n, groups, sizes):
-    from ultragen_core.adapters.wan_split import device_groups
+    from ultragen_core.families.wan.wan_split import device_groups
     got = device_groups(list(range(n)), groups)
     assert [len(g) for g in got] == sizes and sum(got, []) == list(range(n))
 
 
 def test_the_cond_batch_wrapper_passes_comfyuis_options_through_without_the_split_setup_or_the_patch():
-    from ultragen_core.adapters import wan_split
+    from ultragen_core.families.wan import wan_split
     seen = []
 
     def executor(model, conds, x, t, options):

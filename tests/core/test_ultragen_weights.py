@@ -173,7 +173,8 @@ def test_convert_full_and_extras_only(tmp_path):
 
 
 def test_core_never_imports_comfyui():
-    code = ("import sys; import ultragen_core.checkpoint, ultragen_core.convert, ultragen_core.adapters.wan_ultragen; "
+    code = ("import sys; import ultragen_core.checkpoint, ultragen_core.convert; "
+            "import ultragen_core.families.wan.wan_ultragen; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('comfy', 'folder_paths', 'nodes', 'server')]; "
             "assert not bad, bad")
     env = {**os.environ, "PYTHONPATH": str(PACK)}

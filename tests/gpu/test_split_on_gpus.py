@@ -57,7 +57,7 @@ def test_three_ranks_on_one_gpu_equal_one_rank(wan):
     """The split's ranks all on the first GPU: ComfyUI deep clones there, one ComfyUI worker thread each."""
     import comfy.multigpu
     from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import OneDevice, enable_split
+    from ultragen_core.families.wan.wan_split import OneDevice, enable_split
     from ultragen_core.config import AttentionSettings
     patched = apply_attention(wan, AttentionSettings())
     clones = [patched.deepclone_multigpu(new_load_device=torch.device("cuda", 0)) for _ in range(2)]
@@ -78,7 +78,7 @@ def test_the_split_over_all_gpus_equals_one_gpu(wan, preset, cfg):
         pytest.skip("needs two or more CUDA GPUs")
     import comfy.multigpu
     from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+    from ultragen_core.families.wan.wan_split import ComfyMultiGPU, enable_split
     from ultragen_core.config import AttentionSettings
     patched = apply_attention(wan, AttentionSettings(preset=preset))
     setup = ComfyMultiGPU()
@@ -97,7 +97,7 @@ def test_two_cfg_groups_on_four_or_more_gpus_equal_one_gpu(wan):
         pytest.skip("needs an even number of CUDA GPUs, four or more")
     import comfy.multigpu
     from ultragen_core.adapters import apply_attention
-    from ultragen_core.adapters.wan_split import ComfyMultiGPU, enable_split
+    from ultragen_core.families.wan.wan_split import ComfyMultiGPU, enable_split
     from ultragen_core.config import AttentionSettings
     patched = apply_attention(wan, AttentionSettings())
     setup = ComfyMultiGPU(groups=2)

@@ -35,7 +35,7 @@ DIFFUSION_MODEL = "diffusion_model"
 
 
 class Adapter(Protocol):
-    """One model family: a module under ``adapters/`` with these names."""
+    """One model family: the patch module of a folder under ``families/`` with these names."""
 
     FAMILY: str
     SUPPORTED: tuple[str, ...]  # diffusion-model class names it patches
@@ -108,9 +108,9 @@ class CallState:
     model: the diffusion model being called (its modules are the ones to run).
     plan: the window plan of the video grid; None: the tokens do not form a grid we can window.
     prefix: tokens before the video grid (e.g. a reference frame), which are not windowed.
-    proxy: the proxy of proxy guidance (adapters.wan_proxy.ProxyCall), whose tokens end the sequence.
+    proxy: the proxy of proxy guidance (families.wan.wan_proxy.ProxyCall), whose tokens end the sequence.
     memory: how many tokens the call works on at once (memory.MemoryPlan), or None: all of them.
-    split: this device's part when the call is shared out over several (adapters.wan_split.RankCall).
+    split: this device's part when the call is shared out over several (families.wan.wan_split.RankCall).
     changed: the patch changes this call (else every patched module runs ComfyUI's own code).
     cache: per-call values every block shares (e.g. RoPE tables).
     """

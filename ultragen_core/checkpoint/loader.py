@@ -1,6 +1,6 @@
 """Read an UltraGen checkpoint for a loaded Wan model (a ComfyUI ModelPatcher, duck-typed): the extra
 weights as modules, the base weights that differ, and a report. Attaching them to the model is the
-adapter's job (``adapters.wan_ultragen``)."""
+adapter's job (``families.wan.wan_ultragen``)."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,7 @@
 """The one registry of model families: which diffusion-model classes a family claims, its native sizes /
 VAE / patch facts, and its capabilities, each with a ``can_run``-style predicate that says why not.
 
-A family is one :class:`Family` entry; its patch code lives in its own modules (Wan: ``adapters/wan*.py``)
+A family is one :class:`Family` entry; its patch code lives in its own folder (Wan: ``families/wan/``)
 and is imported when the family is used, so the registry itself stays light. An unknown model raises
 ``NotImplementedError`` naming its class; a capability a family lacks is refused by name.
 """
@@ -87,7 +87,7 @@ def _always(dm) -> None:
 
 
 def _wan_proxy(dm) -> str | None:
-    from ..adapters.wan_proxy import supports_context_latents  # the patch's own test, loaded on use
+    from .wan.wan_proxy import supports_context_latents  # the patch's own test, loaded on use
     if supports_context_latents(dm) or type(dm).__name__ == "WanModel":
         return None
     return (f"UltraGen proxy guidance runs the proxy as extra tokens after the video, which {type(dm).__name__} "
@@ -96,7 +96,7 @@ def _wan_proxy(dm) -> str | None:
 
 
 def _wan_checkpoint(dm) -> str | None:
-    from ..adapters.wan_ultragen import check_model  # checkpoint mode's own check, loaded on use
+    from .wan.wan_ultragen import check_model  # checkpoint mode's own check, loaded on use
     try:
         check_model(dm)
     except NotImplementedError as refused:
@@ -111,7 +111,7 @@ WAN = Family(
     module_prefix="comfy.ldm.wan",
     sizes=(WAN21_13B, WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B),
     vaes=MappingProxyType(dict(VIDEO_VAES)),
-    adapter=".adapters.wan",
+    adapter=".families.wan.wan",
     capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always, Capability.STREAMING: _always,
                                    Capability.SPLIT: _always, Capability.PROXY: _wan_proxy,
                                    Capability.CHECKPOINT: _wan_checkpoint}),

@@ -26,17 +26,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention import kernels
-from ..attention.dual_branch import fuse
-from ..attention.global_branch import pool_tokens, pooled_positions
-from ..attention.split import shares
-from ..attention.streamed import ProxyKeys, streamed_window_attention
-from ..attention.rope import apply_complex, complex_table
-from ..config import AttentionSettings
-from ..memory import GiB, MemoryPlan, plan_memory
-from ..models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
-from .base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                   log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
+                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...attention import kernels
+from ...attention.dual_branch import fuse
+from ...attention.global_branch import pool_tokens, pooled_positions
+from ...attention.split import shares
+from ...attention.streamed import ProxyKeys, streamed_window_attention
+from ...attention.rope import apply_complex, complex_table
+from ...config import AttentionSettings
+from ...memory import GiB, MemoryPlan, plan_memory
+from ...models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .wan_block import ModulatedRows, StreamedWanBlock, whole
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
 from .wan_split import RANK_KEY, SPLIT_KEY, log_single, run_for, split_call, why_not_split

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention.proxy import ProxyLayout, proxy_positions
-from ..attention.rope import complex_table, rope_freqs, wan_axes_dim
-from ..latent_upscale import values_problem
-from .base import current_call, module_at
+from ...adapters import apply_attention
+from ...adapters.base import HOLDER_KEY, current_call, module_at
+from ...attention.proxy import ProxyLayout, proxy_positions
+from ...attention.rope import complex_table, rope_freqs, wan_axes_dim
+from ...config import AttentionSettings
+from ...latent_upscale import values_problem
+from ..registry import Capability, diffusion_model_of, require
 
 PROXY_KEY = "ultragen_proxy"  # transformer_options key of the ProxyHolder
 MODES = ("neighbourhood", "all")
@@ -109,6 +112,24 @@ class ProxyHolder:
         if items != video_items or batch % items:
             raise ValueError(batch_rule(items, video_items))
         return proxy.repeat(batch // items, 1, 1, 1, 1)  # (batch, C, T', h', w')
+
+
+def apply_proxy_guidance(model, proxy_samples, settings: ProxySettings):
+    """Clone ``model`` with proxy guidance from ``proxy_samples`` (a LATENT's samples, (B, C, T', h', w'));
+    the UltraGen patch is added with automatic settings when the model has none."""
+    dm = diffusion_model_of(model)
+    require(dm, Capability.PROXY)
+    channels = getattr(dm, "out_dim", None) or getattr(getattr(dm, "patch_embedding", None), "in_channels", None)
+    if proxy_samples.ndim != 5 or proxy_samples.shape[1] != channels:
+        raise ValueError(f"UltraGen proxy guidance: the proxy latent is {tuple(proxy_samples.shape)}, but this model "
+                         f"takes video latents of {channels} channels (B, {channels}, frames, height, width). Connect "
+                         "the LATENT of a first sampling pass with the same model (for image-to-video, the first "
+                         "pass's own start-image condition is not needed: the video's is resized to the proxy).")
+    options = model.model_options.get("transformer_options", {})
+    patched = model.clone() if HOLDER_KEY in options else apply_attention(model, AttentionSettings())
+    latent = model.model.process_latent_in(proxy_samples.float()).cpu()  # the model's input space, every item
+    patched.model_options.setdefault("transformer_options", {})[PROXY_KEY] = ProxyHolder(latent, settings)
+    return patched
 
 
 @dataclass

@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from ..attention.split import PeerFailed, RowExchange, Share
-from .base import LOG_PREFIX, CallState, log_once, run_with_call
+from ...adapters.base import LOG_PREFIX, CallState, log_once, run_with_call
+from ...attention.split import PeerFailed, RowExchange, Share
 
 
 SPLIT_KEY = "ultragen_split"  # transformer_options: the SplitRun of this sampling run
@@ -275,7 +275,7 @@ def calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_option
     setup = options.get(SETUP_KEY)
     if setup is None:
         return executor(model, conds, x_in, timestep, model_options)
-    from .base import HOLDER_KEY
+    from ...adapters.base import HOLDER_KEY
     if HOLDER_KEY not in options:
         log_once(_Notes, "no-holder", "%s Split Video Across GPUs: the model has no UltraGen attention (add UltraGen "
                  "Apply), so ComfyUI's own multi-GPU engine splits the conditionings instead.", LOG_PREFIX,

@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from .base import LOG_PREFIX, CallState, current_call, log_once, module_at, run_with_call
+from ...adapters.base import LOG_PREFIX, CallState, current_call, log_once, module_at, run_with_call
 from .wan_proxy import proxy_tokens
 
 log = logging.getLogger(__name__)

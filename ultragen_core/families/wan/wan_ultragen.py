@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attention import kernels
-from ..checkpoint.forward import BaseAttention, check_grid, ultragen_attention
-from ..checkpoint.loader import prepare_checkpoint
-from ..checkpoint.modules import UltraGenExtras
-from ..models import wan_family
-from .base import CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log, split_wrapper_args
+from ...adapters.base import (CHECKPOINT_HOLDER_KEY, DIFFUSION_MODEL, HOLDER_KEY, LOG_PREFIX, log,
+                              split_wrapper_args)
+from ...attention import kernels
+from ...checkpoint.forward import BaseAttention, check_grid, ultragen_attention
+from ...checkpoint.loader import prepare_checkpoint
+from ...checkpoint.modules import UltraGenExtras
+from ...models import wan_family
 
 # ComfyUI 0.33's comfy.patcher_extension.CallbacksMP values (plain strings: no ComfyUI import; 0.3.64
 # stores them and never calls them)
