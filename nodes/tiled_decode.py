@@ -11,7 +11,7 @@ import comfy.model_management as mm
 import comfy.utils
 
 from ..ultragen_core.api import VIDEO_VAES
-from ..ultragen_core.latent_upscale import values_problem
+from ..ultragen_core.tensor_checks import values_problem
 from ..ultragen_core.tiled_decode import Scale
 from ..ultragen_core.vae_decode import (MAX_TILE_PX, CausalVae, DeviceMemory, decode_within_budget, latent_problem,
                                         tile_size_problem)

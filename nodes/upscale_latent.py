@@ -6,7 +6,8 @@ import comfy.model_management
 from comfy_api.latest import io
 
 from ..ultragen_core.latent_upscale import (METHODS, SPATIAL_STEP, LatentSize, check_video_latent, length_problem,
-                                            size_problem, upscale_video_latent, values_problem)
+                                            size_problem, upscale_video_latent)
+from ..ultragen_core.tensor_checks import values_problem
 from .schema import own_check, schema
 
 MAX_SIDE = 16384

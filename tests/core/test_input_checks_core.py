@@ -8,11 +8,11 @@ import pickle
 import pytest
 import torch
 
-from ultragen_core.families.wan.wan_proxy import PROXY_MAX_ABS, ProxyHolder, ProxySettings, proxy_problem
 from ultragen_core.checkpoint.io import load_state_dict, weights_file_problem
-from ultragen_core.latent_upscale import (GiB, LatentSize, nonfinite_count, size_problem, upscale_bytes,
-                                          upscale_video_latent, values_problem)
+from ultragen_core.families.wan.wan_proxy import PROXY_MAX_ABS, ProxyHolder, ProxySettings, proxy_problem
+from ultragen_core.latent_upscale import GiB, LatentSize, size_problem, upscale_bytes, upscale_video_latent
 from ultragen_core.memory import plan_memory
+from ultragen_core.tensor_checks import nonfinite_count, values_problem
 
 
 def test_upscale_bytes_are_the_output_and_its_float32_working_copy():

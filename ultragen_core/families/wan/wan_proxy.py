@@ -28,7 +28,7 @@ from ...adapters.base import HOLDER_KEY, current_call, module_at
 from ...attention.proxy import ProxyLayout, proxy_positions
 from ...attention.rope import complex_table, rope_freqs, wan_axes_dim
 from ...config import AttentionSettings
-from ...latent_upscale import values_problem
+from ...tensor_checks import values_problem
 from ..registry import Capability, diffusion_model_of, require
 
 PROXY_KEY = "ultragen_proxy"  # transformer_options key of the ProxyHolder
