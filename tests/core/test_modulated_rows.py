@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from ultragen_core.families.wan.wan import _outside, _rows, pooled_input
+from ultragen_core.adapters.self_attention import pooled_input
+from ultragen_core.families.wan.wan import _outside, _rows
 from ultragen_core.families.wan.wan_block import ModulatedRows, modulate_unfused, rows_of, takes_modulated_rows, whole
 from ultragen_core.attention.global_branch import pool_tokens
 

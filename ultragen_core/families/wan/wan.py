@@ -28,9 +28,10 @@ import torch
 
 from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
                               log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.self_attention import VideoTokens, dual_branch_self_attention, global_qkv
 from ...attention import kernels
 from ...attention.dual_branch import fuse
-from ...attention.global_branch import pool_tokens, pooled_positions
+from ...attention.global_branch import pool_tokens
 from ...attention.split import shares
 from ...attention.streamed import ProxyKeys, streamed_window_attention
 from ...attention.rope import apply_complex, complex_table
@@ -222,18 +223,6 @@ def _outside(t, start: int, stop: int) -> torch.Tensor:
     return torch.cat((t[:, :start], t[:, stop:]), dim=1)
 
 
-def pooled_input(x, grid, factor: int, rows: int) -> torch.Tensor:
-    """pool_tokens of the video input x (B, T*H*W, C); of a :class:`ModulatedRows` frame by frame (pooling is
-    per frame), about ``rows`` tokens at a time, so the whole modulated input never exists."""
-    if not isinstance(x, ModulatedRows):
-        return pool_tokens(x, grid, factor)
-    T, H, W = grid
-    per = max(1, rows // (H * W))  # frames per step
-    parts = [pool_tokens(x.rows(t * H * W, min(T, t + per) * H * W), (min(T, t + per) - t, H, W), factor)
-             for t in range(0, T, per)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, T*Hp*Wp, C)
-
-
 class WanSelfAttentionPatch:
     """Replacement for ``WanSelfAttention.forward`` of one block (an object patch).
 
@@ -354,20 +343,12 @@ class WanSelfAttentionPatch:
             split = None  # not a video-only sequence (wan_split.why_not_split keeps these calls whole)
         if split is not None:
             return self.split_part(m, split, layout, plan, inputs, call, attention, video_out, rows)
-        shared_kv = extras_qkv[1:] if extras_qkv is not None else None
-        streamed_window_attention(inputs.project, layout, attention, video_out, rows, shared_kv, proxy_keys)
-        global_qkv = self.global_qkv(m, namespace, plan, inputs, call, rows)
-        if global_qkv is not None and plan.fusion != "local_only":
-            fuse(video_out, attention(*global_qkv), plan.grid, plan.factor, plan.fusion, plan.strength)
+        extras_out = dual_branch_self_attention(plan, self.block_index, inputs.video, attention, video_out, rows,
+                                                extras_qkv, proxy_keys, call.cache)
         if video_out.data_ptr() != out[:, start:stop].data_ptr():
             out[:, start:stop] = video_out
         del video_out
-        if extras_qkv is not None:
-            # the tokens outside the grid attend to each other and to the pooled video (when pooled)
-            qe, ke, ve = extras_qkv
-            if global_qkv is not None:
-                ke, ve = torch.cat((ke, global_qkv[1]), dim=1), torch.cat((ve, global_qkv[2]), dim=1)
-            extras_out = attention(qe, ke, ve)  # (B, E, C)
+        if extras_out is not None:  # (B, E, C): the tokens before the video, then those after it
             out[:, :start] = extras_out[:, :start]
             out[:, stop:total] = extras_out[:, start:]
         if proxy_qkv is not None:
@@ -388,10 +369,10 @@ class WanSelfAttentionPatch:
         everyone = shares(layout, split.ranks, split.token_cost, video_out.device)
         mine = everyone[split.rank]
         video_out.zero_()  # the band fusion pools this rank's rows only, the others' are summed in
-        streamed_window_attention(inputs.project, layout, attention, video_out, rows, slot_range=mine.slots)
-        global_qkv = self.global_qkv(m, wan_namespace(m), plan, inputs, call, rows)
-        if global_qkv is not None and plan.fusion != "local_only":
-            q, k, v = global_qkv
+        streamed_window_attention(inputs.video.window_qkv, layout, attention, video_out, rows, slot_range=mine.slots)
+        pooled = global_qkv(plan, inputs.video, rows, call.cache)
+        if pooled is not None and plan.fusion != "local_only":
+            q, k, v = pooled
             cuts = [q.shape[1] * r // split.ranks for r in range(split.ranks + 1)]
             part = attention(q[:, cuts[split.rank]:cuts[split.rank + 1]], k, v)
             indices = [torch.arange(a, b, device=q.device) for a, b in zip(cuts, cuts[1:])]
@@ -421,13 +402,13 @@ class WanSelfAttentionPatch:
         xv, fv = _narrow(x, start, stop), freqs[:, start:stop]
         tv = table[:, start:stop] if table is not None else None
 
-        def project(tokens):  # q, k, v of the given grid tokens, (B, n, C) each
-            xc = xv.index_select(1, tokens)
-            if full is not None:
-                return [t[:, start:stop].index_select(1, tokens) for t in full] + [m.v(xc)]
+        def project(rows, tokens):  # q, k, v of input rows at the given grid tokens' positions, (B, n, C) each
             tc = tv.index_select(1, tokens) if tv is not None else None
             fc = fv.index_select(1, tokens) if tv is None else None
-            return [self.project(m, namespace, xc, fc, i, tc) for i in range(3)]
+            return [self.project(m, namespace, rows, fc, i, tc) for i in range(3)]
+
+        def projected(tokens):  # q and k projected once already (attn1_patch); v of the window's tokens
+            return [t[:, start:stop].index_select(1, tokens) for t in full] + [m.v(xv.index_select(1, tokens))]
 
         extras = None
         if stop - start < total:
@@ -437,20 +418,7 @@ class WanSelfAttentionPatch:
                 extras = [_outside(t, start, stop) for t in full] + [m.v(xe)]
             else:
                 extras = [self.project(m, namespace, xe, fe, i, te) for i in range(3)]
-        return VideoInputs(xv, fv, tv, project, extras, full)
-
-    def global_qkv(self, m, namespace, plan, inputs: "VideoInputs", call: CallState, rows: int):
-        """q, k, v of the pooled video tokens (RoPE at pooled positions), or None without a global branch."""
-        if not plan.factor:
-            return None
-        key = ("pooled positions", plan.grid, plan.factor)
-        if key not in call.cache:  # the same for every block of the call
-            call.cache[key] = pooled_positions(plan.grid, plan.factor, inputs.freqs.device)
-        positions = call.cache[key]
-        xp = pooled_input(inputs.x, plan.grid, plan.factor, rows)  # (B, T*Hp*Wp, C)
-        tp = None if inputs.table is None else inputs.table.index_select(1, positions)
-        fp = inputs.freqs.index_select(1, positions) if tp is None else None
-        return [self.project(m, namespace, xp, fp, i, tp) for i in range(3)]
+        return VideoInputs(VideoTokens(xv, project, projected if full is not None else None), extras, full)
 
     @staticmethod
     def output(m, out: torch.Tensor, rows: int) -> torch.Tensor:
@@ -464,15 +432,11 @@ class WanSelfAttentionPatch:
 
 @dataclass
 class VideoInputs:
-    """The video part of a self-attention input: x (B, N, C) (or :class:`.wan_block.ModulatedRows`, rows
-    computed when asked for), RoPE freqs / complex table at its tokens,
-    ``project(tokens)`` -> q, k, v of those grid tokens; q, k, v of the tokens outside the grid (or None);
-    q and k of the whole sequence when ComfyUI's attn1_patch needs them (else None)."""
+    """A Wan self-attention input split for the patch: the video tokens (input rows, computed on demand from a
+    :class:`.wan_block.ModulatedRows`, and how their q / k / v come out of the module), q, k, v of the tokens
+    outside the grid (or None), and q and k of the whole sequence when ComfyUI's attn1_patch needs them."""
 
-    x: torch.Tensor | ModulatedRows
-    freqs: torch.Tensor
-    table: torch.Tensor | None
-    project: object
+    video: VideoTokens
     extras: list | None
     full: list | None
 
