@@ -28,7 +28,6 @@ import copy
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -102,27 +101,35 @@ def sample_sigmas(batch: int, device, shift: float = SHIFT) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
+# Training framings: "mixed" (the recipe: whole scenes and zoomed crops, objects of a wider size range) and
+# "evaluation" (whole scenes with the evaluation's object sizes only: a diagnostic that tells what the crops cost
+# the gate). name -> (share of whole-scene videos, object radius range)
+FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1.0, scenes.RADIUS)}
+
 TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's are below 10^6: held out)
 
 
-def batch_latents(step: int, batch: int, frames: int, fmt, device) -> torch.Tensor:
+def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed") -> torch.Tensor:
     """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
     process_in(encode(frames)), (B, 16, T, 64, 64)."""
     seed = TRAIN_SEED + 1_000_003 * step
-    zoom, origin = scenes.sample_views(seed, batch)
-    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, scenes.TRAIN_RADIUS), 1, frames, device,
+    whole_share, radius = FRAMINGS[framing]
+    zoom, origin = scenes.sample_views(seed, batch, whole_share)
+    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, radius), 1, frames, device,
                           zoom=zoom, origin=origin)
     return fmt.process_in(latents.encode(clips))
 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-          resume: Path | None = None) -> dict:
+          resume: Path | None = None, framing: str = "mixed") -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
     comfy.model_management.in_training = True
     try:
-        return _train(out, minutes, smoke, batch, lr, frames, resume)
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {list(FRAMINGS)}, got {framing!r}.")
+        return _train(out, minutes, smoke, batch, lr, frames, resume, framing)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -142,7 +149,7 @@ def load(path: Path) -> tuple[dict, dict]:
 
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-           resume: Path | None = None) -> dict:
+           resume: Path | None = None, framing: str = "mixed") -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -175,7 +182,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (step + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + step, batch, frames, fmt, device)  # (B, 16, T, 64, 64)
+        x0 = batch_latents(done + step, batch, frames, fmt, device, framing)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
         s = sample_sigmas(batch, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
@@ -205,7 +212,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
             "resumed_from": str(resume) if resume else None, "steps_total": done + step,
             "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
-            "frames": frames, "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
+            "frames": frames, "framing": framing, "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision}
     (out / "train.json").write_text(json.dumps(info, indent=2))
@@ -231,6 +238,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frames", type=int, default=scenes.FRAMES)
     ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
+    ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed",
+                    help="training framings: mixed (the recipe) or evaluation (whole scenes only, a diagnostic)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -238,7 +247,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
-    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume)
+    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing)
     print(json.dumps(info, indent=2))
     return info
 
