@@ -118,11 +118,11 @@ def test_a_guide_attention_mask_runs_comfyuis_attention_and_says_so(comfy, caplo
     """A guide strength other than 1 is an attention mask ComfyUI applies (0.33): those calls keep ComfyUI's
     full attention (logged), so the output is ComfyUI's."""
     model = load(comfy, LTXV)
-    if "guide_attention_entries" not in type(model.get_model_object("diffusion_model"))._forward.__code__.co_names \
-            and not hasattr(__import__("comfy.ldm.lightricks.model", fromlist=["x"]), "GuideAttentionMask"):
-        pytest.skip("this ComfyUI has no guide attention mask (GuideAttentionMask)")
     x, mask, cond = add_guide(model, video(), video(seed=5, frames=1), text(), strength=0.5)
     plain = sample(model, x, cond, cond, noise_mask=mask)
+    x1, mask1, cond1 = add_guide(model, video(), video(seed=5, frames=1), text(), strength=1.0)
+    if torch.equal(plain, sample(model, x1, cond1, cond1, noise_mask=mask1)):
+        pytest.skip("this ComfyUI has no guide attention mask (the guide strength does not enter attention)")
     with caplog.at_level(logging.WARNING):
         ours = sample(patched(model, window=(1, 4, 4)), x, cond, cond, noise_mask=mask)
     assert torch.equal(plain, ours)
@@ -185,3 +185,92 @@ def test_capabilities_the_family_lacks_are_refused_by_name(comfy, spec):
         api.apply_proxy_guidance(model, None, api.ProxySettings())
     with pytest.raises(NotImplementedError, match=f"UltraGen checkpoint mode is not available for {spec['cls']}"):
         api.load_weights(model, "x.safetensors")
+
+
+def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_why(comfy, caplog, monkeypatch):
+    """The rebuild is checked against the module's own forward by running it (first call per class and dtype):
+    a forward that computes something else (here: twice the output) keeps ComfyUI's forward, logged."""
+    import comfy.ldm.lightricks.model as ltx
+    from ultragen_core.families.ltx.ltx_attention import forget_checks
+    model = load(comfy, LTXV)
+    forward = ltx.CrossAttention.forward
+    monkeypatch.setattr(ltx.CrossAttention, "forward", lambda self, *a, **k: 2 * forward(self, *a, **k))
+    forget_checks()
+    try:
+        plain = sample(model, video())
+        with caplog.at_level(logging.WARNING):
+            ours = sample(patched(model, window=(1, 4, 4)), video())
+    finally:
+        forget_checks()
+    assert torch.equal(plain, ours)
+    assert any("differs from ComfyUI's forward" in r.getMessage() for r in caplog.records)
+
+
+def ltx_prompt(name, patch, width=48, height=32, frames=2, key="ltx"):
+    """API prompt: UNETLoader -> (UltraGen Attention Settings -> UltraGen Apply) -> KSampler -> capture."""
+    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
+         "latent": {"class_type": "UltraGenTestLatent", "inputs": {
+             "seed": 2, "channels": 128, "frames": frames, "height": height, "width": width, "batch": 1,
+             "corner_bump": 0.0}},
+         "cond": {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 1, "tokens": 8}}}
+    model = ["load", 0]
+    if patch is not None:
+        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
+            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
+            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
+            "start_percent": 0.0, "end_percent": 1.0, "preset": patch}}
+        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
+        model = ["apply", 0]
+    p["sample"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 3, "steps": 1, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
+        "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": ["latent", 0], "denoise": 1.0}}
+    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
+    return p
+
+
+def test_ltx2_samples_above_its_native_size_through_ultragen_apply_in_a_prompt(comfy, caplog):
+    """UNETLoader -> UltraGen Attention Settings (automatic) -> UltraGen Apply -> KSampler, executed by ComfyUI:
+    a 2x32x48 token grid is twice LTX-2's native 768x512 (24x16 tokens) per side, so 2x2 windows of 2x16x24
+    run, with the global branch pooled x2."""
+    from harness import captured
+    from ltx_models import model_file, model_class
+    model_class(LTXAV)
+    name = model_file(comfy, LTXAV)
+    comfy.run(ltx_prompt(name, None, key="plain"))
+    with caplog.at_level(logging.INFO):
+        comfy.run(ltx_prompt(name, "quality", key="ours"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] LTX-2")]
+    assert len(lines) == 1, lines
+    assert "LTX-2 [LTXAVModel, dim 128, 2 blocks], native 768x512 (automatic, LTX-2)" in lines[0], lines[0]
+    assert "grid 2x32x48 (3072 tokens): windows 2x16x24" in lines[0] and "pooled x2 -> 2x16x24" in lines[0], lines[0]
+    plain, ours = captured()["plain"], captured()["ours"]
+    assert ours.shape == plain.shape == (1, 128, 2, 32, 48)
+    assert torch.isfinite(ours).all() and not torch.allclose(ours, plain, atol=1e-4)
+
+
+def test_the_run_line_names_the_guide_tokens(comfy, caplog):
+    model = load(comfy, LTXV)
+    x, mask, cond = add_guide(model, video(), video(seed=5, frames=1), text())
+    with caplog.at_level(logging.INFO):
+        sample(patched(model, window=(1, 4, 4)), x, cond, cond, noise_mask=mask)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] LTX-Video"))
+    assert "grid 2x16x16 (512 tokens)" in line and "256 guide tokens after the video, shared by every window" in line
+
+
+def test_every_ltx_model_class_of_this_comfyui_is_patched_or_refused(comfy):
+    import importlib
+    import inspect
+    import pkgutil
+    import comfy.ldm.lightricks as package
+    from ultragen_core.models import LTX_REFUSED, LTX_SUPPORTED
+    found = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        try:
+            module = importlib.import_module(f"comfy.ldm.lightricks.{info.name}")
+        except ImportError:
+            continue
+        base = getattr(importlib.import_module("comfy.ldm.lightricks.model"), "LTXVModel")
+        found |= {name for name, obj in vars(module).items()
+                  if inspect.isclass(obj) and issubclass(obj, base) and not inspect.isabstract(obj)}
+    assert "LTXVModel" in found
+    assert found <= set(LTX_SUPPORTED) | set(LTX_REFUSED), sorted(found - set(LTX_SUPPORTED) - set(LTX_REFUSED))
