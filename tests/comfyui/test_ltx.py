@@ -289,3 +289,21 @@ def test_every_ltx_model_class_of_this_comfyui_is_patched_or_refused(comfy):
                   if inspect.isclass(obj) and issubclass(obj, base) and not inspect.isabstract(obj)}
     assert "LTXVModel" in found
     assert found <= set(LTX_SUPPORTED) | set(LTX_REFUSED), sorted(found - set(LTX_SUPPORTED) - set(LTX_REFUSED))
+
+
+def test_the_tiled_decode_hands_ltxs_vae_to_comfyuis_tiled_decode_and_names_it(comfy, caplog):
+    """UltraGen Tiled VAE Decode tiles Wan's VAEs itself; LTX's (VideoVAE, 32 px x 8 frames) goes to ComfyUI's own
+    tiled decode, logged with its class. A latent within one tile decodes as the VAE decodes it whole."""
+    from ltx_models import tiny_ltx_vae
+    vae = tiny_ltx_vae()
+    assert type(vae.first_stage_model).__name__ == "VideoVAE" and vae.latent_channels == 128
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenTiledVAEDecode"]
+    latent = torch.randn(1, 128, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        out = node.execute(samples={"samples": latent}, vae=vae, max_vram_gb=0.0, tile_size=0, overlap=64,
+                           temporal_size=0, temporal_overlap=8).result[0]
+        whole = vae.decode(latent).reshape(-1, 96, 128, 3)  # (B, T, H, W, C) as one image batch
+    assert "falling back to ComfyUI's own tiled decode" in caplog.text
+    assert "VideoVAE (comfy.ldm.lightricks.vae.causal_video_autoencoder)" in caplog.text
+    assert out.shape == whole.shape == (9, 96, 128, 3)  # 9 frames of 96 x 128 px
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=0)
