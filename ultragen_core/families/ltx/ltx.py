@@ -182,8 +182,9 @@ class LtxSelfAttentionPatch:
         if not call.changed or call.plan.is_identity:
             keep = ""
         elif context is not None or k_pe is not None or pe is None or extra:
-            keep = ("it was called as cross-attention, without RoPE or with arguments the patch does not know "
-                    f"({sorted(extra)})")
+            odd = [name for name, value in (("context", context), ("k_pe", k_pe)) if value is not None]
+            odd += (["no RoPE table (pe)"] if pe is None else []) + sorted(extra)
+            keep = f"it was called with {', '.join(odd)}, which a video self-attention call does not have"
         elif transformer_options.get(STG_KEY, False):
             keep = ""  # STG's perturbed pass: ComfyUI's value passthrough, as without UltraGen
         elif x.shape[1] < math.prod(call.plan.grid):
