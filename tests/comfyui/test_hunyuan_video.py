@@ -219,3 +219,109 @@ def test_sampling_above_the_native_size_is_windowed_through_ultragen_apply(comfy
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
     assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
     assert torch.isfinite(out).all() and not torch.allclose(out, run(comfy, prompt(hy, steps=2)), atol=1e-3)
+
+
+# --- text masks per batch item, the block check, refusals ------------------------------------------------------
+
+def loaded_model(comfy, name):
+    import comfy.sd as comfy_sd
+    return comfy_sd.load_diffusion_model(str(comfy.models_dir / "diffusion_models" / name))
+
+
+def block_inputs(dm, batch=2, text=6, seed=0):
+    """A double block's inputs for a GRID video: img (B, N, C), txt (B, E, C), vec (B, C), pe of [text; video]."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c = math.prod(GRID), dm.hidden_size
+    img, txt = torch.randn(batch, n, c, generator=gen), torch.randn(batch, text, c, generator=gen)
+    vec = torch.randn(batch, c, generator=gen)
+    ids = torch.cat((torch.zeros(batch, text, 3), dm.img_ids(torch.zeros(batch, 1, *GRID))), dim=1)
+    return img, txt, vec, dm.pe_embedder(ids)
+
+
+def test_text_masks_that_differ_per_batch_item_run_each_item_with_its_own_keys(comfy, hy):
+    """ComfyUI 0.33 builds one mask row for the whole batch; a (B, 1, E+N) mask whose rows differ (as a later
+    ComfyUI may pass) runs the items one at a time: the batch equals each item alone, and with the full-attention
+    plan it equals ComfyUI's own block under each item's mask."""
+    from ultragen_core.attention import kernels
+    from ultragen_core.config import AttentionSettings, resolve_plan
+    from ultragen_core.families.hunyuan_video.blocks import double_block
+    from ultragen_core.families.hunyuan_video.hunyuan_video import flux_math, windowed_joint
+    from ultragen_core.families.hunyuan_video.text_mask import kept_text_keys
+    dm = loaded_model(comfy, hy).get_model_object("diffusion_model")
+    m = dm.double_blocks[0]
+    img, txt, vec, pe = block_inputs(dm)
+    e, total = txt.shape[1], txt.shape[1] + img.shape[1]
+    mask = torch.zeros(2, 1, total)
+    mask[0, 0, e - 2:] = -torch.finfo(torch.float32).max  # item 0: its last two text tokens are padding
+    mask[0, 0, e:] = 0
+    attention = kernels.choose(flux_math(m).optimized_attention, m.num_heads, {}, img.device)
+
+    def ours(settings, b=None):
+        rows = slice(None) if b is None else slice(b, b + 1)
+        mk = mask[rows]
+        kept = kept_text_keys(mk, mk.shape[0], e, total)
+        plan = resolve_plan(settings, GRID, (31, 45, 80))
+        joint = windowed_joint(plan, 0, m, pe[rows], kept, attention, 64, {})
+        with torch.no_grad():
+            return double_block(m, img[rows].clone(), txt[rows].clone(), vec[rows], joint)
+    windows = AttentionSettings(window=(1, 4, 4), global_compression=3)
+    batched = ours(windows)
+    for b in range(2):
+        for got, want in zip(batched, ours(windows, b)):
+            torch.testing.assert_close(got[b:b + 1], want, **TOL)  # batched vs single matmuls: ~2e-6
+    full = ours(AttentionSettings(**FULL_LIMIT))
+    for b in range(2):
+        with torch.no_grad():
+            theirs = type(m).forward(m, img[b:b + 1].clone(), txt[b:b + 1].clone(), vec[b:b + 1], pe[b:b + 1],
+                                     attn_mask=mask[b:b + 1])
+        for got, want in zip(full, theirs):
+            torch.testing.assert_close(got[b:b + 1], want, **TOL)
+
+
+def test_a_block_that_does_not_recompute_as_comfyui_keeps_its_own_forward(comfy, hy, caplog, monkeypatch):
+    """A ComfyUI whose DoubleStreamBlock computes something else than the recomputed block (here: its forward
+    shifted by 0.1): the check on the first call finds it, warns, and those blocks run ComfyUI's forward."""
+    import sys
+
+    import comfy.ldm.flux.layers as layers
+    for key, module in list(sys.modules.items()):  # the pack's copies of the check's memory (test and ComfyUI)
+        if key.endswith("ultragen_core.families.hunyuan_video.blocks"):
+            monkeypatch.setattr(module, "_CHECKED", {})
+    real = layers.DoubleStreamBlock.forward
+
+    def drifted(self, *args, **kwargs):
+        img, txt = real(self, *args, **kwargs)
+        return img + 0.1, txt
+    monkeypatch.setattr(layers.DoubleStreamBlock, "forward", drifted)
+    plain = run(comfy, prompt(hy))
+    with caplog.at_level(logging.INFO):
+        ours = run(comfy, prompt(hy, settings(window=(1, 4, 4), full_attention_blocks="2")))
+    assert torch.equal(plain, ours)  # double blocks fell back, the single block keeps full attention
+    warning = next(r.getMessage() for r in caplog.records if "does not equal its own forward" in r.getMessage())
+    assert "DoubleStreamBlock (comfy.ldm.flux.layers, double block, float32)" in warning, warning
+    assert "keep ComfyUI's full attention" in warning
+
+
+@pytest.mark.parametrize("variant,params", [
+    ("HUNYUAN_VIDEO_15_SR", dict(in_channels=98)),
+    ("HUNYUAN_VIDEO", dict(in_channels=16, vision_in_dim=None, use_cond_type_embedding=False, patch_size=[1, 2, 2],
+                           vec_in_dim=768, guidance_embed=True, meanflow_sum=False)),
+    ("HUNYUAN_IMAGE_21", dict(in_channels=64, vision_in_dim=None, patch_size=[1, 1], axes_dim=[64, 64],
+                              byt5=True, meanflow_sum=False)),
+    ("HUNYUAN_IMAGE_21_REFINER", dict(in_channels=128, vision_in_dim=None, meanflow=True, meanflow_sum=False)),
+], ids=["sr-1080p", "original", "image-2.1", "image-2.1-refiner"])
+def test_other_members_of_the_class_are_refused_by_name(comfy, hy, variant, params):
+    import comfy.ldm.hunyuan_video.model as hv
+    import comfy.model_patcher as model_patcher
+    import comfy.ops as ops
+    from ultragen_core.families.hunyuan_video.variants import REFUSED, Variant
+    holder = torch.nn.Module()
+    holder.diffusion_model = hv.HunyuanVideo(operations=ops.disable_weight_init, device="meta",
+                                             **hunyuan15_params(**params))
+    patcher = model_patcher.ModelPatcher(holder, torch.device("cpu"), torch.device("cpu"))
+    apply_node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenApply"]
+    with pytest.raises(NotImplementedError) as refused:
+        apply_node.execute(model=patcher)
+    text = str(refused.value)
+    assert "UltraGen does not patch HunyuanVideo (comfy.ldm.hunyuan_video.model)" in text, text
+    assert REFUSED[Variant[variant]] in text and "Sample this model without UltraGen Apply" in text, text
