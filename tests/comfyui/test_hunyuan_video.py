@@ -325,3 +325,16 @@ def test_other_members_of_the_class_are_refused_by_name(comfy, hy, variant, para
     text = str(refused.value)
     assert "UltraGen does not patch HunyuanVideo (comfy.ldm.hunyuan_video.model)" in text, text
     assert REFUSED[Variant[variant]] in text and "Sample this model without UltraGen Apply" in text, text
+
+
+def test_the_documented_hunyuan_bench_command_runs_with_smoke(comfy, hy):
+    """bench/dit.py --family HunyuanVideo as docs/BENCHMARKS.md gives it (the smoke tests run only each script's
+    first documented command): ComfyUI's loader detects HunyuanVideo 1.5 and every variant prints its row."""
+    from bench_commands import check_smoke_output, documented_commands, run_smoke
+    command = next(c for c in documented_commands() if c.script == "bench/dit.py" and "HunyuanVideo" in c.args)
+    out = run_smoke(command, comfy.root)
+    check_smoke_output(command, out)
+    for res in ("720p", "1080p", "4K"):
+        for variant in ("unpatched", "UltraGen default", "UltraGen fast"):
+            assert f"| HunyuanVideo 1.5 | {res} |" in out and f"| {variant} |" in out, out
+    assert "windows" in out.split("| 4K |")[-1]  # the 4K rows run windows
