@@ -338,3 +338,49 @@ def test_the_documented_hunyuan_bench_command_runs_with_smoke(comfy, hy):
         for variant in ("unpatched", "UltraGen default", "UltraGen fast"):
             assert f"| HunyuanVideo 1.5 | {res} |" in out and f"| {variant} |" in out, out
     assert "windows" in out.split("| 4K |")[-1]  # the 4K rows run windows
+
+
+# --- the VAE ----------------------------------------------------------------------------------------------------
+
+def tiny_hunyuan15_vae(monkeypatch):
+    """ComfyUI's HunyuanVideo 1.5 VAE (its loader's branch for a 32-channel ``decoder.conv_in.conv``: an
+    AutoencodingEngine with comfy.ldm.hunyuan_video.vae_refiner's causal Encoder / Decoder, 16x16x4) with 32
+    channels per level and one res block, random weights."""
+    import comfy.ldm.hunyuan_video.vae_refiner as refiner
+    import comfy.sd as comfy_sd
+    encoder, decoder = refiner.Encoder, refiner.Decoder
+    small = dict(block_out_channels=[32] * 5, num_res_blocks=1)
+    monkeypatch.setattr(refiner, "Encoder", lambda **kw: encoder(**{**kw, **small}))
+    monkeypatch.setattr(refiner, "Decoder", lambda **kw: decoder(**{**kw, **small}))
+    common = dict(ffactor_spatial=16, ffactor_temporal=4, **small)  # refiner_vae (causal) as ComfyUI builds it
+    parts = {"encoder": encoder(in_channels=3, z_channels=32, downsample_match_channel=True, **common),
+             "decoder": decoder(z_channels=32, out_channels=3, upsample_match_channel=True, **common)}
+    gen, sd = torch.Generator().manual_seed(0), {}
+    for part, module in parts.items():
+        for k, v in module.state_dict().items():  # ComfyUI's layers leave their weights uninitialised
+            if "gamma" in k or ("norm" in k and k.endswith("weight")):
+                t = torch.ones(v.shape)
+            elif v.ndim >= 2:
+                t = torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5
+            else:
+                t = 0.02 * torch.randn(v.shape, generator=gen)
+            sd[f"{part}.{k}"] = t
+    return comfy_sd.VAE(sd=sd)
+
+
+def test_the_tiled_decode_hands_the_hunyuan15_vae_to_comfyuis_tiled_decode_naming_it(comfy, hy, caplog,
+                                                                                     monkeypatch):
+    """UltraGen Tiled VAE Decode does not tile HunyuanVideo 1.5's VAE itself (a generic AutoencodingEngine): it
+    says so, naming the decoder class, and ComfyUI's own tiled decode gives the whole decode's result."""
+    vae = tiny_hunyuan15_vae(monkeypatch)
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenTiledVAEDecode"]
+    latent = torch.randn(1, 32, 3, 6, 8, generator=torch.Generator().manual_seed(1))
+    with caplog.at_level(logging.WARNING), torch.inference_mode():  # as ComfyUI's executor runs nodes
+        out = node.execute(samples={"samples": latent}, vae=vae, max_vram_gb=0.0, tile_size=0, overlap=64,
+                           temporal_size=0, temporal_overlap=8).result[0]
+        whole = vae.decode(latent)
+    assert "falling back to ComfyUI's own tiled decode" in caplog.text, caplog.text
+    assert ("AutoencodingEngine (comfy.ldm.models.autoencoder) with the decoder "
+            "comfy.ldm.hunyuan_video.vae_refiner.Decoder") in caplog.text, caplog.text
+    assert whole.shape == (1, 9, 96, 128, 3)  # 3 latent frames -> 1 + 2 x 4 (causal), 16x
+    torch.testing.assert_close(out, whole.reshape(out.shape), atol=1e-5, rtol=0)
