@@ -189,6 +189,7 @@ def test_the_text_reaches_every_window(comfy, hy, extra):
 
 
 def test_a_tiny_memory_budget_streams_windows_and_gives_the_unlimited_result(comfy, hy, caplog):
+    """1e-6 GB: 64 tokens at once, for the windows in flight and the double blocks' per-token work."""
     cfg = settings(window=(1, 4, 4), global_compression=3)
     whole = run(comfy, prompt(hy, cfg, steps=2))
     with caplog.at_level(logging.INFO):
@@ -196,6 +197,7 @@ def test_a_tiny_memory_budget_streams_windows_and_gives_the_unlimited_result(com
                                      steps=2))
     line = next(r.getMessage() for r in caplog.records if "memory:" in r.getMessage())
     assert "in chunks of 64" in line, line  # 4 windows of 16 tokens per attention call, of 288
+    assert any("is below what 288 video tokens of width 256 need" in r.getMessage() for r in caplog.records)
     torch.testing.assert_close(streamed, whole, **TOL)
 
 

@@ -31,7 +31,7 @@ from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunSt
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import AttentionSettings
-from ...memory import plan_memory
+from ...memory import GiB, plan_memory
 from ...models import ModelFamily, native_grid
 from .blocks import CHECK_TOKENS, Stream, check_block, double_block, full_joint, normed_heads, single_block
 from .text_mask import KeptKeys, kept_text_keys
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FAMILY = "hunyuan_video"
 TOKENS_IN_FLIGHT = 2**18  # query tokens per windowed attention call at most (as Wan)
+MLP_CHUNK_ELEMENTS = 2**30  # tokens x hidden channels per step of a double block's per-token work (2 GiB in bf16)
 
 
 def token_grid(dm, x: torch.Tensor) -> tuple[int, int, int]:
@@ -84,6 +85,12 @@ class HunyuanDiffusionWrapper:
             hidden = int(getattr(blocks, "mlp_hidden_dim", 4 * dm.hidden_size))
             call.memory = plan_memory(math.prod(grid), x.shape[0], dm.hidden_size, hidden, x.element_size(),
                                       x.device, self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
+            if not call.memory.fits:
+                log_once(run, ("memory too small", grid, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
+                         "is below what %d video tokens of width %d need even in the smallest chunks (the blocks' "
+                         "inputs and outputs, one window): sampling may run out of memory. Raise memory_budget_gb, "
+                         "lower the resolution, or use preset fast (smaller windows).", LOG_PREFIX,
+                         call.memory.budget / GiB, math.prod(grid), dm.hidden_size, level=logging.WARNING)
         if call.active:
             plan = call.plan
             extra = ""
@@ -152,8 +159,9 @@ class BlockPatch:
             return self.previous(*args, **kwargs)
         return type(m).forward(m, *args, **kwargs)
 
-    def why_not(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra):
-        """Why this call of the block keeps ComfyUI's forward (for the log), or None."""
+    def why_not(self, call, video_tokens: int, modulation_dims, options: dict, extra: dict) -> str | None:
+        """Why this call of the block keeps ComfyUI's forward (for the log), or None (the mask is looked at
+        after: :meth:`prepare`)."""
         if self.previous is not None:
             return f"another pack patched {self.kind}_blocks.{self.path[1]}.forward; it runs unchanged"
         if extra:
@@ -176,9 +184,9 @@ class BlockPatch:
     def rows(self, call, total: int) -> int:
         return min(call.memory.chunk_tokens if call.memory is not None else total, TOKENS_IN_FLIGHT)
 
-    def prepare(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
-        """The kept text keys when the windowed block runs, else None (logged once)."""
-        reason = self.why_not(call, m, text_tokens, video_tokens, mask, modulation_dims, options, extra)
+    def prepare(self, call, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
+        """The kept text keys (:class:`.text_mask.KeptKeys`) when the windowed block runs, else None (logged once)."""
+        reason = self.why_not(call, video_tokens, modulation_dims, options, extra)
         kept = None
         if reason is None:
             kept = kept_text_keys(mask, batch, text_tokens, text_tokens + video_tokens)
@@ -203,13 +211,17 @@ class DoubleBlockPatch(BlockPatch):
         if not call.changed:
             return self.original(m, *args, **kwargs)
         e, n = txt.shape[1], img.shape[1]
-        kept = self.prepare(call, m, e, n, attn_mask, (modulation_dims_img, modulation_dims_txt),
+        kept = self.prepare(call, e, n, attn_mask, (modulation_dims_img, modulation_dims_txt),
                             transformer_options, extra, img.shape[0])
         if kept is None or not self.checked(m, img, txt, vec, pe, attn_mask, transformer_options):
             return self.original(m, *args, **kwargs)
+        rows = self.rows(call, n)
         joint = windowed_joint(call.plan, self.block_index, m, pe, kept,
-                               self.attention_of(m, transformer_options, img.device), self.rows(call, n), call.cache)
-        return double_block(m, img, txt, vec, joint)
+                               self.attention_of(m, transformer_options, img.device), rows, call.cache)
+        hidden = next((layer.out_features for layer in m.img_mlp.modules()
+                       if isinstance(getattr(layer, "out_features", None), int)), 4 * img.shape[-1])
+        per_token = min(rows, max(1, MLP_CHUNK_ELEMENTS // (img.shape[0] * hidden)))  # video tokens per MLP step
+        return double_block(m, img, txt, vec, joint, per_token)
 
     def checked(self, m, img, txt, vec, pe, mask, options) -> bool:
         e, n = txt.shape[1], min(img.shape[1], CHECK_TOKENS)
@@ -234,7 +246,7 @@ class SingleBlockPatch(BlockPatch):
         n = math.prod(call.plan.grid)
         img_slice = transformer_options.get("img_slice")
         e = int(img_slice[0]) if img_slice else x.shape[1] - n
-        kept = self.prepare(call, m, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
+        kept = self.prepare(call, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
                             x.shape[0])
         if kept is None or not self.checked(m, x, e, vec, pe, attn_mask, transformer_options):
             return self.original(m, x, vec, pe, **kwargs)
