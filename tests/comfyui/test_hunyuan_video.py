@@ -139,16 +139,28 @@ def test_at_or_below_native_size_the_output_is_comfyuis_bit_for_bit(comfy, hy):
 FULL_LIMIT = dict(window=(64, 64, 64), global_compression=1, fusion="gate", global_strength=0.0)
 
 
-@pytest.mark.parametrize("padding", [0, 3], ids=["no-mask", "padding-mask"])
-def test_one_window_over_the_grid_with_every_token_pooled_is_full_attention(comfy, hy, caplog, padding):
+def i2v(p: dict) -> dict:
+    """The positive prompt of ``p`` with HunyuanVideo 1.5's image-to-video inputs: 5 vision tokens (in the text
+    stream, before the text) and an image latent of every frame (concatenated to the noise's channels, as the
+    I2V node builds it)."""
+    p["image"] = {"class_type": "UltraGenTestLatent", "inputs": {
+        "seed": 11, "channels": CHANNELS, "frames": GRID[0], "height": GRID[1], "width": GRID[2], "batch": 1,
+        "corner_bump": 0.0}}
+    p["pos"] = {**p["pos"], "inputs": {**p["pos"]["inputs"], "vision_tokens": 5, "image_latent": ["image", 0]}}
+    return p
+
+
+@pytest.mark.parametrize("padding,image", [(0, False), (3, False), (0, True)], ids=["t2v", "padding-mask", "i2v"])
+def test_one_window_over_the_grid_with_every_token_pooled_is_full_attention(comfy, hy, caplog, padding, image):
     """One window over the whole grid (video queries over all video and text keys) and a global branch of factor
     1 weighted 0 (text queries over all text and video keys): the patched path computes exactly full attention,
     so the result equals ComfyUI's up to float rounding. With a padding mask on the positive prompt (whose
     length differs from the negative's, so cond and uncond run as separate calls) the padding keys are dropped."""
     pos = cond(tokens=8, padding=padding)
-    plain = run(comfy, prompt(hy, positive=pos))
+    wrap = i2v if image else (lambda p: p)
+    plain = run(comfy, wrap(prompt(hy, positive=pos)))
     with caplog.at_level(logging.INFO):
-        ours = run(comfy, prompt(hy, settings(**FULL_LIMIT), positive=pos))
+        ours = run(comfy, wrap(prompt(hy, settings(**FULL_LIMIT), positive=pos)))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen]")]
     assert any("windows 2x12x12" in m and "pooled x1" in m for m in lines), lines
     assert not any("full attention there" in m for m in lines), lines  # the windowed blocks really ran
@@ -156,6 +168,8 @@ def test_one_window_over_the_grid_with_every_token_pooled_is_full_attention(comf
     torch.testing.assert_close(ours, plain, **TOL)  # ... of the same attention
     if padding:  # and the mask matters: without it the output is another
         assert not torch.allclose(plain, run(comfy, prompt(hy, positive=cond(tokens=8))), atol=1e-3)
+    if image:  # and the image inputs matter
+        assert not torch.allclose(plain, run(comfy, prompt(hy, positive=pos)), atol=1e-3)
 
 
 # --- locality, conditioning, streaming, batches ---------------------------------------------------------------
@@ -221,6 +235,25 @@ def test_sampling_above_the_native_size_is_windowed_through_ultragen_apply(comfy
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
     assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
     assert torch.isfinite(out).all() and not torch.allclose(out, run(comfy, prompt(hy, steps=2)), atol=1e-3)
+
+
+def with_block_replace(p: dict, block: int, pass_through: bool) -> dict:
+    p["replace"] = {"class_type": "UltraGenTestBlockReplace", "inputs": {"model": ["load", 0], "block": block,
+                                                                         "pass_through": pass_through}}
+    (p["apply"] if "apply" in p else p["sample"])["inputs"]["model"] = ["replace", 0]
+    return p
+
+
+def test_blocks_another_pack_replaced_run_the_windows_only_through_original_block(comfy, hy):
+    """patches_replace["dit"]: a replacement that calls ComfyUI's original_block runs the patched block (the same
+    result as without the replacement); one that computes the block itself keeps its own computation."""
+    cfg = settings(window=(1, 4, 4), global_compression=3)
+    ours = run(comfy, prompt(hy, cfg))
+    assert torch.equal(ours, run(comfy, with_block_replace(prompt(hy, cfg), 0, pass_through=True)))
+    skipped_plain = run(comfy, with_block_replace(prompt(hy), 1, pass_through=False))
+    skipped_ours = run(comfy, with_block_replace(prompt(hy, cfg), 1, pass_through=False))
+    assert not torch.allclose(skipped_ours, ours, atol=1e-3)  # block 1 is theirs (skipped) ...
+    assert not torch.allclose(skipped_ours, skipped_plain, atol=1e-3)  # ... the others still ours
 
 
 # --- text masks per batch item, the block check, refusals ------------------------------------------------------
