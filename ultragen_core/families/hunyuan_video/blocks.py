@@ -58,14 +58,18 @@ def normed_heads(stream: Stream, heads: int):
     return q, k, v
 
 
-def full_joint(math_ns, pe: torch.Tensor, mask, transformer_options: dict, heads: int) -> JointAttention:
+def full_joint(math_ns, pe: torch.Tensor, mask, transformer_options: dict, heads: int,
+               preferred=None) -> JointAttention:
     """The blocks' own joint attention: ComfyUI's ``attention`` (RoPE ``pe`` (B, 1, E+N, D/2, 2, 2), additive
-    ``mask``) over [text; video], split back into the two streams."""
+    ``mask``; ``preferred``: the layer's preferred attention, ComfyUI 0.38) over [text; video], split back into
+    the two streams."""
+    extra = {"preferred_attention": preferred} if preferred is not None else {}
     def joint(txt: Stream, img: Stream):
         tq, tk, tv = normed_heads(txt, heads)
         iq, ik, iv = normed_heads(img, heads)
         q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))  # (B, H, E+N, D)
-        out = math_ns.attention(q, k, v, pe=pe, mask=mask, transformer_options=transformer_options)  # (B, E+N, C)
+        out = math_ns.attention(q, k, v, pe=pe, mask=mask, transformer_options=transformer_options,
+                                **extra)  # (B, E+N, C)
         e = txt.qkv.shape[1]
         return out[:, :e], out[:, e:]
     return joint

@@ -65,6 +65,13 @@ def flux_math(m):
     return sys.modules[getattr(attention, "__module__", "comfy.ldm.flux.math")]
 
 
+def attention_interface(m) -> kernels.ModelAttention:
+    """How the block calls its attention: containers when its attention module uses them, and the per-layer
+    ``comfy_attention`` (ComfyUI 0.38's preferred attention) of the block or its video attention, if any."""
+    holder = next((c for c in (m, getattr(m, "img_attn", None)) if getattr(c, "comfy_attention", None) is not None), m)
+    return kernels.interface_of(flux_math(m), holder)
+
+
 class HunyuanDiffusionWrapper:
     """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate, memory)."""
 
@@ -97,7 +104,7 @@ class HunyuanDiffusionWrapper:
             if call.changed:
                 extra = f"; {call.memory.describe()}; " + kernels.pick(
                     flux_math(blocks).optimized_attention, options, x.device,
-                    kernels.interface_of(flux_math(blocks), blocks))[1]
+                    attention_interface(blocks))[1]
             log_once(run, ("plan", grid), "%s %s, %s: %s; %s; text tokens shared by every window; active %g%%-%g%% "
                      "of sampling%s.", LOG_PREFIX, model_name(dm, self.family), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
@@ -179,7 +186,7 @@ class BlockPatch:
     def attention_of(self, m, options, device):
         math_ns = flux_math(m)
         return kernels.choose(math_ns.optimized_attention, m.num_heads, options, device,
-                              kernels.interface_of(math_ns, m))
+                              attention_interface(m))
 
     def rows(self, call, total: int) -> int:
         return min(call.memory.chunk_tokens if call.memory is not None else total, TOKENS_IN_FLIGHT)
@@ -226,7 +233,7 @@ class DoubleBlockPatch(BlockPatch):
     def checked(self, m, img, txt, vec, pe, mask, options) -> bool:
         e, n = txt.shape[1], min(img.shape[1], CHECK_TOKENS)
         pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
         return check_block("double", m,
                            lambda: double_block(m, img[:, :n].clone(), txt.clone(), vec, full),
                            lambda: type(m).forward(m, img[:, :n].clone(), txt.clone(), vec, pe_s, attn_mask=mask_s,
@@ -257,7 +264,7 @@ class SingleBlockPatch(BlockPatch):
     def checked(self, m, x, e, vec, pe, mask, options) -> bool:
         n = min(x.shape[1] - e, CHECK_TOKENS)
         pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
         return check_block("single", m, lambda: (single_block(m, x[:, :e + n].clone(), vec, e, full),),
                            lambda: (type(m).forward(m, x[:, :e + n].clone(), vec, pe_s, attn_mask=mask_s,
                                                     transformer_options=options),), x.dtype)
