@@ -11,6 +11,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
     COMFYUI_PATH=... python bench/dit.py --family ltx2 --res 1080p,1440p,4K   # LTX-2 19B (video + audio), 121 frames
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
+    COMFYUI_PATH=... python bench/dit.py --family hunyuan15 --res 720p,1080p,4K --skip-unpatched-above 300000
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
 the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
@@ -181,8 +182,10 @@ def attention_share(run, modules, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="wan", choices=("wan", "ltx2"),
-                    help="wan: WanModel sizes of --models; ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio)")
+    ap.add_argument("--family", default="wan", choices=("wan", "hunyuan15", "ltx2"),
+                    help="wan: WanModel sizes of --models; hunyuan15: HunyuanVideo 1.5 8.3B (bench/dit_hunyuan.py); "
+                         "ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio; bench/dit_ltx.py). --windows, --proxy, "
+                         "--checkpoint and --peak-trace are Wan's")
     ap.add_argument("--models", default="", help="wan: 1.3B,5B,14B (the default); ltx2: 19B")
     ap.add_argument("--res", default="1080p,4K", help=f"of {', '.join(RES)}")
     ap.add_argument("--blocks", type=int, default=2)
@@ -209,22 +212,26 @@ def main():
                          "(CUDA only; bench/memory_trace.py)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
-    ltx = args.family == "ltx2"
+    ltx, hunyuan = args.family == "ltx2", args.family == "hunyuan15"
     models = args.models or ("19B" if ltx else "1.3B,5B,14B")
-    frames = args.frames or (121 if ltx else 81)
-    if ltx and (args.checkpoint or args.proxy):
-        sys.exit("bench/dit.py: --checkpoint and --proxy are Wan's (the LTX family has neither); leave them out "
-                 "with --family ltx2.")
+    frames = args.frames = args.frames or (81 if args.family == "wan" else 121)
+    if args.family != "wan" and (args.checkpoint or args.proxy):
+        sys.exit(f"bench/dit.py: --checkpoint and --proxy are Wan's; leave them out with --family {args.family}.")
     device = pick_device(args.smoke, "bench/dit.py")
     use_comfyui("bench/dit.py", cpu=args.smoke)
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.smoke:
-        what = ("LTXAVModel of video dim 128, 2 heads" if ltx else "WanModels of dim 128, 1 head, ffn 256")
+        what = {"ltx2": "LTXAVModel of video dim 128, 2 heads", "hunyuan15": "HunyuanVideo 1.5 of width 256, 2 heads",
+                "wan": "WanModels of dim 128, 1 head, ffn 256"}[args.family]
         print(banner(f"{what} at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
     else:
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    if hunyuan:
+        import dit_hunyuan
+        dit_hunyuan.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+        return
     traces = []  # --peak-trace lines, printed after the table
     for name in models.split(","):
         for res in args.res.split(","):

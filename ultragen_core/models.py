@@ -67,9 +67,16 @@ LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 
 # (ComfyUI's LTXAVModel defaults); first stage at 768x512 x 121 frames (the published two-stage recipe doubles it).
 LTX2 = ModelFamily("LTX-2", 32, 8, (1, 1, 1), 128, 4096, 32, 48, (768, 512, 121), True)
 
+# HunyuanVideo 1.5 (8.3B): 16x16x4 VAE with 32 channels, patch 1, 54 double-stream blocks (no single-stream
+# ones), 16 x 128 wide; 480p and 720p checkpoints of one shape, 121 frames. The 1080p super-resolution
+# model (98 input channels) is another config and is refused (families/hunyuan_video/variants.py).
+HUNYUAN_VIDEO_15_720P = ModelFamily("HunyuanVideo 1.5 720p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (1280, 720, 121), True)
+HUNYUAN_VIDEO_15_480P = ModelFamily("HunyuanVideo 1.5 480p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (848, 480, 121), True)
+
 # The order is the order of UltraGen Resolution's model_family list (saved workflows hold the names).
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
-    WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, LTX2)}
+    WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, HUNYUAN_VIDEO_15_720P,
+    HUNYUAN_VIDEO_15_480P, LTX2)}
 
 # What the user can state as the native training size where the weights cannot tell (Wan 2.1 I2V-14B
 # exists at 480p and at 720p with identical shapes). "auto" takes the family's own.
