@@ -45,12 +45,13 @@ def build(cfg: dict, depth: int, device, dtype):
     import comfy.sd
     model = hv.HunyuanVideo(**dict(cfg, depth=depth), operations=comfy.ops.disable_weight_init, device=device,
                             dtype=dtype)
-    g = torch.Generator(device=device).manual_seed(0)
+    generators = {}  # one per device: ComfyUI may leave some weights where it creates them (the CPU)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.fill_(1.0)
             else:
+                g = generators.setdefault(p.device, torch.Generator(device=p.device).manual_seed(0))
                 p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.02, generator=g)
     return comfy.sd.load_diffusion_model_state_dict(model.state_dict(), model_options={"dtype": dtype})
 
