@@ -28,6 +28,11 @@ def hunyuan15_params(**extra) -> dict:
     return params
 
 
+# the original HunyuanVideo T2V's config at the same size (2 single blocks: those run windows too)
+ORIGINAL = dict(in_channels=16, out_channels=16, vision_in_dim=None, use_cond_type_embedding=False,
+                patch_size=[1, 2, 2], vec_in_dim=768, guidance_embed=True, meanflow_sum=False, depth_single_blocks=2)
+
+
 @pytest.fixture(scope="module")
 def hy(comfy):
     """The tiny HunyuanVideo 1.5 checkpoint's file name (skips where this ComfyUI has no HunyuanVideo 1.5)."""
@@ -48,10 +53,14 @@ def hy(comfy):
 
 
 def random_state_dict(params: dict, seed: int = 0) -> dict:
+    import dataclasses
+
     import comfy.ldm.hunyuan_video.model as hv
     import comfy.ops
+    fields = {f.name for f in dataclasses.fields(hv.HunyuanVideoParams)}  # 0.3.64 has fewer
     with eager_weights():
-        model = hv.HunyuanVideo(operations=comfy.ops.disable_weight_init, **params)
+        model = hv.HunyuanVideo(operations=comfy.ops.disable_weight_init,
+                                **{k: v for k, v in params.items() if k in fields})
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
@@ -65,24 +74,25 @@ def random_state_dict(params: dict, seed: int = 0) -> dict:
     return sd
 
 
-def cond(seed=1, tokens=8, padding=0):
+def cond(seed=1, tokens=8, padding=0, pooled=False):
     return {"class_type": "UltraGenTestHunyuanConditioning", "inputs": {"seed": seed, "tokens": tokens,
-                                                                        "padding": padding}}
+                                                                        "padding": padding, "pooled": pooled}}
 
 
 def prompt(name, patch=None, cfg=2.0, bump=0.0, denoise=1.0, positive=None, negative=None, batch=1, steps=1,
-           key="out", add_noise=True, from_batch=None):
-    """UNETLoader -> (settings -> UltraGen Apply) -> KSamplerAdvanced -> capture, on a GRID-sized latent."""
+           key="out", add_noise=True, from_batch=None, latent=(CHANNELS, *GRID)):
+    """UNETLoader -> (settings -> UltraGen Apply) -> KSamplerAdvanced -> capture; ``latent``: (C, T, H, W), by
+    default GRID-sized for HunyuanVideo 1.5 (patch 1x1x1)."""
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
          "pos": positive or cond(), "neg": negative or cond(seed=5, tokens=5),
          "latent": {"class_type": "UltraGenTestLatent", "inputs": {
-             "seed": 2, "channels": CHANNELS, "frames": GRID[0], "height": GRID[1], "width": GRID[2], "batch": batch,
-             "corner_bump": bump}}}
-    latent = ["latent", 0]
+             "seed": 2, "channels": latent[0], "frames": latent[1], "height": latent[2], "width": latent[3],
+             "batch": batch, "corner_bump": bump}}}
+    source = ["latent", 0]
     if from_batch is not None:
-        p["pick"] = {"class_type": "LatentFromBatch", "inputs": {"samples": latent, "batch_index": from_batch,
+        p["pick"] = {"class_type": "LatentFromBatch", "inputs": {"samples": source, "batch_index": from_batch,
                                                                  "length": 1}}
-        latent = ["pick", 0]
+        source = ["pick", 0]
     model = ["load", 0]
     if patch is not None:
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model}}
@@ -94,7 +104,7 @@ def prompt(name, patch=None, cfg=2.0, bump=0.0, denoise=1.0, positive=None, nega
     p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
         "model": model, "add_noise": "enable" if add_noise else "disable", "noise_seed": 3, "steps": steps + start,
         "cfg": cfg, "sampler_name": "euler", "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0],
-        "latent_image": latent, "start_at_step": start, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+        "latent_image": source, "start_at_step": start, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
     p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
     return p
 
@@ -339,12 +349,11 @@ def test_a_block_that_does_not_recompute_as_comfyui_keeps_its_own_forward(comfy,
 
 @pytest.mark.parametrize("variant,params", [
     ("HUNYUAN_VIDEO_15_SR", dict(in_channels=98)),
-    ("HUNYUAN_VIDEO", dict(in_channels=16, vision_in_dim=None, use_cond_type_embedding=False, patch_size=[1, 2, 2],
-                           vec_in_dim=768, guidance_embed=True, meanflow_sum=False)),
+    ("HUNYUAN_VIDEO_I2V", dict(ORIGINAL, in_channels=33)),
     ("HUNYUAN_IMAGE_21", dict(in_channels=64, vision_in_dim=None, patch_size=[1, 1], axes_dim=[64, 64],
                               byt5=True, meanflow_sum=False)),
     ("HUNYUAN_IMAGE_21_REFINER", dict(in_channels=128, vision_in_dim=None, meanflow=True, meanflow_sum=False)),
-], ids=["sr-1080p", "original", "image-2.1", "image-2.1-refiner"])
+], ids=["sr-1080p", "original-i2v", "image-2.1", "image-2.1-refiner"])
 def test_other_members_of_the_class_are_refused_by_name(comfy, hy, variant, params):
     import comfy.ldm.hunyuan_video.model as hv
     import comfy.model_patcher as model_patcher
@@ -419,3 +428,75 @@ def test_the_tiled_decode_hands_the_hunyuan15_vae_to_comfyuis_tiled_decode_namin
             "comfy.ldm.hunyuan_video.vae_refiner.Decoder") in caplog.text, caplog.text
     assert whole.shape == (1, 9, 96, 128, 3)  # 3 latent frames -> 1 + 2 x 4 (causal), 16x
     torch.testing.assert_close(out, whole.reshape(out.shape), atol=1e-5, rtol=0)
+
+
+# --- the original HunyuanVideo T2V ------------------------------------------------------------------------------
+
+LATENT13 = (16, GRID[0], 2 * GRID[1], 2 * GRID[2])  # patch 1x2x2: the same token grid
+
+
+@pytest.fixture(scope="module")
+def hy13(comfy):
+    """A tiny original HunyuanVideo T2V (16 channels, patch 1x2x2, CLIP vector, guidance; 2 double + 2 single
+    blocks), in both ComfyUI versions."""
+    assert comfy.load_node_pack(NODES)
+    name = "tiny_hunyuan_video_t2v.safetensors"
+    path = comfy.models_dir / "diffusion_models" / name
+    if not path.exists():
+        from safetensors.torch import save_file
+        save_file(random_state_dict(hunyuan15_params(**ORIGINAL)), str(path))
+    return name
+
+
+def prompt13(name, patch=None, **kw):
+    return prompt(name, patch, positive=cond(pooled=True), negative=cond(seed=5, tokens=5, pooled=True),
+                  latent=LATENT13, **kw)
+
+
+def token_change13(a, b):
+    """Largest change per token (t, h, w) between two (1, 16, T, 2H, 2W) latents."""
+    return (a - b).abs()[0].amax(0).view(GRID[0], GRID[1], 2, GRID[2], 2).amax(dim=(2, 4))
+
+
+def video_first(comfy, name) -> bool:
+    """This ComfyUI's HunyuanVideo puts the video before the text (0.3.64: flipped_img_txt, no img_slice)."""
+    dm = loaded_model(comfy, name).get_model_object("diffusion_model")
+    return bool(getattr(dm.double_blocks[0], "flipped_img_txt", False))
+
+
+def test_original_t2v_is_comfyuis_at_native_size_and_full_attention_at_the_limit(comfy, hy13, caplog):
+    plain = run(comfy, prompt13(hy13))
+    assert torch.equal(plain, run(comfy, prompt13(hy13, "default")))
+    assert torch.equal(plain, run(comfy, prompt13(hy13, settings(window=(64, 64, 64), **LOCAL_ONLY))))
+    with caplog.at_level(logging.INFO):
+        ours = run(comfy, prompt13(hy13, settings(**FULL_LIMIT)))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen]")]
+    assert any("HunyuanVideo T2V (the original 13B model) [HunyuanVideo, 256 wide, 2 double + 2 single blocks], "
+               "native 1280x720 (automatic, HunyuanVideo)" in m for m in lines), lines
+    if video_first(comfy, hy13):  # ComfyUI 0.3.64: every block keeps ComfyUI's forward, and says why
+        assert any("double blocks: the block puts the video before the text" in m for m in lines), lines
+        assert any("single blocks: ComfyUI does not say where the video tokens are" in m for m in lines), lines
+        assert torch.equal(plain, ours)
+        return
+    assert not any("full attention there" in m or "does not equal" in m for m in lines), lines
+    assert not torch.equal(plain, ours)
+    torch.testing.assert_close(ours, plain, **TOL)
+
+
+def test_original_t2v_windows_are_local_and_stream(comfy, hy13):
+    if video_first(comfy, hy13):
+        pytest.skip("this ComfyUI's HunyuanVideo puts the video before the text (DoubleStreamBlock flipped_img_txt, "
+                    "no img_slice, as 0.3.64): the patch keeps its full attention (see the test above)")
+    window = (1, 4, 4)
+    reach = reachable(GRID, window, {(0, 0, 0)}, blocks=4)  # 2 double + 2 single blocks
+    outside = torch.ones(GRID, dtype=torch.bool)
+    for tok in reach:
+        outside[tok] = False
+    cfg = settings(window=window, **LOCAL_ONLY)
+    a = run(comfy, prompt13(hy13, cfg, cfg=1.0, denoise=0.5))
+    change = token_change13(a, run(comfy, prompt13(hy13, cfg, cfg=1.0, denoise=0.5, bump=5.0)))
+    assert torch.all(change[outside] == 0) and change[~outside].max() > 0
+    cfg = settings(window=window, global_compression=3)
+    whole = run(comfy, prompt13(hy13, cfg, steps=2))
+    streamed = run(comfy, prompt13(hy13, with_budget(settings(window=window, global_compression=3), 1e-6), steps=2))
+    torch.testing.assert_close(streamed, whole, **TOL)

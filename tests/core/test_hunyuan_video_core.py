@@ -7,8 +7,8 @@ import torch
 
 from ultragen_core import api
 from ultragen_core.families.hunyuan_video.text_mask import EVERY_KEY, kept_text_keys
-from ultragen_core.families.hunyuan_video.variants import REFUSED, Variant, refusal, variant_of
-from ultragen_core.models import FAMILIES, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P
+from ultragen_core.families.hunyuan_video.variants import REFUSED, SUPPORTED, Variant, refusal, variant_of
+from ultragen_core.models import FAMILIES, HUNYUAN_VIDEO, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P
 
 HV15 = dict(patch_size=[1, 1, 1], in_channels=65, vision_in_dim=1152)
 
@@ -26,14 +26,16 @@ def fake_model(**config):
     (dict(HV15, in_channels=98), Variant.HUNYUAN_VIDEO_15_SR),
     (dict(HV15, in_channels=33), Variant.HUNYUAN_VIDEO_15_OTHER),
     (dict(patch_size=[1, 2, 2], in_channels=16, vision_in_dim=None), Variant.HUNYUAN_VIDEO),
-    (dict(patch_size=[1, 2, 2], in_channels=33, vision_in_dim=None), Variant.HUNYUAN_VIDEO),
+    (dict(patch_size=[1, 2, 2], in_channels=33, vision_in_dim=None), Variant.HUNYUAN_VIDEO_I2V),
+    (dict(patch_size=[1, 2, 2], in_channels=32, vision_in_dim=None), Variant.HUNYUAN_VIDEO_I2V),
     (dict(patch_size=[1, 1], in_channels=64, vision_in_dim=None), Variant.HUNYUAN_IMAGE_21),
     (dict(patch_size=[1, 1, 1], in_channels=128, vision_in_dim=None), Variant.HUNYUAN_IMAGE_21_REFINER),
 ])
 def test_the_variant_comes_from_the_config(config, variant):
+    assert set(SUPPORTED) == {Variant.HUNYUAN_VIDEO_15, Variant.HUNYUAN_VIDEO}
     dm = fake_model(**config)
     assert variant_of(dm) is variant
-    if variant is Variant.HUNYUAN_VIDEO_15:
+    if variant in SUPPORTED:
         assert refusal(dm) is None and api.family_named("HunyuanVideo").refusal(dm) is None
     else:
         assert refusal(dm).startswith(REFUSED[variant])
@@ -64,6 +66,9 @@ def test_sizes_are_added_after_the_existing_resolution_names():
     assert HUNYUAN_VIDEO_15_720P.native_grid == (31, 45, 80)  # 1280x720, 121 frames, 16x VAE, patch 1
     assert HUNYUAN_VIDEO_15_480P.native_grid == (31, 30, 53)
     assert api.model_facts(fake_model(**HV15)) is HUNYUAN_VIDEO_15_720P
+    original = fake_model(patch_size=[1, 2, 2], in_channels=16, vision_in_dim=None)
+    assert api.model_facts(original) is HUNYUAN_VIDEO and HUNYUAN_VIDEO.ultragen
+    assert HUNYUAN_VIDEO.native_grid == (33, 45, 80)  # 1280x720, 129 frames, 8x VAE, patch 1x2x2
 
 
 MAX = -torch.finfo(torch.float32).max
