@@ -102,14 +102,23 @@ def test_batch_of_two_with_cfg_equals_each_item_alone(comfy, hy):
         torch.testing.assert_close(both[i:i + 1], alone, **TOL)
 
 
-def test_sampling_above_the_native_size_is_windowed_through_ultragen_apply(comfy, hy, caplog):
-    """A prompt with UltraGen Apply (automatic windows) at a native size the model is run above: the settings'
-    480p native on this grid is stood in for by windows a third of the grid, as automatic windows are above
-    1080p; the run logs its plan and returns finite latents that differ from ComfyUI's full attention."""
+def test_sampling_above_the_native_size_is_windowed_through_ultragen_apply(comfy, hy, caplog, monkeypatch):
+    """A prompt with UltraGen Apply and its automatic settings, above the model's native size: the family's native
+    size is made 192x96 x 5 frames (grid 2x6x12, where the real one is 720p: too large for a CPU test), so this
+    2x12x12 grid is twice native in height, as 1440p is for a 720p model. The automatic plan windows it about
+    native-sized with the pooled global branch, logs that, and samples finite latents that differ from ComfyUI's."""
+    import sys
+
+    from ultragen_core.models import ModelFamily
+    tiny = ModelFamily("tiny HunyuanVideo 1.5", 16, 4, (1, 1, 1), 32, 256, 2, 3, (192, 96, 5), True)
+    for key, module in list(sys.modules.items()):  # the pack's patch module, as the test and ComfyUI loaded it
+        if key.endswith("ultragen_core.families.registry"):
+            monkeypatch.setattr(module.HUNYUAN_VIDEO.patch_module(), "hunyuan_family", lambda dm: tiny)
     with caplog.at_level(logging.INFO):
-        out = run(comfy, prompt(hy, settings(window=(2, 4, 4), preset="quality"), steps=2))
+        out = run(comfy, prompt(hy, "default", steps=2))
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
-    assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
+    assert "native 192x96 (automatic, tiny HunyuanVideo 1.5)" in line, line
+    assert "grid 2x12x12 (288 tokens): windows 2x6x12" in line and "global branch pooled x2" in line, line
     assert torch.isfinite(out).all() and not torch.allclose(out, run(comfy, prompt(hy, steps=2)), atol=1e-3)
 
 

@@ -99,3 +99,22 @@ def test_a_padding_mask_becomes_the_text_keys_to_keep():
 def test_a_mask_that_is_not_text_padding_is_named(mask, why):
     found = kept_text_keys(mask, 1, 5, 12)
     assert isinstance(found, str) and why in found, found
+
+
+def test_the_family_imports_without_comfyui():
+    """HOUSE_STYLE rule 1: the patch and its parts import with every ComfyUI module refused."""
+    import subprocess
+    import sys
+
+    from comfyui_finder import PACK_DIR
+    code = ("import builtins\nreal = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'nodes', 'server'):\n"
+            "        raise ImportError('ComfyUI import attempted: ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "from ultragen_core.families.registry import HUNYUAN_VIDEO\n"
+            "print(HUNYUAN_VIDEO.patch_module().__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACK_DIR, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ultragen_core.families.hunyuan_video.hunyuan_video"
