@@ -200,3 +200,29 @@ def test_original_t2v_windows_are_local_and_stream(comfy, hy13):
     whole = run(comfy, prompt13(hy13, cfg, steps=2))
     streamed = run(comfy, prompt13(hy13, with_budget(settings(window=window, global_compression=3), 1e-6), steps=2))
     torch.testing.assert_close(streamed, whole, **TOL)
+
+
+def test_a_batch_of_two_different_texts_equals_each_item_alone(comfy, hy, caplog):
+    """Cond and uncond of one length are batched by ComfyUI into one call of batch 2 with two different texts:
+    the patched call equals each item run alone (the model called as the sampler calls it, with its wrappers)."""
+    import comfy.model_management as mm
+    import comfy.patcher_extension as extension
+
+    from ultragen_core import api
+    from ultragen_core.config import AttentionSettings
+    patcher = api.apply(loaded_model(comfy, hy), AttentionSettings(window=(1, 4, 4), global_compression=3))
+    mm.load_models_gpu([patcher])
+    dm = patcher.get_model_object("diffusion_model")
+    options = dict(patcher.model_options["transformer_options"])
+    options["wrappers"] = extension.merge_nested_dicts(options.get("wrappers", {}), patcher.wrappers)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 65, *GRID, generator=gen)
+    t = torch.full((2,), 0.7)
+    ctx = torch.randn(2, 8, 4096, generator=gen)
+    with torch.no_grad(), caplog.at_level(logging.INFO):
+        both = dm(x, t, ctx, transformer_options=dict(options))
+        alone = [dm(x[i:i + 1], t[i:i + 1], ctx[i:i + 1], transformer_options=dict(options)) for i in range(2)]
+    assert any("windows 1x4x4" in r.getMessage() for r in caplog.records)  # the patch ran
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)
+    for i in range(2):
+        torch.testing.assert_close(both[i:i + 1], alone[i], **TOL)
