@@ -226,3 +226,26 @@ def test_a_batch_of_two_different_texts_equals_each_item_alone(comfy, hy, caplog
     assert not torch.allclose(alone[0], alone[1], atol=1e-3)
     for i in range(2):
         torch.testing.assert_close(both[i:i + 1], alone[i], **TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_the_recomputed_blocks_pass_their_check_in_half_precision(comfy, hy, dtype):
+    """The dtypes the models run in: the recomputed double and single blocks equal ComfyUI's forward as the check
+    requires (its tolerance, 2e-2 of the output's scale), so the windows are not turned off by rounding."""
+    import copy
+
+    from ultragen_core.families.hunyuan_video import blocks
+    from ultragen_core.families.hunyuan_video.hunyuan_video import flux_math
+    dm = copy.deepcopy(loaded_model(comfy, hy).get_model_object("diffusion_model")).to(dtype)
+    img, txt, vec, pe = block_inputs(dm, batch=1)
+    img, txt, vec = img.to(dtype), txt.to(dtype), vec.to(dtype)
+    e = txt.shape[1]
+    m, s = dm.double_blocks[0], dm.single_blocks[0]
+    full = blocks.full_joint(flux_math(m), pe, None, {}, m.num_heads)
+    with torch.no_grad():
+        mine = blocks.double_block(m, img.clone(), txt.clone(), vec, full)
+        theirs = type(m).forward(m, img.clone(), txt.clone(), vec, pe)
+        assert all(blocks._agreement(a, b) is None for a, b in zip(mine, theirs))
+        x = torch.cat((txt, img), dim=1)
+        mine = blocks.single_block(s, x.clone(), vec, e, blocks.full_joint(flux_math(s), pe, None, {}, s.num_heads))
+        assert blocks._agreement(mine, type(s).forward(s, x.clone(), vec, pe)) is None
