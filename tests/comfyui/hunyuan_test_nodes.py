@@ -16,15 +16,17 @@ class UltraGenTestHunyuanConditioning:
                              "tokens": ("INT", {"default": 8, "min": 1, "max": 512}),
                              "padding": ("INT", {"default": 0, "min": 0, "max": 511})},
                 "optional": {"vision_tokens": ("INT", {"default": 0, "min": 0, "max": 729}),
+                             "pooled": ("BOOLEAN", {"default": False}),
                              "image_latent": ("LATENT",)}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "UltraGen/tests"
 
-    def make(self, seed, tokens, padding, vision_tokens=0, image_latent=None):
+    def make(self, seed, tokens, padding, vision_tokens=0, image_latent=None, pooled=False):
         gen = torch.Generator().manual_seed(seed)
-        extra = {"pooled_output": None}  # HunyuanVideo reads it (the 1.5 models have no vector input)
+        # HunyuanVideo reads it: the original model's CLIP-L vector (768), the 1.5 models have no vector input
+        extra = {"pooled_output": torch.randn(1, 768, generator=gen) if pooled else None}
         if padding:
             mask = torch.ones(1, tokens, dtype=torch.long)
             mask[:, tokens - padding:] = 0

@@ -92,7 +92,8 @@ def test_report_names_grid_and_cost():
     text = pick(WAN21, "1080p (1920x1080)").report()
     assert "1920x1088" in text and "21x68x120" in text and "171,360" in text
     assert "asked 1920x1080" in text
-    assert "does not patch" in pick("HunyuanVideo", "1080p (1920x1080)").report()
+    assert "does not patch" in pick("LTX-Video", "1080p (1920x1080)").report()
+    assert "does not patch" not in pick("HunyuanVideo", "1080p (1920x1080)").report()  # the original T2V is patched
 
 
 @pytest.mark.parametrize("kw, words", [

@@ -1,4 +1,4 @@
-"""HunyuanVideo 1.5 (480p / 720p, T2V and I2V): the patch of UltraGen Apply.
+"""HunyuanVideo 1.5 (480p / 720p, T2V and I2V) and the original HunyuanVideo T2V: the patch of UltraGen Apply.
 
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``double_blocks.{i}.forward`` and ``single_blocks.{i}.forward`` for every block that does
@@ -45,15 +45,13 @@ MLP_CHUNK_ELEMENTS = 2**30  # tokens x hidden channels per step of a double bloc
 
 
 def token_grid(dm, x: torch.Tensor) -> tuple[int, int, int]:
-    """The (T, H, W) grid of the video tokens of a call, x: (B, C, t, h, w) latent (the patch embedding's
-    strided convolution: floor)."""
-    pt, ph, pw = dm.patch_size
-    t, h, w = x.shape[2:]
-    return t // pt, h // ph, w // pw
+    """The (T, H, W) grid of the video tokens of a call, x: (B, C, t, h, w) latent (the patch embedding pads
+    to whole patches)."""
+    return tuple(math.ceil(n / p) for n, p in zip(x.shape[2:], dm.patch_size))
 
 
-def model_name(dm, family: ModelFamily) -> str:
-    return (f"{family.name.rsplit(' ', 1)[0]} [{type(dm).__name__}, {dm.hidden_size} wide, "
+def model_name(dm) -> str:
+    return (f"{variant_of(dm).value} [{type(dm).__name__}, {dm.hidden_size} wide, "
             f"{len(dm.double_blocks)} double + {len(dm.single_blocks)} single blocks]")
 
 
@@ -106,7 +104,7 @@ class HunyuanDiffusionWrapper:
                     flux_math(blocks).optimized_attention, options, x.device,
                     attention_interface(blocks))[1]
             log_once(run, ("plan", grid), "%s %s, %s: %s; %s; text tokens shared by every window; active %g%%-%g%% "
-                     "of sampling%s.", LOG_PREFIX, model_name(dm, self.family), self.holder.native_note,
+                     "of sampling%s.", LOG_PREFIX, model_name(dm), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
                      self.holder.describe_blocks(), 100 * self.holder.settings.start_percent,
                      100 * self.holder.settings.end_percent, extra)
@@ -166,13 +164,15 @@ class BlockPatch:
             return self.previous(*args, **kwargs)
         return type(m).forward(m, *args, **kwargs)
 
-    def why_not(self, call, video_tokens: int, modulation_dims, options: dict, extra: dict) -> str | None:
+    def why_not(self, call, m, video_tokens: int, modulation_dims, options: dict, extra: dict) -> str | None:
         """Why this call of the block keeps ComfyUI's forward (for the log), or None (the mask is looked at
         after: :meth:`prepare`)."""
         if self.previous is not None:
             return f"another pack patched {self.kind}_blocks.{self.path[1]}.forward; it runs unchanged"
         if extra:
             return f"the block was called with arguments the patch does not know ({sorted(extra)})"
+        if getattr(m, "flipped_img_txt", False):
+            return "the block puts the video before the text (flipped_img_txt), which the patch does not recompute"
         if any(d is not None for d in modulation_dims):
             return "per-token modulation ranges (the guiding frame of HunyuanVideo I2V) are not recomputed"
         patches = options.get("patches", {})
@@ -191,9 +191,9 @@ class BlockPatch:
     def rows(self, call, total: int) -> int:
         return min(call.memory.chunk_tokens if call.memory is not None else total, TOKENS_IN_FLIGHT)
 
-    def prepare(self, call, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
+    def prepare(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
         """The kept text keys (:class:`.text_mask.KeptKeys`) when the windowed block runs, else None (logged once)."""
-        reason = self.why_not(call, video_tokens, modulation_dims, options, extra)
+        reason = self.why_not(call, m, video_tokens, modulation_dims, options, extra)
         kept = None
         if reason is None:
             kept = kept_text_keys(mask, batch, text_tokens, text_tokens + video_tokens)
@@ -218,7 +218,7 @@ class DoubleBlockPatch(BlockPatch):
         if not call.changed:
             return self.original(m, *args, **kwargs)
         e, n = txt.shape[1], img.shape[1]
-        kept = self.prepare(call, e, n, attn_mask, (modulation_dims_img, modulation_dims_txt),
+        kept = self.prepare(call, m, e, n, attn_mask, (modulation_dims_img, modulation_dims_txt),
                             transformer_options, extra, img.shape[0])
         if kept is None or not self.checked(m, img, txt, vec, pe, attn_mask, transformer_options):
             return self.original(m, *args, **kwargs)
@@ -251,9 +251,14 @@ class SingleBlockPatch(BlockPatch):
         if not call.changed:
             return self.original(m, x, vec, pe, **kwargs)
         n = math.prod(call.plan.grid)
-        img_slice = transformer_options.get("img_slice")
-        e = int(img_slice[0]) if img_slice else x.shape[1] - n
-        kept = self.prepare(call, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
+        img_slice = transformer_options.get("img_slice")  # [text tokens, all tokens]: ComfyUI says where the video is
+        if not img_slice or int(img_slice[1]) != x.shape[1]:
+            log_once(self.holder, ("single", "img_slice"), "%s single blocks: ComfyUI does not say where the video "
+                     "tokens are (no transformer_options img_slice; ComfyUI 0.3.64's HunyuanVideo puts them before "
+                     "the text); full attention there.", LOG_PREFIX)
+            return self.original(m, x, vec, pe, **kwargs)
+        e = int(img_slice[0])
+        kept = self.prepare(call, m, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
                             x.shape[0])
         if kept is None or not self.checked(m, x, e, vec, pe, attn_mask, transformer_options):
             return self.original(m, x, vec, pe, **kwargs)
@@ -274,7 +279,8 @@ OURS = (DoubleBlockPatch, SingleBlockPatch)
 
 
 def apply(model, settings: AttentionSettings):
-    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a HunyuanVideo 1.5 model) with the patch."""
+    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a HunyuanVideo model the registry patches)
+    with the patch."""
     dm = model.get_model_object("diffusion_model")
     family = hunyuan_family(dm)
     native, note = native_grid(family, settings.native_resolution)
