@@ -206,6 +206,7 @@ def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_w
     """The rebuild is checked against the module's own forward by running it (first call per class and dtype):
     a forward that computes something else (here: twice the output) keeps ComfyUI's forward, logged. A freshly
     loaded model: ComfyUI's unpatching leaves the original forward bound on the modules it patched before."""
+    model_class()
     import comfy.ldm.kandinsky5.model as k5model
     from ultragen_core.families.kandinsky5.kandinsky5_attention import forget_checks
     k5 = load(comfy)
