@@ -263,3 +263,16 @@ def test_sampling_above_the_native_size_through_ultragen_apply_in_a_prompt(comfy
     plain, ours = captured()["plain"], captured()["ours"]
     assert ours.shape == plain.shape == (1, 16, 2, 128, 192)
     assert torch.isfinite(ours).all() and not torch.allclose(ours, plain, atol=1e-4)
+
+
+def test_the_kandinsky5_bench_command_runs_with_smoke(comfy, k5):
+    """bench/dit.py --family kandinsky5 as its docstring gives it: ComfyUI's loader detects Kandinsky 5 from the
+    Pro layout's weights (at smoke width) and every variant prints its row, the 4K ones with windows."""
+    from bench_commands import check_smoke_output, docstring_commands, run_smoke
+    command = next(c for c in docstring_commands() if c.script == "bench/dit.py" and "kandinsky5" in c.args)
+    out = run_smoke(command, comfy.root)
+    check_smoke_output(command, out)
+    for res in ("1080p", "4K"):
+        for variant in ("unpatched", "UltraGen default", "UltraGen fast"):
+            assert f"| Kandinsky 5 Pro | {res} |" in out and f"| {variant} |" in out, out
+    assert "windows" in out.split("| 4K |")[-1]  # the 4K rows run windows
