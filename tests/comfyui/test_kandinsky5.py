@@ -276,3 +276,43 @@ def test_the_kandinsky5_bench_command_runs_with_smoke(comfy, k5):
         for variant in ("unpatched", "UltraGen default", "UltraGen fast"):
             assert f"| Kandinsky 5 Pro | {res} |" in out and f"| {variant} |" in out, out
     assert "windows" in out.split("| 4K |")[-1]  # the 4K rows run windows
+
+
+def tiny_kandinsky_vae():
+    """Kandinsky 5's VAE as ComfyUI loads it: HunyuanVideo's (a 3-D ``AutoencoderKL``, 8x8x4, 16 channels; ComfyUI
+    fixes its widths, so it is not tiny, only small in what it decodes here), random weights."""
+    import comfy.ldm.models.autoencoder as autoencoder
+    import comfy.sd as comfy_sd
+    ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0, "conv3d": True,
+                "time_compress": 4}
+    with torch.device("meta"):
+        shapes = autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=16).state_dict()
+    gen, sd = torch.Generator().manual_seed(0), {}
+    for k, v in shapes.items():
+        if "norm" in k and k.endswith("weight"):
+            sd[k] = torch.ones(v.shape)
+        elif v.ndim >= 2:
+            sd[k] = torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5
+        else:
+            sd[k] = 0.02 * torch.randn(v.shape, generator=gen)
+    return comfy_sd.VAE(sd=sd)
+
+
+def test_the_tiled_decode_hands_kandinskys_vae_to_comfyuis_tiled_decode_naming_it(comfy, caplog):
+    """UltraGen Tiled VAE Decode tiles Wan's VAEs itself; Kandinsky 5's (HunyuanVideo's AutoencoderKL, 8 px x 4
+    frames) goes to ComfyUI's own tiled decode, logged with its class. A latent within one tile decodes as the VAE
+    decodes it whole."""
+    model_class()
+    vae = tiny_kandinsky_vae()
+    assert type(vae.first_stage_model).__name__ == "AutoencoderKL" and vae.latent_channels == 16
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenTiledVAEDecode"]
+    latent = torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(1))
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        out = node.execute(samples={"samples": latent}, vae=vae, max_vram_gb=0.0, tile_size=0, overlap=64,
+                           temporal_size=0, temporal_overlap=8).result[0]
+        whole = vae.decode(latent)
+    assert "falling back to ComfyUI's own tiled decode" in caplog.text, caplog.text
+    assert "AutoencoderKL (comfy.ldm.models.autoencoder)" in caplog.text, caplog.text
+    assert whole.shape[-4:] == (5, 32, 48, 3)  # 2 latent frames -> 1 + 4 (causal), 8x
+    torch.testing.assert_close(out, whole.reshape(out.shape), atol=1e-5, rtol=0)
