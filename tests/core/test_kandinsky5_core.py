@@ -33,8 +33,10 @@ def test_the_variant_comes_from_the_config(config, variant):
     if variant in (Variant.VIDEO_LITE, Variant.VIDEO_PRO):
         assert refusal(dm) is None and family_of(dm).name == "Kandinsky 5"
     else:
-        assert refusal(dm).startswith(REFUSED[variant]) and f"visual_embed_dim {config['visual_embed_dim']}" in refusal(dm)
-        with pytest.raises(NotImplementedError, match=r"UltraGen does not patch Kandinsky5 \(comfy.ldm.kandinsky5.model\)"):
+        assert refusal(dm).startswith(REFUSED[variant])
+        assert f"visual_embed_dim {config['visual_embed_dim']}" in refusal(dm)
+        with pytest.raises(NotImplementedError,
+                           match=r"UltraGen does not patch Kandinsky5 \(comfy.ldm.kandinsky5.model\)"):
             family_of(dm)
 
 

@@ -47,7 +47,8 @@ def token_grid(dm, x: torch.Tensor) -> tuple[int, int, int]:
 
 
 def model_name(dm, family: ModelFamily) -> str:
-    return f"{family.name} [{type(dm).__name__}, {dm.model_dim} wide, {len(dm.visual_transformer_blocks)} visual blocks]"
+    blocks = len(dm.visual_transformer_blocks)
+    return f"{family.name} [{type(dm).__name__}, {dm.model_dim} wide, {blocks} visual blocks]"
 
 
 def nabla_error(dm, options: dict) -> None:
