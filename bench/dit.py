@@ -12,6 +12,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=... python bench/dit.py --family ltx2 --res 1080p,1440p,4K   # LTX-2 19B (video + audio), 121 frames
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
     COMFYUI_PATH=... python bench/dit.py --family hunyuan15 --res 720p,1080p,4K --skip-unpatched-above 300000
+    COMFYUI_PATH=... python bench/dit.py --family kandinsky5 --res 1080p,4K --skip-unpatched-above 300000  # Pro 19B
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
 the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
@@ -182,8 +183,9 @@ def attention_share(run, modules, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="wan", choices=("wan", "hunyuan15", "ltx2"),
+    ap.add_argument("--family", default="wan", choices=("wan", "hunyuan15", "ltx2", "kandinsky5"),
                     help="wan: WanModel sizes of --models; hunyuan15: HunyuanVideo 1.5 8.3B (bench/dit_hunyuan.py); "
+                         "kandinsky5: Kandinsky 5 Video Pro 19B (bench/dit_kandinsky.py); "
                          "ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio; bench/dit_ltx.py). --windows, --proxy, "
                          "--checkpoint and --peak-trace are Wan's")
     ap.add_argument("--models", default="", help="wan: 1.3B,5B,14B (the default); ltx2: 19B")
@@ -222,6 +224,7 @@ def main():
     dtype = torch.float32 if args.smoke else torch.bfloat16
     if args.smoke:
         what = {"ltx2": "LTXAVModel of video dim 128, 2 heads", "hunyuan15": "HunyuanVideo 1.5 of width 256, 2 heads",
+                "kandinsky5": "Kandinsky5 (Pro layout) of width 128, 2 heads",
                 "wan": "WanModels of dim 128, 1 head, ffn 256"}[args.family]
         print(banner(f"{what} at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
     else:
@@ -231,6 +234,10 @@ def main():
     if hunyuan:
         import dit_hunyuan
         dit_hunyuan.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+        return
+    if args.family == "kandinsky5":
+        import dit_kandinsky
+        dit_kandinsky.run(args, device, dtype, loaded, unload, measure, lambda options: options)
         return
     traces = []  # --peak-trace lines, printed after the table
     for name in models.split(","):

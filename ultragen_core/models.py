@@ -73,10 +73,16 @@ LTX2 = ModelFamily("LTX-2", 32, 8, (1, 1, 1), 128, 4096, 32, 48, (768, 512, 121)
 HUNYUAN_VIDEO_15_720P = ModelFamily("HunyuanVideo 1.5 720p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (1280, 720, 121), True)
 HUNYUAN_VIDEO_15_480P = ModelFamily("HunyuanVideo 1.5 480p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (848, 480, 121), True)
 
+# Kandinsky 5 Video (comfy.ldm.kandinsky5): HunyuanVideo's 8x8x4 VAE with 16 channels, patch 1x2x2. Lite (2B):
+# 1792 wide (28 heads of 64), 32 visual blocks, 768x512 x 121 frames (ComfyUI's Kandinsky5ImageToVideo default);
+# Pro (19B): 4096 wide (32 heads of 128), 60 visual blocks, its HD size 1280x768 x 121 frames.
+KANDINSKY5_LITE = ModelFamily("Kandinsky 5 Video Lite", 8, 4, (1, 2, 2), 16, 1792, 28, 32, (768, 512, 121), True)
+KANDINSKY5_PRO = ModelFamily("Kandinsky 5 Video Pro", 8, 4, (1, 2, 2), 16, 4096, 32, 60, (1280, 768, 121), True)
+
 # The order is the order of UltraGen Resolution's model_family list (saved workflows hold the names).
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, HUNYUAN_VIDEO_15_720P,
-    HUNYUAN_VIDEO_15_480P, LTX2)}
+    HUNYUAN_VIDEO_15_480P, LTX2, KANDINSKY5_LITE, KANDINSKY5_PRO)}
 
 # What the user can state as the native training size where the weights cannot tell (Wan 2.1 I2V-14B
 # exists at 480p and at 720p with identical shapes). "auto" takes the family's own.

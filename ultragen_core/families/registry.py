@@ -13,7 +13,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..models import (HUNYUAN_VIDEO as HUNYUAN_VIDEO_13B, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, LTX2,
+from ..models import (HUNYUAN_VIDEO as HUNYUAN_VIDEO_13B, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, KANDINSKY5_LITE,
+                      KANDINSKY5_PRO, LTX2,
                       LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B,
                       WAN21_14B_480P, WAN22_5B, WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae,
                       ltx_family, wan_family)
@@ -167,8 +168,35 @@ LTX = Family(
     facts_of=ltx_family,
 )
 
+# --- Kandinsky 5 ------------------------------------------------------------------------------------------------
+
+def _kandinsky5_refusal(dm) -> str | None:
+    from .kandinsky5.variants import refusal  # the class's members told apart, and NABLA found, in one place
+    return refusal(dm)
+
+
+def _kandinsky5_facts(dm) -> ModelFamily:
+    from .kandinsky5.variants import kandinsky5_family
+    return kandinsky5_family(dm)
+
+
+KANDINSKY5 = Family(
+    name="Kandinsky 5",
+    classes=("Kandinsky5",),
+    refused=MappingProxyType({}),
+    module_prefix="comfy.ldm.kandinsky5",
+    sizes=(KANDINSKY5_LITE, KANDINSKY5_PRO),
+    # HunyuanVideo's VAE (8x8x4, 16 channels): UltraGen Tiled VAE Decode hands it to ComfyUI's own tiled decode
+    vaes=MappingProxyType({}),
+    adapter=".families.kandinsky5.kandinsky5",
+    capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always}),
+    describe="Kandinsky 5 Video Lite / Pro, T2V and I2V",
+    facts_of=_kandinsky5_facts,
+    variant_refusal=_kandinsky5_refusal,
+)
+
 # Every family the pack patches, in the order they are asked to claim a model.
-REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO, LTX)
+REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO, LTX, KANDINSKY5)
 
 
 # --- lookups --------------------------------------------------------------------------------------------------
@@ -217,5 +245,5 @@ def video_vaes() -> dict[tuple[str, str], VideoVae]:
     return {key: vae for f in REGISTRY for key, vae in f.vaes.items()}
 
 
-__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "LTX", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of",
+__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "KANDINSKY5", "LTX", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of",
            "family_of", "require", "supported_classes", "video_vaes"]
