@@ -47,26 +47,6 @@ def window_axes(lh: int, lw: int, native_hw: tuple[int, int]) -> tuple[torch.Ten
     return frame_axis(lh, sqrt_area), frame_axis(lw, sqrt_area)
 
 
-def group_shape(layout: WindowLayout, tokens: torch.Tensor) -> tuple[int, int, int]:
-    """The window shape of a run of whole windows (``tokens``: their grid tokens, window-major, as
-    :func:`..attention.streamed.streamed_window_attention` hands them to the projector). Found by checking which
-    of the layout's window shapes the tokens follow; ValueError when none does."""
-    T, H, W = layout.grid
-    for shape, _ in layout.groups:
-        lt, lh, lw = shape
-        count = math.prod(shape)
-        if tokens.numel() % count:
-            continue
-        t = torch.arange(lt, device=tokens.device)[:, None, None]
-        h = torch.arange(lh, device=tokens.device)[None, :, None]
-        w = torch.arange(lw, device=tokens.device)[None, None, :]
-        local = ((t * H + h) * W + w).reshape(-1)  # (L,) offsets of a window's tokens from its first token
-        if torch.equal(tokens.view(-1, count), tokens.view(-1, count)[:, :1] + local[None]):
-            return shape
-    raise ValueError(f"MiniMax-H3 window positions: {tokens.numel()} tokens are not whole windows of the layout "
-                     f"{layout.describe()} over the grid {layout.grid}.")
-
-
 class WindowPositions:
     """The positions (t, h, w) the video tokens of one call get inside their windows.
 
@@ -77,22 +57,42 @@ class WindowPositions:
     def __init__(self, grid: tuple[int, int, int], native_hw: tuple[int, int], t: torch.Tensor):
         if t.numel() != math.prod(grid):
             raise ValueError(f"WindowPositions: {t.numel()} time coordinates for the grid {grid}.")
-        self.grid, self.native_hw, self.t = tuple(grid), tuple(native_hw), t.to(torch.float64)
+        self.grid, self.native_hw, self.t = tuple(grid), tuple(native_hw), t.to(torch.float64).cpu()
+        self._layouts: dict = {}
+
+    def _groups(self, layout: WindowLayout) -> list[tuple[tuple[int, int, int], torch.Tensor, dict[int, int]]]:
+        """Per window group of ``layout``: (shape, its gather index on the CPU, first token -> window number)."""
+        found = self._layouts.get(layout)
+        if found is None:
+            found = []
+            for (shape, _), index in zip(layout.groups, layout.gather_indices("cpu")):
+                firsts = index[::math.prod(shape)].tolist()
+                found.append((shape, index, {token: i for i, token in enumerate(firsts)}))
+            self._layouts[layout] = found
+        return found
 
     def of(self, layout: WindowLayout, tokens: torch.Tensor) -> torch.Tensor:
-        """(n, 3) float64 positions of ``tokens`` (n,), whole windows of ``layout`` in window-major order."""
+        """(n, 3) float64 positions of ``tokens`` (n,): a run of whole windows of ``layout``, window-major, as
+        :func:`..attention.streamed.streamed_window_attention` hands them to the projector (a slice of one
+        group's gather index; found by matching it, so overlapping border windows get their own positions)."""
         tokens = tokens.cpu()
-        shape = group_shape(layout, tokens)
-        hs, ws = window_axes(shape[1], shape[2], self.native_hw)
-        _, H, W = self.grid
-        h, w = (tokens // W) % H, tokens % W
-        count = math.prod(shape)
-        first = torch.arange(tokens.numel()) // count * count  # the first token of each token's window
-        pos = torch.empty(tokens.numel(), 3, dtype=torch.float64)
+        n = tokens.numel()
+        for shape, index, firsts in self._groups(layout):
+            count = math.prod(shape)
+            first = firsts.get(int(tokens[0])) if n and n % count == 0 else None
+            if first is not None and torch.equal(index[first * count:first * count + n], tokens):
+                break
+        else:
+            raise ValueError(f"MiniMax-H3 window positions: {n} tokens are not a run of whole windows of the layout "
+                             f"{layout.describe()} over the grid {layout.grid}.")
+        _, lh, lw = shape
+        hs, ws = window_axes(lh, lw, self.native_hw)
+        slot = torch.arange(n) % count  # the token's place in its window, row-major (t, h, w)
+        pos = torch.empty(n, 3, dtype=torch.float64)
         pos[:, 0] = self.t[tokens]
-        pos[:, 1] = hs[h - h[first]]
-        pos[:, 2] = ws[w - w[first]]
+        pos[:, 1] = hs[(slot // lw) % lh]
+        pos[:, 2] = ws[slot % lw]
         return pos
 
 
-__all__ = ["SPAN", "WindowPositions", "frame_axis", "group_shape", "window_axes"]
+__all__ = ["SPAN", "WindowPositions", "frame_axis", "window_axes"]
