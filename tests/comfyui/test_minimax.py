@@ -181,6 +181,9 @@ def test_capabilities_the_family_lacks_are_refused_by_name(comfy):
 
 
 def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_why(comfy, caplog, monkeypatch):
+    """The rebuild is checked against the module's own forward by running it (first call per class and dtype):
+    a forward that computes something else (here: twice the output) keeps ComfyUI's forward, logged."""
+    model_class()
     import comfy.ldm.minimax.model as h3
     from ultragen_core.families.minimax.minimax_attention import forget_checks
     model = load(comfy)
