@@ -200,6 +200,21 @@ def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_w
     assert any("differs from ComfyUI's forward" in r.getMessage() for r in caplog.records)
 
 
+def test_the_layout_comfyui_publishes_is_the_one_used_and_a_layout_that_misses_the_grid_keeps_comfyuis(comfy, caplog):
+    """Newer ComfyUI publishes the packed layout in transformer_options["minimax_h3_layout"]; the patch reads it
+    there first. One whose video segment is not the call's grid (here: a 4x4-token video) makes every block keep
+    ComfyUI's attention, with a warning that names the layout."""
+    import comfy.ldm.minimax.model as h3
+    model = load(comfy)
+    plain = sample(model, latent())
+    ours = patched(model, window=(1, 4, 4))
+    ours.model_options["transformer_options"]["minimax_h3_layout"] = h3.PackedLayout(8, 2, 8, 8, 5)
+    with caplog.at_level(logging.WARNING):
+        kept = sample(ours, latent())
+    assert streams_equal(plain, kept)
+    assert "the packed layout (text 8; audio 10; video 32) does not end in the 128 video rows" in caplog.text
+
+
 def minimax_prompt(name, preset, key):
     """API prompt: UNETLoader -> (UltraGen Attention Settings -> UltraGen Apply) -> KSampler on ComfyUI's own
     EmptyMiniMaxH3LatentAV -> capture."""

@@ -95,7 +95,14 @@ class MiniMaxDiffusionWrapper:
         call = CallState(dm, self.holder.plan_for(grid), run.is_active(options.get("sigmas")))
         if call.changed:
             context = args[2] if len(args) > 2 else kwargs["context"]
-            call.cache[LAYOUT_CACHE] = packed_layout(dm, x, context, kwargs.get("minimax_payload"))
+            try:
+                call.cache[LAYOUT_CACHE] = packed_layout(dm, x, context, kwargs.get("minimax_payload"))
+            except Exception as error:  # noqa: BLE001 - a ComfyUI whose PackedLayout takes other arguments
+                call.cache[LAYOUT_CACHE] = None  # the attention uses the layout ComfyUI publishes, if any
+                log_once(run, ("layout", type(error).__name__), "%s could not build MiniMax-H3's packed layout "
+                         "(%s: %s); the self-attention uses the one ComfyUI publishes in transformer_options[%r], "
+                         "or keeps full attention.", LOG_PREFIX, type(error).__name__, error, LAYOUT_KEY,
+                         level=logging.WARNING)
             attn = dm.blocks[0].attn
             width = attn.heads * attn.head_dim
             call.memory = plan_memory(math.prod(grid), 1, width, 0, x[0].element_size(), x[0].device,
@@ -110,7 +117,8 @@ class MiniMaxDiffusionWrapper:
             plan, extra = call.plan, ""
             if call.changed:
                 layout = call.cache[LAYOUT_CACHE]
-                shared = ", ".join(f"{kind} {b - a}" for a, b, kind in layout.segments if kind != "video")
+                shared = ", ".join(f"{kind} {b - a}" for a, b, kind in layout.segments
+                                   if kind != "video") if layout is not None else "as ComfyUI's layout says"
                 attn = dm.blocks[0].attn
                 extra = (f"; shared rows seen by every window: {shared}; windows at a native frame's positions; "
                          f"{call.memory.describe()}; "
@@ -129,6 +137,8 @@ def sequence_of(call: CallState, layout, native_hw: tuple[int, int], device, dty
     key = ("sequence", id(layout), str(device), dtype)
     if key in call.cache:
         return call.cache[key]
+    if layout is None:
+        return "no packed layout (ComfyUI published none, and the model's own class could not build one)"
     va, vb, kind = layout.segments[-1]
     n = math.prod(call.plan.grid)
     if kind != "video" or vb != layout.seq_len or vb - va != n:

@@ -101,11 +101,11 @@ def windowed_attention(m, x: torch.Tensor, rope: torch.Tensor, plan: DualBranchP
         return project_rows(m, xv[0].index_select(0, tokens), table)
 
     shared = project_rows(m, x[:va], rope[:, :va]) if va else None  # (1, E, H*D) each
-    out = torch.empty((1, n, m.heads * m.head_dim), dtype=x.dtype, device=x.device)
-    shared_out = dual_branch_self_attention(plan, block_index, VideoTokens(xv, project, windows), attention, out,
-                                            rows, shared, cache=cache)
+    out = torch.empty((1, S, m.heads * m.head_dim), dtype=x.dtype, device=x.device)  # shared rows, then video
+    shared_out = dual_branch_self_attention(plan, block_index, VideoTokens(xv, project, windows), attention,
+                                            out[:, va:], rows, shared, cache=cache)  # writes the video rows
     if shared_out is not None:
-        out = torch.cat((shared_out, out), dim=1)  # (1, S, H*D)
+        out[:, :va] = shared_out
         del shared_out
     return m.out_proj(out[0])
 
