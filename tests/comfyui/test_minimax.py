@@ -170,6 +170,28 @@ def test_cfg_equals_the_cond_and_uncond_runs_combined_and_batch_two_is_comfyuis_
     assert "batch size 1" in str(plain.value) and str(ours.value) == str(plain.value)
 
 
+def test_windows_call_the_modules_own_attention_with_containers_and_the_layers_preferred_attention(comfy, monkeypatch):
+    """As H3's module calls ``optimized_attention`` (looked up through its module at call time): q / k / v in
+    ComfyUI's AttentionTensorContainer, and, where the layer holds a preferred attention (``comfy_attention``,
+    newer ComfyUI), that module as ``preferred_attention``."""
+    import types
+    import comfy.ldm.minimax.model as h3
+    model = load(comfy)
+    real, seen = h3.optimized_attention, []
+    preferred = types.SimpleNamespace(function=None)
+
+    def recording(q, k, v, heads, **kwargs):
+        seen.append((type(q).__name__, kwargs.pop("preferred_attention", None)))
+        return real(q, k, v, heads, **kwargs)
+    monkeypatch.setattr(h3, "optimized_attention", recording)
+    for block in model.get_model_object("diffusion_model").blocks:
+        monkeypatch.setattr(block.attn, "comfy_attention", preferred, raising=False)
+    sample(patched(model, window=(1, 4, 4)), latent())
+    ours = [kind for kind, layer in seen if layer is preferred]
+    assert len(ours) >= 2 * 2  # windows and the pooled video / shared rows, in both blocks
+    assert set(ours) == {"AttentionTensorContainer"}
+
+
 def test_capabilities_the_family_lacks_are_refused_by_name(comfy):
     model = load(comfy)
     with pytest.raises(NotImplementedError, match="UltraGen split is not available for MiniMaxH3Model"):
