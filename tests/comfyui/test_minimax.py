@@ -174,6 +174,7 @@ def test_windows_call_the_modules_own_attention_with_containers_and_the_layers_p
     """As H3's module calls ``optimized_attention`` (looked up through its module at call time): q / k / v in
     ComfyUI's AttentionTensorContainer, and, where the layer holds a preferred attention (``comfy_attention``,
     newer ComfyUI), that module as ``preferred_attention``."""
+    model_class()
     import types
     import comfy.ldm.minimax.model as h3
     model = load(comfy)
@@ -226,6 +227,7 @@ def test_the_layout_comfyui_publishes_is_the_one_used_and_a_layout_that_misses_t
     """Newer ComfyUI publishes the packed layout in transformer_options["minimax_h3_layout"]; the patch reads it
     there first. One whose video segment is not the call's grid (here: a 4x4-token video) makes every block keep
     ComfyUI's attention, with a warning that names the layout."""
+    model_class()
     import comfy.ldm.minimax.model as h3
     model = load(comfy)
     plain = sample(model, latent())
