@@ -13,6 +13,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
     COMFYUI_PATH=... python bench/dit.py --family hunyuan15 --res 720p,1080p,4K --skip-unpatched-above 300000
     COMFYUI_PATH=... python bench/dit.py --family kandinsky5 --res 1080p,4K --skip-unpatched-above 300000  # Pro 19B
+    COMFYUI_PATH=... python bench/dit.py --family minimax --res 1080p,1440p   # MiniMax-H3 33B (fp8 weights), 124 frames
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
 the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
@@ -183,15 +184,17 @@ def attention_share(run, modules, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="wan", choices=("wan", "hunyuan15", "ltx2", "kandinsky5"),
+    ap.add_argument("--family", default="wan", choices=("wan", "hunyuan15", "ltx2", "kandinsky5", "minimax"),
                     help="wan: WanModel sizes of --models; hunyuan15: HunyuanVideo 1.5 8.3B (bench/dit_hunyuan.py); "
-                         "kandinsky5: Kandinsky 5 Video Pro 19B (bench/dit_kandinsky.py); "
-                         "ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio; bench/dit_ltx.py). --windows, --proxy, "
+                         "ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio; bench/dit_ltx.py); "
+                         "kandinsky5: Kandinsky 5 Video Pro 19B (bench/dit_kandinsky.py); minimax: MiniMax-H3 33B "
+                         "(ComfyUI's MiniMaxH3Model, fp8 weights; bench/dit_minimax.py). --windows, --proxy, "
                          "--checkpoint and --peak-trace are Wan's")
     ap.add_argument("--models", default="", help="wan: 1.3B,5B,14B (the default); ltx2: 19B")
     ap.add_argument("--res", default="1080p,4K", help=f"of {', '.join(RES)}")
     ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--frames", type=int, default=0, help="video frames (default: 81 for wan, 121 for ltx2)")
+    ap.add_argument("--frames", type=int, default=0,
+                    help="video frames (default: 81 for wan, 124 for minimax, 121 for the others)")
     ap.add_argument("--full-depth", action="store_true",
                     help="build every block, run the patched model once (no warm-up): real peak memory")
     ap.add_argument("--checkpoint", action="store_true",
@@ -216,7 +219,7 @@ def main():
     args = ap.parse_args()
     ltx, hunyuan = args.family == "ltx2", args.family == "hunyuan15"
     models = args.models or ("19B" if ltx else "1.3B,5B,14B")
-    frames = args.frames = args.frames or (81 if args.family == "wan" else 121)
+    frames = args.frames = args.frames or {"wan": 81, "minimax": 124}.get(args.family, 121)
     if args.family != "wan" and (args.checkpoint or args.proxy):
         sys.exit(f"bench/dit.py: --checkpoint and --proxy are Wan's; leave them out with --family {args.family}.")
     device = pick_device(args.smoke, "bench/dit.py")
@@ -225,6 +228,7 @@ def main():
     if args.smoke:
         what = {"ltx2": "LTXAVModel of video dim 128, 2 heads", "hunyuan15": "HunyuanVideo 1.5 of width 256, 2 heads",
                 "kandinsky5": "Kandinsky5 (Pro layout) of width 128, 2 heads",
+                "minimax": "MiniMaxH3Model of width 64, 2 heads of 128",
                 "wan": "WanModels of dim 128, 1 head, ffn 256"}[args.family]
         print(banner(f"{what} at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
     else:
@@ -238,6 +242,9 @@ def main():
     if args.family == "kandinsky5":
         import dit_kandinsky
         dit_kandinsky.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+    if args.family == "minimax":
+        import dit_minimax
+        dit_minimax.run(args, device, dtype, loaded, unload, measure, lambda options: options)
         return
     traces = []  # --peak-trace lines, printed after the table
     for name in models.split(","):

@@ -67,6 +67,22 @@ LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 
 # (ComfyUI's LTXAVModel defaults); first stage at 768x512 x 121 frames (the published two-stage recipe doubles it).
 LTX2 = ModelFamily("LTX-2", 32, 8, (1, 1, 1), 128, 4096, 32, 48, (768, 512, 121), True)
 
+
+@dataclass(frozen=True)
+class MiniMaxH3Facts(ModelFamily):
+    """MiniMax-H3's facts: its video VAE packs frames as 1 + 4 + 4 + 4 + 4 per five latent frames (17 frames, the
+    first latent frame of a clip holds 1), and ComfyUI rounds a length up to 17k + 5 frames."""
+
+    def latent_frames(self, frames: int) -> int:
+        aligned = max(5, frames) + (5 - max(5, frames)) % 17  # 17k + 5, as EmptyMiniMaxH3LatentAV rounds up
+        return ((aligned - 5) // 17) * 5 + 2
+
+
+# MiniMax-H3 (33B audio-video, comfy.ldm.minimax.model.MiniMaxH3Model; its video stream): 16x16 VAE with 24
+# latent channels, patch 1x2x2, 50 single-stream blocks of 56 heads x 128 (7168 wide attention in a 5376 wide
+# stream); the open release is trained at 768p (ComfyUI's canvas: 1344x768), 124 to 362 frames at 24 fps.
+MINIMAX_H3 = MiniMaxH3Facts("MiniMax-H3", 16, 4, (1, 2, 2), 24, 7168, 56, 50, (1344, 768, 362), True)
+
 # HunyuanVideo 1.5 (8.3B): 16x16x4 VAE with 32 channels, patch 1, 54 double-stream blocks (no single-stream
 # ones), 16 x 128 wide; 480p and 720p checkpoints of one shape, 121 frames. The 1080p super-resolution
 # model (98 input channels) is another config and is refused (families/hunyuan_video/variants.py).
@@ -82,7 +98,7 @@ KANDINSKY5_PRO = ModelFamily("Kandinsky 5 Video Pro", 8, 4, (1, 2, 2), 16, 4096,
 # The order is the order of UltraGen Resolution's model_family list (saved workflows hold the names).
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, HUNYUAN_VIDEO_15_720P,
-    HUNYUAN_VIDEO_15_480P, LTX2, KANDINSKY5_LITE, KANDINSKY5_PRO)}
+    HUNYUAN_VIDEO_15_480P, LTX2, KANDINSKY5_LITE, KANDINSKY5_PRO, MINIMAX_H3)}
 
 # What the user can state as the native training size where the weights cannot tell (Wan 2.1 I2V-14B
 # exists at 480p and at 720p with identical shapes). "auto" takes the family's own.
@@ -171,3 +187,9 @@ LTX_REFUSED: dict[str, str] = {}
 def ltx_family(dm) -> ModelFamily:
     """The family of a loaded LTX diffusion model: LTX-2 for the audio-video class, LTX-Video otherwise."""
     return LTX2 if type(dm).__name__ == "LTXAVModel" else LTX_VIDEO
+
+
+# --- MiniMax-H3 (comfy.ldm.minimax) --------------------------------------------------------------------------
+
+MINIMAX_SUPPORTED = ("MiniMaxH3Model",)
+MINIMAX_REFUSED: dict[str, str] = {}

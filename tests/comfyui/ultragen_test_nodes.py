@@ -133,7 +133,8 @@ class UltraGenTestCapture:
     CATEGORY = "UltraGen/tests"
 
     def capture(self, samples, key):
-        CAPTURED[key] = samples["samples"].clone()
+        latent = samples["samples"]
+        CAPTURED[key] = latent.clone() if hasattr(latent, "clone") else latent  # a nested [video, audio] has none
         return {}
 
 

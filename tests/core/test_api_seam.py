@@ -97,7 +97,7 @@ def test_the_api_imports_without_comfyui():
             "import ultragen_core.api as api\nprint(sorted(f.name for f in api.REGISTRY))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACK_DIR, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['HunyuanVideo', 'Kandinsky 5', 'LTX', 'Wan']"
+    assert out.stdout.strip() == "['HunyuanVideo', 'Kandinsky 5', 'LTX', 'MiniMax-H3', 'Wan']"
 
 
 # --- the registry ---------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_models_no_family_claims_raise_naming_their_class(name, module):
     text = str(refused.value)
     assert f"UltraGen does not support {name} ({module}) yet" in text
     assert ("Supported diffusion models: WanModel, VaceWanModel, CameraWanModel, HunyuanVideo, LTXVModel, LTXAVModel, "
-            "Kandinsky5" in text)
+            "Kandinsky5, MiniMaxH3Model") in text
 
 
 def test_a_model_input_that_is_not_a_model_patcher_is_a_type_error():
@@ -198,7 +198,7 @@ def test_native_size_and_vae_facts_come_from_the_registry():
     assert {(vae.spatial, vae.latent_channels) for vae in api.VIDEO_VAES.values()} == {(8, 16), (16, 48)}
     assert api.NATIVE_RESOLUTIONS["auto"] is None
     with pytest.raises(ValueError, match=r"UltraGen has no model family 'LTX-2'; the registry holds "
-                                         r"\['Wan', 'HunyuanVideo', 'LTX', 'Kandinsky 5'\]"):
+                                         r"\['Wan', 'HunyuanVideo', 'LTX', 'Kandinsky 5', 'MiniMax-H3'\]"):
         api.family_named("LTX-2")
 
 

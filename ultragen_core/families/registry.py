@@ -14,10 +14,9 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 from ..models import (HUNYUAN_VIDEO as HUNYUAN_VIDEO_13B, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, KANDINSKY5_LITE,
-                      KANDINSKY5_PRO, LTX2,
-                      LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B,
-                      WAN21_14B_480P, WAN22_5B, WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae,
-                      ltx_family, wan_family)
+                      KANDINSKY5_PRO, LTX2, LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO, MINIMAX_H3, MINIMAX_REFUSED,
+                      MINIMAX_SUPPORTED, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B, WAN21_14B_480P, WAN22_5B,
+                      WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae, ltx_family, wan_family)
 
 
 class Capability(str, Enum):
@@ -195,8 +194,25 @@ KANDINSKY5 = Family(
     variant_refusal=_kandinsky5_refusal,
 )
 
+# --- MiniMax-H3 -----------------------------------------------------------------------------------------------
+
+MINIMAX = Family(
+    name="MiniMax-H3",
+    classes=MINIMAX_SUPPORTED,
+    refused=MappingProxyType(dict(MINIMAX_REFUSED)),
+    module_prefix="comfy.ldm.minimax.",
+    sizes=(MINIMAX_H3,),
+    # its video VAE (MiniMaxH3VideoVAE) is not one UltraGen Tiled VAE Decode tiles itself: it hands it to
+    # ComfyUI's own tiled decode (with a warning naming the VAE class)
+    vaes=MappingProxyType({}),
+    adapter=".families.minimax.minimax",
+    capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always}),
+    describe="MiniMax-H3 (MiniMaxH3Model: its video stream)",
+    facts_of=lambda dm: MINIMAX_H3,
+)
+
 # Every family the pack patches, in the order they are asked to claim a model.
-REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO, LTX, KANDINSKY5)
+REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO, LTX, KANDINSKY5, MINIMAX)
 
 
 # --- lookups --------------------------------------------------------------------------------------------------
@@ -245,5 +261,5 @@ def video_vaes() -> dict[tuple[str, str], VideoVae]:
     return {key: vae for f in REGISTRY for key, vae in f.vaes.items()}
 
 
-__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "KANDINSKY5", "LTX", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of",
-           "family_of", "require", "supported_classes", "video_vaes"]
+__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "KANDINSKY5", "LTX", "MINIMAX", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS",
+           "diffusion_model_of", "family_of", "require", "supported_classes", "video_vaes"]

@@ -1,0 +1,118 @@
+"""``bench/dit.py --family minimax``: one sampling step of ComfyUI's real MiniMax-H3 architecture (33B, random
+weights stored in fp8 as ComfyUI's "fp8_e4m3fn" weight dtype stores them, computed in bf16), unpatched vs. patched,
+through the user's path: ComfyUI's loader (its model detection picks MiniMaxH3 from the weights), ``ultragen_core.
+api.apply``, the sampler's load and wrappers.
+
+The config is ComfyUI's MiniMaxH3Model default (the published one): a 5376 wide stream, 56 heads of 128 (7168
+wide attention), FFN 14336, 50 single-stream blocks, patch 1x2x2 on the 16x16 VAE's 24-channel latent, stereo
+audio at 40 latent frames per second, Qwen3-VL text (5120 wide; the step gets it already refined to the stream's
+width, as sampling does once per run, so the token refiner is built with one layer and not timed). The packed
+sequence per step: [text 256 | audio | video]. A step is measured on ``--blocks`` blocks and scaled to 50.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from ultragen_core import api
+from ultragen_core.config import AttentionSettings
+
+H3 = dict(hidden_size=5376, num_layers=50, token_refiner_num_layers=1, num_attention_heads=56,
+          attention_head_dim=128, ffn_hidden_size=14336, latents_dim=24, audio_latents_dim=32, text_dim=5120,
+          timestep_input_dim=256, time_embed_hidden_size=5376, time_embed_dim=2688)
+SMOKE = dict(hidden_size=64, num_attention_heads=2, ffn_hidden_size=128, text_dim=64, time_embed_hidden_size=64,
+             time_embed_dim=32, timestep_input_dim=32)  # --smoke: two heads of 128 (H3's RoPE rotates 96 channels)
+RES = {"768p": (768, 1344), "1080p": (1088, 1920), "1440p": (1440, 2560), "4K": (2160, 3840)}
+TEXT_TOKENS = 256  # Qwen3-VL states of a prompt
+FPS, AUDIO_FPS = 24, 40
+
+
+def case(res: str, frames: int, smoke: bool):
+    """(config, token grid (T, H, W), native grid, audio latent frames) at ``res``; smoke: shrunk."""
+    from smoke import shrink
+    facts = api.family_named("MiniMax-H3").sizes[0]
+    native = facts.native_grid  # 1344x768, 362 frames: (107, 24, 42)
+    h, w = RES[res]
+    grid = facts.grid(w, h, frames)
+    aligned = max(5, frames) + (5 - max(5, frames)) % 17  # ComfyUI's 17k + 5 frames
+    audio = round(aligned / FPS * AUDIO_FPS)
+    cfg = dict(H3)
+    if smoke:
+        cfg, grid, native, audio = dict(cfg, **SMOKE), shrink(grid), shrink(native), 3
+    return cfg, grid, native, audio
+
+
+def build(cfg: dict, depth: int, device, weight_dtype):
+    """ComfyUI's MiniMaxH3Model with ``depth`` blocks and random weights (made where ComfyUI creates each
+    parameter, one generator per device), loaded by ComfyUI's loader with ``weight_dtype`` weights."""
+    import comfy.ldm.minimax.model as h3
+    import comfy.ops
+    import comfy.sd
+    model = h3.MiniMaxH3Model(**dict(cfg, num_layers=depth), operations=comfy.ops.disable_weight_init, device=device,
+                              dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    generators = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                g = generators.setdefault(p.device, torch.Generator(device=p.device).manual_seed(0))
+                p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.02, generator=g)
+        inv = model.rope.inv_freq
+        inv.copy_(1.0 / 10000.0 ** (torch.arange(inv.shape[0], device=inv.device, dtype=torch.float32) / inv.shape[0]))
+    sd = model.state_dict()
+    del model
+    return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": weight_dtype})
+
+
+def run(args, device, dtype, loaded, unload, measure, step_options):
+    """The MiniMax-H3 rows of bench/dit.py's table (its helpers passed in)."""
+    weight_dtype = torch.float8_e4m3fn if device.type == "cuda" else torch.float32
+    weights = "fp8 weights, bf16 compute" if device.type == "cuda" else "float32"
+    for res in args.res.split(","):
+        cfg, grid, native, audio_t = case(res, args.frames, args.smoke)
+        layers = cfg["num_layers"] if args.full_depth else args.blocks
+        base = build(cfg, layers, device, weight_dtype)
+        video = torch.randn(1, cfg["latents_dim"], grid[0], 2 * grid[1], 2 * grid[2], device=device, dtype=dtype)
+        audio = torch.randn(1, cfg["audio_latents_dim"], 2, audio_t, device=device, dtype=dtype)
+        t = torch.full((1,), 500.0, device=device)
+        ctx = torch.randn(1, TEXT_TOKENS, cfg["hidden_size"], device=device, dtype=dtype)  # refined text states
+        n, scale, base_secs = math.prod(grid), cfg["num_layers"] / layers, None
+        for label, settings in (("unpatched", None), ("UltraGen default", AttentionSettings()),
+                                ("UltraGen fast", AttentionSettings(preset="fast"))):
+            if args.only and args.only not in label:
+                continue
+            if settings is None and (n > args.skip_unpatched_above or args.full_depth):
+                continue
+            plan = None
+            patcher = base
+            if settings is not None:
+                if args.smoke:  # the windows the settings give on the real model's native grid, shrunk
+                    from ultragen_core.config import resolve_plan
+                    settings = dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
+                if args.memory_budget:
+                    settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
+                    label += f", budget {args.memory_budget:g} GB"
+                patcher = api.apply(base, settings)  # UltraGen Apply
+                plan = api.plan_for(patcher, grid)
+            model, options = loaded(patcher)
+
+            def call():
+                with torch.inference_mode():
+                    return model([video, audio], t, ctx, transformer_options=step_options(options))
+            secs, peak = measure(call, device, reps=1 if n > 500_000 else 2, warmup=not args.full_depth)
+            secs *= scale
+            base_secs = secs if settings is None else base_secs
+            speed = f"{base_secs / secs:.1f}x" if base_secs else ""
+            note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
+                f"; {weights}; {TEXT_TOKENS} text + {2 * audio_t} audio rows shared" + \
+                (f"; {plan.describe()}" if plan else "")
+            print(f"| MiniMax-H3 33B | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | "
+                  f"{speed} | n/a | {peak:.1f} | {note} |", flush=True)
+            del model, options, patcher
+            unload()
+        del base, video, audio, ctx
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
