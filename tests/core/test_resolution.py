@@ -92,8 +92,17 @@ def test_report_names_grid_and_cost():
     text = pick(WAN21, "1080p (1920x1080)").report()
     assert "1920x1088" in text and "21x68x120" in text and "171,360" in text
     assert "asked 1920x1080" in text
-    assert "does not patch" in pick("LTX-Video", "1080p (1920x1080)").report()
-    assert "does not patch" not in pick("HunyuanVideo", "1080p (1920x1080)").report()  # the original T2V is patched
+    for name in FAMILIES:  # every listed family is patched now (LTX-Video and the original HunyuanVideo too)
+        assert "does not patch" not in pick(name, "1080p (1920x1080)").report(), name
+
+
+def test_report_says_when_a_listed_family_is_not_patched(monkeypatch):
+    import dataclasses
+
+    import ultragen_core.resolution as resolution
+    unpatched = dataclasses.replace(FAMILIES["LTX-Video"], ultragen=False)
+    monkeypatch.setitem(resolution.FAMILIES, "LTX-Video", unpatched)
+    assert "UltraGen Apply does not patch LTX-Video yet" in pick("LTX-Video", "1080p (1920x1080)").report()
 
 
 @pytest.mark.parametrize("kw, words", [
