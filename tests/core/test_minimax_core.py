@@ -43,7 +43,7 @@ def test_minimax_refuses_what_it_cannot_do_by_name(capability):
 
 
 def test_h3_facts_are_appended_and_count_frames_as_its_vae_packs_them():
-    assert list(FAMILIES)[-1] == "MiniMax-H3"  # saved workflows hold the names: only ever appended
+    assert list(FAMILIES)[12] == "MiniMax-H3"  # saved workflows hold the names: only ever appended
     assert (MINIMAX_H3.vae_spatial, MINIMAX_H3.patch, MINIMAX_H3.latent_channels) == (16, (1, 2, 2), 24)
     assert (MINIMAX_H3.dim, MINIMAX_H3.heads, MINIMAX_H3.blocks) == (56 * 128, 56, 50)
     # ComfyUI's EmptyMiniMaxH3LatentAV: frames rounded up to 17k + 5, then 5k + 2 latent frames
