@@ -9,6 +9,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
+    COMFYUI_PATH=... python bench/dit.py --family HunyuanVideo --res 720p,1080p,4K --frames 121 --skip-unpatched-above 300000
 
 A step is measured on ``--blocks`` blocks (one plain and one shifted block by default) and scaled to
 the model's depth (blocks are identical in cost); rows say so. ``--full-depth`` builds every block
@@ -179,6 +180,9 @@ def attention_share(model, x, t, ctx, options):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", default="Wan", choices=("Wan", "HunyuanVideo"),
+                    help="Wan (--models picks the sizes) or HunyuanVideo (HunyuanVideo 1.5, 8.3B; bench/dit_hunyuan.py; "
+                         "--windows, --proxy, --checkpoint and --peak-trace are Wan only)")
     ap.add_argument("--models", default="1.3B,5B,14B")
     ap.add_argument("--res", default="1080p,4K")
     ap.add_argument("--blocks", type=int, default=2)
@@ -208,13 +212,18 @@ def main():
     device = pick_device(args.smoke, "bench/dit.py")
     use_comfyui("bench/dit.py", cpu=args.smoke)
     dtype = torch.float32 if args.smoke else torch.bfloat16
+    hunyuan = args.family == "HunyuanVideo"
     if args.smoke:
-        print(banner(f"WanModels of dim 128, 1 head, ffn 256 at the real depths, latents / {'x'.join(map(str, SCALE))}",
-                     "peak VRAM"))
+        print(banner(("HunyuanVideo 1.5 of width 256, 2 heads" if hunyuan else "WanModels of dim 128, 1 head, ffn 256")
+                     + f" at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
     else:
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    if hunyuan:
+        import dit_hunyuan
+        dit_hunyuan.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+        return
     traces = []  # --peak-trace lines, printed after the table
     for name in args.models.split(","):
         for res in args.res.split(","):

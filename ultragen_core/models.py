@@ -63,10 +63,16 @@ WAN22_A14B = ModelFamily("Wan 2.2 A14B (per expert)", 8, 4, (1, 2, 2), 16, 5120,
 HUNYUAN_VIDEO = ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 16, 3072, 24, 60, (1280, 720, 129), False)
 # LTX-Video (0.9.x 2B): 32x32x8 VAE, patch 1, 28 blocks, 32 x 64 wide; trained at 768x512 x 121 frames.
 LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 512, 121), False)
+# HunyuanVideo 1.5 (8.3B): 16x16x4 VAE with 32 channels, patch 1, 54 double-stream blocks (no single-stream
+# ones), 16 x 128 wide; 480p and 720p checkpoints of one shape, 121 frames. The 1080p super-resolution
+# model (98 input channels) is another config and is refused (families/hunyuan_video/variants.py).
+HUNYUAN_VIDEO_15_720P = ModelFamily("HunyuanVideo 1.5 720p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (1280, 720, 121), True)
+HUNYUAN_VIDEO_15_480P = ModelFamily("HunyuanVideo 1.5 480p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (848, 480, 121), True)
 
 # The order is the order of UltraGen Resolution's model_family list (saved workflows hold the names).
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
-    WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P)}
+    WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, HUNYUAN_VIDEO_15_720P,
+    HUNYUAN_VIDEO_15_480P)}
 
 # What the user can state as the native training size where the weights cannot tell (Wan 2.1 I2V-14B
 # exists at 480p and at 720p with identical shapes). "auto" takes the family's own.

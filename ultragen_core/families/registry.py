@@ -13,8 +13,9 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..models import (NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B,
-                      WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae, wan_family)
+from ..models import (HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B,
+                      WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily,
+                      VideoVae, wan_family)
 
 
 class Capability(str, Enum):
@@ -40,7 +41,9 @@ class Family:
     vaes: its video VAEs by ComfyUI (module, class); adapter: module path of its patch (imported on use,
     with ``apply(model, settings)``); capabilities: capability -> predicate on the diffusion model, which
     returns the message why this member cannot, naming its class and the fix (None: it can); describe: the
-    supported models in words; facts_of: the ModelFamily (native size, VAE, patch) of a loaded model.
+    supported models in words; facts_of: the ModelFamily (native size, VAE, patch) of a loaded model;
+    variant_refusal: for classes several models share (ComfyUI's HunyuanVideo), why this one, told apart by
+    its config, is not patched (None: it is), else None.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Family:
     capabilities: Mapping[Capability, Predicate]
     describe: str
     facts_of: Callable[[object], ModelFamily]
+    variant_refusal: Predicate | None = None
 
     def claims(self, dm) -> bool:
         """True when the diffusion model belongs to this family (patched, or refused with a reason)."""
@@ -63,7 +67,7 @@ class Family:
         """Why this claimed member is not patched at all, or None when it is."""
         name = type(dm).__name__
         if name in self.classes:
-            return None
+            return self.variant_refusal(dm) if self.variant_refusal is not None else None
         return self.refused.get(name, f"it is a {self.name} variant this version of the pack does not know")
 
     def can_run(self, capability: Capability, dm) -> str | None:
@@ -119,8 +123,36 @@ WAN = Family(
     facts_of=wan_family,
 )
 
+# --- HunyuanVideo ---------------------------------------------------------------------------------------------
+
+def _hunyuan_refusal(dm) -> str | None:
+    from .hunyuan_video.variants import refusal  # the one place the class's members are told apart
+    return refusal(dm)
+
+
+def _hunyuan_facts(dm) -> ModelFamily:
+    from .hunyuan_video.variants import hunyuan_family
+    return hunyuan_family(dm)
+
+
+HUNYUAN_VIDEO = Family(
+    name="HunyuanVideo",
+    classes=("HunyuanVideo",),
+    refused=MappingProxyType({}),
+    module_prefix="comfy.ldm.hunyuan_video",
+    sizes=(HUNYUAN_VIDEO_15_720P, HUNYUAN_VIDEO_15_480P),
+    # its VAE's first_stage_model is ComfyUI's generic AutoencodingEngine, shared with image VAEs: UltraGen
+    # Tiled VAE Decode hands it to ComfyUI's own tiled decode (with a warning naming the decoder class)
+    vaes=MappingProxyType({}),
+    adapter=".families.hunyuan_video.hunyuan_video",
+    capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always}),
+    describe="HunyuanVideo 1.5 480p / 720p T2V and I2V",
+    facts_of=_hunyuan_facts,
+    variant_refusal=_hunyuan_refusal,
+)
+
 # Every family the pack patches, in the order they are asked to claim a model.
-REGISTRY: tuple[Family, ...] = (WAN,)
+REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO)
 
 
 # --- lookups --------------------------------------------------------------------------------------------------
@@ -169,5 +201,5 @@ def video_vaes() -> dict[tuple[str, str], VideoVae]:
     return {key: vae for f in REGISTRY for key, vae in f.vaes.items()}
 
 
-__all__ = ["Capability", "Family", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of", "family_of",
+__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of", "family_of",
            "require", "supported_classes", "video_vaes"]

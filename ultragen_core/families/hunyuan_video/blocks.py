@@ -1,0 +1,168 @@
+"""HunyuanVideo's Flux-style blocks recomputed from their own modules, with the joint attention handed in.
+
+ComfyUI's ``DoubleStreamBlock`` / ``SingleStreamBlock`` (comfy.ldm.flux.layers) compute their joint attention
+with a module-level ``attention()`` over [text; video], which no object patch can reach. The patch replaces the
+block's ``forward`` with :func:`double_block` / :func:`single_block`: the same steps with the block's own
+modules (modulation, norms, qkv / linear1, QK norm, projections, MLP) and the layers module's own ``apply_mod``,
+and the joint attention as a function of the two streams' projected rows (:class:`Stream`). With
+:func:`full_joint` (ComfyUI's own ``attention``) they are the block's forward; :func:`check_block` runs both on a
+small slice of a real call, once per block class and dtype, and the patch falls back to ComfyUI's forward when
+they disagree (HOUSE_STYLE 13: checked by running, not by reading the source).
+
+What is not recomputed here (the patch runs ComfyUI's forward then): per-token modulation ranges
+(``modulation_dims``: the original HunyuanVideo I2V's guiding frame) and ``attn1_patch`` /
+``attn1_output_patch`` hooks, which take the whole sequence's q / k / v.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ...adapters.base import LOG_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stream:
+    """One stream's attention input. qkv: (B, n, 3*C) rows of the stream's qkv projection, before the QK norm
+    (q, k, v of each head side by side as ComfyUI's view(B, n, 3, H, D) reads them); norm: its QKNorm."""
+
+    qkv: torch.Tensor
+    norm: torch.nn.Module
+
+
+# (text stream (B, E, 3C), video stream (B, N, 3C)) -> (text output (B, E, C), video output (B, N, C))
+JointAttention = Callable[[Stream, Stream], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def namespace_of(module):
+    """The Python module that defines a block's class (its ``apply_mod``, ``attention``)."""
+    return sys.modules[type(module).__module__]
+
+
+def split_heads(qkv: torch.Tensor, heads: int):
+    """(B, n, 3*H*D) -> q, k, v each (B, H, n, D), as ComfyUI's blocks split them."""
+    b, n, _ = qkv.shape
+    return qkv.view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+
+
+def normed_heads(stream: Stream, heads: int):
+    """q, k, v (B, H, n, D) of a stream, q and k through its QK norm (which casts them to v's dtype)."""
+    q, k, v = split_heads(stream.qkv, heads)
+    q, k = stream.norm(q, k, v)
+    return q, k, v
+
+
+def full_joint(math_ns, pe: torch.Tensor, mask, transformer_options: dict, heads: int) -> JointAttention:
+    """The blocks' own joint attention: ComfyUI's ``attention`` (RoPE ``pe`` (B, 1, E+N, D/2, 2, 2), additive
+    ``mask``) over [text; video], split back into the two streams."""
+    def joint(txt: Stream, img: Stream):
+        tq, tk, tv = normed_heads(txt, heads)
+        iq, ik, iv = normed_heads(img, heads)
+        q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))  # (B, H, E+N, D)
+        out = math_ns.attention(q, k, v, pe=pe, mask=mask, transformer_options=transformer_options)  # (B, E+N, C)
+        e = txt.qkv.shape[1]
+        return out[:, :e], out[:, e:]
+    return joint
+
+
+def double_block(m, img: torch.Tensor, txt: torch.Tensor, vec, joint: JointAttention):
+    """DoubleStreamBlock.forward of block ``m`` without modulation ranges or attention hooks.
+
+    img: (B, N, C) video tokens, txt: (B, E, C) text tokens (both updated in place, as ComfyUI does);
+    vec: the modulation input; returns (img, txt)."""
+    apply_mod = namespace_of(m).apply_mod
+    if getattr(m, "modulation", True):
+        img_mod1, img_mod2 = m.img_mod(vec)
+        txt_mod1, txt_mod2 = m.txt_mod(vec)
+    else:
+        (img_mod1, img_mod2), (txt_mod1, txt_mod2) = vec
+    img_qkv = m.img_attn.qkv(apply_mod(m.img_norm1(img), (1 + img_mod1.scale), img_mod1.shift, None))  # (B, N, 3C)
+    txt_qkv = m.txt_attn.qkv(apply_mod(m.txt_norm1(txt), (1 + txt_mod1.scale), txt_mod1.shift, None))  # (B, E, 3C)
+    txt_attn, img_attn = joint(Stream(txt_qkv, m.txt_attn.norm), Stream(img_qkv, m.img_attn.norm))
+    del img_qkv, txt_qkv
+    img += apply_mod(m.img_attn.proj(img_attn), img_mod1.gate, None, None)
+    del img_attn
+    img += apply_mod(m.img_mlp(apply_mod(m.img_norm2(img), (1 + img_mod2.scale), img_mod2.shift, None)),
+                     img_mod2.gate, None, None)
+    txt += apply_mod(m.txt_attn.proj(txt_attn), txt_mod1.gate, None, None)
+    del txt_attn
+    txt += apply_mod(m.txt_mlp(apply_mod(m.txt_norm2(txt), (1 + txt_mod2.scale), txt_mod2.shift, None)),
+                     txt_mod2.gate, None, None)
+    if txt.dtype == torch.float16:
+        txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
+    return img, txt
+
+
+def single_block(m, x: torch.Tensor, vec, text_tokens: int, joint: JointAttention) -> torch.Tensor:
+    """SingleStreamBlock.forward of block ``m`` without modulation ranges or attention hooks.
+
+    x: (B, E+N, C), the text tokens first (updated in place, as ComfyUI does); returns x."""
+    apply_mod = namespace_of(m).apply_mod
+    mod = m.modulation(vec)[0] if m.modulation else vec
+    hidden = m.hidden_size
+    first = getattr(m, "mlp_hidden_dim_first", m.mlp_hidden_dim)
+    qkv, mlp = torch.split(m.linear1(apply_mod(m.pre_norm(x), (1 + mod.scale), mod.shift, None)),
+                           [3 * hidden, first], dim=-1)  # (B, E+N, 3C), (B, E+N, first)
+    e = text_tokens
+    txt_attn, img_attn = joint(Stream(qkv[:, :e], m.norm), Stream(qkv[:, e:], m.norm))
+    del qkv
+    attn = torch.cat((txt_attn, img_attn), dim=1)  # (B, E+N, C)
+    del txt_attn, img_attn
+    if getattr(m, "yak_mlp", False):
+        mlp = m.mlp_act(mlp[..., first // 2:]) * mlp[..., :first // 2]
+    else:
+        mlp = m.mlp_act(mlp)
+    output = m.linear2(torch.cat((attn, mlp), 2))
+    x += apply_mod(output, mod.gate, None, None)
+    if x.dtype == torch.float16:
+        x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x
+
+
+CHECK_TOKENS = 16  # video tokens of the slice the check runs on (with all the text tokens)
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}  # else (bf16 / fp16): 2e-2, relative to the output's scale
+_CHECKED: dict[tuple, str | None] = {}
+
+
+def _agreement(mine: torch.Tensor, theirs: torch.Tensor) -> str | None:
+    """None when the two outputs agree (identical, or within the dtype's tolerance), else what differs."""
+    if torch.equal(mine, theirs):
+        return None
+    scale = max(1.0, float(theirs.abs().max()))
+    diff = float((mine.float() - theirs.float()).abs().max())
+    tol = TOLERANCE.get(theirs.dtype, 2e-2) * scale
+    return None if diff <= tol else f"largest difference {diff:.3g} (tolerance {tol:.3g})"
+
+
+def check_block(kind: str, m, run_mine: Callable, run_theirs: Callable, dtype: torch.dtype) -> bool:
+    """Whether the recomputed block (``run_mine``) equals the block's own forward (``run_theirs``) on this call's
+    slice; both return a tuple of tensors. Run once per block class, kind and dtype; the result is logged."""
+    key = (type(m), kind, dtype)
+    if key not in _CHECKED:
+        with torch.no_grad():
+            try:
+                mine, theirs = run_mine(), run_theirs()
+                problems = [p for p in map(_agreement, mine, theirs) if p is not None]
+                _CHECKED[key] = "; ".join(problems) if problems else None
+            except Exception as error:  # noqa: BLE001 - a block we cannot recompute keeps ComfyUI's forward
+                _CHECKED[key] = f"raised {type(error).__name__}: {error}"
+        found = _CHECKED[key]
+        if found is None:
+            log.info("%s %s (%s, %s block, %s): the recomputed block equals its own forward on a slice of %d video "
+                     "tokens; windows run in it.", LOG_PREFIX, type(m).__name__, type(m).__module__, kind,
+                     str(dtype).replace("torch.", ""), CHECK_TOKENS)
+        else:
+            log.warning("%s %s (%s, %s block, %s): the recomputed block does not equal its own forward (%s); these "
+                        "blocks keep ComfyUI's full attention. Please report your ComfyUI version.", LOG_PREFIX,
+                        type(m).__name__, type(m).__module__, kind, str(dtype).replace("torch.", ""), found)
+    return _CHECKED[key] is None
+
+
+__all__ = ["CHECK_TOKENS", "JointAttention", "Stream", "check_block", "double_block", "full_joint", "namespace_of",
+           "normed_heads", "single_block", "split_heads"]

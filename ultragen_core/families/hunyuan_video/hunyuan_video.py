@@ -1,0 +1,274 @@
+"""HunyuanVideo 1.5 (480p / 720p, T2V and I2V): the patch of UltraGen Apply.
+
+What is patched, on a clone of the ModelPatcher:
+- an object patch on ``double_blocks.{i}.forward`` and ``single_blocks.{i}.forward`` for every block that does
+  not keep full attention: it recomputes the block from its own modules (:mod:`.blocks`) and runs the joint
+  attention as the generic dual-branch op (:func:`..adapters.self_attention.dual_branch_self_attention`): the
+  video tokens are the grid (T, H, W), the text tokens (and the vision / ByT5 tokens ComfyUI puts in the text
+  stream) are the shared tokens every window sees; the text queries attend to the kept text keys and the
+  pooled video, so text conditioning stays global. Blocks are numbered double first, then single (the
+  window shift alternates over that order; ``full_attention_blocks`` counts the same way);
+- a DIFFUSION_MODEL wrapper that works out each call's token grid and the sigma gate;
+- an OUTER_SAMPLE wrapper that sets the sigma window of each sampling run.
+
+The additive text mask keeps working: its padding keys are dropped (:mod:`.text_mask`); batch items whose
+masks differ run one at a time. Calls at or below the native size (the plan is one window and no global
+branch) run ComfyUI's own forward, bit for bit. So do blocks the patch cannot recompute (modulation ranges,
+attn1 patches, a mask that is not padding, another pack's object patch of the block), each with a log line.
+A block another pack replaced through ``patches_replace`` still runs through this patch when the replacement
+calls ComfyUI's ``original_block``, and only then.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import torch
+
+from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
+                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
+from ...attention import kernels
+from ...config import AttentionSettings
+from ...memory import plan_memory
+from ...models import ModelFamily, native_grid
+from .blocks import CHECK_TOKENS, Stream, check_block, double_block, full_joint, normed_heads, single_block
+from .text_mask import KeptKeys, kept_text_keys
+from .variants import describe_config, hunyuan_family, variant_of
+
+log = logging.getLogger(__name__)
+
+FAMILY = "hunyuan_video"
+TOKENS_IN_FLIGHT = 2**18  # query tokens per windowed attention call at most (as Wan)
+
+
+def token_grid(dm, x: torch.Tensor) -> tuple[int, int, int]:
+    """The (T, H, W) grid of the video tokens of a call, x: (B, C, t, h, w) latent (the patch embedding's
+    strided convolution: floor)."""
+    pt, ph, pw = dm.patch_size
+    t, h, w = x.shape[2:]
+    return t // pt, h // ph, w // pw
+
+
+def model_name(dm, family: ModelFamily) -> str:
+    return (f"{family.name.rsplit(' ', 1)[0]} [{type(dm).__name__}, {dm.hidden_size} wide, "
+            f"{len(dm.double_blocks)} double + {len(dm.single_blocks)} single blocks]")
+
+
+def flux_math(m):
+    """The module whose ``attention`` / ``apply_rope`` / ``optimized_attention`` the block calls (looked up at
+    call time through the block's own module, so packs that replace them still apply)."""
+    layers = sys.modules[type(m).__module__]
+    attention = getattr(layers, "attention", None)
+    return sys.modules[getattr(attention, "__module__", "comfy.ldm.flux.math")]
+
+
+class HunyuanDiffusionWrapper:
+    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate, memory)."""
+
+    def __init__(self, holder: PatchHolder, family: ModelFamily):
+        self.holder = holder
+        self.family = family
+        self.fallback_run = RunState()
+
+    def __call__(self, executor, *args, **kwargs):
+        args, kwargs, options = split_wrapper_args(args, kwargs)
+        dm = executor.class_obj
+        x = args[0]
+        run = options.get(RUN_KEY) or self.fallback_run
+        grid = token_grid(dm, x)
+        call = CallState(dm, self.holder.plan_for(grid), run.is_active(options.get("sigmas")))
+        blocks = dm.double_blocks[0] if len(dm.double_blocks) else dm.single_blocks[0]
+        if call.changed:
+            hidden = int(getattr(blocks, "mlp_hidden_dim", 4 * dm.hidden_size))
+            call.memory = plan_memory(math.prod(grid), x.shape[0], dm.hidden_size, hidden, x.element_size(),
+                                      x.device, self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
+        if call.active:
+            plan = call.plan
+            extra = ""
+            if call.changed:
+                extra = f"; {call.memory.describe()}; " + kernels.pick(
+                    flux_math(blocks).optimized_attention, options, x.device,
+                    kernels.interface_of(flux_math(blocks), blocks))[1]
+            log_once(run, ("plan", grid), "%s %s, %s: %s; %s; text tokens shared by every window; active %g%%-%g%% "
+                     "of sampling%s.", LOG_PREFIX, model_name(dm, self.family), self.holder.native_note,
+                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
+                     self.holder.describe_blocks(), 100 * self.holder.settings.start_percent,
+                     100 * self.holder.settings.end_percent, extra)
+        return run_with_call(call, executor, *args, **kwargs)
+
+
+def windowed_joint(plan, block_index: int, m, pe: torch.Tensor, kept: KeptKeys, attention, rows: int,
+                   cache: dict):
+    """The joint attention of a patched block: windows + global branch over the video stream, the text stream
+    as shared tokens (its kept keys seen by every window; its queries over the kept text keys and the pooled
+    video). pe: RoPE (B or 1, 1, E+N, D/2, 2, 2) of [text; video]."""
+    math_ns = flux_math(m)
+    heads = m.num_heads
+
+    def rows_qkv(stream: Stream, qkv: torch.Tensor, pe_rows: torch.Tensor):  # -> q, k, v (B, n, H*D)
+        q, k, v = normed_heads(Stream(qkv, stream.norm), heads)  # (B, H, n, D)
+        q, k = math_ns.apply_rope(q, k, pe_rows)
+        return [t.transpose(1, 2).flatten(2) for t in (q, k, v)]
+
+    def one(txt: Stream, img: Stream, pe_b: torch.Tensor, keep: torch.Tensor | None):
+        e = txt.qkv.shape[1]
+        pe_img = pe_b[:, :, e:]
+        tq, tk, tv = rows_qkv(txt, txt.qkv, pe_b[:, :, :e])
+        if keep is not None:  # padding keys weigh exactly 0 under ComfyUI's mask: leave them out
+            tk, tv = tk.index_select(1, keep), tv.index_select(1, keep)
+
+        def project(x_rows, tokens):  # video rows (B, n, 3C) at grid tokens (n,) -> q, k, v (B, n, H*D)
+            return rows_qkv(img, x_rows, pe_img.index_select(2, tokens))
+        b, n, _ = img.qkv.shape
+        out = torch.empty((b, n, tq.shape[-1]), dtype=tq.dtype, device=tq.device)
+        txt_out = dual_branch_self_attention(plan, block_index, VideoTokens(img.qkv, project), attention, out, rows,
+                                             (tq, tk, tv), cache=cache)
+        return txt_out, out
+
+    def joint(txt: Stream, img: Stream):
+        if kept.shared:
+            return one(txt, img, pe, kept.for_item(0))
+        parts = [one(Stream(txt.qkv[b:b + 1], txt.norm), Stream(img.qkv[b:b + 1], img.norm),
+                     pe[b:b + 1] if pe.shape[0] > 1 else pe, kept.for_item(b)) for b in range(img.qkv.shape[0])]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return joint
+
+
+class BlockPatch:
+    """Replacement for one HunyuanVideo block's ``forward`` (an object patch); see the module docstring."""
+
+    kind = ""
+
+    def __init__(self, holder: PatchHolder, index: int, block_index: int, previous=None):
+        self.holder = holder
+        self.path = (f"{self.kind}_blocks", index)
+        self.block_index = block_index  # double blocks first, then single: the window shift's parity
+        self.previous = previous
+
+    def original(self, m, *args, **kwargs):
+        if self.previous is not None:
+            return self.previous(*args, **kwargs)
+        return type(m).forward(m, *args, **kwargs)
+
+    def why_not(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra):
+        """Why this call of the block keeps ComfyUI's forward (for the log), or None."""
+        if self.previous is not None:
+            return f"another pack patched {self.kind}_blocks.{self.path[1]}.forward; it runs unchanged"
+        if extra:
+            return f"the block was called with arguments the patch does not know ({sorted(extra)})"
+        if any(d is not None for d in modulation_dims):
+            return "per-token modulation ranges (the guiding frame of HunyuanVideo I2V) are not recomputed"
+        patches = options.get("patches", {})
+        if patches.get("attn1_patch") or patches.get("attn1_output_patch"):
+            return "attn1_patch / attn1_output_patch hooks take the whole sequence's q / k / v"
+        if video_tokens != math.prod(call.plan.grid):
+            return (f"{video_tokens} video tokens do not form the grid {call.plan.grid} (reference-latent tokens "
+                    "before the video are not supported)")
+        return None
+
+    def attention_of(self, m, options, device):
+        math_ns = flux_math(m)
+        return kernels.choose(math_ns.optimized_attention, m.num_heads, options, device,
+                              kernels.interface_of(math_ns, m))
+
+    def rows(self, call, total: int) -> int:
+        return min(call.memory.chunk_tokens if call.memory is not None else total, TOKENS_IN_FLIGHT)
+
+    def prepare(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
+        """The kept text keys when the windowed block runs, else None (logged once)."""
+        reason = self.why_not(call, m, text_tokens, video_tokens, mask, modulation_dims, options, extra)
+        kept = None
+        if reason is None:
+            kept = kept_text_keys(mask, batch, text_tokens, text_tokens + video_tokens)
+            if isinstance(kept, str):
+                reason, kept = kept, None
+        if reason is not None:
+            log_once(self.holder, (self.kind, reason), "%s %s blocks: %s; full attention there.", LOG_PREFIX,
+                     self.kind, reason)
+        return kept
+
+
+class DoubleBlockPatch(BlockPatch):
+    kind = "double"
+
+    def __call__(self, img, txt, vec, pe, attn_mask=None, modulation_dims_img=None, modulation_dims_txt=None,
+                 transformer_options={}, **extra):
+        call = current_call()
+        m = module_at(call, self.path, "a patched HunyuanVideo double block")
+        args = (img, txt, vec, pe)
+        kwargs = dict(attn_mask=attn_mask, modulation_dims_img=modulation_dims_img,
+                      modulation_dims_txt=modulation_dims_txt, transformer_options=transformer_options, **extra)
+        if not call.changed:
+            return self.original(m, *args, **kwargs)
+        e, n = txt.shape[1], img.shape[1]
+        kept = self.prepare(call, m, e, n, attn_mask, (modulation_dims_img, modulation_dims_txt),
+                            transformer_options, extra, img.shape[0])
+        if kept is None or not self.checked(m, img, txt, vec, pe, attn_mask, transformer_options):
+            return self.original(m, *args, **kwargs)
+        joint = windowed_joint(call.plan, self.block_index, m, pe, kept,
+                               self.attention_of(m, transformer_options, img.device), self.rows(call, n), call.cache)
+        return double_block(m, img, txt, vec, joint)
+
+    def checked(self, m, img, txt, vec, pe, mask, options) -> bool:
+        e, n = txt.shape[1], min(img.shape[1], CHECK_TOKENS)
+        pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        return check_block("double", m,
+                           lambda: double_block(m, img[:, :n].clone(), txt.clone(), vec, full),
+                           lambda: type(m).forward(m, img[:, :n].clone(), txt.clone(), vec, pe_s, attn_mask=mask_s,
+                                                   transformer_options=options), img.dtype)
+
+
+class SingleBlockPatch(BlockPatch):
+    kind = "single"
+
+    def __call__(self, x, vec, pe, attn_mask=None, modulation_dims=None, transformer_options={}, **extra):
+        call = current_call()
+        m = module_at(call, self.path, "a patched HunyuanVideo single block")
+        kwargs = dict(attn_mask=attn_mask, modulation_dims=modulation_dims, transformer_options=transformer_options,
+                      **extra)
+        if not call.changed:
+            return self.original(m, x, vec, pe, **kwargs)
+        n = math.prod(call.plan.grid)
+        img_slice = transformer_options.get("img_slice")
+        e = int(img_slice[0]) if img_slice else x.shape[1] - n
+        kept = self.prepare(call, m, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
+                            x.shape[0])
+        if kept is None or not self.checked(m, x, e, vec, pe, attn_mask, transformer_options):
+            return self.original(m, x, vec, pe, **kwargs)
+        joint = windowed_joint(call.plan, self.block_index, m, pe, kept,
+                               self.attention_of(m, transformer_options, x.device), self.rows(call, n), call.cache)
+        return single_block(m, x, vec, e, joint)
+
+    def checked(self, m, x, e, vec, pe, mask, options) -> bool:
+        n = min(x.shape[1] - e, CHECK_TOKENS)
+        pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        return check_block("single", m, lambda: (single_block(m, x[:, :e + n].clone(), vec, e, full),),
+                           lambda: (type(m).forward(m, x[:, :e + n].clone(), vec, pe_s, attn_mask=mask_s,
+                                                    transformer_options=options),), x.dtype)
+
+
+OURS = (DoubleBlockPatch, SingleBlockPatch)
+
+
+def apply(model, settings: AttentionSettings):
+    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a HunyuanVideo 1.5 model) with the patch."""
+    dm = model.get_model_object("diffusion_model")
+    family = hunyuan_family(dm)
+    native, note = native_grid(family, settings.native_resolution)
+    doubles, singles = len(dm.double_blocks), len(dm.single_blocks)
+    holder = PatchHolder(settings, native, doubles + singles, note)
+    patched = install(model, holder, HunyuanDiffusionWrapper(holder, family))
+    log.debug("%s HunyuanVideo variant %s (%s).", LOG_PREFIX, variant_of(dm).value, describe_config(dm))
+    for kind, count, offset, cls in (("double", doubles, 0, DoubleBlockPatch), ("single", singles, doubles,
+                                                                                SingleBlockPatch)):
+        for i in range(count):
+            path = f"diffusion_model.{kind}_blocks.{i}"
+            if offset + i in holder.full_blocks:
+                remove_forward(patched, path, OURS)  # from an earlier Apply
+            else:
+                replace_forward(patched, path, lambda previous: cls(holder, i, offset + i, previous), OURS)
+    return patched
