@@ -1,5 +1,6 @@
-"""One sampling step of ComfyUI's real WanModel architectures (random bf16 weights), unpatched vs.
-patched with the dual-branch attention: time per step, peak VRAM, share of time in attention.
+"""One sampling step of ComfyUI's real WanModel architectures, or LTX-2's LTXAVModel (``--family ltx2``, see
+bench/dit_ltx.py), with random bf16 weights, unpatched vs. patched with the dual-branch attention: time per
+step, peak VRAM, share of time in attention.
 
 Every variant runs the user's path: the random weights are loaded by ComfyUI's own loader, patched through
 ``ultragen_core.api`` (what UltraGen Apply, Proxy Guidance and Load Weights call), loaded as the sampler loads
@@ -8,6 +9,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
+    COMFYUI_PATH=... python bench/dit.py --family ltx2 --res 1080p,1440p,4K   # LTX-2 19B (video + audio), 121 frames
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
     COMFYUI_PATH=... python bench/dit.py --family HunyuanVideo --res 720p,1080p,4K --frames 121 --skip-unpatched-above 300000
 
@@ -36,6 +38,7 @@ sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).r
 from ultragen_core import api  # noqa: E402
 from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 
+import dit_ltx  # noqa: E402
 from comfyui_env import use_comfyui  # noqa: E402
 from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
 
@@ -44,7 +47,7 @@ MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixel
     "5B": dict(dim=3072, num_heads=24, num_layers=30, ffn_dim=14336, in_dim=48, out_dim=48, scale=16),
     "14B": dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_dim=16, out_dim=16, scale=8),
 }
-RES = {"720p": (720, 1280), "1080p": (1088, 1920), "4K": (2160, 3840)}
+RES = {"720p": (720, 1280), "1080p": (1088, 1920), "1440p": (1440, 2560), "4K": (2160, 3840)}
 SMOKE_WIDTH = dict(dim=128, num_heads=1, ffn_dim=256)  # --smoke: the smallest Wan block (head_dim 128)
 
 
@@ -145,14 +148,13 @@ def measure(fn, device, reps=2, warmup=True):
     return min(times), torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
-def attention_share(model, x, t, ctx, options):
-    """Fraction of a call spent inside self-attention (timed around each block's self_attn: CUDA events on
-    the GPU, the wall clock on the CPU)."""
-    cuda = x.device.type == "cuda"
+def attention_share(run, modules, device):
+    """Fraction of the call ``run()`` spent inside self-attention (timed around each of ``modules``: CUDA events
+    on the GPU, the wall clock on the CPU)."""
+    cuda = device.type == "cuda"
     spent = []  # per self-attention call: a (start, end) pair of CUDA events, or seconds
     originals = {}
-    for block in model.blocks:
-        attn = block.self_attn
+    for attn in modules:
         inner = attn.forward
         originals[attn] = inner
 
@@ -170,8 +172,8 @@ def attention_share(model, x, t, ctx, options):
             return out
         attn.forward = timed_forward
     t0 = time.perf_counter()
-    step(model, x, t, ctx, options)
-    sync(x.device)
+    run()
+    sync(device)
     total = time.perf_counter() - t0
     for attn, inner in originals.items():
         attn.forward = inner
@@ -180,13 +182,14 @@ def attention_share(model, x, t, ctx, options):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="Wan", choices=("Wan", "HunyuanVideo"),
-                    help="Wan (--models picks the sizes) or HunyuanVideo (HunyuanVideo 1.5, 8.3B; bench/dit_hunyuan.py; "
-                         "--windows, --proxy, --checkpoint and --peak-trace are Wan only)")
-    ap.add_argument("--models", default="1.3B,5B,14B")
-    ap.add_argument("--res", default="1080p,4K")
+    ap.add_argument("--family", default="wan", choices=("wan", "ltx2", "HunyuanVideo"),
+                    help="wan: WanModel sizes of --models; ltx2: LTX-2 19B (ComfyUI's LTXAVModel, video + audio); "
+                         "HunyuanVideo: HunyuanVideo 1.5, 8.3B (bench/dit_hunyuan.py; --windows, --proxy, "
+                         "--checkpoint and --peak-trace are Wan only)")
+    ap.add_argument("--models", default="", help="wan: 1.3B,5B,14B (the default); ltx2: 19B")
+    ap.add_argument("--res", default="1080p,4K", help=f"of {', '.join(RES)}")
     ap.add_argument("--blocks", type=int, default=2)
-    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--frames", type=int, default=0, help="video frames (default: 81 for wan, 121 for ltx2)")
     ap.add_argument("--full-depth", action="store_true",
                     help="build every block, run the patched model once (no warm-up): real peak memory")
     ap.add_argument("--checkpoint", action="store_true",
@@ -209,32 +212,50 @@ def main():
                          "(CUDA only; bench/memory_trace.py)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
+    ltx = args.family == "ltx2"
+    models = args.models or ("19B" if ltx else "1.3B,5B,14B")
+    frames = args.frames or (121 if ltx else 81)
+    if ltx and (args.checkpoint or args.proxy):
+        sys.exit("bench/dit.py: --checkpoint and --proxy are Wan's (the LTX family has neither); leave them out "
+                 "with --family ltx2.")
     device = pick_device(args.smoke, "bench/dit.py")
     use_comfyui("bench/dit.py", cpu=args.smoke)
     dtype = torch.float32 if args.smoke else torch.bfloat16
     hunyuan = args.family == "HunyuanVideo"
     if args.smoke:
-        print(banner(("HunyuanVideo 1.5 of width 256, 2 heads" if hunyuan else "WanModels of dim 128, 1 head, ffn 256")
-                     + f" at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
+        what = ("HunyuanVideo 1.5 of width 256, 2 heads" if hunyuan else "LTXAVModel of video dim 128, 2 heads" if ltx
+                else "WanModels of dim 128, 1 head, ffn 256")
+        print(banner(f"{what} at the real depths, latents / {'x'.join(map(str, SCALE))}", "peak VRAM"))
     else:
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     if hunyuan:
         import dit_hunyuan
+        args.frames = frames  # --frames 0: the default
         dit_hunyuan.run(args, device, dtype, loaded, unload, measure, lambda options: options)
         return
     traces = []  # --peak-trace lines, printed after the table
-    for name in args.models.split(","):
+    for name in models.split(","):
         for res in args.res.split(","):
-            cfg, lat, grid, native = case(name, res, args.frames, args.smoke)
+            if ltx:
+                cfg, lat, grid, native = dit_ltx.case(name, RES[res], frames, args.smoke, shrink)
+            else:
+                cfg, lat, grid, native = case(name, res, frames, args.smoke)
             layers = cfg["num_layers"] if args.full_depth else args.blocks
             torch.cuda.empty_cache()
-            base = comfy_model(build(cfg, layers, device, dtype), dtype)  # the random model, as ComfyUI loads it
+            # the random model, as ComfyUI loads it
+            base = dit_ltx.base(cfg, layers, device, dtype) if ltx else comfy_model(build(cfg, layers, device, dtype),
+                                                                                  dtype)
             torch.cuda.empty_cache()
-            x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=dtype)
-            t = torch.full((1,), 500.0, device=device)
-            ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
+            if ltx:
+                x, t, ctx = dit_ltx.inputs(cfg, lat, frames, device, dtype)
+                call, modules = dit_ltx.call, dit_ltx.self_attention_modules
+            else:
+                x = torch.randn(1, cfg["in_dim"], *lat, device=device, dtype=dtype)
+                t = torch.full((1,), 500.0, device=device)
+                ctx = torch.randn(1, 512, 4096, device=device, dtype=dtype)
+                call, modules = step, lambda m: [block.self_attn for block in m.blocks]
             scale = cfg["num_layers"] / layers
             base_secs = None
             n = math.prod(grid)
@@ -277,9 +298,10 @@ def main():
                         patcher = api.apply_proxy_guidance(patcher, latent, api.ProxySettings(strength=1.0, mode=proxy))
                     plan = api.plan_for(patcher, grid)
                 model, options = loaded(patcher)
-                secs, peak = measure(lambda: step(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
+                secs, peak = measure(lambda: call(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
                                      warmup=not args.full_depth)
-                share = float("nan") if args.full_depth else attention_share(model, x, t, ctx, options)
+                share = float("nan") if args.full_depth else attention_share(
+                    lambda: call(model, x, t, ctx, options), modules(model), device)
                 if settings is None:
                     pair = secs
                 if settings == "checkpoint":  # published: blocks 0-2 and 27-29 keep full attention
@@ -297,9 +319,9 @@ def main():
                       f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
                 if args.peak_trace and settings is not None and device.type == "cuda":
                     from memory_trace import peak_trace
-                    unit = n * cfg["dim"] * x.element_size()
+                    unit = n * (cfg["num_attention_heads"] * cfg["attention_head_dim"] if ltx else cfg["dim"]) * (torch.finfo(dtype).bits // 8)
                     traces.append(f"\n{name} {res}, {label} ({layers} blocks, unit {unit / 2**30:.2f} GiB):")
-                    traces += peak_trace(lambda: step(model, x, t, ctx, options), unit, args.peak_trace)
+                    traces += peak_trace(lambda: call(model, x, t, ctx, options), unit, args.peak_trace)
                 del model, options, patcher
                 unload()  # ComfyUI takes the variant's patches off again
             del base, x, ctx

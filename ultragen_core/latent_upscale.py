@@ -85,7 +85,28 @@ class LatentSize:
         return cls((length - 1) // TEMPORAL_STEP + 1, height // step, width // step)
 
 
+LTX_CHANNELS = 128  # LTX-Video / LTX-2 latents: 32 px and 8 video frames per latent cell
+
+
+def ltx_problem(latent, what: str = "latent") -> str | None:
+    """Why an LTX latent (128 channels, or LTX-2's joint audio-video latent) is not resized here, or None."""
+    if getattr(latent, "is_nested", False):
+        return (f"the {what} is a joint audio-video latent (LTX-2); UltraGen Upscale Latent resizes Wan video "
+                "latents only. For LTX-2's refine stage, split it with LTXVSeparateAVLatent, upscale the video with "
+                "ComfyUI's LTXV Latent Upsampler (the LTX spatial upscaler model), join them again with "
+                "LTXVConcatAVLatent, then sample with UltraGen Apply.")
+    if latent.ndim == 5 and latent.shape[1] == LTX_CHANNELS:
+        return (f"the {what} has {LTX_CHANNELS} channels, an LTX-Video / LTX-2 latent (32 px x 8 video frames per "
+                "latent cell); UltraGen Upscale Latent resizes Wan latents only (its time axis is Wan's, 4 video "
+                "frames per latent frame). For LTX's two-stage recipe use ComfyUI's LTXV Latent Upsampler with the "
+                "LTX spatial upscaler model, then sample the refine stage with UltraGen Apply.")
+    return None
+
+
 def check_video_latent(latent: torch.Tensor, what: str = "latent") -> None:
+    problem = ltx_problem(latent, what)
+    if problem:
+        raise ValueError(problem)
     if latent.ndim != 5 or latent.numel() == 0:
         raise ValueError(f"the {what} must be a video latent (batch, channels, frames, height, width), got shape "
                          f"{tuple(latent.shape)}: connect the LATENT of a video sampler or an empty video latent.")

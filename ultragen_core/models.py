@@ -62,17 +62,20 @@ WAN22_A14B = ModelFamily("Wan 2.2 A14B (per expert)", 8, 4, (1, 2, 2), 16, 5120,
 # HunyuanVideo: 20 double + 40 single stream blocks, 24 x 128 wide; trained at 720p x 129 frames.
 HUNYUAN_VIDEO = ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 16, 3072, 24, 60, (1280, 720, 129), False)
 # LTX-Video (0.9.x 2B): 32x32x8 VAE, patch 1, 28 blocks, 32 x 64 wide; trained at 768x512 x 121 frames.
-LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 512, 121), False)
+LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 512, 121), True)
 # HunyuanVideo 1.5 (8.3B): 16x16x4 VAE with 32 channels, patch 1, 54 double-stream blocks (no single-stream
 # ones), 16 x 128 wide; 480p and 720p checkpoints of one shape, 121 frames. The 1080p super-resolution
 # model (98 input channels) is another config and is refused (families/hunyuan_video/variants.py).
 HUNYUAN_VIDEO_15_720P = ModelFamily("HunyuanVideo 1.5 720p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (1280, 720, 121), True)
 HUNYUAN_VIDEO_15_480P = ModelFamily("HunyuanVideo 1.5 480p", 16, 4, (1, 1, 1), 32, 2048, 16, 54, (848, 480, 121), True)
+# LTX-2 (19B audio-video, LTXAVModel; video stream): the same 32x32x8 VAE and patch 1, 48 blocks, 32 x 128 wide
+# (ComfyUI's LTXAVModel defaults); first stage at 768x512 x 121 frames (the published two-stage recipe doubles it).
+LTX2 = ModelFamily("LTX-2", 32, 8, (1, 1, 1), 128, 4096, 32, 48, (768, 512, 121), True)
 
 # The order is the order of UltraGen Resolution's model_family list (saved workflows hold the names).
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     WAN21_13B, WAN21_14B, WAN22_5B, WAN22_A14B, HUNYUAN_VIDEO, LTX_VIDEO, WAN21_14B_480P, HUNYUAN_VIDEO_15_720P,
-    HUNYUAN_VIDEO_15_480P)}
+    HUNYUAN_VIDEO_15_480P, LTX2)}
 
 # What the user can state as the native training size where the weights cannot tell (Wan 2.1 I2V-14B
 # exists at 480p and at 720p with identical shapes). "auto" takes the family's own.
@@ -148,3 +151,16 @@ def native_grid(family: ModelFamily, native_resolution: str = "auto") -> tuple[G
         w, h, _ = family.native
         return family.native_grid, f"native {w}x{h} (automatic, {family.name})"
     return family.native_grid_at(*size), f"native {size[0]}x{size[1]} (set in the settings)"
+
+
+# --- LTX (comfy.ldm.lightricks) ------------------------------------------------------------------------------
+
+# LTXVModel: LTX-Video 0.9.x (and any video-only LTX checkpoint); LTXAVModel: LTX-2 / 2.3, whose video stream
+# is patched (its audio stream and the audio <-> video cross-attention run as ComfyUI runs them).
+LTX_SUPPORTED = ("LTXVModel", "LTXAVModel")
+LTX_REFUSED: dict[str, str] = {}
+
+
+def ltx_family(dm) -> ModelFamily:
+    """The family of a loaded LTX diffusion model: LTX-2 for the audio-video class, LTX-Video otherwise."""
+    return LTX2 if type(dm).__name__ == "LTXAVModel" else LTX_VIDEO

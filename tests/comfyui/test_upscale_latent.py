@@ -90,3 +90,13 @@ def test_ksampler_advanced_re_noises_the_upscaled_proxy_part_way(comfy):
     full = run(comfy, prompt(0))
     assert torch.isfinite(part).all()
     assert float((part - init).abs().mean()) < float((full - init).abs().mean())
+
+
+def test_ltx_latents_are_refused_with_the_ltx_recipe(comfy):
+    """An LTX latent (128 channels: 32 px, 8 frames per cell) is refused, with or without a reference latent of
+    the target size: this node's time axis is Wan's; LTX's own latent upsampler does LTX's two-stage recipe."""
+    for prompt in (upscale_prompt(channels=128, width=192, height=128, length=17),
+                   upscale_prompt(channels=128, reference=(3, 8, 12))):
+        with pytest.raises(PromptFailed, match="the latent has 128 channels, an LTX-Video / LTX-2 latent .* use "
+                                               "ComfyUI's LTXV Latent Upsampler"):
+            comfy.run(prompt)

@@ -56,7 +56,7 @@ class UltraGenTestLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-                             "channels": ("INT", {"default": 16, "min": 1, "max": 64}),
+                             "channels": ("INT", {"default": 16, "min": 1, "max": 128}),
                              "frames": ("INT", {"default": 2, "min": 0, "max": 64}),
                              "height": ("INT", {"default": 16, "min": 0, "max": 512}),
                              "width": ("INT", {"default": 16, "min": 0, "max": 512}),

@@ -97,7 +97,7 @@ def test_the_api_imports_without_comfyui():
             "import ultragen_core.api as api\nprint(sorted(f.name for f in api.REGISTRY))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=PACK_DIR, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['HunyuanVideo', 'Wan']"
+    assert out.stdout.strip() == "['HunyuanVideo', 'LTX', 'Wan']"
 
 
 # --- the registry ---------------------------------------------------------------------------------------------
@@ -142,14 +142,13 @@ def test_an_unknown_wan_class_is_refused_not_guessed():
         family_of(stand_in("WanModel_X2", "comfy.ldm.wan.model2"))
 
 
-@pytest.mark.parametrize("name,module", [("LTXAVModel", "comfy.ldm.lightricks.av_model"),
-                                         ("Flux", "comfy.ldm.flux.model")])
+@pytest.mark.parametrize("name,module", [("Flux", "comfy.ldm.flux.model")])
 def test_models_no_family_claims_raise_naming_their_class(name, module):
     with pytest.raises(NotImplementedError) as refused:
         api.require(Patcher(stand_in(name, module)), Capability.WINDOWS_GLOBAL)
     text = str(refused.value)
     assert f"UltraGen does not support {name} ({module}) yet" in text
-    assert "Supported diffusion models: WanModel, VaceWanModel, CameraWanModel" in text
+    assert "Supported diffusion models: WanModel, VaceWanModel, CameraWanModel, HunyuanVideo, LTXVModel, LTXAVModel" in text
 
 
 def test_a_model_input_that_is_not_a_model_patcher_is_a_type_error():
@@ -196,7 +195,7 @@ def test_native_size_and_vae_facts_come_from_the_registry():
     assert {f.name for f in WAN.sizes} >= {WAN21_13B.name, WAN21_14B.name, WAN22_5B.name}
     assert {(vae.spatial, vae.latent_channels) for vae in api.VIDEO_VAES.values()} == {(8, 16), (16, 48)}
     assert api.NATIVE_RESOLUTIONS["auto"] is None
-    with pytest.raises(ValueError, match=r"UltraGen has no model family 'LTX-2'; the registry holds \['Wan', 'HunyuanVideo'\]"):
+    with pytest.raises(ValueError, match=r"UltraGen has no model family 'LTX-2'; the registry holds \['Wan', 'HunyuanVideo', 'LTX'\]"):
         api.family_named("LTX-2")
 
 

@@ -60,7 +60,7 @@ def test_sizes_are_added_after_the_existing_resolution_names():
     names = list(FAMILIES)
     assert names[:7] == ["Wan 2.1 T2V/I2V 1.3B", "Wan 2.1 T2V/I2V 14B", "Wan 2.2 TI2V 5B", "Wan 2.2 A14B (per expert)",
                          "HunyuanVideo", "LTX-Video", "Wan 2.1 I2V 14B 480P"]  # saved workflows hold these
-    assert names[7:] == ["HunyuanVideo 1.5 720p", "HunyuanVideo 1.5 480p"]
+    assert names[7:9] == ["HunyuanVideo 1.5 720p", "HunyuanVideo 1.5 480p"]  # then later families (LTX-2)
     assert HUNYUAN_VIDEO_15_720P.native_grid == (31, 45, 80)  # 1280x720, 121 frames, 16x VAE, patch 1
     assert HUNYUAN_VIDEO_15_480P.native_grid == (31, 30, 53)
     assert api.model_facts(fake_model(**HV15)) is HUNYUAN_VIDEO_15_720P

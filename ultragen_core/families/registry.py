@@ -13,9 +13,9 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..models import (HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B,
-                      WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily,
-                      VideoVae, wan_family)
+from ..models import (HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, LTX2, LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO,
+                      NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B,
+                      WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae, ltx_family, wan_family)
 
 
 class Capability(str, Enum):
@@ -151,8 +151,23 @@ HUNYUAN_VIDEO = Family(
     variant_refusal=_hunyuan_refusal,
 )
 
+# --- LTX ------------------------------------------------------------------------------------------------------
+
+LTX = Family(
+    name="LTX",
+    classes=LTX_SUPPORTED,
+    refused=MappingProxyType(dict(LTX_REFUSED)),
+    module_prefix="comfy.ldm.lightricks",
+    sizes=(LTX_VIDEO, LTX2),
+    vaes=MappingProxyType({}),  # UltraGen Tiled VAE Decode hands LTX's VAE to ComfyUI's own tiled decode (logged)
+    adapter=".families.ltx.ltx",
+    capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always}),
+    describe="LTX-Video 0.9.x (LTXVModel), LTX-2 (LTXAVModel: its video stream)",
+    facts_of=ltx_family,
+)
+
 # Every family the pack patches, in the order they are asked to claim a model.
-REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO)
+REGISTRY: tuple[Family, ...] = (WAN, HUNYUAN_VIDEO, LTX)
 
 
 # --- lookups --------------------------------------------------------------------------------------------------
@@ -201,5 +216,6 @@ def video_vaes() -> dict[tuple[str, str], VideoVae]:
     return {key: vae for f in REGISTRY for key, vae in f.vaes.items()}
 
 
-__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of", "family_of",
+__all__ = ["Capability", "Family", "HUNYUAN_VIDEO", "LTX", "REGISTRY", "WAN", "NATIVE_RESOLUTIONS", "diffusion_model_of",
+           "family_of",
            "require", "supported_classes", "video_vaes"]
