@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from comfyui_finder import PACK_DIR
+from test_hunyuan_video import hy  # noqa: F401  (fixture: the tiny HunyuanVideo 1.5 file; skips before 0.33)
 from workflow_api import ConversionError, ui_to_api
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
@@ -479,3 +480,38 @@ def test_tiny_split_graph_gives_the_one_device_result_and_says_what_a_machine_la
         prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"] += "_one"
         comfy.run(prompt)
     torch.testing.assert_close(shared, captured()["split"], rtol=1e-4, atol=1e-4)  # float32 rounding, uni_pc
+
+
+def test_tiny_hunyuan15_template_samples_through_ultragen_windows(comfy, hy, caplog):
+    """The HunyuanVideo 1.5 template's graph with stand-ins (a tiny random HunyuanVideo 1.5 of ComfyUI's class,
+    random text, 192x192 x 5 frames, 2 steps, windows of 4x4 tokens; the decode and save left out: no tiny
+    HunyuanVideo 1.5 VAE): its sampler samples through UltraGen Apply, which logs the windowed plan for the
+    grid UltraGen Resolution sized, and returns a finite latent of that size."""
+    import logging
+
+    from harness import captured
+    from test_hunyuan_video import cond
+    wf = load(PACK_DIR / "workflows" / f"{HUNYUAN15}.json")
+    needs_registered_nodes(comfy, wf, HUNYUAN15)
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {}
+    for nid, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    for i, nid in enumerate(by_type["CLIPTextEncode"]):
+        prompt[nid] = cond(seed=i + 1, tokens=8 - 3 * i)
+    for dropped in ("DualCLIPLoader", "VAELoader", "VAEDecodeTiled", "CreateVideo", "SaveVideo"):
+        for nid in by_type[dropped]:
+            del prompt[nid]
+    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = hy
+    prompt[by_type["UltraGenResolution"][0]]["inputs"].update(target="custom", custom_width=192, custom_height=192,
+                                                             frames=5)
+    prompt[by_type["UltraGenAttentionSettings"][0]]["inputs"].update(window_h=4, window_w=4, global_compression=3)
+    prompt[by_type["BasicScheduler"][0]]["inputs"]["steps"] = 2
+    run = by_type["SamplerCustomAdvanced"][0]
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [run, 0], "key": "hunyuan15"}}
+    with caplog.at_level(logging.INFO):
+        comfy.run(prompt)
+    out = captured()["hunyuan15"]
+    assert out.shape == (1, 32, 2, 12, 12) and torch.isfinite(out).all()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
+    assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
