@@ -148,8 +148,15 @@ def test_template_cards_show_titles_and_pictures(frontend):
     # where the README says the pack's templates are: under "Custom Nodes" (1.27) / "Extensions" (1.49+)
     section = "Custom Nodes" if tuple(map(int, version.split(".")[:2])) < (1, 30) else "Extensions"
     assert page.get_by_text(re.compile(f"^{section}$", re.I)).first.is_visible(), f"{version}: no {section}"
-    page.wait_for_function("(n) => document.querySelectorAll('[data-testid^=\"template-workflow-\"]').length === n",
-                           arg=len(listed), timeout=15000)
+    page.wait_for_function("""(n) => {  // frontend 1.27 shows 12 cards, 12 more each time the list's end is in view
+        const cards = document.querySelectorAll('[data-testid^="template-workflow-"]');
+        for (let el = cards[cards.length - 1]; el; el = el.parentElement) {  // scroll the list to its end
+            if (el.scrollHeight > el.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(el).overflowY)) {
+                el.scrollTop = el.scrollHeight;
+                break;
+            }
+        }
+        return cards.length === n; }""", arg=len(listed), timeout=15000)
     cards = []
     for name in listed:  # each card in view until its picture has loaded (the frontends load them lazily)
         cards.append(page.wait_for_function("""(name) => {
