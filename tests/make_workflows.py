@@ -517,7 +517,7 @@ def hunyuan15_1080p(reg):
 Apply, after ModelSamplingSD3, gives it windows of the native size plus a pooled global branch. Wired as
 ComfyUI's HunyuanVideo 1.5 template: euler, 20 steps (the Hunyuan team uses 50), CFG 6, shift 7, 24 fps.
 """ + VAE_WHY, ["hv15_720p_t2v", "qwen25_vl", "byt5", "hv15_vae"],
-                "not measured; the fp16 model is 16.7 GB (weight_dtype fp8_e4m3fn halves it)"), 0)
+                "not measured; the fp16 model is about 17 GB (8.3B weights; weight_dtype fp8_e4m3fn halves it)"), 0)
     settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
     unet = g.add("UNETLoader", 1, models=[M["hv15_720p_t2v"]], unet_name=M["hv15_720p_t2v"]["name"],
                  weight_dtype="default")
