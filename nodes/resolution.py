@@ -24,8 +24,9 @@ class UltraGenResolution(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_family", options=list(FAMILIES), default="Wan 2.1 T2V/I2V 14B",
                                tooltip="The model you sample with. Fixes the pixel step (VAE x patch: 16 px for "
-                                       "Wan 2.1 / A14B / HunyuanVideo, 32 px for Wan 2.2-5B and LTX-Video), the "
-                                       "frame step (4n+1; 8n+1 for LTX-Video) and the attention cost."),
+                                       "Wan 2.1 / A14B / HunyuanVideo / HunyuanVideo 1.5, 32 px for Wan 2.2-5B and "
+                                       "LTX-Video), the frame step (4n+1; 8n+1 for LTX-Video) and the attention "
+                                       "cost."),
                 io.Combo.Input("target", options=list(TARGETS), default="1080p (1920x1080)",
                                tooltip="Output resolution. 'custom' uses custom_width / custom_height."),
                 io.Combo.Input("orientation", options=list(ORIENTATIONS), default="landscape",

@@ -56,11 +56,21 @@ def _decode_known(vae, latent: torch.Tensor, family: str, max_vram_gb: float, ti
                                 check_interrupt=mm.throw_exception_if_processing_interrupted)  # (B, T, H, W, C)
 
 
+def vae_name(vae) -> str:
+    """The VAE's class for messages; a generic AutoencodingEngine (HunyuanVideo 1.5's VAE, image VAEs) is named
+    with its decoder's class, which tells them apart."""
+    model = type(vae.first_stage_model)
+    name = f"{model.__name__} ({model.__module__})"
+    decoder = type(getattr(vae.first_stage_model, "decoder", None))
+    if decoder is not type(None) and decoder.__module__ != model.__module__:
+        name += f" with the decoder {decoder.__module__}.{decoder.__name__}"
+    return name
+
+
 def _decode_comfy(vae, latent: torch.Tensor, tile_size: int, overlap: int, temporal_size: int,
                   temporal_overlap: int) -> torch.Tensor:
     """ComfyUI's own tiled decode (VAE.decode_tiled), for VAEs UltraGen does not tile itself."""
-    model = type(vae.first_stage_model)
-    name = f"{model.__name__} ({model.__module__})"
+    name = vae_name(vae)
     image_vae = getattr(vae, "latent_dim", None) == 2
     problem = tile_size_problem(tile_size) or latent_problem(tuple(latent.shape), name, False if image_vae else None)
     if problem:

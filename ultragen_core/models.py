@@ -60,7 +60,7 @@ WAN21_14B_480P = ModelFamily("Wan 2.1 I2V 14B 480P", 8, 4, (1, 2, 2), 16, 5120, 
 WAN22_5B = ModelFamily("Wan 2.2 TI2V 5B", 16, 4, (1, 2, 2), 48, 3072, 24, 30, (1280, 704, 121), True)
 WAN22_A14B = ModelFamily("Wan 2.2 A14B (per expert)", 8, 4, (1, 2, 2), 16, 5120, 40, 40, (1280, 720, 81), True)
 # HunyuanVideo: 20 double + 40 single stream blocks, 24 x 128 wide; trained at 720p x 129 frames.
-HUNYUAN_VIDEO = ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 16, 3072, 24, 60, (1280, 720, 129), False)
+HUNYUAN_VIDEO = ModelFamily("HunyuanVideo", 8, 4, (1, 2, 2), 16, 3072, 24, 60, (1280, 720, 129), True)
 # LTX-Video (0.9.x 2B): 32x32x8 VAE, patch 1, 28 blocks, 32 x 64 wide; trained at 768x512 x 121 frames.
 LTX_VIDEO = ModelFamily("LTX-Video", 32, 8, (1, 1, 1), 128, 2048, 32, 28, (768, 512, 121), True)
 # HunyuanVideo 1.5 (8.3B): 16x16x4 VAE with 32 channels, patch 1, 54 double-stream blocks (no single-stream

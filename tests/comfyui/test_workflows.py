@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from comfyui_finder import PACK_DIR
-from test_hunyuan_video import hy  # noqa: F401  (fixture: the tiny HunyuanVideo 1.5 file; skips before 0.33)
+from hunyuan_models import hy  # noqa: F401  (fixture: the tiny HunyuanVideo 1.5 file; skips before 0.33)
 from workflow_api import ConversionError, ui_to_api
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
@@ -490,7 +490,7 @@ def test_tiny_hunyuan15_template_samples_through_ultragen_windows(comfy, hy, cap
     import logging
 
     from harness import captured
-    from test_hunyuan_video import cond
+    from hunyuan_models import cond
     wf = load(PACK_DIR / "workflows" / f"{HUNYUAN15}.json")
     needs_registered_nodes(comfy, wf, HUNYUAN15)
     prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)

@@ -7,8 +7,8 @@ import torch
 
 from ultragen_core import api
 from ultragen_core.families.hunyuan_video.text_mask import EVERY_KEY, kept_text_keys
-from ultragen_core.families.hunyuan_video.variants import REFUSED, Variant, refusal, variant_of
-from ultragen_core.models import FAMILIES, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P
+from ultragen_core.families.hunyuan_video.variants import REFUSED, SUPPORTED, Variant, refusal, variant_of
+from ultragen_core.models import FAMILIES, HUNYUAN_VIDEO, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P
 
 HV15 = dict(patch_size=[1, 1, 1], in_channels=65, vision_in_dim=1152)
 
@@ -26,14 +26,16 @@ def fake_model(**config):
     (dict(HV15, in_channels=98), Variant.HUNYUAN_VIDEO_15_SR),
     (dict(HV15, in_channels=33), Variant.HUNYUAN_VIDEO_15_OTHER),
     (dict(patch_size=[1, 2, 2], in_channels=16, vision_in_dim=None), Variant.HUNYUAN_VIDEO),
-    (dict(patch_size=[1, 2, 2], in_channels=33, vision_in_dim=None), Variant.HUNYUAN_VIDEO),
+    (dict(patch_size=[1, 2, 2], in_channels=33, vision_in_dim=None), Variant.HUNYUAN_VIDEO_I2V),
+    (dict(patch_size=[1, 2, 2], in_channels=32, vision_in_dim=None), Variant.HUNYUAN_VIDEO_I2V),
     (dict(patch_size=[1, 1], in_channels=64, vision_in_dim=None), Variant.HUNYUAN_IMAGE_21),
     (dict(patch_size=[1, 1, 1], in_channels=128, vision_in_dim=None), Variant.HUNYUAN_IMAGE_21_REFINER),
 ])
 def test_the_variant_comes_from_the_config(config, variant):
+    assert set(SUPPORTED) == {Variant.HUNYUAN_VIDEO_15, Variant.HUNYUAN_VIDEO}
     dm = fake_model(**config)
     assert variant_of(dm) is variant
-    if variant is Variant.HUNYUAN_VIDEO_15:
+    if variant in SUPPORTED:
         assert refusal(dm) is None and api.family_named("HunyuanVideo").refusal(dm) is None
     else:
         assert refusal(dm).startswith(REFUSED[variant])
@@ -64,6 +66,9 @@ def test_sizes_are_added_after_the_existing_resolution_names():
     assert HUNYUAN_VIDEO_15_720P.native_grid == (31, 45, 80)  # 1280x720, 121 frames, 16x VAE, patch 1
     assert HUNYUAN_VIDEO_15_480P.native_grid == (31, 30, 53)
     assert api.model_facts(fake_model(**HV15)) is HUNYUAN_VIDEO_15_720P
+    original = fake_model(patch_size=[1, 2, 2], in_channels=16, vision_in_dim=None)
+    assert api.model_facts(original) is HUNYUAN_VIDEO and HUNYUAN_VIDEO.ultragen
+    assert HUNYUAN_VIDEO.native_grid == (33, 45, 80)  # 1280x720, 129 frames, 8x VAE, patch 1x2x2
 
 
 MAX = -torch.finfo(torch.float32).max
@@ -94,3 +99,22 @@ def test_a_padding_mask_becomes_the_text_keys_to_keep():
 def test_a_mask_that_is_not_text_padding_is_named(mask, why):
     found = kept_text_keys(mask, 1, 5, 12)
     assert isinstance(found, str) and why in found, found
+
+
+def test_the_family_imports_without_comfyui():
+    """HOUSE_STYLE rule 1: the patch and its parts import with every ComfyUI module refused."""
+    import subprocess
+    import sys
+
+    from comfyui_finder import PACK_DIR
+    code = ("import builtins\nreal = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths', 'nodes', 'server'):\n"
+            "        raise ImportError('ComfyUI import attempted: ' + name)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "from ultragen_core.families.registry import HUNYUAN_VIDEO\n"
+            "print(HUNYUAN_VIDEO.patch_module().__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACK_DIR, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ultragen_core.families.hunyuan_video.hunyuan_video"

@@ -1,4 +1,5 @@
 """UltraGenResolution's core: valid sizes per model family, token grids, attention cost."""
+import dataclasses
 import math
 
 import pytest
@@ -92,7 +93,11 @@ def test_report_names_grid_and_cost():
     text = pick(WAN21, "1080p (1920x1080)").report()
     assert "1920x1088" in text and "21x68x120" in text and "171,360" in text
     assert "asked 1920x1080" in text
-    assert "does not patch" in pick("HunyuanVideo", "1080p (1920x1080)").report()
+    for name in ("HunyuanVideo", "LTX-Video"):  # the original HunyuanVideo T2V and LTX-Video are patched now
+        assert "does not patch" not in pick(name, "1080p (1920x1080)").report()
+    unpatched = dataclasses.replace(pick("LTX-Video", "1080p (1920x1080)"),
+                                    family=dataclasses.replace(FAMILIES["LTX-Video"], ultragen=False))
+    assert "UltraGen Apply does not patch LTX-Video yet" in unpatched.report()
 
 
 @pytest.mark.parametrize("kw, words", [

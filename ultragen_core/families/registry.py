@@ -13,9 +13,10 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..models import (HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, LTX2, LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO,
-                      NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B, WAN21_14B_480P, WAN22_5B, WAN22_A14B,
-                      WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae, ltx_family, wan_family)
+from ..models import (HUNYUAN_VIDEO as HUNYUAN_VIDEO_13B, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_15_720P, LTX2,
+                      LTX_REFUSED, LTX_SUPPORTED, LTX_VIDEO, NATIVE_RESOLUTIONS, VIDEO_VAES, WAN21_13B, WAN21_14B,
+                      WAN21_14B_480P, WAN22_5B, WAN22_A14B, WAN_REFUSED, WAN_SUPPORTED, ModelFamily, VideoVae,
+                      ltx_family, wan_family)
 
 
 class Capability(str, Enum):
@@ -140,13 +141,13 @@ HUNYUAN_VIDEO = Family(
     classes=("HunyuanVideo",),
     refused=MappingProxyType({}),
     module_prefix="comfy.ldm.hunyuan_video",
-    sizes=(HUNYUAN_VIDEO_15_720P, HUNYUAN_VIDEO_15_480P),
+    sizes=(HUNYUAN_VIDEO_15_720P, HUNYUAN_VIDEO_15_480P, HUNYUAN_VIDEO_13B),
     # its VAE's first_stage_model is ComfyUI's generic AutoencodingEngine, shared with image VAEs: UltraGen
     # Tiled VAE Decode hands it to ComfyUI's own tiled decode (with a warning naming the decoder class)
     vaes=MappingProxyType({}),
     adapter=".families.hunyuan_video.hunyuan_video",
     capabilities=MappingProxyType({Capability.WINDOWS_GLOBAL: _always}),
-    describe="HunyuanVideo 1.5 480p / 720p T2V and I2V",
+    describe="HunyuanVideo 1.5 480p / 720p T2V and I2V, the original HunyuanVideo T2V",
     facts_of=_hunyuan_facts,
     variant_refusal=_hunyuan_refusal,
 )

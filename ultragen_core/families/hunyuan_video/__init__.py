@@ -1,5 +1,6 @@
-"""The HunyuanVideo family (HunyuanVideo 1.5 on ComfyUI's ``HunyuanVideo`` class): one folder, claimed by the
-``HUNYUAN_VIDEO`` entry of :mod:`ultragen_core.families.registry`, which imports these modules on use.
+"""The HunyuanVideo family (HunyuanVideo 1.5 and the original T2V on ComfyUI's ``HunyuanVideo`` class): one
+folder, claimed by the ``HUNYUAN_VIDEO`` entry of :mod:`ultragen_core.families.registry`, which imports these
+modules on use.
 
 - :mod:`.variants`: which model of the shared class a loaded model is (from its config), the refusals;
 - :mod:`.hunyuan_video`: the patch of UltraGen Apply (block patches, the diffusion-model wrapper);

@@ -58,38 +58,60 @@ def normed_heads(stream: Stream, heads: int):
     return q, k, v
 
 
-def full_joint(math_ns, pe: torch.Tensor, mask, transformer_options: dict, heads: int) -> JointAttention:
+def full_joint(math_ns, pe: torch.Tensor, mask, transformer_options: dict, heads: int,
+               preferred=None) -> JointAttention:
     """The blocks' own joint attention: ComfyUI's ``attention`` (RoPE ``pe`` (B, 1, E+N, D/2, 2, 2), additive
-    ``mask``) over [text; video], split back into the two streams."""
+    ``mask``; ``preferred``: the layer's preferred attention, ComfyUI 0.38) over [text; video], split back into
+    the two streams."""
+    extra = {"preferred_attention": preferred} if preferred is not None else {}
     def joint(txt: Stream, img: Stream):
         tq, tk, tv = normed_heads(txt, heads)
         iq, ik, iv = normed_heads(img, heads)
         q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))  # (B, H, E+N, D)
-        out = math_ns.attention(q, k, v, pe=pe, mask=mask, transformer_options=transformer_options)  # (B, E+N, C)
+        out = math_ns.attention(q, k, v, pe=pe, mask=mask, transformer_options=transformer_options,
+                                **extra)  # (B, E+N, C)
         e = txt.qkv.shape[1]
         return out[:, :e], out[:, e:]
     return joint
 
 
-def double_block(m, img: torch.Tensor, txt: torch.Tensor, vec, joint: JointAttention):
+def _spans(length: int, rows: int | None):
+    """[lo, hi) spans of at most ``rows`` tokens over ``length`` (one span when rows is None)."""
+    step = length if rows is None or rows >= length else max(1, rows)
+    return [(lo, min(length, lo + step)) for lo in range(0, length, step)]
+
+
+def double_block(m, img: torch.Tensor, txt: torch.Tensor, vec, joint: JointAttention, rows: int | None = None):
     """DoubleStreamBlock.forward of block ``m`` without modulation ranges or attention hooks.
 
     img: (B, N, C) video tokens, txt: (B, E, C) text tokens (both updated in place, as ComfyUI does);
-    vec: the modulation input; returns (img, txt)."""
+    vec: the modulation input; rows: video tokens per step of the per-token work (norms, qkv, projection, MLP),
+    None: all at once as ComfyUI (every step is per token: chunks only bound the peak memory); returns (img, txt)."""
     apply_mod = namespace_of(m).apply_mod
     if getattr(m, "modulation", True):
         img_mod1, img_mod2 = m.img_mod(vec)
         txt_mod1, txt_mod2 = m.txt_mod(vec)
     else:
         (img_mod1, img_mod2), (txt_mod1, txt_mod2) = vec
-    img_qkv = m.img_attn.qkv(apply_mod(m.img_norm1(img), (1 + img_mod1.scale), img_mod1.shift, None))  # (B, N, 3C)
+    spans = _spans(img.shape[1], rows)
+    img_qkv = None  # (B, N, 3C)
+    for lo, hi in spans:
+        part = m.img_attn.qkv(apply_mod(m.img_norm1(img[:, lo:hi]), (1 + img_mod1.scale), img_mod1.shift, None))
+        if len(spans) == 1:
+            img_qkv = part
+            break
+        if img_qkv is None:
+            img_qkv = torch.empty((*img.shape[:2], part.shape[-1]), dtype=part.dtype, device=part.device)
+        img_qkv[:, lo:hi] = part
     txt_qkv = m.txt_attn.qkv(apply_mod(m.txt_norm1(txt), (1 + txt_mod1.scale), txt_mod1.shift, None))  # (B, E, 3C)
     txt_attn, img_attn = joint(Stream(txt_qkv, m.txt_attn.norm), Stream(img_qkv, m.img_attn.norm))
     del img_qkv, txt_qkv
-    img += apply_mod(m.img_attn.proj(img_attn), img_mod1.gate, None, None)
+    for lo, hi in spans:
+        x = img[:, lo:hi]  # a view: updated in place
+        x += apply_mod(m.img_attn.proj(img_attn[:, lo:hi]), img_mod1.gate, None, None)
+        x += apply_mod(m.img_mlp(apply_mod(m.img_norm2(x), (1 + img_mod2.scale), img_mod2.shift, None)),
+                       img_mod2.gate, None, None)
     del img_attn
-    img += apply_mod(m.img_mlp(apply_mod(m.img_norm2(img), (1 + img_mod2.scale), img_mod2.shift, None)),
-                     img_mod2.gate, None, None)
     txt += apply_mod(m.txt_attn.proj(txt_attn), txt_mod1.gate, None, None)
     del txt_attn
     txt += apply_mod(m.txt_mlp(apply_mod(m.txt_norm2(txt), (1 + txt_mod2.scale), txt_mod2.shift, None)),

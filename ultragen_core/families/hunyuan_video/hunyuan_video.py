@@ -1,4 +1,4 @@
-"""HunyuanVideo 1.5 (480p / 720p, T2V and I2V): the patch of UltraGen Apply.
+"""HunyuanVideo 1.5 (480p / 720p, T2V and I2V) and the original HunyuanVideo T2V: the patch of UltraGen Apply.
 
 What is patched, on a clone of the ModelPatcher:
 - an object patch on ``double_blocks.{i}.forward`` and ``single_blocks.{i}.forward`` for every block that does
@@ -31,7 +31,7 @@ from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunSt
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import AttentionSettings
-from ...memory import plan_memory
+from ...memory import GiB, plan_memory
 from ...models import ModelFamily, native_grid
 from .blocks import CHECK_TOKENS, Stream, check_block, double_block, full_joint, normed_heads, single_block
 from .text_mask import KeptKeys, kept_text_keys
@@ -41,18 +41,17 @@ log = logging.getLogger(__name__)
 
 FAMILY = "hunyuan_video"
 TOKENS_IN_FLIGHT = 2**18  # query tokens per windowed attention call at most (as Wan)
+MLP_CHUNK_ELEMENTS = 2**30  # tokens x hidden channels per step of a double block's per-token work (2 GiB in bf16)
 
 
 def token_grid(dm, x: torch.Tensor) -> tuple[int, int, int]:
-    """The (T, H, W) grid of the video tokens of a call, x: (B, C, t, h, w) latent (the patch embedding's
-    strided convolution: floor)."""
-    pt, ph, pw = dm.patch_size
-    t, h, w = x.shape[2:]
-    return t // pt, h // ph, w // pw
+    """The (T, H, W) grid of the video tokens of a call, x: (B, C, t, h, w) latent (the patch embedding pads
+    to whole patches)."""
+    return tuple(math.ceil(n / p) for n, p in zip(x.shape[2:], dm.patch_size))
 
 
-def model_name(dm, family: ModelFamily) -> str:
-    return (f"{family.name.rsplit(' ', 1)[0]} [{type(dm).__name__}, {dm.hidden_size} wide, "
+def model_name(dm) -> str:
+    return (f"{variant_of(dm).value} [{type(dm).__name__}, {dm.hidden_size} wide, "
             f"{len(dm.double_blocks)} double + {len(dm.single_blocks)} single blocks]")
 
 
@@ -62,6 +61,13 @@ def flux_math(m):
     layers = sys.modules[type(m).__module__]
     attention = getattr(layers, "attention", None)
     return sys.modules[getattr(attention, "__module__", "comfy.ldm.flux.math")]
+
+
+def attention_interface(m) -> kernels.ModelAttention:
+    """How the block calls its attention: containers when its attention module uses them, and the per-layer
+    ``comfy_attention`` (ComfyUI 0.38's preferred attention) of the block or its video attention, if any."""
+    holder = next((c for c in (m, getattr(m, "img_attn", None)) if getattr(c, "comfy_attention", None) is not None), m)
+    return kernels.interface_of(flux_math(m), holder)
 
 
 class HunyuanDiffusionWrapper:
@@ -84,15 +90,21 @@ class HunyuanDiffusionWrapper:
             hidden = int(getattr(blocks, "mlp_hidden_dim", 4 * dm.hidden_size))
             call.memory = plan_memory(math.prod(grid), x.shape[0], dm.hidden_size, hidden, x.element_size(),
                                       x.device, self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
+            if not call.memory.fits:
+                log_once(run, ("memory too small", grid, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
+                         "is below what %d video tokens of width %d need even in the smallest chunks (the blocks' "
+                         "inputs and outputs, one window): sampling may run out of memory. Raise memory_budget_gb, "
+                         "lower the resolution, or use preset fast (smaller windows).", LOG_PREFIX,
+                         call.memory.budget / GiB, math.prod(grid), dm.hidden_size, level=logging.WARNING)
         if call.active:
             plan = call.plan
             extra = ""
             if call.changed:
                 extra = f"; {call.memory.describe()}; " + kernels.pick(
                     flux_math(blocks).optimized_attention, options, x.device,
-                    kernels.interface_of(flux_math(blocks), blocks))[1]
+                    attention_interface(blocks))[1]
             log_once(run, ("plan", grid), "%s %s, %s: %s; %s; text tokens shared by every window; active %g%%-%g%% "
-                     "of sampling%s.", LOG_PREFIX, model_name(dm, self.family), self.holder.native_note,
+                     "of sampling%s.", LOG_PREFIX, model_name(dm), self.holder.native_note,
                      "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
                      self.holder.describe_blocks(), 100 * self.holder.settings.start_percent,
                      100 * self.holder.settings.end_percent, extra)
@@ -152,12 +164,15 @@ class BlockPatch:
             return self.previous(*args, **kwargs)
         return type(m).forward(m, *args, **kwargs)
 
-    def why_not(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra):
-        """Why this call of the block keeps ComfyUI's forward (for the log), or None."""
+    def why_not(self, call, m, video_tokens: int, modulation_dims, options: dict, extra: dict) -> str | None:
+        """Why this call of the block keeps ComfyUI's forward (for the log), or None (the mask is looked at
+        after: :meth:`prepare`)."""
         if self.previous is not None:
             return f"another pack patched {self.kind}_blocks.{self.path[1]}.forward; it runs unchanged"
         if extra:
             return f"the block was called with arguments the patch does not know ({sorted(extra)})"
+        if getattr(m, "flipped_img_txt", False):
+            return "the block puts the video before the text (flipped_img_txt), which the patch does not recompute"
         if any(d is not None for d in modulation_dims):
             return "per-token modulation ranges (the guiding frame of HunyuanVideo I2V) are not recomputed"
         patches = options.get("patches", {})
@@ -171,14 +186,14 @@ class BlockPatch:
     def attention_of(self, m, options, device):
         math_ns = flux_math(m)
         return kernels.choose(math_ns.optimized_attention, m.num_heads, options, device,
-                              kernels.interface_of(math_ns, m))
+                              attention_interface(m))
 
     def rows(self, call, total: int) -> int:
         return min(call.memory.chunk_tokens if call.memory is not None else total, TOKENS_IN_FLIGHT)
 
     def prepare(self, call, m, text_tokens: int, video_tokens: int, mask, modulation_dims, options, extra, batch):
-        """The kept text keys when the windowed block runs, else None (logged once)."""
-        reason = self.why_not(call, m, text_tokens, video_tokens, mask, modulation_dims, options, extra)
+        """The kept text keys (:class:`.text_mask.KeptKeys`) when the windowed block runs, else None (logged once)."""
+        reason = self.why_not(call, m, video_tokens, modulation_dims, options, extra)
         kept = None
         if reason is None:
             kept = kept_text_keys(mask, batch, text_tokens, text_tokens + video_tokens)
@@ -207,14 +222,18 @@ class DoubleBlockPatch(BlockPatch):
                             transformer_options, extra, img.shape[0])
         if kept is None or not self.checked(m, img, txt, vec, pe, attn_mask, transformer_options):
             return self.original(m, *args, **kwargs)
+        rows = self.rows(call, n)
         joint = windowed_joint(call.plan, self.block_index, m, pe, kept,
-                               self.attention_of(m, transformer_options, img.device), self.rows(call, n), call.cache)
-        return double_block(m, img, txt, vec, joint)
+                               self.attention_of(m, transformer_options, img.device), rows, call.cache)
+        hidden = next((layer.out_features for layer in m.img_mlp.modules()
+                       if isinstance(getattr(layer, "out_features", None), int)), 4 * img.shape[-1])
+        per_token = min(rows, max(1, MLP_CHUNK_ELEMENTS // (img.shape[0] * hidden)))  # video tokens per MLP step
+        return double_block(m, img, txt, vec, joint, per_token)
 
     def checked(self, m, img, txt, vec, pe, mask, options) -> bool:
         e, n = txt.shape[1], min(img.shape[1], CHECK_TOKENS)
         pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
         return check_block("double", m,
                            lambda: double_block(m, img[:, :n].clone(), txt.clone(), vec, full),
                            lambda: type(m).forward(m, img[:, :n].clone(), txt.clone(), vec, pe_s, attn_mask=mask_s,
@@ -232,8 +251,13 @@ class SingleBlockPatch(BlockPatch):
         if not call.changed:
             return self.original(m, x, vec, pe, **kwargs)
         n = math.prod(call.plan.grid)
-        img_slice = transformer_options.get("img_slice")
-        e = int(img_slice[0]) if img_slice else x.shape[1] - n
+        img_slice = transformer_options.get("img_slice")  # [text tokens, all tokens]: ComfyUI says where the video is
+        if not img_slice or int(img_slice[1]) != x.shape[1]:
+            log_once(self.holder, ("single", "img_slice"), "%s single blocks: ComfyUI does not say where the video "
+                     "tokens are (no transformer_options img_slice; ComfyUI 0.3.64's HunyuanVideo puts them before "
+                     "the text); full attention there.", LOG_PREFIX)
+            return self.original(m, x, vec, pe, **kwargs)
+        e = int(img_slice[0])
         kept = self.prepare(call, m, e, x.shape[1] - e, attn_mask, (modulation_dims,), transformer_options, extra,
                             x.shape[0])
         if kept is None or not self.checked(m, x, e, vec, pe, attn_mask, transformer_options):
@@ -245,7 +269,7 @@ class SingleBlockPatch(BlockPatch):
     def checked(self, m, x, e, vec, pe, mask, options) -> bool:
         n = min(x.shape[1] - e, CHECK_TOKENS)
         pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads)
+        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
         return check_block("single", m, lambda: (single_block(m, x[:, :e + n].clone(), vec, e, full),),
                            lambda: (type(m).forward(m, x[:, :e + n].clone(), vec, pe_s, attn_mask=mask_s,
                                                     transformer_options=options),), x.dtype)
@@ -255,7 +279,8 @@ OURS = (DoubleBlockPatch, SingleBlockPatch)
 
 
 def apply(model, settings: AttentionSettings):
-    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a HunyuanVideo 1.5 model) with the patch."""
+    """Return a clone of ``model`` (a ComfyUI ModelPatcher holding a HunyuanVideo model the registry patches)
+    with the patch."""
     dm = model.get_model_object("diffusion_model")
     family = hunyuan_family(dm)
     native, note = native_grid(family, settings.native_resolution)
