@@ -319,7 +319,8 @@ def main():
                       f"{share:.0%} | {peak:.1f} | {note} |", flush=True)
                 if args.peak_trace and settings is not None and device.type == "cuda":
                     from memory_trace import peak_trace
-                    unit = n * (cfg["num_attention_heads"] * cfg["attention_head_dim"] if ltx else cfg["dim"]) * (torch.finfo(dtype).bits // 8)
+                    width = cfg["num_attention_heads"] * cfg["attention_head_dim"] if ltx else cfg["dim"]
+                    unit = n * width * (torch.finfo(dtype).bits // 8)  # one sequence-size tensor
                     traces.append(f"\n{name} {res}, {label} ({layers} blocks, unit {unit / 2**30:.2f} GiB):")
                     traces += peak_trace(lambda: call(model, x, t, ctx, options), unit, args.peak_trace)
                 del model, options, patcher

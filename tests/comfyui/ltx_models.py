@@ -129,3 +129,25 @@ def sample(model, latent, positive=None, negative=None, cfg: float = 1.0, steps:
 def token_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Largest change per video token (t, h, w) between two video latents (1, 128, T, H, W) (patch 1)."""
     return (video_of(a) - video_of(b)).abs()[0].amax(0)
+
+
+# A tiny LTX video VAE (ComfyUI's VideoVAE, LTX-2's block layout): 8 base channels, one residual block each
+# side, 32 x 32 px and 8 frames per latent cell (patch 4, three 2x compressions)
+TINY_VAE = {"dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128, "patch_size": 4,
+            "encoder_blocks": [["res_x", {"num_layers": 1}]] + [["compress_all_res", {"multiplier": 2}]] * 3,
+            "decoder_blocks": [["compress_all", {"residual": True, "multiplier": 2}]] * 3
+            + [["res_x", {"num_layers": 1, "inject_noise": False}]],
+            "encoder_base_channels": 8, "decoder_base_channels": 8, "scaling_factor": 1.0, "norm_layer": "pixel_norm",
+            "latent_log_var": "uniform", "use_quant_conv": False, "causal_decoder": False,
+            "timestep_conditioning": False}
+
+
+def tiny_ltx_vae():
+    """ComfyUI's VAE wrapper around a tiny random LTX VideoVAE (recognised by its keys, sized by its config)."""
+    import comfy.ldm.lightricks.vae.causal_video_autoencoder as cva
+    import comfy.sd
+    with eager_weights():
+        model = cva.VideoVAE(config=TINY_VAE)
+    gen = torch.Generator().manual_seed(0)
+    sd = {k: 0.05 * torch.randn(v.shape, generator=gen) if v.ndim else v for k, v in model.state_dict().items()}
+    return comfy.sd.VAE(sd=sd, metadata={"config": json.dumps({"vae": TINY_VAE})})

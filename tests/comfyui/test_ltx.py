@@ -40,40 +40,51 @@ def test_at_native_size_or_one_window_the_output_is_comfyuis_bit_for_bit(comfy, 
 
 
 def attn1_inputs(model, latent, block: int = 1, **kwargs):
-    """(attention module, its input x (B, L, C), its RoPE table) of one block's attn1 in an unpatched run."""
+    """(attention module, its input x (B, L, C), its RoPE table, its mask) of one block's attn1 in an unpatched
+    run."""
     dm = model.get_model_object("diffusion_model")
     m = dm.transformer_blocks[block].attn1
     seen = []
-    handle = m.register_forward_pre_hook(lambda mod, args, kw: seen.append((args[0].clone(), kw["pe"])),
-                                         with_kwargs=True)
+    handle = m.register_forward_pre_hook(
+        lambda mod, args, kw: seen.append((args[0].clone(), kw["pe"], kw.get("mask"))), with_kwargs=True)
     try:
         sample(model, latent, **kwargs)
     finally:
         handle.remove()
-    return m, seen[0][0], seen[0][1]
+    return (m, *seen[0])
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
-@pytest.mark.parametrize("guided", [False, True], ids=["video", "with-guide"])
+@pytest.mark.parametrize("guided", [None, 1.0, 0.5], ids=["video", "with-guide", "guide-strength-0.5"])
 def test_one_window_over_the_grid_through_the_patch_equals_comfyuis_attention(comfy, spec, guided):
     """The full-attention limit, through the patched path (not its shortcut): q / k / v, RoPE of every token,
-    the guide tokens as shared keys and queries, the gate and the output projection."""
+    the guide tokens as shared keys and queries, the guide attention mask (strength 0.5), the gate and the
+    output projection."""
     from ultragen_core.attention import kernels
     from ultragen_core.config import DualBranchPlan
     from ultragen_core.families.ltx.ltx import windowed_self_attention
     from ultragen_core.families.ltx.ltx_attention import model_attention, namespace
+    from ultragen_core.families.ltx.ltx_guides import guide_bias, masked_attention
     model = load(comfy, spec)
-    x, cond, mask = video(frames=3, height=8, width=12), text(), None
+    x, cond, noise_mask = video(frames=3, height=8, width=12), text(), None
     if guided:
-        x, mask, cond = add_guide(model, x, video(seed=5, frames=1, height=8, width=12), cond)
-    m, rows, pe = attn1_inputs(model, latent_for(spec, x), positive=cond, negative=cond, noise_mask=mask)
+        x, noise_mask, cond = add_guide(model, x, video(seed=5, frames=1, height=8, width=12), cond,
+                                        strength=None if guided == 1.0 else guided)
+    m, rows, pe, mask = attn1_inputs(model, latent_for(spec, x), positive=cond, negative=cond, noise_mask=noise_mask)
     assert rows.shape[1] == 3 * 8 * 12 + (8 * 12 if guided else 0)
+    if guided == 0.5 and mask is None:
+        pytest.skip("this ComfyUI has no guide attention mask (a guide strength does not enter attention)")
+    bias = guide_bias(mask, 3 * 8 * 12, rows.shape[1]) if mask is not None else None
+    assert (bias is None) == (mask is None)
     # one window, no fusion; pooling x1, so the guide tokens' queries see every video token (the pooled video)
     plan = DualBranchPlan((3, 8, 12), (3, 8, 12), False, 1 if guided else 0, "local_only", 1.0)
     attention = kernels.choose(model_attention(m), m.heads, {}, rows.device, kernels.interface_of(namespace(m), m))
     with torch.no_grad():
-        ours = windowed_self_attention(m, rows, pe, plan, 1, attention, rows=50)
-        theirs = type(m).forward(m, rows, pe=pe)
+        ours = windowed_self_attention(m, rows, pe, plan, 1, attention, 50, None, bias,
+                                       masked_attention(model_attention(m), m.heads, {}))
+        theirs = type(m).forward(m, rows, pe=pe, mask=mask)
+        if mask is not None:  # the mask matters: without it the guide tokens' attention is another
+            assert not torch.allclose(type(m).forward(m, rows, pe=pe), theirs, atol=1e-3)
     torch.testing.assert_close(ours, theirs, rtol=FLOAT32, atol=FLOAT32)
 
 
@@ -114,19 +125,23 @@ def test_guide_tokens_reach_every_window(comfy, spec):
     assert token_change(outs[0], outs[1]).min() > 0, "a window does not see the guide tokens"
 
 
-def test_a_guide_attention_mask_runs_comfyuis_attention_and_says_so(comfy, caplog):
-    """A guide strength other than 1 is an attention mask ComfyUI applies (0.33): those calls keep ComfyUI's
-    full attention (logged), so the output is ComfyUI's."""
-    model = load(comfy, LTXV)
-    x, mask, cond = add_guide(model, video(), video(seed=5, frames=1), text(), strength=0.5)
-    plain = sample(model, x, cond, cond, noise_mask=mask)
-    x1, mask1, cond1 = add_guide(model, video(), video(seed=5, frames=1), text(), strength=1.0)
-    if torch.equal(plain, sample(model, x1, cond1, cond1, noise_mask=mask1)):
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_a_guide_strength_weighs_the_guide_in_every_window(comfy, spec, caplog):
+    """A guide strength other than 1 is ComfyUI 0.33's guide attention mask: under windows it still weighs the
+    guide (another strength, another output in every window) and nothing falls back to full attention."""
+    model = load(comfy, spec)
+    m = patched(model, window=(1, 4, 4), **LOCAL_ONLY)
+    outs = {}
+    for strength in (None, 0.5):
+        x, mask, cond = add_guide(model, video(), video(seed=5, frames=1), text(), strength=strength)
+        plain = sample(model, latent_for(spec, x), cond, cond, noise_mask=mask)
+        with caplog.at_level(logging.WARNING):
+            outs[strength] = video_of(sample(m, latent_for(spec, x), cond, cond, noise_mask=mask))[:, :, :2]
+        outs["plain", strength] = video_of(plain)[:, :, :2]
+    if torch.equal(outs["plain", None], outs["plain", 0.5]):
         pytest.skip("this ComfyUI has no guide attention mask (the guide strength does not enter attention)")
-    with caplog.at_level(logging.WARNING):
-        ours = sample(patched(model, window=(1, 4, 4)), x, cond, cond, noise_mask=mask)
-    assert torch.equal(plain, ours)
-    assert any("GuideAttentionMask" in r.getMessage() and "full attention" in r.getMessage() for r in caplog.records)
+    assert token_change(outs[None], outs[0.5]).min() > 0, "the guide strength does not reach every window"
+    assert not [r.getMessage() for r in caplog.records if "runs ComfyUI's full attention" in r.getMessage()]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -274,3 +289,21 @@ def test_every_ltx_model_class_of_this_comfyui_is_patched_or_refused(comfy):
                   if inspect.isclass(obj) and issubclass(obj, base) and not inspect.isabstract(obj)}
     assert "LTXVModel" in found
     assert found <= set(LTX_SUPPORTED) | set(LTX_REFUSED), sorted(found - set(LTX_SUPPORTED) - set(LTX_REFUSED))
+
+
+def test_the_tiled_decode_hands_ltxs_vae_to_comfyuis_tiled_decode_and_names_it(comfy, caplog):
+    """UltraGen Tiled VAE Decode tiles Wan's VAEs itself; LTX's (VideoVAE, 32 px x 8 frames) goes to ComfyUI's own
+    tiled decode, logged with its class. A latent within one tile decodes as the VAE decodes it whole."""
+    from ltx_models import tiny_ltx_vae
+    vae = tiny_ltx_vae()
+    assert type(vae.first_stage_model).__name__ == "VideoVAE" and vae.latent_channels == 128
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenTiledVAEDecode"]
+    latent = torch.randn(1, 128, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        out = node.execute(samples={"samples": latent}, vae=vae, max_vram_gb=0.0, tile_size=0, overlap=64,
+                           temporal_size=0, temporal_overlap=8).result[0]
+        whole = vae.decode(latent).reshape(-1, 96, 128, 3)  # (B, T, H, W, C) as one image batch
+    assert "falling back to ComfyUI's own tiled decode" in caplog.text
+    assert "VideoVAE (comfy.ldm.lightricks.vae.causal_video_autoencoder)" in caplog.text
+    assert out.shape == whole.shape == (9, 96, 128, 3)  # 9 frames of 96 x 128 px
+    torch.testing.assert_close(out, whole, atol=1e-5, rtol=0)

@@ -89,7 +89,9 @@ def global_qkv(plan: DualBranchPlan, video: VideoTokens, rows: int, cache: dict 
 
 def dual_branch_self_attention(plan: DualBranchPlan, block_index: int, video: VideoTokens, attention: AttentionFn,
                                out: torch.Tensor, rows: int, shared_qkv: Sequence[torch.Tensor] | None = None,
-                               proxy_keys: ProxyKeys | None = None, cache: dict | None = None):
+                               proxy_keys: ProxyKeys | None = None, cache: dict | None = None,
+                               window_attention: AttentionFn | None = None,
+                               shared_attention: AttentionFn | None = None):
     """The dual-branch attention of the video tokens, written into ``out``; the shared tokens' attention.
 
     plan: the call's window plan (``plan.layout(block_index)``: this block's windows, shifted or not).
@@ -99,6 +101,9 @@ def dual_branch_self_attention(plan: DualBranchPlan, block_index: int, video: Vi
     shared_qkv: q, k, v (B, E, D) of the tokens outside the grid, or None: every window attends to their
         keys; their queries attend to each other and to the pooled video (see the module docstring).
     proxy_keys: proxy guidance's keys (:class:`ProxyKeys`), which windows also see.
+    window_attention / shared_attention: what the windows' queries (keys: the window's own, then the shared
+        ones) / the shared tokens' queries (keys: the shared ones, then the pooled video) attend with instead of
+        ``attention``, e.g. with an additive bias on some keys (LTX's guide attention mask); None: ``attention``.
     Returns the shared tokens' output (B, E, D), or None without shared tokens.
     """
     if out.shape[1] != math.prod(plan.grid):
@@ -106,7 +111,8 @@ def dual_branch_self_attention(plan: DualBranchPlan, block_index: int, video: Vi
                          f"has {math.prod(plan.grid)}.")
     layout = plan.layout(block_index)
     shared_kv = shared_qkv[1:] if shared_qkv is not None else None
-    streamed_window_attention(video.window_qkv, layout, attention, out, rows, shared_kv, proxy_keys)
+    streamed_window_attention(video.window_qkv, layout, window_attention or attention, out, rows, shared_kv,
+                              proxy_keys)
     pooled = global_qkv(plan, video, rows, cache)
     if pooled is not None and plan.fusion != "local_only":
         fuse(out, attention(*pooled), plan.grid, plan.factor, plan.fusion, plan.strength)
@@ -115,7 +121,7 @@ def dual_branch_self_attention(plan: DualBranchPlan, block_index: int, video: Vi
     q, k, v = shared_qkv
     if pooled is not None:  # the shared tokens see the pooled video besides each other
         k, v = torch.cat((k, pooled[1]), dim=1), torch.cat((v, pooled[2]), dim=1)
-    return attention(q, k, v)  # (B, E, D)
+    return (shared_attention or attention)(q, k, v)  # (B, E, D)
 
 
 __all__ = ["RowProjector", "VideoTokens", "dual_branch_self_attention", "global_qkv", "pooled_input", "rows_of"]

@@ -15,9 +15,10 @@ audio <-> video cross-attention, the feed-forward.
 
 Guide tokens (keyframes / IC-LoRA references appended after the video, positions from ``keyframe_idxs``) are
 shared tokens: every window attends to them besides its own tokens; they attend to each other and to the
-pooled video. Calls ComfyUI itself runs otherwise stay ComfyUI's: STG's skipped self-attention
-(``stg_skip_self_attn``: the value passthrough), a guide attention mask (guide strength != 1 or a spatial
-guide mask), a layout the grid does not explain; each is logged once.
+pooled video; a guide attention mask (guide strength != 1 or a spatial guide mask) biases the guide keys of
+every window and the pooled keys of each weighted guide query (:mod:`.ltx_guides`). Calls ComfyUI runs
+otherwise stay ComfyUI's: STG's skipped self-attention (``stg_skip_self_attn``: the value passthrough), a mask
+or a layout the grid does not explain (logged once).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ...config import AttentionSettings, DualBranchPlan
 from ...memory import GiB, MemoryPlan, plan_memory
 from ...models import LTX_REFUSED, LTX_SUPPORTED, ModelFamily, ltx_family, native_grid
 from .ltx_attention import check_module, model_attention, namespace, output, pe_rows, pe_select, qkv
+from .ltx_guides import GuideBias, guide_bias, masked_attention, shared_attention, window_attention
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +129,13 @@ class LtxDiffusionWrapper:
 
 
 def windowed_self_attention(m, x: torch.Tensor, pe, plan: DualBranchPlan, block_index: int, attention, rows: int,
-                            cache: dict | None = None) -> torch.Tensor:
+                            cache: dict | None = None, bias: GuideBias | None = None, masked=None) -> torch.Tensor:
     """The dual-branch self-attention of the LTX attention module ``m`` over x (B, L, C), whose first
     T*H*W tokens are the video grid ``plan.grid`` in (t, h, w) order and whose other tokens (guides) are shared.
 
     pe: the module's RoPE table of all L tokens; attention: (q, k, v) (B', n, D) -> (B', n, D), heads bound;
-    rows: query tokens per attention call. Returns the module's output (B, L, C_out).
+    rows: query tokens per attention call; bias: the guide attention mask per guide token (:mod:`.ltx_guides`),
+    applied with ``masked`` ((q, k, v, mask) -> out). Returns the module's output (B, L, C_out).
     """
     ns = namespace(m)
     n = math.prod(plan.grid)
@@ -145,8 +148,11 @@ def windowed_self_attention(m, x: torch.Tensor, pe, plan: DualBranchPlan, block_
 
     shared = qkv(m, ns, x[:, n:], pe_rows(pe, n, total)) if total > n else None  # (B, E, D) each
     video_out = torch.empty((b, n, width), dtype=x.dtype, device=x.device)
+    guided = {}
+    if bias is not None and shared is not None:
+        guided = dict(window_attention=window_attention(masked, bias), shared_attention=shared_attention(masked, bias))
     shared_out = dual_branch_self_attention(plan, block_index, VideoTokens(xv, project), attention, video_out, rows,
-                                            shared, cache=cache)
+                                            shared, cache=cache, **guided)
     out = video_out if shared_out is None else torch.cat((video_out, shared_out), dim=1)  # (B, L, D)
     del video_out, shared_out
     return output(m, x, out, rows)
@@ -176,17 +182,21 @@ class LtxSelfAttentionPatch:
         if not call.changed or call.plan.is_identity:
             keep = ""
         elif context is not None or k_pe is not None or pe is None or extra:
-            keep = ("it was called as cross-attention, without RoPE or with arguments the patch does not know "
-                    f"({sorted(extra)})")
+            odd = [name for name, value in (("context", context), ("k_pe", k_pe)) if value is not None]
+            odd += (["no RoPE table (pe)"] if pe is None else []) + sorted(extra)
+            keep = f"it was called with {', '.join(odd)}, which a video self-attention call does not have"
         elif transformer_options.get(STG_KEY, False):
             keep = ""  # STG's perturbed pass: ComfyUI's value passthrough, as without UltraGen
-        elif mask is not None:
-            keep = (f"the guides' self-attention mask ({type(mask).__name__}: a guide strength other than 1 or a "
-                    "spatial guide mask) is applied by ComfyUI's own attention, full size, in these calls")
         elif x.shape[1] < math.prod(call.plan.grid):
             keep = f"{x.shape[1]} tokens do not hold the video grid {call.plan.grid}"
         elif not check_module(m, x, pe, transformer_options).agrees:
             keep = ""  # the check logged why
+        bias = None
+        if keep is None and mask is not None:
+            bias = guide_bias(mask, math.prod(call.plan.grid), x.shape[1])
+            if bias is None:
+                keep = (f"its self-attention mask ({type(mask).__name__}) is not the guide mask of {x.shape[1]} "
+                        f"tokens with the guides after the {math.prod(call.plan.grid)} video tokens")
         if keep is not None:
             if keep:
                 log_once(self.holder, ("keep", keep), "%s block %d self-attention: %s; it runs ComfyUI's full "
@@ -195,7 +205,8 @@ class LtxSelfAttentionPatch:
         rows = min(call.memory.chunk_tokens if call.memory is not None else x.shape[1], TOKENS_IN_FLIGHT)
         attention = kernels.choose(model_attention(m), m.heads, transformer_options, x.device,
                                    kernels.interface_of(namespace(m), m))
-        return windowed_self_attention(m, x, pe, call.plan, self.block_index, attention, rows, call.cache)
+        masked = masked_attention(model_attention(m), m.heads, transformer_options) if bias is not None else None
+        return windowed_self_attention(m, x, pe, call.plan, self.block_index, attention, rows, call.cache, bias, masked)
 
 
 OURS = (LtxSelfAttentionPatch,)
