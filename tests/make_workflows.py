@@ -556,7 +556,7 @@ then the x2 latent upsampler). UltraGen Apply patches the video self-attention; 
 video attention run as ComfyUI runs them. Wired as the first stage of ComfyUI's LTX-2 template: dev model,
 CFG 4, LTXV Scheduler 20 steps, euler_ancestral, 24 fps (keep the frame rate equal in LTXV Conditioning, LTXV
 Empty Latent Audio and Create Video). """ + VAE_WHY, ["ltx2_dev", "gemma3"],
-                "not measured; the fp8 model alone is about 19 GB (19B weights)"), 0)
+                "not measured; the model alone holds 19B weights (at least 19 GB in fp8)"), 0)
     settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
     ckpt = g.add("CheckpointLoaderSimple", 1, models=[M["ltx2_dev"]], ckpt_name=M["ltx2_dev"]["name"])
     model = g.add("UltraGenApply", 1, color=PURPLE)
