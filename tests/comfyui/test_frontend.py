@@ -144,6 +144,8 @@ def test_template_cards_show_titles_and_pictures(frontend):
     page, url, version = frontend
     listed = get(url + "/api/workflow_templates")[PACK_NAME]
     assert sorted(listed) == sorted(p.stem for p in WORKFLOWS)
+    page.evaluate("""() => { window.__ultragenLog = []; const w = console.warn;  // for a card's diagnosis below
+        console.warn = (...a) => { window.__ultragenLog.push(a.map(String).join(' ').slice(0, 300)); w(...a); }; }""")
     open_pack_templates(page)
     # where the README says the pack's templates are: under "Custom Nodes" (1.27) / "Extensions" (1.49+)
     section = "Custom Nodes" if tuple(map(int, version.split(".")[:2])) < (1, 30) else "Extensions"
@@ -157,17 +159,27 @@ def test_template_cards_show_titles_and_pictures(frontend):
             }
         }
         return cards.length === n; }""", arg=len(listed), timeout=15000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     cards = []
     for name in listed:  # each card in view until its picture has loaded (the frontends load them lazily)
-        cards.append(page.wait_for_function("""(name) => {
-            const c = document.querySelector(`[data-testid="template-workflow-${CSS.escape(name)}"]`);
-            if (!c) return false;
-            c.scrollIntoView({block: 'center'});
-            const h = c.querySelector('h3'), i = c.querySelector('img');
-            if (!h || !i || !i.complete || !i.naturalWidth) return false;
-            return {name, title: h.textContent.trim(), size: [i.naturalWidth, i.naturalHeight],
-                    cut: h.scrollWidth > h.clientWidth + 1 || h.scrollHeight > h.clientHeight + 1}; }""",
-                                            arg=name, timeout=10000).json_value())
+        try:
+            cards.append(page.wait_for_function("""(name) => {
+                const c = document.querySelector(`[data-testid="template-workflow-${CSS.escape(name)}"]`);
+                if (!c) return false;
+                c.scrollIntoView({block: 'center'});
+                const h = c.querySelector('h3'), i = c.querySelector('img');
+                if (!h || !i || !i.complete || !i.naturalWidth) return false;
+                return {name, title: h.textContent.trim(), size: [i.naturalWidth, i.naturalHeight],
+                        cut: h.scrollWidth > h.clientWidth + 1 || h.scrollHeight > h.clientHeight + 1}; }""",
+                                                arg=name, timeout=10000).json_value())
+        except PlaywrightTimeout:
+            state = page.evaluate("""(name) => {
+                const c = document.querySelector(`[data-testid="template-workflow-${CSS.escape(name)}"]`);
+                const i = c && c.querySelector('img');
+                return {cards: document.querySelectorAll('[data-testid^="template-workflow-"]').length, card: !!c,
+                        img: i && {src: i.src.slice(0, 120), complete: i.complete, width: i.naturalWidth},
+                        error_icon: !!(c && c.querySelector('.pi-image')), log: window.__ultragenLog || []}; }""", name)
+            raise AssertionError(f"{version}: card {name!r} not shown with its picture within 10 s: {state}") from None
     page.keyboard.press("Escape")
     assert sorted(c["name"] for c in cards) == sorted(listed)
     for c in cards:
