@@ -24,10 +24,16 @@ sys.path[:0] = [str(HERE), str(HERE / "comfyui")]
 
 WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
 WAN22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/"
+HV15 = "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files/"
+# LTX-2 as ComfyUI's own LTX-2 templates load it: Lightricks' checkpoint (model, video VAE and audio VAE in one
+# file) and Comfy-Org's repackaged Gemma 3 text encoder
+LTX2_CKPT = "https://huggingface.co/Lightricks/LTX-2/resolve/main/ltx-2-19b-dev-fp8.safetensors"
+LTX2_SPLIT = "https://huggingface.co/Comfy-Org/ltx-2/resolve/main/split_files/"
+SPLIT_FILES = (WAN21, WAN22, HV15, LTX2_SPLIT)  # <base><directory>/<name>
 
 
 def model(name: str, directory: str, base: str = WAN21) -> dict:
-    url = base + f"{directory}/{name}" if base in (WAN21, WAN22) else base
+    url = base + f"{directory}/{name}" if base in SPLIT_FILES else base
     return {"name": name, "url": url, "directory": directory}
 
 
@@ -47,6 +53,12 @@ M = {
                             "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors"},
     "esrgan": {"name": "RealESRGAN_x4plus.safetensors", "directory": "upscale_models",
                "url": "https://huggingface.co/Comfy-Org/Real-ESRGAN_repackaged/resolve/main/RealESRGAN_x4plus.safetensors"},
+    "hv15_720p_t2v": model("hunyuanvideo1.5_720p_t2v_fp16.safetensors", "diffusion_models", HV15),
+    "qwen25_vl": model("qwen_2.5_vl_7b_fp8_scaled.safetensors", "text_encoders", HV15),
+    "byt5": model("byt5_small_glyphxl_fp16.safetensors", "text_encoders", HV15),
+    "hv15_vae": model("hunyuanvideo15_vae_fp16.safetensors", "vae", HV15),
+    "ltx2_dev": model("ltx-2-19b-dev-fp8.safetensors", "checkpoints", LTX2_CKPT),
+    "gemma3": model("gemma_3_12B_it_fp4_mixed.safetensors", "text_encoders", LTX2_SPLIT),
 }
 
 PROMPT = ("A red fox trots through fresh snow in a sunlit pine forest, fine fur detail, snow crystals "
@@ -72,6 +84,10 @@ def note(text: str, files: list[str], vram: str) -> str:
 
 def prompts(g, col, text=PROMPT):
     clip = g.add("CLIPLoader", col, models=[M["umt5"]], clip_name=M["umt5"]["name"], type="wan", device="default")
+    return encode(g, clip, col, text)
+
+
+def encode(g, clip, col, text=PROMPT):
     pos = g.add("CLIPTextEncode", col, title="Positive prompt", text=text)
     neg = g.add("CLIPTextEncode", col, title="Negative prompt", text=NEGATIVE)
     g.connect(clip, pos, "clip")
@@ -462,6 +478,126 @@ on 2 GPUs, 3.4x on 4, 5.6x on 8; not yet run on 2 GPUs. uni_pc, 30 steps, CFG 5,
                between=("UltraGenSplitAcrossGPUs", {"color": PURPLE, "gpus": 2, "cfg_groups": 1}))
 
 
+# HunyuanVideo 1.5 and LTX-2 sample as ComfyUI's own templates for them do (SamplerCustomAdvanced with a
+# guider, a sampler and a scheduler node); UltraGen Apply sits between the model chain and the guider. Their
+# VAEs are not among the registry's video VAEs, so the decode is ComfyUI's own tiled one (VAE_WHY).
+VAE_WHY = ("*VAE Decode (Tiled)* is ComfyUI's own: UltraGen Tiled VAE Decode knows the Wan VAEs and hands this "
+           "one to that same decode.")
+NEEDS_033 = ("**Needs ComfyUI 0.33 or later** ({what}; older versions open this template with those nodes "
+             "missing).")
+
+
+def custom_sampling(g, col, model, pos, neg, latent, scheduler, *, cfg, sampler, below=None, run_col=None):
+    """CFGGuider, RandomNoise (seed 42, fixed), KSamplerSelect and ``scheduler`` (node type, widgets; it gets
+    ``model`` or ``latent`` where it takes one) in column ``col``, then SamplerCustomAdvanced at the bottom of
+    ``run_col`` (default ``col`` + 1). Returns the SamplerCustomAdvanced node."""
+    guider = g.add("CFGGuider", col, below=below, cfg=cfg)
+    for src, name in ((model, "model"), (pos, "positive"), (neg, "negative")):
+        g.connect(src, guider, name)
+    noise = g.add("RandomNoise", col, noise_seed=42, noise_seed_control="fixed")
+    select = g.add("KSamplerSelect", col, sampler_name=sampler)
+    node_type, widgets = scheduler
+    sigmas = g.add(node_type, col, **widgets)
+    for src, name in ((model, "model"), (latent, "latent")):
+        if any(spec.name == name for spec in sigmas.specs):
+            g.connect(src, sigmas, name)
+    run = g.add("SamplerCustomAdvanced", col + 1 if run_col is None else run_col)
+    for src, name in ((noise, "noise"), (guider, "guider"), (select, "sampler"), (sigmas, "sigmas"),
+                      (latent, "latent_image")):
+        g.connect(src, run, name)
+    return run
+
+
+def hunyuan15_1080p(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## HunyuanVideo 1.5 T2V (720p model) at native 1080p (ComfyUI 0.33+)
+""" + NEEDS_033.format(what="its HunyuanVideo 1.5 nodes") + """ The 720p text-to-video model sampled directly at
+1920x1088 x 121 frames: 31x68x120 = 252,960 tokens, 2.3x its training size (no super-resolution pass). UltraGen
+Apply, after ModelSamplingSD3, gives it windows of the native size plus a pooled global branch. Wired as
+ComfyUI's HunyuanVideo 1.5 template: euler, 20 steps (the Hunyuan team uses 50), CFG 6, shift 7, 24 fps.
+""" + VAE_WHY, ["hv15_720p_t2v", "qwen25_vl", "byt5", "hv15_vae"],
+                "not measured; the fp16 model is about 17 GB (8.3B weights; weight_dtype fp8_e4m3fn halves it)"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 1, models=[M["hv15_720p_t2v"]], unet_name=M["hv15_720p_t2v"]["name"],
+                 weight_dtype="default")
+    model = patched(g, unet, settings, 7.0, col=1)
+    vae = g.add("VAELoader", 1, models=[M["hv15_vae"]], vae_name=M["hv15_vae"]["name"])
+    clip = g.add("DualCLIPLoader", 2, models=[M["qwen25_vl"], M["byt5"]], clip_name1=M["qwen25_vl"]["name"],
+                 clip_name2=M["byt5"]["name"], type="hunyuan_video_15", device="default")
+    pos, neg = encode(g, clip, 2)
+    res = resolution(g, "HunyuanVideo 1.5 720p", "1080p (1920x1080)", 121, settings, col=2)
+    latent = g.add("EmptyHunyuanVideo15Latent", 2, width=1280, height=720, length=121, batch_size=1)
+    size_into(g, res, latent)
+    run = custom_sampling(g, 3, model, pos, neg, latent, ("BasicScheduler", dict(scheduler="simple", steps=20,
+                                                                                  denoise=1.0)),
+                          cfg=6.0, sampler="euler", below=neg)
+    report(g, res, 3)
+    decode = g.add("VAEDecodeTiled", 4, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8)
+    g.connect(run, decode, "samples")
+    g.connect(vae, decode, "vae")
+    video = g.add("CreateVideo", 4, fps=24.0)
+    g.connect(decode, video, "images")
+    save = g.add("SaveVideo", 4, filename_prefix="video/UltraGen_hunyuan15_1080p", format="auto", codec="auto")
+    g.connect(video, save, "video")
+    return g
+
+
+LTX2_PROMPT = PROMPT + (". Sound: paws crunching in the snow, a soft wind in the pines, a distant raven calls")
+
+
+def ltx2_1440p(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## LTX-2 19B at native 1440p, with sound (ComfyUI 0.33+)
+""" + NEEDS_033.format(what="its LTX-2 audio-video nodes") + """ One stage straight at 2560x1440 x 121 frames
+(16x45x80 = 57,600 video tokens, 9.4x LTX-2's 768x512 first stage) instead of LTX-2's two stages (half size,
+then the x2 latent upsampler). UltraGen Apply patches the video self-attention; the audio stream and audio <->
+video attention run as ComfyUI runs them. Wired as the first stage of ComfyUI's LTX-2 template: dev model,
+CFG 4, LTXV Scheduler 20 steps, euler_ancestral, 24 fps (keep the frame rate equal in LTXV Conditioning, LTXV
+Empty Latent Audio and Create Video). """ + VAE_WHY, ["ltx2_dev", "gemma3"],
+                "not measured; the model alone holds 19B weights (at least 19 GB in fp8)"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    ckpt = g.add("CheckpointLoaderSimple", 1, models=[M["ltx2_dev"]], ckpt_name=M["ltx2_dev"]["name"])
+    model = g.add("UltraGenApply", 1, color=PURPLE)
+    g.connect(ckpt, model, "model")
+    g.connect(settings, model, "settings")
+    audio_vae = g.add("LTXVAudioVAELoader", 1, models=[M["ltx2_dev"]], ckpt_name=M["ltx2_dev"]["name"])
+    clip = g.add("LTXAVTextEncoderLoader", 2, models=[M["gemma3"], M["ltx2_dev"]], text_encoder=M["gemma3"]["name"],
+                 ckpt_name=M["ltx2_dev"]["name"], device="default")
+    pos, neg = encode(g, clip, 2, LTX2_PROMPT)
+    cond = g.add("LTXVConditioning", 3, frame_rate=24.0)
+    g.connect(pos, cond, "positive")
+    g.connect(neg, cond, "negative")
+    res = resolution(g, "LTX-2", "1440p / 2K (2560x1440)", 121, settings, col=3)
+    video_latent = g.add("EmptyLTXVLatentVideo", 3, width=768, height=512, length=121, batch_size=1)
+    size_into(g, res, video_latent)
+    audio_latent = g.add("LTXVEmptyLatentAudio", 3, frames_number=121, frame_rate=24.0, batch_size=1)
+    g.connect((res, 2), audio_latent, "frames_number")
+    g.connect(audio_vae, audio_latent, "audio_vae")
+    latent = g.add("LTXVConcatAVLatent", 3)
+    g.connect(video_latent, latent, "video_latent")
+    g.connect(audio_latent, latent, "audio_latent")
+    run = custom_sampling(g, 4, model, (cond, 0), (cond, 1), latent,
+                          ("LTXVScheduler", dict(steps=20, max_shift=2.05, base_shift=0.95, stretch=True, terminal=0.1)),
+                          cfg=4.0, sampler="euler_ancestral", run_col=4)
+    report(g, res, 4)
+    split = g.add("LTXVSeparateAVLatent", 5)
+    g.connect(run, split, "av_latent")
+    decode = g.add("VAEDecodeTiled", 5, tile_size=512, overlap=64, temporal_size=4096, temporal_overlap=8)
+    g.connect((split, 0), decode, "samples")
+    g.connect((ckpt, 2), decode, "vae")
+    sound = g.add("LTXVAudioVAEDecode", 5)
+    g.connect((split, 1), sound, "samples")
+    g.connect(audio_vae, sound, "audio_vae")
+    video = g.add("CreateVideo", 5, fps=24.0)
+    g.connect(decode, video, "images")
+    g.connect(sound, video, "audio")
+    save = g.add("SaveVideo", 5, filename_prefix="video/UltraGen_ltx2_1440p", format="auto", codec="auto")
+    g.connect(video, save, "video")
+    return g
+
+
 # ComfyUI's template browser knows a custom node pack's template by its file name only: the name is the card's
 # title (frontends 1.27 to 1.58; 1.27 repeats it as the description) and <name>.jpg its picture; nothing in the
 # file is read. So the names are short titles (MAX_TITLE characters: no "..." on a card 15 rem wide) and the
@@ -501,12 +637,21 @@ WORKFLOWS = {
     "4K split across GPUs (0.33+)": (
         "Needs ComfyUI 0.33+ and 2+ GPUs. One Wan 14B 4K video shared over the GPUs by attention windows.",
         wan21_14b_4k_split),
+    "HunyuanVideo 1.5 1080p (0.33+)": (
+        "Needs ComfyUI 0.33+. Text to video, 1920x1088 x 121 frames, with the HunyuanVideo 1.5 720p model.",
+        hunyuan15_1080p),
+    "LTX-2 19B native 1440p (0.33+)": (
+        "Needs ComfyUI 0.33+. Text to video with sound, 2560x1440 x 121 frames, LTX-2 19B in one stage.",
+        ltx2_1440p),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its
 # own). The pack cannot hide a template per ComfyUI version (the server lists every file in workflows/), so
 # such a template says the version it needs in its title, its picture and its note.
-NEWER_NODES = {"4K CFG split on 2 GPUs (0.33+)": ("MultiGPU_WorkUnits",)}
+NEWER_NODES = {"4K CFG split on 2 GPUs (0.33+)": ("MultiGPU_WorkUnits",),
+               "HunyuanVideo 1.5 1080p (0.33+)": ("EmptyHunyuanVideo15Latent",),
+               "LTX-2 19B native 1440p (0.33+)": ("LTXAVTextEncoderLoader", "LTXVAudioVAELoader", "LTXVEmptyLatentAudio",
+                                                  "LTXVConcatAVLatent", "LTXVSeparateAVLatent", "LTXVAudioVAEDecode")}
 # Written by hand (checkpoint mode); main() only redraws its thumbnail.
 HAND_WRITTEN = {"Checkpoint mode 1.3B 1080p": (
     "The published UltraGen checkpoint (trained branches) on Wan 2.1 T2V 1.3B at 1920x1088.")}

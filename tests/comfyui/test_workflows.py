@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from comfyui_finder import PACK_DIR
+from hunyuan_models import hy  # noqa: F401  (fixture: the tiny HunyuanVideo 1.5 file; skips before 0.33)
 from workflow_api import ConversionError, ui_to_api
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
@@ -22,14 +23,22 @@ PROXY_14B = "Wan 2.1 14B 720p proxy to 4K"
 PROXY_5B = "Wan 2.2 5B 704p proxy to 4K"
 MULTIGPU = "4K CFG split on 2 GPUs (0.33+)"
 SPLIT = "4K split across GPUs (0.33+)"
+HUNYUAN15 = "HunyuanVideo 1.5 1080p (0.33+)"
+LTX2 = "LTX-2 19B native 1440p (0.33+)"
 EXPECTED = {T2V_1_3B, T2V_14B_4K, EIGHT_STEPS, "Wan 2.2 5B native 4K", "Wan 2.2 A14B native 1080p",
-            "Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU, SPLIT}
-LOADERS = {"UNETLoader": ("unet_name", "diffusion_models"), "CLIPLoader": ("clip_name", "text_encoders"),
-           "VAELoader": ("vae_name", "vae"), "CLIPVisionLoader": ("clip_name", "clip_vision"),
-           "UpscaleModelLoader": ("model_name", "upscale_models"), "LoraLoaderModelOnly": ("lora_name", "loras")}
-# the one download that is not a Comfy-Org repackage: the step-distill LoRA of the 8-step template
+            "Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU, SPLIT, HUNYUAN15, LTX2}
+# node type -> (widget index, models/ folder) of each file it loads
+LOADERS = {"UNETLoader": ((0, "diffusion_models"),), "CLIPLoader": ((0, "text_encoders"),),
+           "VAELoader": ((0, "vae"),), "CLIPVisionLoader": ((0, "clip_vision"),),
+           "UpscaleModelLoader": ((0, "upscale_models"),), "LoraLoaderModelOnly": ((0, "loras"),),
+           "DualCLIPLoader": ((0, "text_encoders"), (1, "text_encoders")),
+           "CheckpointLoaderSimple": ((0, "checkpoints"),), "LTXVAudioVAELoader": ((0, "checkpoints"),),
+           "LTXAVTextEncoderLoader": ((0, "text_encoders"), (1, "checkpoints"))}
+# the downloads that are not Comfy-Org repackages: the step-distill LoRA of the 8-step template, and LTX-2's
+# checkpoint from Lightricks' own repository (as ComfyUI's LTX-2 templates link it)
 DISTILL_LORA_URL = ("https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
                     "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors")
+LTX2_URL = "https://huggingface.co/Lightricks/LTX-2/resolve/main/ltx-2-19b-dev-fp8.safetensors"
 # a 1920x1080 window: frontend 1.49+ fits an opened template into it at 0.75 of the fitting zoom, and draws
 # node text from zoom 8 / 14 (LiteGraph.Canvas.MinFontSizeForLOD 8 px over 14 px text); the graph's extent
 # (plus the title bars above the nodes) must let that zoom reach 0.6. test_frontend.py checks it in a browser.
@@ -69,14 +78,14 @@ def test_workflow_format_and_models_list(path):
     for m in wf["models"]:
         assert m["url"].startswith("https://"), m
         if path.stem in EXPECTED:  # ours: official Comfy-Org repackaged files, direct download links
-            assert (m["url"].startswith("https://huggingface.co/Comfy-Org/") or m["url"] == DISTILL_LORA_URL) \
+            assert (m["url"].startswith("https://huggingface.co/Comfy-Org/") or m["url"] in (DISTILL_LORA_URL, LTX2_URL)) \
                 and m["url"].endswith(m["name"]), m
     used = set()
     for node in wf["nodes"]:
-        if node["type"] in LOADERS:
-            name = node["widgets_values"][0]
+        for index, directory in LOADERS.get(node["type"], ()):
+            name = node["widgets_values"][index]
             assert name in models, f"{path.name}: {name} is loaded but not in the models list"
-            assert models[name]["directory"] == LOADERS[node["type"]][1]
+            assert models[name]["directory"] == directory, (node["type"], name)
             used.add(name)
     assert used == set(models), f"{path.name}: models listed but never loaded: {set(models) - used}"
     for link in wf["links"]:  # [id, src, src_slot, dst, dst_slot, type]
@@ -112,8 +121,46 @@ def test_workflow_converts_against_the_registry(comfy, path):
         assert chain == ["UltraGenApply", "ModelSamplingSD3", "LoraLoaderModelOnly", "UNETLoader"], chain
     elif path.stem == SPLIT:
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenSplitAcrossGPUs", "UltraGenTiledVAEDecode"} <= types
+    elif path.stem in (HUNYUAN15, LTX2):
+        _check_custom_sampling(prompt, path.stem)
     else:
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenTiledVAEDecode"} <= types
+
+
+def _check_custom_sampling(prompt: dict, stem: str) -> None:
+    """HunyuanVideo 1.5 / LTX-2 as ComfyUI's own templates sample them (SamplerCustomAdvanced, a CFGGuider): the
+    guider's model is UltraGen Apply's on the loader chain, the latent is sized by UltraGen Resolution, the decode
+    is ComfyUI's VAE Decode (Tiled) (UltraGen Tiled VAE Decode knows only the Wan VAEs), and LTX-2's audio is
+    decoded and muxed into the saved video."""
+    by_id = {int(k): v for k, v in prompt.items()}
+    types = {n["class_type"] for n in prompt.values()}
+    assert "VAEDecodeTiled" in types and "UltraGenTiledVAEDecode" not in types, types
+    run = next(n for n in prompt.values() if n["class_type"] == "SamplerCustomAdvanced")
+    guider = by_id[int(run["inputs"]["guider"][0])]
+    chain, src = [], guider["inputs"]["model"]
+    while isinstance(src, list):  # the model chain, guider back to the loader
+        chain.append(by_id[int(src[0])]["class_type"])
+        src = by_id[int(src[0])]["inputs"].get("model")
+    expected = (["UltraGenApply", "ModelSamplingSD3", "UNETLoader"] if stem == HUNYUAN15
+                else ["UltraGenApply", "CheckpointLoaderSimple"])
+    assert chain == expected, chain
+    assert "settings" in by_id[int(guider["inputs"]["model"][0])]["inputs"], "UltraGen Apply without the settings"
+    latent = by_id[int(run["inputs"]["latent_image"][0])]
+    video = latent if stem == HUNYUAN15 else by_id[int(latent["inputs"]["video_latent"][0])]
+    assert video["class_type"] == ("EmptyHunyuanVideo15Latent" if stem == HUNYUAN15 else "EmptyLTXVLatentVideo")
+    for name in ("width", "height", "length"):
+        assert by_id[int(video["inputs"][name][0])]["class_type"] == "UltraGenResolution", name
+    resolution = next(n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenResolution")
+    assert (resolution["model_family"], resolution["target"]) == (
+        ("HunyuanVideo 1.5 720p", "1080p (1920x1080)") if stem == HUNYUAN15 else ("LTX-2", "1440p / 2K (2560x1440)"))
+    if stem == LTX2:
+        audio = by_id[int(latent["inputs"]["audio_latent"][0])]
+        assert audio["class_type"] == "LTXVEmptyLatentAudio"
+        assert by_id[int(audio["inputs"]["frames_number"][0])]["class_type"] == "UltraGenResolution"
+        create = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CreateVideo")
+        assert by_id[int(create["audio"][0])]["class_type"] == "LTXVAudioVAEDecode"
+        rates = {n["inputs"]["frame_rate"] for n in prompt.values() if "frame_rate" in n["inputs"]}
+        assert rates == {create["fps"]} == {24.0}, "one frame rate for the conditioning, the audio and the video"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
@@ -125,7 +172,7 @@ def test_workflow_layout_for_the_reader(path):
     note = next(n for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote"))
     assert note["pos"] == [min(n["pos"][0] for n in wf["nodes"]), min(n["pos"][1] for n in wf["nodes"])]
     for n in wf["nodes"]:
-        if n["type"] in ("KSampler", "KSamplerAdvanced") and n["widgets_values"][0] == 42:
+        if n["type"] in ("KSampler", "KSamplerAdvanced", "RandomNoise") and n["widgets_values"][0] == 42:
             assert n["widgets_values"][1] == "fixed", f"{path.name}: node {n['id']} reseeds randomly"
     if path.stem not in EXPECTED:
         return
@@ -433,3 +480,38 @@ def test_tiny_split_graph_gives_the_one_device_result_and_says_what_a_machine_la
         prompt[by_type["SaveVideo"][0]]["inputs"]["filename_prefix"] += "_one"
         comfy.run(prompt)
     torch.testing.assert_close(shared, captured()["split"], rtol=1e-4, atol=1e-4)  # float32 rounding, uni_pc
+
+
+def test_tiny_hunyuan15_template_samples_through_ultragen_windows(comfy, hy, caplog):
+    """The HunyuanVideo 1.5 template's graph with stand-ins (a tiny random HunyuanVideo 1.5 of ComfyUI's class,
+    random text, 192x192 x 5 frames, 2 steps, windows of 4x4 tokens; the decode and save left out: no tiny
+    HunyuanVideo 1.5 VAE): its sampler samples through UltraGen Apply, which logs the windowed plan for the
+    grid UltraGen Resolution sized, and returns a finite latent of that size."""
+    import logging
+
+    from harness import captured
+    from hunyuan_models import cond
+    wf = load(PACK_DIR / "workflows" / f"{HUNYUAN15}.json")
+    needs_registered_nodes(comfy, wf, HUNYUAN15)
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {}
+    for nid, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    for i, nid in enumerate(by_type["CLIPTextEncode"]):
+        prompt[nid] = cond(seed=i + 1, tokens=8 - 3 * i)
+    for dropped in ("DualCLIPLoader", "VAELoader", "VAEDecodeTiled", "CreateVideo", "SaveVideo"):
+        for nid in by_type[dropped]:
+            del prompt[nid]
+    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = hy
+    prompt[by_type["UltraGenResolution"][0]]["inputs"].update(target="custom", custom_width=192, custom_height=192,
+                                                             frames=5)
+    prompt[by_type["UltraGenAttentionSettings"][0]]["inputs"].update(window_h=4, window_w=4, global_compression=3)
+    prompt[by_type["BasicScheduler"][0]]["inputs"]["steps"] = 2
+    run = by_type["SamplerCustomAdvanced"][0]
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [run, 0], "key": "hunyuan15"}}
+    with caplog.at_level(logging.INFO):
+        comfy.run(prompt)
+    out = captured()["hunyuan15"]
+    assert out.shape == (1, 32, 2, 12, 12) and torch.isfinite(out).all()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
+    assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line

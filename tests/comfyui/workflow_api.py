@@ -2,8 +2,9 @@
 node registry, the way the browser frontend does it.
 
 What the frontend does, and this module mirrors:
-- every input of a node class whose type is INT / FLOAT / STRING / BOOLEAN / COMBO (or a V1 option list)
-  and that is not ``forceInput`` is a widget, in INPUT_TYPES order (required, then optional);
+- every input of a node class whose type is INT / FLOAT / STRING / BOOLEAN / COMBO (or a V1 option list),
+  or whose options name such a ``widgetType`` (a V3 multi-type input such as ``"FLOAT,INT"``), and that is
+  not ``forceInput`` is a widget, in INPUT_TYPES order (required, then optional);
 - ``widgets_values`` holds one value per widget, plus one extra value after an INT (or COMBO) with
   ``control_after_generate`` (INT inputs named ``seed`` / ``noise_seed`` get it by default), and after an
   input with ``image_upload`` / ``video_upload`` / ``audio_upload`` (the upload button);
@@ -53,17 +54,24 @@ def specs_of(types: dict) -> list[InputSpec]:
     for section in ("required", "optional"):
         for name, spec in (types.get(section) or {}).items():
             kind, opts = _plain(spec[0]), (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
-            widget = kind in WIDGET_TYPES and not opts.get("forceInput", False) and not opts.get("hidden", False)
+            shown = _widget_type(kind, opts)
+            widget = shown in WIDGET_TYPES and not opts.get("forceInput", False) and not opts.get("hidden", False)
             extra = 0
             if widget:
                 control = opts.get("control_after_generate")
-                if kind == "INT" and (control if control is not None else name in ("seed", "noise_seed")):
+                if shown == "INT" and (control if control is not None else name in ("seed", "noise_seed")):
                     extra += 1
-                elif kind == "COMBO" and control:
+                elif shown == "COMBO" and control:
                     extra += 1
                 extra += sum(1 for k in UPLOAD_KEYS if opts.get(k))
             specs.append(InputSpec(name, kind, opts, section == "required", widget, extra))
     return specs
+
+
+def _widget_type(kind: str, opts: dict) -> str:
+    """The widget an input shows: its type, or for a V3 multi-type input (e.g. ``"FLOAT,INT"``, ComfyUI 0.33's
+    LTXVEmptyLatentAudio.frame_rate) the ``widgetType`` its options name."""
+    return opts.get("widgetType", kind)
 
 
 def read_widgets(specs: list[InputSpec], values: list, pos: int, prefix: str, inputs: dict,
@@ -104,13 +112,14 @@ def types_match(output: str, wanted: str) -> bool:
 
 
 def _value_ok(spec: InputSpec, value) -> bool:
-    if spec.type == "INT":
+    shown = _widget_type(spec.type, spec.options)
+    if shown == "INT":
         return isinstance(value, int) and not isinstance(value, bool)
-    if spec.type == "FLOAT":
+    if shown == "FLOAT":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if spec.type == "BOOLEAN":
+    if shown == "BOOLEAN":
         return isinstance(value, bool)
-    if spec.type in ("STRING", DYNAMIC_COMBO):
+    if shown in ("STRING", DYNAMIC_COMBO):
         return isinstance(value, str)
     return isinstance(value, (str, int, float))  # COMBO: membership is validate_prompt's job (files vary)
 
