@@ -590,3 +590,42 @@ def test_tiny_hunyuan15_template_samples_through_ultragen_windows(comfy, hy, cap
     assert out.shape == (1, 32, 2, 12, 12) and torch.isfinite(out).all()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
     assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
+
+
+def test_tiny_kandinsky5_template_samples_through_ultragen_windows(comfy, caplog):
+    """The Kandinsky 5 template's graph with stand-ins (a tiny random Kandinsky 5 of ComfyUI's class, random
+    text, 192x128 x 5 frames, 2 steps, windows of 4x4 tokens; the text encoder, decode and save left out, and a
+    tiny Wan VAE on Kandinsky 5 Image to Video, which uses it only for a start image): its KSampler samples
+    through UltraGen Apply, which logs the windowed plan for the grid UltraGen Resolution sized, and returns a
+    finite latent of that size."""
+    import logging
+
+    from harness import captured, save_tiny_wan_vae, tiny_wan_vaes
+    from kandinsky5_models import model_file
+    wf = load(PACK_DIR / "workflows" / f"{KANDINSKY5}.json")
+    needs_registered_nodes(comfy, wf, KANDINSKY5)
+    assert comfy.load_node_pack(Path(__file__).with_name("kandinsky5_test_nodes.py"))
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {}
+    for nid, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    for i, nid in enumerate(by_type["CLIPTextEncode"]):
+        prompt[nid] = {"class_type": "UltraGenTestKandinskyConditioning",
+                       "inputs": {"seed": i + 1, "tokens": 8 - 3 * i}}
+    for dropped in ("DualCLIPLoader", "VAEDecodeTiled", "CreateVideo", "SaveVideo"):
+        for nid in by_type[dropped]:
+            del prompt[nid]
+    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = model_file(comfy)
+    prompt[by_type["VAELoader"][0]]["inputs"]["vae_name"] = save_tiny_wan_vae(comfy)
+    prompt[by_type["UltraGenResolution"][0]]["inputs"].update(target="custom", custom_width=192, custom_height=128,
+                                                             frames=5)
+    prompt[by_type["UltraGenAttentionSettings"][0]]["inputs"].update(window_h=4, window_w=4, global_compression=3)
+    ks = by_type["KSampler"][0]
+    prompt[ks]["inputs"]["steps"] = 2
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [ks, 0], "key": "kandinsky5"}}
+    with caplog.at_level(logging.INFO), tiny_wan_vaes():
+        comfy.run(prompt)
+    out = captured()["kandinsky5"]
+    assert out.shape == (1, 16, 2, 16, 24) and torch.isfinite(out).all()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] Kandinsky 5"))
+    assert "grid 2x8x12 (192 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
