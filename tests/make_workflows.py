@@ -29,11 +29,19 @@ HV15 = "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/mai
 # file) and Comfy-Org's repackaged Gemma 3 text encoder
 LTX2_CKPT = "https://huggingface.co/Lightricks/LTX-2/resolve/main/ltx-2-19b-dev-fp8.safetensors"
 LTX2_SPLIT = "https://huggingface.co/Comfy-Org/ltx-2/resolve/main/split_files/"
-SPLIT_FILES = (WAN21, WAN22, HV15, LTX2_SPLIT)  # <base><directory>/<name>
+HV10 = "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files/"
+SPLIT_FILES = (WAN21, WAN22, HV15, LTX2_SPLIT, HV10)  # <base><directory>/<name>
+# Kandinsky 5 Video Lite as ComfyUI's Kandinsky 5 template loads it: the model from kandinskylab's own
+# repository, CLIP-L from comfyanonymous' text encoders, Qwen 2.5 VL and the HunyuanVideo VAE from Comfy-Org
+K5_LITE = ("https://huggingface.co/kandinskylab/Kandinsky-5.0-T2V-Lite-sft-5s/resolve/main/model/"
+           "kandinsky5lite_t2v_sft_5s.safetensors")
+CLIP_L = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"
+# MiniMax-H3 as ComfyUI's MiniMax-H3 templates load it: Comfy-Org's repository, <directory>/<name>
+MINIMAX = "https://huggingface.co/Comfy-Org/MiniMax-H3/resolve/main/"
 
 
 def model(name: str, directory: str, base: str = WAN21) -> dict:
-    url = base + f"{directory}/{name}" if base in SPLIT_FILES else base
+    url = base + f"{directory}/{name}" if base in SPLIT_FILES + (MINIMAX,) else base
     return {"name": name, "url": url, "directory": directory}
 
 
@@ -59,6 +67,13 @@ M = {
     "hv15_vae": model("hunyuanvideo15_vae_fp16.safetensors", "vae", HV15),
     "ltx2_dev": model("ltx-2-19b-dev-fp8.safetensors", "checkpoints", LTX2_CKPT),
     "gemma3": model("gemma_3_12B_it_fp4_mixed.safetensors", "text_encoders", LTX2_SPLIT),
+    "k5_lite_t2v": model("kandinsky5lite_t2v_sft_5s.safetensors", "diffusion_models", K5_LITE),
+    "clip_l": model("clip_l.safetensors", "text_encoders", CLIP_L),
+    "hv_vae": model("hunyuan_video_vae_bf16.safetensors", "vae", HV10),
+    "h3": model("minimax_h3_fl2va_pruned_int8_convrot.safetensors", "diffusion_models", MINIMAX),
+    "h3_text": model("qwen3vl_32b_minimax_h3_nvfp4_awq.safetensors", "text_encoders", MINIMAX),
+    "h3_vae": model("minimax_h3_video_vae_fp16.safetensors", "vae", MINIMAX),
+    "h3_audio_vae": model("minimax_h3_audio_vae_fp32.safetensors", "vae", MINIMAX),
 }
 
 PROMPT = ("A red fox trots through fresh snow in a sunlit pine forest, fine fur detail, snow crystals "
@@ -488,11 +503,17 @@ NEEDS_033 = ("**Needs ComfyUI 0.33 or later** ({what}; older versions open this 
 
 
 def custom_sampling(g, col, model, pos, neg, latent, scheduler, *, cfg, sampler, below=None, run_col=None):
-    """CFGGuider, RandomNoise (seed 42, fixed), KSamplerSelect and ``scheduler`` (node type, widgets; it gets
-    ``model`` or ``latent`` where it takes one) in column ``col``, then SamplerCustomAdvanced at the bottom of
-    ``run_col`` (default ``col`` + 1). Returns the SamplerCustomAdvanced node."""
-    guider = g.add("CFGGuider", col, below=below, cfg=cfg)
-    for src, name in ((model, "model"), (pos, "positive"), (neg, "negative")):
+    """CFGGuider (BasicGuider, one model call per step, where ``neg`` and ``cfg`` are None), RandomNoise (seed
+    42, fixed), KSamplerSelect and ``scheduler`` (node type, widgets; it gets ``model`` or ``latent`` where it
+    takes one) in column ``col``, then SamplerCustomAdvanced at the bottom of ``run_col`` (default ``col`` + 1).
+    Returns the SamplerCustomAdvanced node."""
+    if neg is None:
+        guider = g.add("BasicGuider", col, below=below)
+        conditioning = ((model, "model"), (pos, "conditioning"))
+    else:
+        guider = g.add("CFGGuider", col, below=below, cfg=cfg)
+        conditioning = ((model, "model"), (pos, "positive"), (neg, "negative"))
+    for src, name in conditioning:
         g.connect(src, guider, name)
     noise = g.add("RandomNoise", col, noise_seed=42, noise_seed_control="fixed")
     select = g.add("KSamplerSelect", col, sampler_name=sampler)
@@ -598,6 +619,92 @@ Empty Latent Audio and Create Video). """ + VAE_WHY, ["ltx2_dev", "gemma3"],
     return g
 
 
+def kandinsky5_lite_1080p(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## Kandinsky 5 Video Lite T2V at native 1080p (ComfyUI 0.33+)
+""" + NEEDS_033.format(what="its Kandinsky 5 nodes") + """ The 2B Lite text-to-video model (5 s, trained at
+768x512) sampled directly at 1920x1088 x 121 frames: 31x68x120 = 252,960 tokens, 5.3x its training size.
+UltraGen Apply, after ModelSamplingSD3, gives it windows of the native size plus a pooled global branch. Wired
+as ComfyUI's Kandinsky 5 template (its official templates use Lite; for Pro load its file and pick family
+"Kandinsky 5 Video Pro"): euler_ancestral, beta, 50 steps, CFG 5, shift 5, 24 fps. Connect a start image to
+*Kandinsky 5 Image to Video* (with the I2V Lite model) for image to video. """ + VAE_WHY,
+                ["k5_lite_t2v", "qwen25_vl", "clip_l", "hv_vae"], "not measured"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 1, models=[M["k5_lite_t2v"]], unet_name=M["k5_lite_t2v"]["name"],
+                 weight_dtype="default")
+    model = patched(g, unet, settings, 5.0, col=1)
+    vae = g.add("VAELoader", 1, models=[M["hv_vae"]], vae_name=M["hv_vae"]["name"])
+    clip = g.add("DualCLIPLoader", 2, models=[M["qwen25_vl"], M["clip_l"]], clip_name1=M["qwen25_vl"]["name"],
+                 clip_name2=M["clip_l"]["name"], type="kandinsky5", device="default")
+    pos, neg = encode(g, clip, 2)
+    res = resolution(g, "Kandinsky 5 Video Lite", "1080p (1920x1080)", 121, settings, col=2)
+    latent = g.add("Kandinsky5ImageToVideo", 2, width=768, height=512, length=121, batch_size=1)
+    for src, name in ((pos, "positive"), (neg, "negative"), (vae, "vae")):
+        g.connect(src, latent, name)
+    size_into(g, res, latent)
+    ks = g.add("KSampler", 3, below=neg, seed=42, seed_control="fixed", steps=50, cfg=5.0,
+               sampler_name="euler_ancestral", scheduler="beta", denoise=1.0)
+    for src, name in ((model, "model"), ((latent, 0), "positive"), ((latent, 1), "negative"),
+                      ((latent, 2), "latent_image")):
+        g.connect(src, ks, name)
+    report(g, res, 3)
+    decode = g.add("VAEDecodeTiled", 4, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8)
+    g.connect(ks, decode, "samples")
+    g.connect(vae, decode, "vae")
+    video = g.add("CreateVideo", 4, fps=24.0)
+    g.connect(decode, video, "images")
+    save = g.add("SaveVideo", 4, filename_prefix="video/UltraGen_kandinsky5_lite_1080p", format="auto",
+                 codec="auto")
+    g.connect(video, save, "video")
+    return g
+
+
+def minimax_h3_1080p(reg):
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(note("""## MiniMax-H3 at native 1080p, with sound (ComfyUI 0.33+)
+""" + NEEDS_033.format(what="its MiniMax-H3 nodes") + """ The 33B audio-video model (trained at 1344x768)
+sampled directly at 1920x1088 x 124 frames: 37x34x60 = 75,480 video tokens, 2x its canvas per frame. UltraGen
+Apply patches the video self-attention; the audio stream runs as ComfyUI runs it. Wired as ComfyUI's MiniMax-H3
+template, without its turbo LoRA: BasicGuider (no negative prompt), res_multistep, 20 steps, 24 fps.
+**Frames:** *MiniMax H3 Image to Video* snaps its length up to 17k+5 (124 = 5.2 s), UltraGen Resolution rounds
+to 4n+1, so the H3 node keeps its own length (124); Resolution's 121 gives the same 37 latent frames in its
+report. """ + VAE_WHY, ["h3", "h3_text", "h3_vae", "h3_audio_vae"], "not measured"), 0)
+    settings = g.add("UltraGenAttentionSettings", 0, color=PURPLE)
+    unet = g.add("UNETLoader", 1, models=[M["h3"]], unet_name=M["h3"]["name"], weight_dtype="default")
+    model = g.add("UltraGenApply", 1, color=PURPLE)
+    g.connect(unet, model, "model")
+    g.connect(settings, model, "settings")
+    vae = g.add("VAELoader", 1, models=[M["h3_vae"]], vae_name=M["h3_vae"]["name"])
+    audio_vae = g.add("VAELoader", 1, title="Load VAE (audio)", models=[M["h3_audio_vae"]],
+                      vae_name=M["h3_audio_vae"]["name"])
+    clip = g.add("CLIPLoader", 2, models=[M["h3_text"]], clip_name=M["h3_text"]["name"], type="minimax",
+                 device="default")
+    res = resolution(g, "MiniMax-H3", "1080p (1920x1080)", 121, settings, col=2)
+    cond = g.add("MiniMaxH3ImageToVideo", 2, prompt=LTX2_PROMPT, width=1344, height=768, length=124)
+    g.connect(clip, cond, "clip")
+    g.connect(vae, cond, "vae")
+    g.connect((res, 0), cond, "width")
+    g.connect((res, 1), cond, "height")  # its length stays its own: 17k + 5 frames
+    run = custom_sampling(g, 3, model, (cond, 0), None, (cond, 1),
+                          ("BasicScheduler", dict(scheduler="simple", steps=20, denoise=1.0)),
+                          cfg=None, sampler="res_multistep")
+    report(g, res, 3)
+    decode = g.add("VAEDecodeTiled", 5, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8)
+    g.connect(run, decode, "samples")
+    g.connect(vae, decode, "vae")
+    sound = g.add("VAEDecodeAudio", 5)
+    g.connect(run, sound, "samples")
+    g.connect(audio_vae, sound, "vae")
+    video = g.add("CreateVideo", 5, fps=24.0)
+    g.connect(decode, video, "images")
+    g.connect(sound, video, "audio")
+    save = g.add("SaveVideo", 5, filename_prefix="video/UltraGen_minimax_h3_1080p", format="auto", codec="auto")
+    g.connect(video, save, "video")
+    return g
+
+
 # ComfyUI's template browser knows a custom node pack's template by its file name only: the name is the card's
 # title (frontends 1.27 to 1.58; 1.27 repeats it as the description) and <name>.jpg its picture; nothing in the
 # file is read. So the names are short titles (MAX_TITLE characters: no "..." on a card 15 rem wide) and the
@@ -643,6 +750,12 @@ WORKFLOWS = {
     "LTX-2 19B native 1440p (0.33+)": (
         "Needs ComfyUI 0.33+. Text to video with sound, 2560x1440 x 121 frames, LTX-2 19B in one stage.",
         ltx2_1440p),
+    "Kandinsky 5 Lite 1080p (0.33+)": (
+        "Needs ComfyUI 0.33+. Text to video, 1920x1088 x 121 frames, with Kandinsky 5 Video Lite (2B).",
+        kandinsky5_lite_1080p),
+    "MiniMax-H3 1080p (0.33+)": (
+        "Needs ComfyUI 0.33+. Text to video with sound, 1920x1088 x 124 frames, with MiniMax-H3 (33B).",
+        minimax_h3_1080p),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its
@@ -651,7 +764,9 @@ WORKFLOWS = {
 NEWER_NODES = {"4K CFG split on 2 GPUs (0.33+)": ("MultiGPU_WorkUnits",),
                "HunyuanVideo 1.5 1080p (0.33+)": ("EmptyHunyuanVideo15Latent",),
                "LTX-2 19B native 1440p (0.33+)": ("LTXAVTextEncoderLoader", "LTXVAudioVAELoader", "LTXVEmptyLatentAudio",
-                                                  "LTXVConcatAVLatent", "LTXVSeparateAVLatent", "LTXVAudioVAEDecode")}
+                                                  "LTXVConcatAVLatent", "LTXVSeparateAVLatent", "LTXVAudioVAEDecode"),
+               "Kandinsky 5 Lite 1080p (0.33+)": ("Kandinsky5ImageToVideo",),
+               "MiniMax-H3 1080p (0.33+)": ("MiniMaxH3ImageToVideo",)}
 # Written by hand (checkpoint mode); main() only redraws its thumbnail.
 HAND_WRITTEN = {"Checkpoint mode 1.3B 1080p": (
     "The published UltraGen checkpoint (trained branches) on Wan 2.1 T2V 1.3B at 1920x1088.")}

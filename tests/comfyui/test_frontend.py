@@ -217,7 +217,7 @@ def test_every_template_opens_readable_and_is_accepted(frontend):
         assert view["scale"] >= READABLE_ZOOM - 1e-6 and not view["low_quality"], f"{version} {name}: {view}"
         assert not view["outside"], f"{version} {name}: out of view when it opens: {view['outside']}"
         missing = {n["type"] for n in workflow["nodes"] if n["type"] not in ("Note", "MarkdownNote")} - registered
-        if missing:  # a template for newer ComfyUI versions (MultiGPU CFG Split, HunyuanVideo 1.5, LTX-2: 0.33+)
+        if missing:  # a template for newer ComfyUI versions (NEWER_NODES: MultiGPU CFG Split, HunyuanVideo 1.5, ...)
             assert "(0.33+)" in name, f"{name} needs {sorted(missing)} and does not say which ComfyUI it needs"
             assert name in NEWER_NODES, f"{name} needs {sorted(missing)}; make_workflows.NEWER_NODES does not say so"
             page.keyboard.press("Escape")  # the frontend's "Some Nodes Are Missing" dialog

@@ -25,8 +25,11 @@ MULTIGPU = "4K CFG split on 2 GPUs (0.33+)"
 SPLIT = "4K split across GPUs (0.33+)"
 HUNYUAN15 = "HunyuanVideo 1.5 1080p (0.33+)"
 LTX2 = "LTX-2 19B native 1440p (0.33+)"
+KANDINSKY5 = "Kandinsky 5 Lite 1080p (0.33+)"
+MINIMAX = "MiniMax-H3 1080p (0.33+)"
 EXPECTED = {T2V_1_3B, T2V_14B_4K, EIGHT_STEPS, "Wan 2.2 5B native 4K", "Wan 2.2 A14B native 1080p",
-            "Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU, SPLIT, HUNYUAN15, LTX2}
+            "Wan 2.1 I2V 14B native 1080p", COMPARE, PROXY_14B, PROXY_5B, MULTIGPU, SPLIT, HUNYUAN15, LTX2,
+            KANDINSKY5, MINIMAX}
 # node type -> (widget index, models/ folder) of each file it loads
 LOADERS = {"UNETLoader": ((0, "diffusion_models"),), "CLIPLoader": ((0, "text_encoders"),),
            "VAELoader": ((0, "vae"),), "CLIPVisionLoader": ((0, "clip_vision"),),
@@ -34,11 +37,16 @@ LOADERS = {"UNETLoader": ((0, "diffusion_models"),), "CLIPLoader": ((0, "text_en
            "DualCLIPLoader": ((0, "text_encoders"), (1, "text_encoders")),
            "CheckpointLoaderSimple": ((0, "checkpoints"),), "LTXVAudioVAELoader": ((0, "checkpoints"),),
            "LTXAVTextEncoderLoader": ((0, "text_encoders"), (1, "checkpoints"))}
-# the downloads that are not Comfy-Org repackages: the step-distill LoRA of the 8-step template, and LTX-2's
-# checkpoint from Lightricks' own repository (as ComfyUI's LTX-2 templates link it)
+# the downloads that are not Comfy-Org repackages: the step-distill LoRA of the 8-step template, LTX-2's
+# checkpoint from Lightricks' own repository, Kandinsky 5 Lite from kandinskylab's and CLIP-L from
+# comfyanonymous' (as ComfyUI's LTX-2 and Kandinsky 5 templates link them)
 DISTILL_LORA_URL = ("https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
                     "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors")
 LTX2_URL = "https://huggingface.co/Lightricks/LTX-2/resolve/main/ltx-2-19b-dev-fp8.safetensors"
+K5_LITE_URL = ("https://huggingface.co/kandinskylab/Kandinsky-5.0-T2V-Lite-sft-5s/resolve/main/model/"
+               "kandinsky5lite_t2v_sft_5s.safetensors")
+CLIP_L_URL = "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"
+OTHER_URLS = (DISTILL_LORA_URL, LTX2_URL, K5_LITE_URL, CLIP_L_URL)
 # a 1920x1080 window: frontend 1.49+ fits an opened template into it at 0.75 of the fitting zoom, and draws
 # node text from zoom 8 / 14 (LiteGraph.Canvas.MinFontSizeForLOD 8 px over 14 px text); the graph's extent
 # (plus the title bars above the nodes) must let that zoom reach 0.6. test_frontend.py checks it in a browser.
@@ -78,7 +86,7 @@ def test_workflow_format_and_models_list(path):
     for m in wf["models"]:
         assert m["url"].startswith("https://"), m
         if path.stem in EXPECTED:  # ours: official Comfy-Org repackaged files, direct download links
-            assert (m["url"].startswith("https://huggingface.co/Comfy-Org/") or m["url"] in (DISTILL_LORA_URL, LTX2_URL)) \
+            assert (m["url"].startswith("https://huggingface.co/Comfy-Org/") or m["url"] in OTHER_URLS) \
                 and m["url"].endswith(m["name"]), m
     used = set()
     for node in wf["nodes"]:
@@ -123,6 +131,10 @@ def test_workflow_converts_against_the_registry(comfy, path):
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenSplitAcrossGPUs", "UltraGenTiledVAEDecode"} <= types
     elif path.stem in (HUNYUAN15, LTX2):
         _check_custom_sampling(prompt, path.stem)
+    elif path.stem == KANDINSKY5:
+        _check_kandinsky5(prompt)
+    elif path.stem == MINIMAX:
+        _check_minimax(prompt)
     else:
         assert {"UltraGenApply", "UltraGenAttentionSettings", "UltraGenTiledVAEDecode"} <= types
 
@@ -161,6 +173,69 @@ def _check_custom_sampling(prompt: dict, stem: str) -> None:
         assert by_id[int(create["audio"][0])]["class_type"] == "LTXVAudioVAEDecode"
         rates = {n["inputs"]["frame_rate"] for n in prompt.values() if "frame_rate" in n["inputs"]}
         assert rates == {create["fps"]} == {24.0}, "one frame rate for the conditioning, the audio and the video"
+
+
+def _model_chain(by_id: dict, src) -> list[str]:
+    chain = []
+    while isinstance(src, list):  # the model chain, sampler / guider back to the loader
+        chain.append(by_id[int(src[0])]["class_type"])
+        src = by_id[int(src[0])]["inputs"].get("model")
+    return chain
+
+
+def _check_kandinsky5(prompt: dict) -> None:
+    """Kandinsky 5 Lite as ComfyUI's Kandinsky 5 template samples it (KSampler after ModelSamplingSD3, the
+    conditioning and latent from Kandinsky 5 Image to Video): UltraGen Apply between ModelSamplingSD3 and the
+    sampler, that latent sized by UltraGen Resolution (Lite, 1080p), ComfyUI's VAE Decode (Tiled)."""
+    by_id = {int(k): v for k, v in prompt.items()}
+    types = {n["class_type"] for n in prompt.values()}
+    assert "VAEDecodeTiled" in types and "UltraGenTiledVAEDecode" not in types, types
+    ks = next(n["inputs"] for n in prompt.values() if n["class_type"] == "KSampler")
+    assert _model_chain(by_id, ks["model"]) == ["UltraGenApply", "ModelSamplingSD3", "UNETLoader"]
+    assert "settings" in by_id[int(ks["model"][0])]["inputs"], "UltraGen Apply without the settings"
+    latent_id = ks["latent_image"][0]
+    assert [ks[name] for name in ("positive", "negative", "latent_image")] == [[latent_id, 0], [latent_id, 1],
+                                                                               [latent_id, 2]], ks
+    latent = by_id[int(latent_id)]
+    assert latent["class_type"] == "Kandinsky5ImageToVideo"
+    for name in ("width", "height", "length"):
+        assert by_id[int(latent["inputs"][name][0])]["class_type"] == "UltraGenResolution", name
+    resolution = next(n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenResolution")
+    assert (resolution["model_family"], resolution["target"]) == ("Kandinsky 5 Video Lite", "1080p (1920x1080)")
+    assert (ks["steps"], ks["cfg"], ks["sampler_name"], ks["scheduler"]) == (50, 5.0, "euler_ancestral", "beta")
+
+
+def _check_minimax(prompt: dict) -> None:
+    """MiniMax-H3 as ComfyUI's MiniMax-H3 template samples it (SamplerCustomAdvanced with a BasicGuider, the
+    conditioning and audio-video latent from MiniMax H3 Image to Video): the guider's model is UltraGen Apply's
+    on the loader, the size comes from UltraGen Resolution, the frame count is the H3 node's own 17k + 5
+    (Resolution's 4n + 1 would be snapped up) and gives the latent frames Resolution reports, and the audio is
+    decoded and muxed into the saved video."""
+    from ultragen_core.models import MINIMAX_H3
+    by_id = {int(k): v for k, v in prompt.items()}
+    types = {n["class_type"] for n in prompt.values()}
+    assert "VAEDecodeTiled" in types and "UltraGenTiledVAEDecode" not in types, types
+    run_id = next(int(k) for k, n in prompt.items() if n["class_type"] == "SamplerCustomAdvanced")
+    run = by_id[run_id]["inputs"]
+    guider = by_id[int(run["guider"][0])]
+    assert guider["class_type"] == "BasicGuider"
+    assert _model_chain(by_id, guider["inputs"]["model"]) == ["UltraGenApply", "UNETLoader"]
+    assert "settings" in by_id[int(guider["inputs"]["model"][0])]["inputs"], "UltraGen Apply without the settings"
+    h3 = by_id[int(run["latent_image"][0])]
+    assert h3["class_type"] == "MiniMaxH3ImageToVideo" and run["latent_image"][1] == 1
+    assert guider["inputs"]["conditioning"] == [run["latent_image"][0], 0]
+    for name in ("width", "height"):
+        assert by_id[int(h3["inputs"][name][0])]["class_type"] == "UltraGenResolution", name
+    resolution = next(n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenResolution")
+    assert (resolution["model_family"], resolution["target"]) == ("MiniMax-H3", "1080p (1920x1080)")
+    length = h3["inputs"]["length"]
+    assert isinstance(length, int) and length % 17 == 5, f"H3 length {length!r}: its own 17k + 5 frame count"
+    assert MINIMAX_H3.latent_frames(length) == MINIMAX_H3.latent_frames(resolution["frames"]), \
+        (length, resolution["frames"])
+    create = next(n["inputs"] for n in prompt.values() if n["class_type"] == "CreateVideo")
+    sound = by_id[int(create["audio"][0])]
+    assert sound["class_type"] == "VAEDecodeAudio" and int(sound["inputs"]["samples"][0]) == run_id
+    assert create["fps"] == 24.0
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
@@ -515,3 +590,42 @@ def test_tiny_hunyuan15_template_samples_through_ultragen_windows(comfy, hy, cap
     assert out.shape == (1, 32, 2, 12, 12) and torch.isfinite(out).all()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] HunyuanVideo 1.5"))
     assert "grid 2x12x12 (288 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
+
+
+def test_tiny_kandinsky5_template_samples_through_ultragen_windows(comfy, caplog):
+    """The Kandinsky 5 template's graph with stand-ins (a tiny random Kandinsky 5 of ComfyUI's class, random
+    text, 192x128 x 5 frames, 2 steps, windows of 4x4 tokens; the text encoder, decode and save left out, and a
+    tiny Wan VAE on Kandinsky 5 Image to Video, which uses it only for a start image): its KSampler samples
+    through UltraGen Apply, which logs the windowed plan for the grid UltraGen Resolution sized, and returns a
+    finite latent of that size."""
+    import logging
+
+    from harness import captured, save_tiny_wan_vae, tiny_wan_vaes
+    from kandinsky5_models import model_file
+    wf = load(PACK_DIR / "workflows" / f"{KANDINSKY5}.json")
+    needs_registered_nodes(comfy, wf, KANDINSKY5)
+    assert comfy.load_node_pack(Path(__file__).with_name("kandinsky5_test_nodes.py"))
+    prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
+    by_type = {}
+    for nid, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(nid)
+    for i, nid in enumerate(by_type["CLIPTextEncode"]):
+        prompt[nid] = {"class_type": "UltraGenTestKandinskyConditioning",
+                       "inputs": {"seed": i + 1, "tokens": 8 - 3 * i}}
+    for dropped in ("DualCLIPLoader", "VAEDecodeTiled", "CreateVideo", "SaveVideo"):
+        for nid in by_type[dropped]:
+            del prompt[nid]
+    prompt[by_type["UNETLoader"][0]]["inputs"]["unet_name"] = model_file(comfy)
+    prompt[by_type["VAELoader"][0]]["inputs"]["vae_name"] = save_tiny_wan_vae(comfy)
+    prompt[by_type["UltraGenResolution"][0]]["inputs"].update(target="custom", custom_width=192, custom_height=128,
+                                                             frames=5)
+    prompt[by_type["UltraGenAttentionSettings"][0]]["inputs"].update(window_h=4, window_w=4, global_compression=3)
+    ks = by_type["KSampler"][0]
+    prompt[ks]["inputs"]["steps"] = 2
+    prompt["900"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": [ks, 0], "key": "kandinsky5"}}
+    with caplog.at_level(logging.INFO), tiny_wan_vaes():
+        comfy.run(prompt)
+    out = captured()["kandinsky5"]
+    assert out.shape == (1, 16, 2, 16, 24) and torch.isfinite(out).all()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("[UltraGen] Kandinsky 5"))
+    assert "grid 2x8x12 (192 tokens): windows 2x4x4" in line and "global branch pooled x3" in line, line
