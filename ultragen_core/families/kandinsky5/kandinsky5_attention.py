@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
-from dataclasses import dataclass
 
 import torch
 
-from ...adapters.base import LOG_PREFIX
+from ...adapters.forward_check import ForwardChecks, Verdict, compare, tolerance
 
 log = logging.getLogger(__name__)
 
@@ -81,44 +79,20 @@ def output(m, out: torch.Tensor, rows: int) -> torch.Tensor:
     return result
 
 
-def tolerance(dtype: torch.dtype) -> float:
-    """Bound on ||rebuilt - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon, at least 1e-5."""
-    return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the check found for one attention class, dtype and path (chunked or not): may the rebuild run, why."""
-
-    agrees: bool
-    found: str
-
-
-_VERDICTS: dict[tuple, Verdict] = {}
-_LOCK = threading.Lock()
+_CHECKS = ForwardChecks()
 
 
 def forget_checks() -> None:
     """Drop every cached verdict (tests; a reloaded ComfyUI module)."""
-    with _LOCK:
-        _VERDICTS.clear()
+    _CHECKS.clear()
 
 
 def check_module(m, x: torch.Tensor, freqs: torch.Tensor, transformer_options: dict) -> Verdict:
     """Whether the rebuild of ``m`` equals the module's own forward for a call over x (B, L, C): cached per
     (class, dtype, L above ComfyUI's chunking threshold); the first such call runs :func:`_run_check` and logs."""
     chunked = x.shape[1] > CHUNKED_ABOVE
-    key = (type(m), x.dtype, chunked)
-    verdict = _VERDICTS.get(key)
-    if verdict is None:
-        with _LOCK:
-            verdict = _VERDICTS.get(key)
-            if verdict is None:
-                n = CHUNKED_ABOVE + CHECK_TOKENS if chunked else CHECK_TOKENS
-                verdict = _run_check(m, x, freqs, transformer_options, min(n, x.shape[1]))
-                _VERDICTS[key] = verdict
-                log.log(logging.INFO if verdict.agrees else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
-    return verdict
+    n = min(CHUNKED_ABOVE + CHECK_TOKENS if chunked else CHECK_TOKENS, x.shape[1])
+    return _CHECKS.verdict((type(m), x.dtype, chunked), lambda: _run_check(m, x, freqs, transformer_options, n))
 
 
 def _run_check(m, x: torch.Tensor, freqs: torch.Tensor, transformer_options: dict, n: int) -> Verdict:
@@ -126,30 +100,15 @@ def _run_check(m, x: torch.Tensor, freqs: torch.Tensor, transformer_options: dic
     slice, the model's attention function, no stateful hooks, under no_grad)."""
     cls = type(m)
     what = f"{cls.__name__} ({cls.__module__}, {str(x.dtype).replace('torch.', '')})"
-    missing = [name for name in MODULE_PARTS if not hasattr(m, name)]
-    if missing:
-        return Verdict(False, f"{what} has no {', '.join(missing)}: UltraGen's windows are built from those parts, "
-                              "so this attention keeps ComfyUI's full attention.")
-    xs, fs = x[:1, :n].clone(), freqs[:1, :n]
-    options = {k: v for k, v in transformer_options.items() if k not in OPTIONS_LEFT_OUT}
-    with torch.no_grad():
-        try:
+
+    def run_both():
+        xs, fs = x[:1, :n].clone(), freqs[:1, :n]
+        options = {k: v for k, v in transformer_options.items() if k not in OPTIONS_LEFT_OUT}
+        with torch.no_grad():
             ref = cls.forward(m, xs, fs, transformer_options=options)
             q, k, v = qkv(m, xs, fs)
-            mine = output(m, model_attention(m)(q, k, v, heads=m.num_heads, transformer_options=options), n)
-        except Exception as error:  # noqa: BLE001 - any failure means: keep ComfyUI's forward
-            return Verdict(False, f"{what}: the check on {n} tokens raised {type(error).__name__} ({error}); this "
-                                  "attention keeps ComfyUI's full attention.")
-    ref, mine = ref.float(), mine.float()
-    err = ((mine - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-    bound = tolerance(x.dtype)
-    if not err <= bound:
-        return Verdict(False, f"{what}: UltraGen's rebuild of this self-attention differs from ComfyUI's forward by "
-                              f"{err:.2e} (relative, bound {bound:.0e}) on {n} tokens: this ComfyUI computes it "
-                              "another way, so it keeps ComfyUI's full attention (no windows). Please report your "
-                              "ComfyUI version.")
-    return Verdict(True, f"{what}: UltraGen's rebuild of this self-attention equals ComfyUI's forward on {n} tokens "
-                         f"(relative difference {err:.1e}, bound {bound:.0e}).")
+            return ref, output(m, model_attention(m)(q, k, v, heads=m.num_heads, transformer_options=options), n)
+    return compare(what, n, x.dtype, run_both, [name for name in MODULE_PARTS if not hasattr(m, name)])
 
 
 __all__ = ["CHECK_TOKENS", "CHUNKED_ABOVE", "Verdict", "check_module", "forget_checks", "freqs_select",

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
-from dataclasses import dataclass
 
 import torch
 
-from ...adapters.base import LOG_PREFIX
+from ...adapters.forward_check import ForwardChecks, Verdict, compare, tolerance
 
 log = logging.getLogger(__name__)
 
@@ -116,43 +114,18 @@ def output(m, x: torch.Tensor, out: torch.Tensor, rows: int) -> torch.Tensor:
     return result
 
 
-def tolerance(dtype: torch.dtype) -> float:
-    """Bound on ||rebuilt - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (other row counts per
-    matmul, q and k roped apart instead of together), at least 1e-5."""
-    return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the check found for one attention class and dtype: whether the rebuild may run, and why."""
-
-    agrees: bool
-    found: str
-
-
-_VERDICTS: dict[tuple, Verdict] = {}
-_LOCK = threading.Lock()
+_CHECKS = ForwardChecks()
 
 
 def forget_checks() -> None:
     """Drop every cached verdict (tests; a reloaded ComfyUI module)."""
-    with _LOCK:
-        _VERDICTS.clear()
+    _CHECKS.clear()
 
 
 def check_module(m, x: torch.Tensor, pe, transformer_options: dict) -> Verdict:
     """Whether the rebuild of ``m`` (q / k / v, RoPE, attention, gate, output) equals the module's own forward:
     cached per (class, dtype); the first call runs :func:`_run_check` on a slice of these inputs and logs."""
-    key = (type(m), x.dtype)
-    verdict = _VERDICTS.get(key)
-    if verdict is None:
-        with _LOCK:
-            verdict = _VERDICTS.get(key)
-            if verdict is None:
-                verdict = _run_check(m, x, pe, transformer_options)
-                _VERDICTS[key] = verdict
-                log.log(logging.INFO if verdict.agrees else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
-    return verdict
+    return _CHECKS.verdict((type(m), x.dtype), lambda: _run_check(m, x, pe, transformer_options))
 
 
 def _run_check(m, x: torch.Tensor, pe, transformer_options: dict) -> Verdict:
@@ -160,33 +133,18 @@ def _run_check(m, x: torch.Tensor, pe, transformer_options: dict) -> Verdict:
     slice, the model's attention function, no stateful hooks, under no_grad, the random state restored)."""
     cls = type(m)
     what = f"{cls.__name__} ({cls.__module__}, {str(x.dtype).replace('torch.', '')})"
-    missing = [name for name in MODULE_PARTS if not hasattr(m, name)]
-    if missing:
-        return Verdict(False, f"{what} has no {', '.join(missing)}: UltraGen's windows are built from those parts, "
-                              "so this attention keeps ComfyUI's full attention.")
     n = min(CHECK_TOKENS, x.shape[1])
-    xs, ps = x[:1, :n].clone(), pe_rows(pe_first(pe), 0, n)
-    options = {k: v for k, v in transformer_options.items() if k not in OPTIONS_LEFT_OUT}
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        try:
+
+    def run_both():
+        xs, ps = x[:1, :n].clone(), pe_rows(pe_first(pe), 0, n)
+        options = {k: v for k, v in transformer_options.items() if k not in OPTIONS_LEFT_OUT}
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             ref = cls.forward(m, xs, pe=ps, transformer_options=options)
             q, k, v = qkv(m, namespace(m), xs, ps)
             attn = model_attention(m)(q, k, v, heads=m.heads, transformer_options=options)
-            mine = output(m, xs, attn, n)
-        except Exception as error:  # noqa: BLE001 - any failure means: keep ComfyUI's forward
-            return Verdict(False, f"{what}: the check on {n} tokens raised {type(error).__name__} ({error}); this "
-                                  "attention keeps ComfyUI's full attention.")
-    ref, mine = ref.float(), mine.float()
-    err = ((mine - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-    bound = tolerance(x.dtype)
-    if not err <= bound:
-        return Verdict(False, f"{what}: UltraGen's rebuild of this self-attention differs from ComfyUI's forward by "
-                              f"{err:.2e} (relative, bound {bound:.0e}) on {n} tokens: this ComfyUI computes it "
-                              "another way, so it keeps ComfyUI's full attention (no windows). Please report your "
-                              "ComfyUI version.")
-    return Verdict(True, f"{what}: UltraGen's rebuild of this self-attention equals ComfyUI's forward on {n} tokens "
-                         f"(relative difference {err:.1e}, bound {bound:.0e}).")
+            return ref, output(m, xs, attn, n)
+    return compare(what, n, x.dtype, run_both, [name for name in MODULE_PARTS if not hasattr(m, name)])
 
 
 __all__ = ["CHECK_TOKENS", "Verdict", "check_module", "forget_checks", "model_attention", "namespace", "output",

@@ -1,0 +1,84 @@
+"""The check every family runs before it rebuilds part of a ComfyUI forward from the module's own parts (HOUSE_STYLE
+rule 13: check by running): the rebuild and the module's own forward on a slice of the first real call, compared
+within twice the dtype's epsilon; one verdict per key (class, dtype, ...), cached, logged once.
+
+    checks = ForwardChecks()
+    verdict = checks.verdict((type(m), x.dtype), lambda: compare(what, n, run_both, missing))
+    if not verdict.agrees: ...  # run ComfyUI's own forward
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .base import LOG_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Bound on ||rebuilt - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (other row counts per
+    matmul, q and k roped apart instead of together), at least 1e-5."""
+    return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the check found for one key: whether the rebuild may run, and why (the logged line)."""
+
+    agrees: bool
+    found: str
+
+
+class ForwardChecks:
+    """Verdicts by key, each found once (under a lock: threads of a multi-GPU run reach the same verdict)."""
+
+    def __init__(self):
+        self._verdicts: dict[tuple, Verdict] = {}
+        self._lock = threading.Lock()
+
+    def verdict(self, key: tuple, find: Callable[[], Verdict]) -> Verdict:
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            with self._lock:
+                verdict = self._verdicts.get(key)
+                if verdict is None:
+                    verdict = self._verdicts[key] = find()
+                    log.log(logging.INFO if verdict.agrees else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
+        return verdict
+
+    def clear(self) -> None:
+        """Drop every cached verdict (tests; a reloaded ComfyUI module)."""
+        with self._lock:
+            self._verdicts.clear()
+
+
+def compare(what: str, n: int, dtype: torch.dtype, run_both: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+            missing: list[str] = ()) -> Verdict:
+    """Run ``run_both`` -> (ComfyUI's output, the rebuild's) on n tokens and compare them within
+    :func:`tolerance`; any exception, or a missing module part, keeps ComfyUI's forward."""
+    if missing:
+        return Verdict(False, f"{what} has no {', '.join(missing)}: UltraGen's windows are built from those parts, "
+                              "so this attention keeps ComfyUI's full attention.")
+    try:
+        ref, mine = run_both()
+    except Exception as error:  # noqa: BLE001 - any failure means: keep ComfyUI's forward
+        return Verdict(False, f"{what}: the check on {n} tokens raised {type(error).__name__} ({error}); this "
+                              "attention keeps ComfyUI's full attention.")
+    ref, mine = ref.float(), mine.float()
+    err = ((mine - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    bound = tolerance(dtype)
+    if not err <= bound:
+        return Verdict(False, f"{what}: UltraGen's rebuild of this self-attention differs from ComfyUI's forward by "
+                              f"{err:.2e} (relative, bound {bound:.0e}) on {n} tokens: this ComfyUI computes it "
+                              "another way, so it keeps ComfyUI's full attention (no windows). Please report your "
+                              "ComfyUI version.")
+    return Verdict(True, f"{what}: UltraGen's rebuild of this self-attention equals ComfyUI's forward on {n} tokens "
+                         f"(relative difference {err:.1e}, bound {bound:.0e}).")
+
+
+__all__ = ["ForwardChecks", "Verdict", "compare", "tolerance"]
