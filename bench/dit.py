@@ -9,6 +9,7 @@ a model, and called with the transformer_options and wrappers the sampler hands 
     COMFYUI_PATH=/path/to/ComfyUI python bench/dit.py --models 1.3B,5B,14B --res 1080p,4K
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --full-depth   # all 40 blocks patched: peak VRAM
     COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --skip-unpatched-above 1 --peak-trace 10   # what fills the peak
+    COMFYUI_PATH=... python bench/dit.py --models 14B --res 4K --sol-attn   # beside ComfyUI's Sol-Attn (comfy-kitchen >= 0.2.33)
     COMFYUI_PATH=... python bench/dit.py --family ltx2 --res 1080p,1440p,4K   # LTX-2 19B (video + audio), 121 frames
     COMFYUI_PATH=... python bench/dit.py --smoke          # tiny models on the CPU: checks that the script runs
     COMFYUI_PATH=... python bench/dit.py --family hunyuan15 --res 720p,1080p,4K --skip-unpatched-above 300000
@@ -43,6 +44,19 @@ from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
 import dit_ltx  # noqa: E402
 from comfyui_env import use_comfyui  # noqa: E402
 from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
+
+
+def _fidelity_nodes():
+    """bench/fidelity/fidelity_nodes.py: Sol-Attn as ComfyUI's Model Sparse Attention node applies it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ultragen_fidelity_nodes",
+                                                  Path(__file__).resolve().parent / "fidelity" / "fidelity_nodes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sol_attn = _fidelity_nodes()
 
 MODELS = {  # dim, heads, layers, ffn, in/out channels, latent frame size (pixels per latent), native grid
     "1.3B": dict(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960, in_dim=16, out_dim=16, scale=8),
@@ -205,6 +219,10 @@ def main():
     ap.add_argument("--proxy", default="",
                     help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
                          "(comma separated)")
+    ap.add_argument("--sol-attn", action="store_true",
+                    help="wan: also time ComfyUI's Sol-Attn block-sparse attention (the core Model Sparse Attention "
+                         "node's defaults, bench/fidelity/fidelity_nodes.py) on the unpatched model; the row says "
+                         "why it is skipped where comfy_kitchen's CUDA kernel cannot run")
     ap.add_argument("--memory-budget", type=float, default=0.0,
                     help="GB a patched call may use (UltraGen Attention Settings' memory_budget_gb); 0 = automatic "
                          "(the free VRAM, as the node's default)")
@@ -220,8 +238,9 @@ def main():
     ltx, hunyuan = args.family == "ltx2", args.family == "hunyuan15"
     models = args.models or ("19B" if ltx else "1.3B,5B,14B")
     frames = args.frames = args.frames or {"wan": 81, "minimax": 124}.get(args.family, 121)
-    if args.family != "wan" and (args.checkpoint or args.proxy):
-        sys.exit(f"bench/dit.py: --checkpoint and --proxy are Wan's; leave them out with --family {args.family}.")
+    if args.family != "wan" and (args.checkpoint or args.proxy or args.sol_attn):
+        sys.exit(f"bench/dit.py: --checkpoint, --proxy and --sol-attn are Wan's; leave them out with --family "
+                 f"{args.family}.")
     device = pick_device(args.smoke, "bench/dit.py")
     use_comfyui("bench/dit.py", cpu=args.smoke)
     dtype = torch.float32 if args.smoke else torch.bfloat16
@@ -242,6 +261,7 @@ def main():
     if args.family == "kandinsky5":
         import dit_kandinsky
         dit_kandinsky.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+        return
     if args.family == "minimax":
         import dit_minimax
         dit_minimax.run(args, device, dtype, loaded, unload, measure, lambda options: options)
@@ -277,6 +297,8 @@ def main():
                 variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
             for mode in filter(None, args.proxy.split(",")):
                 variants.append((f"UltraGen default + proxy guidance ({mode})", ("proxy", mode)))
+            if args.sol_attn:
+                variants.append(("ComfyUI Sol-Attn (Model Sparse Attention defaults)", "sol_attn"))
             if args.checkpoint and name == "1.3B" and not args.full_depth:
                 variants.append(("UltraGen checkpoint (published architecture)", "checkpoint"))
             pair = None  # unpatched seconds for the blocks run
@@ -290,6 +312,13 @@ def main():
                 plan = None
                 if settings is None:
                     patcher = base
+                elif settings == "sol_attn":
+                    why = sol_attn.sol_attn_unavailable()
+                    if why:
+                        print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | skipped: {why} "
+                              "| | | | |", flush=True)
+                        continue
+                    patcher = sol_attn.UltraGenFidelitySolAttn().patch(base)[0]
                 elif settings == "checkpoint":  # UltraGen Load Weights with random extras in every block run
                     import comfy.model_patcher
                     patcher, _ = api.load_weights(base, checkpoint_file(cfg["dim"], layers),
@@ -324,6 +353,9 @@ def main():
                     secs *= scale
                     note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
                            (f"; {plan.describe()}" if plan else "")
+                    if settings == "sol_attn":
+                        note += ("; a sparse step: the node runs the first 20% of the schedule dense; tau 1.3, "
+                                 "256 extra tokens")
                 base_secs = secs if settings is None else base_secs
                 speed = f"{base_secs / secs:.1f}x" if base_secs else ""
                 print(f"| {name} | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | {speed} | "
