@@ -1,5 +1,6 @@
 """``bench/dit.py --family minimax``: one sampling step of ComfyUI's real MiniMax-H3 architecture (33B, random
-weights stored in fp8 as ComfyUI's "fp8_e4m3fn" weight dtype stores them, computed in bf16), unpatched vs. patched,
+weights in a scaled-fp8 checkpoint as ComfyUI's mixed-precision loader reads them: every block's Linear weight in
+float8_e4m3fn with its scale and ``comfy_quant`` entry, norms and everything else bf16), unpatched vs. patched,
 through the user's path: ComfyUI's loader (its model detection picks MiniMaxH3 from the weights), ``ultragen_core.
 api.apply``, the sampler's load and wrappers.
 
@@ -44,9 +45,11 @@ def case(res: str, frames: int, smoke: bool):
     return cfg, grid, native, audio
 
 
-def build(cfg: dict, depth: int, device, weight_dtype):
+def build(cfg: dict, depth: int, device, fp8: bool):
     """ComfyUI's MiniMaxH3Model with ``depth`` blocks and random weights (made where ComfyUI creates each
-    parameter, one generator per device), loaded by ComfyUI's loader with ``weight_dtype`` weights."""
+    parameter, one generator per device), loaded by ComfyUI's loader; fp8: as a scaled-fp8 checkpoint
+    (``fp8_checkpoint``). ComfyUI 0.33 cannot run H3 with its "fp8_e4m3fn" weight dtype on a bf16 file: that casts
+    the q / k RMSNorm weights too, which its fused norm + RoPE kernel refuses."""
     import comfy.ldm.minimax.model as h3
     import comfy.ops
     import comfy.sd
@@ -62,19 +65,37 @@ def build(cfg: dict, depth: int, device, weight_dtype):
                 p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.02, generator=g)
         inv = model.rope.inv_freq
         inv.copy_(1.0 / 10000.0 ** (torch.arange(inv.shape[0], device=inv.device, dtype=torch.float32) / inv.shape[0]))
+    linears = [name for name, m in model.named_modules() if name.startswith("blocks.") and isinstance(m, torch.nn.Linear)]
     sd = model.state_dict()
     del model
-    return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": weight_dtype})
+    if fp8:
+        sd = fp8_checkpoint(sd, linears)
+    return comfy.sd.load_diffusion_model_state_dict(sd)
+
+
+def fp8_checkpoint(sd: dict, layers: list[str]) -> dict:
+    """``sd`` with each of ``layers``' weights in float8_e4m3fn, scaled per tensor to its absolute maximum, plus the
+    ``weight_scale`` and ``comfy_quant`` entries ComfyUI's mixed-precision ops load (what a published fp8 file
+    holds); every other tensor stays as it is."""
+    import json
+    quant = torch.tensor(list(json.dumps({"format": "float8_e4m3fn"}).encode()), dtype=torch.uint8)
+    for layer in layers:
+        w = sd[f"{layer}.weight"]
+        scale = (w.abs().amax().float() / torch.finfo(torch.float8_e4m3fn).max).clamp(min=1e-12)
+        sd[f"{layer}.weight"] = (w.float() / scale).to(torch.float8_e4m3fn)
+        sd[f"{layer}.weight_scale"] = scale.reshape(())
+        sd[f"{layer}.comfy_quant"] = quant.clone()
+    return sd
 
 
 def run(args, device, dtype, loaded, unload, measure, step_options):
     """The MiniMax-H3 rows of bench/dit.py's table (its helpers passed in)."""
-    weight_dtype = torch.float8_e4m3fn if device.type == "cuda" else torch.float32
-    weights = "fp8 weights, bf16 compute" if device.type == "cuda" else "float32"
+    fp8 = device.type == "cuda"
+    weights = "scaled-fp8 block weights (ComfyUI's mixed-precision ops)" if fp8 else "float32"
     for res in args.res.split(","):
         cfg, grid, native, audio_t = case(res, args.frames, args.smoke)
         layers = cfg["num_layers"] if args.full_depth else args.blocks
-        base = build(cfg, layers, device, weight_dtype)
+        base = build(cfg, layers, device, fp8)
         video = torch.randn(1, cfg["latents_dim"], grid[0], 2 * grid[1], 2 * grid[2], device=device, dtype=dtype)
         audio = torch.randn(1, cfg["audio_latents_dim"], 2, audio_t, device=device, dtype=dtype)
         t = torch.full((1,), 500.0, device=device)

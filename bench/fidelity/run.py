@@ -46,8 +46,8 @@ def main(argv=None) -> dict:
                     help="sampling seeds per cell (3: error bars over seeds, 3x the evaluation time)")
     ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
-    ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed",
-                    help="training framings: mixed (the recipe) or evaluation (whole scenes only, a diagnostic)")
+    ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
+    ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
     if args.weights is not None and (args.resume is not None or args.train_only):
@@ -70,7 +70,8 @@ def main(argv=None) -> dict:
     trained = None
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
-                              2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing)
+                              2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
+                              args.low_res_minutes)
         weights = Path(trained["weights"])
         if args.train_only:
             print(json.dumps(trained, indent=2))

@@ -2,6 +2,7 @@
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/train.py --minutes 9 --out DIR
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors --out DIR2
+    COMFYUI_PATH=... python bench/fidelity/train.py --minutes 8 --low-res-minutes 4.5 --framing evaluation --out DIR
     COMFYUI_PATH=... python bench/fidelity/train.py --smoke --out DIR   # a tiny model, a few CPU steps
 
 Data: bench/fidelity/scenes.py at the native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
@@ -16,10 +17,14 @@ timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's ModelSamplingSD3 no
 sampling steps: s = shift u / (1 + (shift - 1) u), u uniform.
 Conditioning: one fixed text context, all zeros (bench/fidelity/fidelity_nodes.py feeds the same in
 ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate on CUDA; an EMA of the
-weights is what gets saved, as bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1
+weights is what gets saved (a power-function EMA, ``ema_decay``: it averages over about the last tenth of the
+steps, so a run of a thousand steps is not dominated by its first, untrained weights), as bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1
 (15.5 MiB: below the 16 MiB a device run hands back). ``--resume`` starts model and EMA from saved weights
 (no optimiser state: it would not fit in 16 MiB; the learning rate warms up again) and counts steps on.
 Training runs for a wall-clock budget (--minutes); the learning rate follows a cosine over that budget.
+Progressive resolution (``--low-res-minutes``), as video models are trained: the first minutes of the budget show
+the same scenes at half the size per side (32 x 32 px, 16 x 16 tokens: a sixteenth of the attention cost, so many
+more steps learn the scenes' layout, objects and motion), twice the batch; then native size, the EMA restarted.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ CONTEXT_TOKENS = 1
 MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128, like every Wan; 8.1M parameters
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
+EMA_GAMMA = 7.0  # ema_decay
 WEIGHTS = HERE / "weights" / "ultragen_fidelity_wan.safetensors"
 LATENT_SPACE = latents.SPACE  # written into the weights' metadata
 
@@ -96,6 +102,13 @@ def wan_latent_format():
     return comfy.latent_formats.Wan21()
 
 
+def ema_decay(step: int, gamma: float = EMA_GAMMA) -> float:
+    """The power-function EMA's decay at ``step`` (1, 2, ... since the EMA started): (1 - 1 / step)^(gamma + 1).
+    The average then weighs each past step as step^gamma, i.e. about the last 1 / (gamma + 1) of the run
+    (gamma 7: the last 12%). A fixed 0.999 would average the first thousand steps' weights into a short run."""
+    return (1.0 - 1.0 / step) ** (gamma + 1)
+
+
 def sample_sigmas(batch: int, device, shift: float = SHIFT) -> torch.Tensor:
     u = torch.rand(batch, device=device)
     return shift * u / (1 + (shift - 1) * u)
@@ -104,24 +117,35 @@ def sample_sigmas(batch: int, device, shift: float = SHIFT) -> torch.Tensor:
 # Training framings: "mixed" (the recipe: whole scenes and zoomed crops, objects of a wider size range) and
 # "evaluation" (whole scenes with the evaluation's object sizes only: a diagnostic that tells what the crops cost
 # the gate). name -> (share of whole-scene videos, object radius range)
-FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1.0, scenes.RADIUS)}
+FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1.0, scenes.RADIUS),
+            "mostly_whole": (0.8, scenes.TRAIN_RADIUS)}  # a curriculum's second stage: crops at a lower share
+
+FRAMING_HELP = ("training framings: mixed (the recipe: half whole scenes, half zoomed crops), evaluation (whole "
+                "scenes with the evaluation's object sizes only) or mostly_whole (a fifth crops: a curriculum's "
+                "second stage)")
+LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
+                "before native size: progressive resolution")
 
 TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's are below 10^6: held out)
 
 
-def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed") -> torch.Tensor:
+def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed",
+                  low_res: bool = False) -> torch.Tensor:
     """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
-    process_in(encode(frames)), (B, 16, T, 64, 64)."""
+    process_in(encode(frames)), (B, 16, T, 64, 64); low_res: each frame averaged 2 x 2 (B, 16, T, 32, 32)."""
     seed = TRAIN_SEED + 1_000_003 * step
     whole_share, radius = FRAMINGS[framing]
     zoom, origin = scenes.sample_views(seed, batch, whole_share)
     clips = scenes.render(scenes.sample_scenes(seed, batch, frames, radius), 1, frames, device,
                           zoom=zoom, origin=origin)
+    if low_res:
+        b, t = clips.shape[:2]
+        clips = torch.nn.functional.avg_pool2d(clips.flatten(0, 1), 2).unflatten(0, (b, t))
     return fmt.process_in(latents.encode(clips))
 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-          resume: Path | None = None, framing: str = "mixed") -> dict:
+          resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -129,7 +153,10 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
     try:
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {list(FRAMINGS)}, got {framing!r}.")
-        return _train(out, minutes, smoke, batch, lr, frames, resume, framing)
+        if not 0 <= low_res_minutes < max(minutes, 1e-9):
+            raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({minutes:g} minutes), got "
+                             f"{low_res_minutes:g}: the run has to end at native size.")
+        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -149,7 +176,7 @@ def load(path: Path) -> tuple[dict, dict]:
 
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-           resume: Path | None = None, framing: str = "mixed") -> dict:
+           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -171,29 +198,36 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     ema.to(device)
     fmt = wan_latent_format()
     fmt.latents_mean, fmt.latents_std = fmt.latents_mean.to(device), fmt.latents_std.to(device)
-    context = fixed_context(batch, device)
     budget, start, step, losses = minutes * 60, time.time(), 0, []  # step: of this run (done: before it)
     max_steps = 3 if smoke else None
+    low_res_steps, ema_start = 0, 0  # steps at half size; the step the EMA (re)started at
     while True:
         elapsed = time.time() - start
         if (max_steps is not None and step >= max_steps) or (max_steps is None and elapsed >= budget):
             break
         frac = min(1.0, elapsed / budget) if max_steps is None else step / max_steps
+        low_res = frac < low_res_minutes / minutes and (max_steps is None or step < max_steps - 1)
+        if not low_res and low_res_steps == step and step > 0:  # native size from here: the EMA starts again
+            ema.load_state_dict(accelerator.unwrap_model(model).state_dict())
+            ema_start = step
+            log.info("step %d: native size from here (%d steps at half size)", done + step, low_res_steps)
+        low_res_steps += low_res
+        size = 2 * batch if low_res else batch
         warm = min(1.0, (step + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + step, batch, frames, fmt, device, framing)  # (B, 16, T, 64, 64)
+        x0 = batch_latents(done + step, size, frames, fmt, device, framing, low_res)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
-        s = sample_sigmas(batch, device)
+        s = sample_sigmas(size, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
         with accelerator.autocast():
-            pred = model(xs, s * 1000, context)
+            pred = model(xs, s * 1000, fixed_context(size, device))
         loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        decay = min(0.999, (1 + done + step) / (10 + done + step))
+        decay = ema_decay(step - ema_start + 1)
         with torch.no_grad():
             for e, p in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
                 e.lerp_(p.detach(), 1 - decay)
@@ -212,7 +246,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
             "resumed_from": str(resume) if resume else None, "steps_total": done + step,
             "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
-            "frames": frames, "framing": framing, "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
+            "frames": frames, "framing": framing, "low_res_minutes": low_res_minutes, "low_res_steps": low_res_steps,
+            "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision}
     (out / "train.json").write_text(json.dumps(info, indent=2))
@@ -238,8 +273,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frames", type=int, default=scenes.FRAMES)
     ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
-    ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed",
-                    help="training framings: mixed (the recipe) or evaluation (whole scenes only, a diagnostic)")
+    ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed", help=FRAMING_HELP)
+    ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -247,7 +282,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
-    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing)
+    info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
+                 args.low_res_minutes)
     print(json.dumps(info, indent=2))
     return info
 
