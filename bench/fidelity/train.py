@@ -153,7 +153,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
     try:
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {list(FRAMINGS)}, got {framing!r}.")
-        if not 0 <= low_res_minutes < max(minutes, 1e-9):
+        if low_res_minutes < 0 or (low_res_minutes > 0 and low_res_minutes >= minutes):
             raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({minutes:g} minutes), got "
                              f"{low_res_minutes:g}: the run has to end at native size.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes)
@@ -206,7 +206,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         if (max_steps is not None and step >= max_steps) or (max_steps is None and elapsed >= budget):
             break
         frac = min(1.0, elapsed / budget) if max_steps is None else step / max_steps
-        low_res = frac < low_res_minutes / minutes and (max_steps is None or step < max_steps - 1)
+        low_res = low_res_minutes > 0 and frac < low_res_minutes / minutes \
+            and (max_steps is None or step < max_steps - 1)
         if not low_res and low_res_steps == step and step > 0:  # native size from here: the EMA starts again
             ema.load_state_dict(accelerator.unwrap_model(model).state_dict())
             ema_start = step

@@ -54,6 +54,25 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
 
 
+def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_ema(comfy, tmp_path):
+    """--low-res-minutes: the first part of the budget on scenes averaged 2 x 2 (the same scenes), then native size
+    with the EMA restarted; a budget spent at half size only is refused (the model must end native)."""
+    import comfy.latent_formats
+    import torch
+    import train
+    fmt = comfy.latent_formats.Wan21()
+    native = train.batch_latents(5, 2, 2, fmt, "cpu", "evaluation")
+    half = train.batch_latents(5, 2, 2, fmt, "cpu", "evaluation", low_res=True)
+    assert native.shape == (2, 16, 2, 64, 64) and half.shape == (2, 16, 2, 32, 32)
+    # the latent space is affine per channel, so averaging pixels is averaging latents
+    pooled = torch.nn.functional.avg_pool2d(native.flatten(1, 2), 2).unflatten(1, (16, 2))
+    assert torch.allclose(half, pooled, atol=1e-5)
+    info = train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, framing="evaluation", low_res_minutes=2.0)
+    assert info["steps"] == 3 and info["low_res_steps"] == 2 and info["ema"].endswith("from step 2")
+    with pytest.raises(ValueError, match="low_res_minutes.*4.5 minutes.*end at native size"):
+        train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=4.5)
+
+
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
     """ComfyUI's own Wan 2.1 format maps the bench's encode() to what the model was trained on."""
     import comfy.latent_formats

@@ -210,3 +210,22 @@ def test_the_seam_of_a_set_pools_its_videos():
     seamed = videos.copy()
     seamed[:, :, :, 64:] = np.clip(seamed[:, :, :, 64:] + 0.02, 0, 1)  # a faint step on one border
     assert metrics.seam_of_set(seamed, borders, borders)[0] > 2 * value
+
+
+def test_the_ema_averages_the_end_of_a_run_not_its_start():
+    """A power-function EMA: the first step copies the weights; at step n the average weighs the last ~n / 8
+    steps, so a 1,000-step run is not averaged with its untrained start (a fixed 0.999 weighed the first
+    hundred steps e^-0.9 = 0.4 as much as the last)."""
+    import train  # no ComfyUI at import
+    assert train.ema_decay(1) == 0.0
+    decays = [train.ema_decay(n) for n in range(1, 3001)]
+    assert all(a < b < 1 for a, b in zip(decays, decays[1:]))
+    # the weight each step of a 1,000-step run has in the final average
+    weights, kept = [], 1.0
+    for n in range(1000, 0, -1):
+        decay = train.ema_decay(n)
+        weights.append(kept * (1 - decay))
+        kept *= decay
+    weights = weights[::-1]  # weights[i]: step i + 1
+    assert abs(sum(weights) - 1) < 1e-9
+    assert sum(weights[:500]) < 0.01 and 0.5 < sum(weights[-120:]) < 0.8
