@@ -293,3 +293,30 @@ def test_the_tiled_decode_hands_h3s_vae_to_comfyuis_tiled_decode_and_names_it(co
     vae = SimpleNamespace(first_stage_model=object.__new__(h3_vae.MiniMaxH3VideoVAE))
     assert decode.vae_family(vae) is None
     assert decode.vae_name(vae) == "MiniMaxH3VideoVAE (comfy.ldm.minimax.vae)"
+
+
+def test_a_scaled_fp8_checkpoint_loads_with_comfyuis_mixed_precision_ops_and_keeps_the_patch(comfy, caplog):
+    """H3's published fp8 files keep each block's Linear weights in float8_e4m3fn with a scale (``comfy_quant``)
+    and the norms in higher precision; bench/dit_minimax.py times such a file. ComfyUI loads it with its
+    mixed-precision ops; the patch calls those layers, so its behaviour check holds (no fallback to full
+    attention) and native size stays ComfyUI's bit for bit."""
+    import sys
+    import comfy.sd as comfy_sd
+    from comfyui_finder import PACK_DIR
+    from minimax_models import random_state_dict
+    sys.path.insert(0, str(PACK_DIR / "bench"))
+    import dit_minimax
+    sd = random_state_dict()
+    layers = sorted({k[:-len(".weight")] for k, v in sd.items()
+                     if k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2})
+    model = comfy_sd.load_diffusion_model_state_dict(dit_minimax.fp8_checkpoint(sd, layers))
+    attn = model.get_model_object("diffusion_model").blocks[0].attn
+    assert attn.qkv_proj.quant_format == "float8_e4m3fn" and attn.q_norm.weight.dtype == torch.float32
+    x = latent()
+    plain = sample(model, x)
+    assert streams_equal(plain, sample(patched(model), x))
+    with caplog.at_level(logging.WARNING):
+        windowed = sample(patched(model, window=(1, 4, 4)), x)
+    assert not [r for r in caplog.records if "differs from ComfyUI's forward" in r.getMessage()]
+    assert torch.isfinite(video_of(windowed)).all()
+    assert not torch.allclose(video_of(windowed), video_of(plain), atol=1e-4)  # the windows ran
