@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 import latents  # noqa: E402
 import metrics  # noqa: E402
 import scenes  # noqa: E402
+import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
@@ -165,7 +166,9 @@ def check_latent_space(weights: Path) -> None:
 
 
 def install_weights(runtime, weights: Path) -> str:
-    """Link / copy the weights into the runtime's models/diffusion_models; returns the name UNETLoader takes."""
+    """Link the weights (joined first if only their parts are there: weight_parts.py) into the runtime's
+    models/diffusion_models; returns the name UNETLoader takes."""
+    weights = weight_parts.join(weights)
     check_latent_space(weights)
     target = runtime.models_dir / "diffusion_models" / MODEL_FILE
     if target.exists() or target.is_symlink():

@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import evaluate  # noqa: E402
 import train  # noqa: E402
+import weight_parts  # noqa: E402
 from smoke import banner  # noqa: E402
 
 
@@ -48,6 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
+    ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
     if args.weights is not None and (args.resume is not None or args.train_only):
@@ -71,9 +73,10 @@ def main(argv=None) -> dict:
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
-                              args.low_res_minutes)
+                              args.low_res_minutes, args.model)
         weights = Path(trained["weights"])
         if args.train_only:
+            trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
             print(json.dumps(trained, indent=2))
             return {"train": trained}
     else:
@@ -87,6 +90,8 @@ def main(argv=None) -> dict:
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(evaluate.gate_text(results) + "\n\n" + evaluate.markdown_table(results))
+    if trained is not None:
+        weight_parts.split(weights)  # parts under 16 MiB, what a device run hands back
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
     return results
 

@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import latents  # noqa: E402
 import scenes  # noqa: E402
+import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.train")
 
@@ -51,6 +52,10 @@ TEXT_DIM = 4096  # Wan's T5 width (UNETLoader's detection assumes it)
 CONTEXT_TOKENS = 1
 MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128, like every Wan; 8.1M parameters
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
+# --model: the sizes a run can start from (ComfyUI's Wan detection takes heads = width / 128)
+MODELS = {"small": MODEL,
+          "wide": dict(dim=384, num_heads=3, num_layers=8, ffn_dim=1152)}  # 19.5M parameters, 37 MiB in bf16: the
+# weights come back from a device run in parts (bench/fidelity/weight_parts.py)
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
 EMA_GAMMA = 7.0  # ema_decay
 WEIGHTS = HERE / "weights" / "ultragen_fidelity_wan.safetensors"
@@ -123,6 +128,8 @@ FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1
 FRAMING_HELP = ("training framings: mixed (the recipe: half whole scenes, half zoomed crops), evaluation (whole "
                 "scenes with the evaluation's object sizes only) or mostly_whole (a fifth crops: a curriculum's "
                 "second stage)")
+MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256, 2 heads) or wide (8 blocks of "
+              "width 384, 3 heads; its weights are written in parts under 16 MiB); --resume keeps the saved size")
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
@@ -145,7 +152,8 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-          resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0) -> dict:
+          resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
+          model: str = "small") -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -156,7 +164,9 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if low_res_minutes < 0 or (low_res_minutes > 0 and low_res_minutes >= minutes):
             raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({minutes:g} minutes), got "
                              f"{low_res_minutes:g}: the run has to end at native size.")
-        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes)
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}.")
+        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -164,8 +174,9 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
 
 
 def load(path: Path) -> tuple[dict, dict]:
-    """(state dict in float32, metadata) of weights written by save()."""
+    """(state dict in float32, metadata) of weights written by save() (or their parts: weight_parts.join)."""
     from safetensors import safe_open
+    path = weight_parts.join(path)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         sd = {k: f.get_tensor(k).float() for k in f.keys()}
@@ -176,12 +187,13 @@ def load(path: Path) -> tuple[dict, dict]:
 
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0) -> dict:
+           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
+           model_size: str = "small") -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
-    cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODEL), 0, 0.0
+    cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODELS[model_size]), 0, 0.0
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
@@ -276,6 +288,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
     ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed", help=FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
+    ap.add_argument("--model", choices=list(MODELS), default="small", help=MODEL_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -284,7 +297,8 @@ def main(argv=None) -> dict:
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
-                 args.low_res_minutes)
+                 args.low_res_minutes, args.model)
+    info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info
 

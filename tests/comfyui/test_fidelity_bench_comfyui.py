@@ -4,6 +4,7 @@ out (bench/fidelity/run.py does the same at full size on a GPU)."""
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,25 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
     assert info["steps"] == 3 and info["low_res_steps"] == 2 and info["ema"].endswith("from step 2")
     with pytest.raises(ValueError, match="low_res_minutes.*4.5 minutes.*end at native size"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=4.5)
+
+
+def test_weights_that_came_back_in_parts_resume_and_install_as_the_file(comfy, tmp_path):
+    """A wide model's weights come back from a device run in parts (weight_parts.split); --resume and the
+    evaluation's UNETLoader take the file's name and join its parts first."""
+    import evaluate
+    import train
+    import weight_parts
+    info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
+    path = Path(info["weights"])
+    parts = weight_parts.split(path, limit=1_200_000)  # the 4096-wide text embedding alone is 1 MiB
+    assert len(parts) > 1 and not path.exists()
+    info = train.train(tmp_path / "second", 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
+    assert info["steps_total"] == 6 and path.exists()  # joined to resume
+    path.unlink()
+    name = evaluate.install_weights(comfy, path)
+    assert path.exists() and (comfy.models_dir / "diffusion_models" / name).resolve() == path.resolve()
+    with pytest.raises(ValueError, match="model must be one of"):
+        train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, model="huge")
 
 
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):

@@ -229,3 +229,29 @@ def test_the_ema_averages_the_end_of_a_run_not_its_start():
     weights = weights[::-1]  # weights[i]: step i + 1
     assert abs(sum(weights) - 1) < 1e-9
     assert sum(weights[:500]) < 0.01 and 0.5 < sum(weights[-120:]) < 0.8
+
+
+def test_weights_split_into_parts_under_the_limit_join_back_bit_for_bit(tmp_path):
+    """A device run hands back files of at most 16 MiB: weights above the limit are split into parts of whole
+    tensors and joined back into the same tensors and metadata; incomplete parts are refused, naming them."""
+    import weight_parts
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    gen = torch.Generator().manual_seed(0)
+    tensors = {f"blocks.{i}.w": torch.randn(64, 64, generator=gen).to(torch.bfloat16) for i in range(5)}  # 8 KiB each
+    path = tmp_path / "w.safetensors"
+    save_file(tensors, str(path), metadata={"config": "{}", "steps": "7"})
+    assert weight_parts.split(path, limit=1 << 20) == [path]  # under the limit: left alone
+    parts = weight_parts.split(path, limit=20_000)  # two tensors a part
+    assert [p.name for p in parts] == [f"w.part{k}of3.safetensors" for k in (1, 2, 3)] and not path.exists()
+    assert all(p.stat().st_size <= 20_000 + 1024 for p in parts)
+    assert weight_parts.join(path) == path
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"config": "{}", "steps": "7"}
+        assert all(torch.equal(f.get_tensor(k), t) for k, t in tensors.items()) and set(f.keys()) == set(tensors)
+    path.unlink()
+    parts[1].unlink()
+    with pytest.raises(ValueError, match="incomplete.*w.part1of3.safetensors, w.part3of3.safetensors"):
+        weight_parts.join(path)
+    with pytest.raises(FileNotFoundError, match="no parts of it"):
+        weight_parts.join(tmp_path / "other.safetensors")
