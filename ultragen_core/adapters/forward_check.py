@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import torch
 
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def tolerance(dtype: torch.dtype) -> float:
-    """Bound on ||rebuilt - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (other row counts per
-    matmul, q and k roped apart instead of together), at least 1e-5."""
+    """Bound on ||rebuilt - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (the two paths round
+    differently: other row counts per matmul, q and k roped apart instead of together, an op fused or not), at
+    least 1e-5."""
     return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
 
 
@@ -35,7 +37,8 @@ class Verdict:
 
 
 class ForwardChecks:
-    """Verdicts by key, each found once (under a lock: threads of a multi-GPU run reach the same verdict)."""
+    """Verdicts by key, each found once (under a lock: threads of a multi-GPU run reach the same verdict). A family
+    may cache a subclass of :class:`Verdict` that also carries what its rebuild needs (Wan: the ``modulate`` found)."""
 
     def __init__(self):
         self._verdicts: dict[tuple, Verdict] = {}
@@ -50,6 +53,11 @@ class ForwardChecks:
                     verdict = self._verdicts[key] = find()
                     log.log(logging.INFO if verdict.agrees else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
         return verdict
+
+    @property
+    def verdicts(self) -> Mapping[tuple, Verdict]:
+        """Every verdict found so far, by key: a read-only view that follows the cache (also after :meth:`clear`)."""
+        return MappingProxyType(self._verdicts)
 
     def clear(self) -> None:
         """Drop every cached verdict (tests; a reloaded ComfyUI module)."""

@@ -187,7 +187,7 @@ class MiniMaxSelfAttentionPatch:
         attention = None
         if keep is None:
             attention = kernels.choose(model_attention(m), m.heads, transformer_options, x.device, interface(m))
-            if not check_module(m, x, rope_freqs, seq.video_start, transformer_options, attention):
+            if not check_module(m, x, rope_freqs, seq.video_start, transformer_options, attention).agrees:
                 keep = ""  # the check logged why
         if keep is not None:
             if keep:

@@ -8,6 +8,11 @@ each head). Its forward: ``qkv_proj`` -> per-head RMS norms of q and k fused wit
 ``AttentionTensorContainer``s where ComfyUI has them) -> ``out_proj``. Every step but the attention is per row,
 so the rebuild projects only the rows a window needs; the kernel, the norms' weights and the attention function
 are looked up at call time through the module's own Python module (packs that replace them still apply).
+
+No source is read (HOUSE_STYLE 13): :func:`check_module` runs the rebuild and the module's own forward on the shared
+rows and the first video rows of the first call of each (class, dtype) and compares them
+(:mod:`ultragen_core.adapters.forward_check`); a class that computes something else keeps ComfyUI's forward, and
+the log says why.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from ...adapters.base import LOG_PREFIX
+from ...adapters.forward_check import ForwardChecks, Verdict, compare
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import DualBranchPlan
@@ -28,7 +33,6 @@ from .positions import WindowPositions
 log = logging.getLogger(__name__)
 
 CHECK_TOKENS = 48  # video rows of the slice the check runs on (with every shared row)
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}  # else (bf16 / fp16): 2e-2, relative to the output's scale
 
 
 def namespace(m):
@@ -115,46 +119,34 @@ def full_attention(m, x: torch.Tensor, rope: torch.Tensor, attention) -> torch.T
     return m.out_proj(attention(*project_rows(m, x, rope))[0])
 
 
-_CHECKED: dict[tuple, str | None] = {}
+_CHECKS = ForwardChecks()
 
 
 def forget_checks() -> None:
-    """Run the check again on the next call (tests)."""
-    _CHECKED.clear()
+    """Drop every cached verdict: the next call runs the check again (tests; a reloaded ComfyUI module)."""
+    _CHECKS.clear()
 
 
-def _difference(mine: torch.Tensor, theirs: torch.Tensor) -> str | None:
-    if torch.equal(mine, theirs):
-        return None
-    scale = max(1.0, float(theirs.abs().max()))
-    diff = float((mine.float() - theirs.float()).abs().max())
-    tol = TOLERANCE.get(theirs.dtype, 2e-2) * scale
-    return None if diff <= tol else f"largest difference {diff:.3g} (tolerance {tol:.3g})"
+def check_module(m, x: torch.Tensor, rope: torch.Tensor, video_start: int, options: dict, attention) -> Verdict:
+    """Whether the rebuild of ``m`` (:func:`full_attention` with ``attention``) equals the module's own forward:
+    cached per (class, dtype); the first call runs :func:`_run_check` on a slice of these inputs and logs."""
+    return _CHECKS.verdict((type(m), x.dtype), lambda: _run_check(m, x, rope, video_start, options, attention))
 
 
-def check_module(m, x: torch.Tensor, rope: torch.Tensor, video_start: int, options: dict, attention) -> bool:
-    """Whether the rebuild equals the module's own forward, run on the shared rows and the first
-    :data:`CHECK_TOKENS` video rows of this call; once per class and dtype, logged."""
-    key = (type(m), x.dtype)
-    if key not in _CHECKED:
-        stop = min(x.shape[0], video_start + CHECK_TOKENS)
+def _run_check(m, x: torch.Tensor, rope: torch.Tensor, video_start: int, options: dict, attention) -> Verdict:
+    """Run the rebuild and ``type(m).forward`` on the shared rows and the first :data:`CHECK_TOKENS` video rows of
+    this call (x (S, C), rope (1, S, 1, R/2, 2, 2)), under no_grad, and compare."""
+    cls = type(m)
+    what = f"{cls.__name__} ({cls.__module__}, {str(x.dtype).replace('torch.', '')})"
+    stop = min(x.shape[0], video_start + CHECK_TOKENS)
+
+    def run_both():
         xs, rs = x[:stop].clone(), rope[:, :stop]
         with torch.no_grad():
-            try:
-                _CHECKED[key] = _difference(full_attention(m, xs, rs, attention),
-                                            type(m).forward(m, xs.clone(), rope_freqs=rs, transformer_options=options))
-            except Exception as error:  # noqa: BLE001 - a module we cannot rebuild keeps ComfyUI's forward
-                _CHECKED[key] = f"raised {type(error).__name__}: {error}"
-        what = f"{type(m).__name__} ({type(m).__module__}, {str(x.dtype).replace('torch.', '')})"
-        if _CHECKED[key] is None:
-            log.info("%s %s: the rebuilt self-attention equals its own forward on %d rows; windows run in it.",
-                     LOG_PREFIX, what, stop)
-        else:
-            log.warning("%s %s: the rebuilt self-attention differs from ComfyUI's forward (%s); these blocks keep "
-                        "ComfyUI's full attention. Please report your ComfyUI version.", LOG_PREFIX, what,
-                        _CHECKED[key])
-    return _CHECKED[key] is None
+            mine = full_attention(m, xs, rs, attention)
+            return cls.forward(m, xs.clone(), rope_freqs=rs, transformer_options=options), mine
+    return compare(what, stop, x.dtype, run_both)
 
 
-__all__ = ["CHECK_TOKENS", "Sequence", "check_module", "forget_checks", "full_attention", "interface",
+__all__ = ["CHECK_TOKENS", "Sequence", "Verdict", "check_module", "forget_checks", "full_attention", "interface",
            "model_attention", "namespace", "project_rows", "windowed_attention"]

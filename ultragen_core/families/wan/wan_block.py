@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ...adapters import forward_check
 from ...adapters.base import LOG_PREFIX, CallState, current_call, log_once, module_at, run_with_call
+from ...adapters.forward_check import ForwardChecks, tolerance
 from .wan_proxy import proxy_tokens
 
 log = logging.getLogger(__name__)
@@ -47,24 +48,22 @@ def modulate_unfused(x: torch.Tensor, norm, shift: torch.Tensor, scale: torch.Te
     return torch.addcmul(shift, norm(x), 1 + scale)
 
 
-def tolerance(dtype: torch.dtype) -> float:
-    """The check's bound on ||streamed - ComfyUI's|| / ||ComfyUI's||: twice the dtype's machine epsilon (the
-    two paths round differently: other row counts per matmul, fused or unfused modulation), at least 1e-5."""
-    return max(2 * torch.finfo(dtype).eps, 1e-5) if dtype.is_floating_point else 1e-5
-
-
 @dataclass(frozen=True)
-class Verdict:
-    """What the check found for one block class and dtype: whether it streams, with which ``modulate``
-    (None when it does not), and a sentence for the log."""
+class Verdict(forward_check.Verdict):
+    """What the check found for one block class and dtype: whether it streams (``agrees``), with which
+    ``modulate`` (None when it does not), and a sentence for the log (``found``)."""
 
-    streams: bool
-    modulate: Modulate | None
-    found: str
+    modulate: Modulate | None = None
+
+    @property
+    def streams(self) -> bool:
+        return self.agrees
 
 
-_VERDICTS: dict[tuple, Verdict] = {}
-_CHECK_LOCK = threading.Lock()  # one check at a time: split ranks must all reach the same verdict
+# The check's verdicts, found once per key under one lock (split ranks must all reach the same verdict) and
+# logged once. Its bound is forward_check's tolerance: twice the dtype's epsilon, at least 1e-5.
+_CHECKS = ForwardChecks()
+_VERDICTS = _CHECKS.verdicts  # read-only view: known_block, tests
 
 
 def missing_parts(block) -> list[str]:
@@ -80,24 +79,15 @@ def known_block(block) -> bool:
 
 def forget_verdicts() -> None:
     """Drop every cached verdict (tests; a reloaded ComfyUI module)."""
-    with _CHECK_LOCK:
-        _VERDICTS.clear()
+    _CHECKS.clear()
 
 
 def check_block(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_img_len,
                 transformer_options: dict, call: CallState) -> Verdict:
     """Whether ``block`` streams: cached per (block class, activation dtype, modulation layout); the first
     call runs :func:`_run_check` on a slice of these inputs and logs what it found."""
-    key = (type(block), x.dtype, e.ndim)
-    verdict = _VERDICTS.get(key)
-    if verdict is None:
-        with _CHECK_LOCK:
-            verdict = _VERDICTS.get(key)
-            if verdict is None:
-                verdict = _run_check(block, x, e, freqs, context, context_img_len, transformer_options, call)
-                _VERDICTS[key] = verdict
-                log.log(logging.INFO if verdict.streams else logging.WARNING, "%s %s", LOG_PREFIX, verdict.found)
-    return verdict
+    return _CHECKS.verdict((type(block), x.dtype, e.ndim), lambda: _run_check(
+        block, x, e, freqs, context, context_img_len, transformer_options, call))
 
 
 def _candidates(block) -> list[tuple[str, Modulate]]:
@@ -116,12 +106,15 @@ def _run_check(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_
     has two frames' worth of tokens). Every patched module runs ComfyUI's code (a call state that the
     patch does not change), without ``patches`` and attention overrides (hooks that may keep state), under
     no_grad, with the random state restored: the check leaves no trace but its verdict.
+
+    Not :func:`forward_check.compare`: this check tries each candidate modulation in turn, compares in float64
+    and names what every candidate gave when none agrees.
     """
     cls = type(block)
     what = f"{cls.__name__} ({cls.__module__}, {str(x.dtype).replace('torch.', '')})"
     missing = missing_parts(block)
     if missing:
-        return Verdict(False, None, f"{what} has no {', '.join(missing)}: the streamed path is built from "
+        return Verdict(False, f"{what} has no {', '.join(missing)}: the streamed path is built from "
                        f"{', '.join(BLOCK_PARTS)}, so the block runs whole (more memory).")
     available = min(x.shape[1], freqs.shape[1])
     frames = min(e.shape[1], 2) if e.ndim == 4 else 1
@@ -140,7 +133,7 @@ def _run_check(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_
             ref = run_with_call(probe, cls.forward, block, xs, es, fs, cs, context_img_len=context_img_len,
                                 transformer_options=options)
         except Exception as error:  # noqa: BLE001 - any failure means: do not stream this class
-            return Verdict(False, None, f"{what}.forward raised {type(error).__name__} ({error}) on a slice of "
+            return Verdict(False, f"{what}.forward raised {type(error).__name__} ({error}) on a slice of "
                            "this call: the block runs whole, not in chunks of rows (more memory).")
         tried = []
         for name, modulate in _candidates(block):
@@ -156,11 +149,11 @@ def _run_check(block, x: torch.Tensor, e: torch.Tensor, freqs, context, context_
             reference = ref.double()
             diff = float((ours.double() - reference).norm() / reference.norm().clamp_min(1e-30))
             if diff <= bound:
-                return Verdict(True, modulate, f"{what}: the streamed path (modulation: {name}) equals the block's "
-                               f"own forward on a {n}-token slice of this call (relative difference {diff:.1e}, "
-                               f"tolerance {bound:.1e}): its per-token work runs in chunks of rows.")
+                return Verdict(True, f"{what}: the streamed path (modulation: {name}) equals the block's own "
+                               f"forward on a {n}-token slice of this call (relative difference {diff:.1e}, "
+                               f"tolerance {bound:.1e}): its per-token work runs in chunks of rows.", modulate)
             tried.append(f"with {name}: relative difference {diff:.2g} (tolerance {bound:.1e})")
-    return Verdict(False, None, f"{what}: the streamed path does not compute what the block's own forward does "
+    return Verdict(False, f"{what}: the streamed path does not compute what the block's own forward does "
                    f"on a {n}-token slice of this call ({'; '.join(tried)}): the block runs whole, not in chunks "
                    "of rows (more memory). Please report your ComfyUI version.")
 
