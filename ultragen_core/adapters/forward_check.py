@@ -3,8 +3,11 @@ rule 13: check by running): the rebuild and the module's own forward on a slice 
 within twice the dtype's epsilon; one verdict per key (class, dtype, ...), cached, logged once.
 
     checks = ForwardChecks()
-    verdict = checks.verdict((type(m), x.dtype), lambda: compare(what, n, run_both, missing))
+    verdict = checks.verdict((type(m), x.dtype), lambda: compare(what, n, x.dtype, run_both, missing))
     if not verdict.agrees: ...  # run ComfyUI's own forward
+
+The log sentences are about a rebuilt self-attention; a family that rebuilds something else (HunyuanVideo: whole
+blocks) passes its own :class:`Wording`.
 """
 from __future__ import annotations
 
@@ -65,28 +68,54 @@ class ForwardChecks:
             self._verdicts.clear()
 
 
-def compare(what: str, n: int, dtype: torch.dtype, run_both: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-            missing: list[str] = ()) -> Verdict:
+@dataclass(frozen=True)
+class Wording:
+    """The sentences :func:`compare` logs, as ``str.format`` templates over ``what`` (the module, its class and
+    dtype), ``n`` (tokens checked), ``err`` / ``bound`` (the relative difference and :func:`tolerance`),
+    ``error`` (the exception: its type and message) and ``missing`` (the absent module parts)."""
+
+    agrees: str = ("{what}: UltraGen's rebuild of this self-attention equals ComfyUI's forward on {n} tokens "
+                   "(relative difference {err:.1e}, bound {bound:.0e}).")
+    differs: str = ("{what}: UltraGen's rebuild of this self-attention differs from ComfyUI's forward by {err:.2e} "
+                    "(relative, bound {bound:.0e}) on {n} tokens: this ComfyUI computes it another way, so it keeps "
+                    "ComfyUI's full attention (no windows). Please report your ComfyUI version.")
+    raised: str = ("{what}: the check on {n} tokens raised {error}; this attention keeps ComfyUI's full "
+                   "attention.")
+    missing: str = ("{what} has no {missing}: UltraGen's windows are built from those parts, so this attention keeps "
+                    "ComfyUI's full attention.")
+
+
+SELF_ATTENTION = Wording()
+
+
+def _relative_difference(ref: torch.Tensor, mine: torch.Tensor) -> float:
+    """||mine - ref|| / ||ref|| in float32 (NaN when either holds one)."""
+    ref, mine = ref.float(), mine.float()
+    return ((mine - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def compare(what: str, n: int, dtype: torch.dtype, run_both: Callable[[], tuple],
+            missing: list[str] = (), wording: Wording = SELF_ATTENTION) -> Verdict:
     """Run ``run_both`` -> (ComfyUI's output, the rebuild's) on n tokens and compare them within
-    :func:`tolerance`; any exception, or a missing module part, keeps ComfyUI's forward."""
+    :func:`tolerance`; any exception, or a missing module part, keeps ComfyUI's forward. A module with several
+    outputs (a block's two streams) returns a tuple from each side: every pair must agree, the largest relative
+    difference is the one logged."""
     if missing:
-        return Verdict(False, f"{what} has no {', '.join(missing)}: UltraGen's windows are built from those parts, "
-                              "so this attention keeps ComfyUI's full attention.")
+        return Verdict(False, wording.missing.format(what=what, missing=", ".join(missing)))
     try:
         ref, mine = run_both()
+        if isinstance(ref, torch.Tensor):
+            ref, mine = (ref,), (mine,)
+        if len(ref) != len(mine):
+            raise ValueError(f"{len(mine)} outputs from the rebuild, {len(ref)} from ComfyUI's forward")
+        diffs = [_relative_difference(r, m) for r, m in zip(ref, mine)]
     except Exception as error:  # noqa: BLE001 - any failure means: keep ComfyUI's forward
-        return Verdict(False, f"{what}: the check on {n} tokens raised {type(error).__name__} ({error}); this "
-                              "attention keeps ComfyUI's full attention.")
-    ref, mine = ref.float(), mine.float()
-    err = ((mine - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+        return Verdict(False, wording.raised.format(what=what, n=n, error=f"{type(error).__name__} ({error})"))
+    err = float("nan") if any(d != d for d in diffs) else max(diffs)  # a NaN is the worst difference
     bound = tolerance(dtype)
     if not err <= bound:
-        return Verdict(False, f"{what}: UltraGen's rebuild of this self-attention differs from ComfyUI's forward by "
-                              f"{err:.2e} (relative, bound {bound:.0e}) on {n} tokens: this ComfyUI computes it "
-                              "another way, so it keeps ComfyUI's full attention (no windows). Please report your "
-                              "ComfyUI version.")
-    return Verdict(True, f"{what}: UltraGen's rebuild of this self-attention equals ComfyUI's forward on {n} tokens "
-                         f"(relative difference {err:.1e}, bound {bound:.0e}).")
+        return Verdict(False, wording.differs.format(what=what, n=n, err=err, bound=bound))
+    return Verdict(True, wording.agrees.format(what=what, n=n, err=err, bound=bound))
 
 
-__all__ = ["ForwardChecks", "Verdict", "compare", "tolerance"]
+__all__ = ["SELF_ATTENTION", "ForwardChecks", "Verdict", "Wording", "compare", "tolerance"]
