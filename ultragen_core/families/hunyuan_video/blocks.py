@@ -6,8 +6,9 @@ block's ``forward`` with :func:`double_block` / :func:`single_block`: the same s
 modules (modulation, norms, qkv / linear1, QK norm, projections, MLP) and the layers module's own ``apply_mod``,
 and the joint attention as a function of the two streams' projected rows (:class:`Stream`). With
 :func:`full_joint` (ComfyUI's own ``attention``) they are the block's forward; :func:`check_block` runs both on a
-small slice of a real call, once per block class and dtype, and the patch falls back to ComfyUI's forward when
-they disagree (HOUSE_STYLE 13: checked by running, not by reading the source).
+small slice of a real call, once per block class and dtype, and compares them
+(:mod:`ultragen_core.adapters.forward_check`); the patch falls back to ComfyUI's forward when they disagree
+(HOUSE_STYLE 13: checked by running, not by reading the source).
 
 What is not recomputed here (the patch runs ComfyUI's forward then): per-token modulation ranges
 (``modulation_dims``: the original HunyuanVideo I2V's guiding frame) and ``attn1_patch`` /
@@ -22,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from ...adapters.base import LOG_PREFIX
+from ...adapters.forward_check import ForwardChecks, Verdict, Wording, compare
 
 log = logging.getLogger(__name__)
 
@@ -148,43 +149,39 @@ def single_block(m, x: torch.Tensor, vec, text_tokens: int, joint: JointAttentio
 
 
 CHECK_TOKENS = 16  # video tokens of the slice the check runs on (with all the text tokens)
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}  # else (bf16 / fp16): 2e-2, relative to the output's scale
-_CHECKED: dict[tuple, str | None] = {}
+
+# What the check logs: forward_check's comparison, worded for a whole block.
+BLOCK_WORDING = Wording(
+    agrees="{what}: the recomputed block equals its own forward on a slice of {n} video tokens (relative difference "
+           "{err:.1e}, bound {bound:.0e}); windows run in it.",
+    differs="{what}: the recomputed block does not equal its own forward (relative difference {err:.2e}, bound "
+            "{bound:.0e}, on a slice of {n} video tokens); these blocks keep ComfyUI's full attention. Please report "
+            "your ComfyUI version.",
+    raised="{what}: the recomputed block does not equal its own forward (the check on a slice of {n} video tokens "
+           "raised {error}); these blocks keep ComfyUI's full attention. Please report your ComfyUI version.")
+
+_CHECKS = ForwardChecks()
 
 
-def _agreement(mine: torch.Tensor, theirs: torch.Tensor) -> str | None:
-    """None when the two outputs agree (identical, or within the dtype's tolerance), else what differs."""
-    if torch.equal(mine, theirs):
-        return None
-    scale = max(1.0, float(theirs.abs().max()))
-    diff = float((mine.float() - theirs.float()).abs().max())
-    tol = TOLERANCE.get(theirs.dtype, 2e-2) * scale
-    return None if diff <= tol else f"largest difference {diff:.3g} (tolerance {tol:.3g})"
+def forget_checks() -> None:
+    """Drop every cached verdict: the next call runs the check again (tests; a reloaded ComfyUI module)."""
+    _CHECKS.clear()
 
 
-def check_block(kind: str, m, run_mine: Callable, run_theirs: Callable, dtype: torch.dtype) -> bool:
-    """Whether the recomputed block (``run_mine``) equals the block's own forward (``run_theirs``) on this call's
-    slice; both return a tuple of tensors. Run once per block class, kind and dtype; the result is logged."""
-    key = (type(m), kind, dtype)
-    if key not in _CHECKED:
+def check_block(kind: str, m, dtype: torch.dtype, n: int, run_both: Callable[[], tuple]) -> Verdict:
+    """Whether the recomputed block equals the block's own forward: cached per (block class, kind, dtype); the
+    first call runs ``run_both`` -> (the block's forward, the recomputed block) on this call's slice of n video
+    tokens under no_grad, each side a tensor or a tuple of them, and compares them
+    (:func:`..adapters.forward_check.compare`, which logs)."""
+    cls = type(m)
+    what = f"{cls.__name__} ({cls.__module__}, {kind} block, {str(dtype).replace('torch.', '')})"
+
+    def run_without_grad():
         with torch.no_grad():
-            try:
-                mine, theirs = run_mine(), run_theirs()
-                problems = [p for p in map(_agreement, mine, theirs) if p is not None]
-                _CHECKED[key] = "; ".join(problems) if problems else None
-            except Exception as error:  # noqa: BLE001 - a block we cannot recompute keeps ComfyUI's forward
-                _CHECKED[key] = f"raised {type(error).__name__}: {error}"
-        found = _CHECKED[key]
-        if found is None:
-            log.info("%s %s (%s, %s block, %s): the recomputed block equals its own forward on a slice of %d video "
-                     "tokens; windows run in it.", LOG_PREFIX, type(m).__name__, type(m).__module__, kind,
-                     str(dtype).replace("torch.", ""), CHECK_TOKENS)
-        else:
-            log.warning("%s %s (%s, %s block, %s): the recomputed block does not equal its own forward (%s); these "
-                        "blocks keep ComfyUI's full attention. Please report your ComfyUI version.", LOG_PREFIX,
-                        type(m).__name__, type(m).__module__, kind, str(dtype).replace("torch.", ""), found)
-    return _CHECKED[key] is None
+            return run_both()
+    return _CHECKS.verdict((cls, kind, dtype), lambda: compare(what, n, dtype, run_without_grad,
+                                                                wording=BLOCK_WORDING))
 
 
-__all__ = ["CHECK_TOKENS", "JointAttention", "Stream", "check_block", "double_block", "full_joint", "namespace_of",
-           "normed_heads", "single_block", "split_heads"]
+__all__ = ["BLOCK_WORDING", "CHECK_TOKENS", "JointAttention", "Stream", "Verdict", "check_block", "double_block",
+           "forget_checks", "full_joint", "namespace_of", "normed_heads", "single_block", "split_heads"]

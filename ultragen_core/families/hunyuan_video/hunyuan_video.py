@@ -231,13 +231,17 @@ class DoubleBlockPatch(BlockPatch):
         return double_block(m, img, txt, vec, joint, per_token)
 
     def checked(self, m, img, txt, vec, pe, mask, options) -> bool:
+        """Whether the recomputed block equals ComfyUI's on all the text tokens and the first
+        :data:`.blocks.CHECK_TOKENS` video tokens of this call (checked once per class and dtype)."""
         e, n = txt.shape[1], min(img.shape[1], CHECK_TOKENS)
-        pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
-        return check_block("double", m,
-                           lambda: double_block(m, img[:, :n].clone(), txt.clone(), vec, full),
-                           lambda: type(m).forward(m, img[:, :n].clone(), txt.clone(), vec, pe_s, attn_mask=mask_s,
-                                                   transformer_options=options), img.dtype)
+
+        def run_both():  # -> ((img, txt) of ComfyUI's forward, (img, txt) recomputed)
+            pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
+            full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
+            mine = double_block(m, img[:, :n].clone(), txt.clone(), vec, full)
+            return type(m).forward(m, img[:, :n].clone(), txt.clone(), vec, pe_s, attn_mask=mask_s,
+                                   transformer_options=options), mine
+        return check_block("double", m, img.dtype, n, run_both).agrees
 
 
 class SingleBlockPatch(BlockPatch):
@@ -267,12 +271,17 @@ class SingleBlockPatch(BlockPatch):
         return single_block(m, x, vec, e, joint)
 
     def checked(self, m, x, e, vec, pe, mask, options) -> bool:
+        """Whether the recomputed block equals ComfyUI's on the e text tokens and the first
+        :data:`.blocks.CHECK_TOKENS` video tokens of this call (checked once per class and dtype)."""
         n = min(x.shape[1] - e, CHECK_TOKENS)
-        pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
-        full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
-        return check_block("single", m, lambda: (single_block(m, x[:, :e + n].clone(), vec, e, full),),
-                           lambda: (type(m).forward(m, x[:, :e + n].clone(), vec, pe_s, attn_mask=mask_s,
-                                                    transformer_options=options),), x.dtype)
+
+        def run_both():  # -> (ComfyUI's forward (B, e+n, C), recomputed (B, e+n, C))
+            pe_s, mask_s = pe[:, :, :e + n], None if mask is None else mask[..., :e + n]
+            full = full_joint(flux_math(m), pe_s, mask_s, options, m.num_heads, attention_interface(m).preferred)
+            mine = single_block(m, x[:, :e + n].clone(), vec, e, full)
+            return type(m).forward(m, x[:, :e + n].clone(), vec, pe_s, attn_mask=mask_s,
+                                   transformer_options=options), mine
+        return check_block("single", m, x.dtype, n, run_both).agrees
 
 
 OURS = (DoubleBlockPatch, SingleBlockPatch)
