@@ -164,14 +164,15 @@ def test_template_cards_show_titles_and_pictures(frontend):
     for name in listed:  # each card in view until its picture has loaded (the frontends load them lazily)
         try:
             # Frontend 1.27 sets a picture's src when its card enters the view; a card already in view when the
-            # list grew sometimes never gets one (src ''). Every 40th poll without a src takes the card out of
-            # view for one frame (its list scrolled to the other end), so that it enters the view again.
+            # list grew sometimes never gets one (src ''), and 1.49 sometimes never renders its img at all. Every
+            # 40th poll without a picture takes the card out of view for one frame (its list scrolled to the
+            # other end), so that it enters the view again.
             cards.append(page.wait_for_function("""(name) => {
                 const c = document.querySelector(`[data-testid="template-workflow-${CSS.escape(name)}"]`);
                 if (!c) return false;
                 const h = c.querySelector('h3'), i = c.querySelector('img');
                 const polls = window.__ultragenPolls = (window.__ultragenPolls || 0) + 1;
-                if (i && !i.getAttribute('src') && polls % 40 === 0) {
+                if ((!i || !i.getAttribute('src')) && polls % 40 === 0) {
                     for (let el = c.parentElement; el; el = el.parentElement) {
                         if (el.scrollHeight > el.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(el).overflowY)) {
                             el.scrollTop = el.scrollTop > el.scrollHeight / 2 ? 0 : el.scrollHeight;
