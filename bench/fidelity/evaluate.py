@@ -443,9 +443,23 @@ def write_grids(samples: dict, out: Path, frames: int) -> list[Path]:
     return paths
 
 
+def write_videos(samples: dict, out: Path, scale: int = 1) -> Path | None:
+    """The videos of every cell at ``scale`` (the gate's, at 1) as 8-bit RGB arrays (N, T, H, W, 3) named by mode,
+    in one compressed npz: what `bench/fidelity/diagnose.py --samples` reads to tell the gate's failures apart."""
+    cells = {mode: (videos * 255).round().clip(0, 255).astype(np.uint8) for (s, mode), videos in samples.items()
+             if s == scale}
+    if not cells:
+        return None
+    path = out / f"videos_x{scale}.npz"
+    np.savez_compressed(path, **cells)
+    return path
+
+
 def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["grids"] = [p.name for p in write_grids(samples, out, frames)]
+    videos = write_videos(samples, out)
+    results["videos"] = videos.name if videos else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(gate_text(results) + "\n\n" + markdown_table(results) + "\n")
 

@@ -108,6 +108,49 @@ def per_video(video: np.ndarray, scale: int) -> dict[str, float]:
             "continuity": 1 - breaks / pairs if pairs else float("nan")}
 
 
+FAILURE_KINDS = {  # kind -> what it counts (per frame, or per frame pair of one colour)
+    "fragment": "frames in which a colour shows a second blob under a quarter of its largest's area (one object "
+                "broken up: its colour strays from the palette inside it)",
+    "second_object": "frames in which a colour shows a second blob of at least a quarter of its largest's area (the "
+                     "object drawn twice)",
+    "no_object": "frames without any object",
+    "appears_or_vanishes": "frame pairs in which a colour seen in the video is missing from one or both frames",
+    "split": "frame pairs in which a colour seen in both frames is more than one blob in one of them",
+    "jump": "frame pairs in which a colour's one blob moves more than MAX_STEP units",
+}
+
+
+PAIR_KINDS = ("appears_or_vanishes", "split", "jump")
+
+
+def failure_kinds(video: np.ndarray, scale: int) -> dict[str, int]:
+    """What the per-video metrics count against one (T, H, W, 3) video, by kind (FAILURE_KINDS), with the
+    ``frames`` and the ``colour_pairs`` (consecutive frames of each colour seen) they are counted over:
+    duplication and count error come from the frame kinds, continuity's breaks from the pair kinds."""
+    objects = video_objects(video, scale)
+    kinds = dict.fromkeys(FAILURE_KINDS, 0)
+    kinds.update(frames=len(objects), colour_pairs=0)
+    for frame in objects:
+        for blobs in frame.values():
+            if len(blobs) >= 2:
+                areas = sorted((b[0] for b in blobs), reverse=True)
+                kinds["fragment" if areas[1] < 0.25 * areas[0] else "second_object"] += 1
+        kinds["no_object"] += not any(frame.values())
+    for colour in PALETTE:
+        seen = [f[colour] for f in objects]
+        if not any(seen):
+            continue
+        kinds["colour_pairs"] += len(seen) - 1
+        for a, b in zip(seen[:-1], seen[1:]):
+            if not a or not b:
+                kinds["appears_or_vanishes"] += 1
+            elif len(a) != 1 or len(b) != 1:
+                kinds["split"] += 1
+            elif math.dist(a[0][1:], b[0][1:]) > MAX_STEP:
+                kinds["jump"] += 1
+    return kinds
+
+
 def histograms(videos: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """Per video of (N, T, H, W, 3): colour and edge histograms, (N, 512) and (N, 24)."""
     return (np.stack([colour_histogram(v) for v in videos]), np.stack([edge_histogram(v, scale) for v in videos]))

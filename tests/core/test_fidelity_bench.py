@@ -255,3 +255,36 @@ def test_weights_split_into_parts_under_the_limit_join_back_bit_for_bit(tmp_path
         weight_parts.join(path)
     with pytest.raises(FileNotFoundError, match="no parts of it"):
         weight_parts.join(tmp_path / "other.safetensors")
+
+
+def test_failure_kinds_tell_a_broken_object_from_one_drawn_twice_and_flicker_from_jumps(tmp_path):
+    """diagnose.py --samples: what the gate counted, by kind. A twin object is a second object; a stripe of
+    another colour across an object breaks it into fragments only if a piece is small; an object missing from
+    some frames appears / vanishes; the ground truth has none of these."""
+    sc = [s for s in scenes.sample_scenes(11, 20, frames=4) if len(s.objects) == 1][0]
+    obj = sc.objects[0]
+    twin = dataclasses.replace(obj, start=(scenes.NATIVE - obj.start[0], scenes.NATIVE - obj.start[1]),
+                               velocity=(-obj.velocity[0], -obj.velocity[1]))
+    video, doubled = metrics.to_numpy(scenes.render([sc, dataclasses.replace(sc, objects=(obj, twin))], 1, 4))
+    clean = metrics.failure_kinds(video, 1)
+    assert clean["frames"] == 4 and clean["colour_pairs"] == 3
+    assert all(clean[k] == 0 for k in metrics.FAILURE_KINDS)
+    assert metrics.failure_kinds(doubled, 1)["second_object"] == 4
+    broken = video.copy()
+    cx, cy = obj.centre(0)
+    x, y = int(scenes.NATIVE - 1 - cx) // 2 * 2, int(scenes.NATIVE - 1 - cy) // 2 * 2  # away from the object
+    broken[0, y:y + 3, x:x + 3] = scenes.PALETTE[obj.colour]  # a 9-pixel speck of its colour: a fragment
+    kinds = metrics.failure_kinds(broken, 1)
+    assert (kinds["fragment"], kinds["second_object"], kinds["split"]) == (1, 0, 1)
+    gone = video.copy()
+    gone[2:] = video[2:, :1, :1]  # the object vanishes after frame 1
+    assert metrics.failure_kinds(gone, 1)["appears_or_vanishes"] == 2  # pairs (1, 2) and (2, 3)
+    # the npz an evaluation writes, read back by diagnose.py
+    evaluate = pytest.importorskip("evaluate")
+    diagnose = pytest.importorskip("diagnose")
+    path = evaluate.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
+                                  (2, "full"): doubled[None]}, tmp_path)
+    assert path.name == "videos_x1.npz"
+    found = diagnose.failures(path)
+    assert set(found) == {"ground_truth", "full"}
+    assert found["full"]["second_object"] == 100.0 and found["ground_truth"]["second_object"] == 0.0
