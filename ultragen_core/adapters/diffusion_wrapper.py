@@ -13,6 +13,7 @@ A family subclasses :class:`DiffusionWrapper` and supplies only what differs:
     model_attention(dm) -> (function, interface)     the attention the windows call (for the plan line's kernel)
     prepare(call, args, kwargs, options, run)        optional: per-call work of a changed call (e.g. a layout)
     details(call) -> list[str]                       optional: more of the plan line for a changed call
+    run(call, executor, args, kwargs, options)       optional: how the call runs (Wan may share it out over GPUs)
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ class DiffusionWrapper:
         raise NotImplementedError
 
     def prepare(self, call: CallState, args: list, kwargs: dict, options: dict, run: RunState) -> None:
-        """Per-call work of a call the patch changes, before its memory plan (nothing by default)."""
+        """Per-call work of a call the patch changes, before its memory plan (nothing by default). It may set
+        fields of ``call`` and add to ``kwargs`` (this call's own dict, passed on to the model)."""
 
     def details(self, call: CallState) -> list[str]:
         """What the plan line says of a changed call before its memory plan (nothing by default)."""
