@@ -274,6 +274,27 @@ def captured() -> dict:
     raise RuntimeError("the UltraGen test nodes were not loaded into ComfyUI")
 
 
+def sampled_prompt(nodes: dict, unet_name: str, preset: str | None, key: str, cfg: float,
+                   positive: str = "cond", negative: str = "cond") -> dict:
+    """An API prompt: UNETLoader -> (UltraGen Attention Settings with ``preset`` -> UltraGen Apply; none when preset
+    is None) -> KSampler (euler, 1 step, denoise 1) -> UltraGenTestCapture under ``key``. ``nodes`` holds the rest:
+    the "latent" node and the conditioning nodes named by ``positive`` / ``negative``."""
+    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}}, **nodes}
+    model = ["load", 0]
+    if preset is not None:
+        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
+            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
+            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
+            "start_percent": 0.0, "end_percent": 1.0, "preset": preset}}
+        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
+        model = ["apply", 0]
+    p["sample"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 3, "steps": 1, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple",
+        "positive": [positive, 0], "negative": [negative, 0], "latent_image": ["latent", 0], "denoise": 1.0}}
+    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
+    return p
+
+
 # --- tiny Wan VAEs (the tiled VAE decode tests) -------------------------------------------------------------
 
 TINY_VAE_DIM = 8
