@@ -179,16 +179,22 @@ def random_wan_state_dict(seed: int = 0, dim: int = 128, num_layers: int = 2, in
     kwargs.update(extra)
     with eager_weights():
         model = cls(**kwargs)
+    return random_weights(model, seed)
+
+
+def random_weights(model, seed: int = 0, special=None) -> dict[str, torch.Tensor]:
+    """A float32 state dict of ``model`` with random values scaled for healthy signals: norm weights 1, matrices
+    N(0, 1 / fan_in), the rest N(0, 0.02^2); ``special(name, p, generator)`` may return another tensor for a
+    weight that is not a norm's (None: the rule above). One generator seeded with ``seed``, in key order."""
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif p.ndim >= 2:
-            fan_in = p[0].numel()
-            t = torch.randn(p.shape, generator=gen) / fan_in ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
+        t = torch.ones(p.shape) if "norm" in name and name.endswith("weight") else None
+        if t is None and special is not None:
+            t = special(name, p, gen)
+        if t is None:
+            t = (torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5 if p.ndim >= 2
+                 else 0.02 * torch.randn(p.shape, generator=gen))
         sd[name] = t.to(torch.float32).contiguous()
     return sd
 
