@@ -484,8 +484,8 @@ def main(argv=None) -> dict:
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
-def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runtime=None) -> dict:
-    cuda = torch.cuda.is_available() and not smoke
+def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runtime=None, cpu: bool = False) -> dict:
+    cuda = torch.cuda.is_available() and not smoke and not cpu
     if smoke:
         torch.set_num_threads(1)
     if runtime is None:

@@ -4,6 +4,7 @@
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR2 --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR --weights bench/fidelity/weights/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
+    COMFYUI_PATH=... python bench/fidelity/run.py --cpu --weights W --scales 1 --modes full --gate-samples 8 --out DIR
 
 Writes into DIR: ultragen_fidelity_wan.safetensors and train.json (unless --weights is given), results.json,
 results.md (the table) and samples_x<scale>.png (a row of frames per mode). docs/FIDELITY.md is made from
@@ -50,23 +51,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--shift", type=float, default=evaluate.EvalConfig.shift,
+                    help="sampling shift (ModelSamplingSD3); the bench model is trained with 3")
+    ap.add_argument("--cpu", action="store_true",
+                    help="evaluate --weights on the CPU (a few minutes per native video on 2 cores: a look at a "
+                         "handful of gate videos, e.g. --scales 1 --modes full --gate-samples 8)")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
     if args.weights is not None and (args.resume is not None or args.train_only):
         ap.error("--weights evaluates given weights; --resume / --train-only train: give one or the other")
+    if args.cpu and args.weights is None:
+        ap.error("--cpu evaluates given --weights; training needs CUDA")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out is None:
         if not args.smoke:
             ap.error("--out is needed (only a smoke run writes into a temporary folder)")
         args.out = Path(tempfile.mkdtemp(prefix="ultragen_fidelity_out_"))
-    if not args.smoke and not torch.cuda.is_available():
+    if not args.smoke and not args.cpu and not torch.cuda.is_available():
         sys.exit("bench/fidelity/run.py trains on CUDA; on a machine without a GPU run it with --smoke.")
     if args.smoke:
         print(banner("a 2-block model of width 128, 3 training steps, 2 frames; "
                      "one cell (x2: full, quality_band), 2 videos, 2 sampling steps",
                      "bf16 training, the x1 / x3 cells and the other modes"))
         torch.set_num_threads(1)
-    cuda = torch.cuda.is_available() and not args.smoke
+    cuda = torch.cuda.is_available() and not args.smoke and not args.cpu
     runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
     t0 = time.time()
     trained = None
@@ -83,9 +91,9 @@ def main(argv=None) -> dict:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift)
     t1 = time.time()
-    results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime)
+    results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime, cpu=args.cpu)
     results["train"] = trained
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
