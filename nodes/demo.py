@@ -66,6 +66,10 @@ class UltraGenDemoModel(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, weights: str | None = None) -> bool | str:
         # Names only weights: ComfyUI's own list check of it is off, so own_check re-does it (schema.py).
+        if weights is not None and not weight_files():
+            return (f"no demo weights found: the pack's {BUNDLED} is missing from {demo.WEIGHTS_DIR} (an install "
+                    f"without the pack's bench/ folder). Install the pack with git clone, or put the file in "
+                    f"models/{FOLDER}.")
         return own_check(cls, "weights", weights, weights_problem)
 
     @classmethod

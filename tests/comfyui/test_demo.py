@@ -83,3 +83,11 @@ def test_demo_decode_refuses_a_latent_of_another_model_naming_its_shape(comfy):
     with pytest.raises(PromptFailed, match=r"UltraGen Demo Decode: samples has shape \(1, 4, 8, 8\); it decodes "
                                            r"the demo model's video latents"):
         comfy.run(prompt)
+
+
+def test_without_the_bundled_file_the_weights_input_says_where_it_belongs(comfy, monkeypatch):
+    monkeypatch.setitem(comfy.folder_paths.folder_names_and_paths, "ultragen_demo", ([], {".safetensors"}))
+    monkeypatch.setattr(comfy.folder_paths, "filename_list_cache", {}, raising=False)
+    kind, where, details = only_error(comfy, {"demo": demo_model(), **sampled(["demo", 0])}, "demo")
+    assert (kind, where) == ("custom_validation_failed", "weights")
+    assert "no demo weights found" in details and "models/ultragen_demo" in details
