@@ -61,6 +61,9 @@ MODEL_FILE = "ultragen_fidelity_wan.safetensors"
 NODES_FILE = HERE / "fidelity_nodes.py"
 
 
+GATE_STRENGTH = 0.5  # the quality_gate row's global_strength: (1 - w) windows + w global, an even mix
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     scales: tuple[int, ...] = (1, 2, 3)
@@ -204,16 +207,16 @@ def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
     grid = native_grid(cfg)
     if mode in ("full", "sol_attn", *UPSCALERS):
         return None
-    window, shift, glob, fusion = grid, "alternate", True, "band"
+    window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
     if mode == "windows":
         glob, fusion = False, "local_only"
-    elif mode == "quality_gate":
-        fusion = "gate"
+    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (until session 11)
+        fusion, strength = "gate", GATE_STRENGTH
     elif mode == "fast":
         window, shift = fast_window(grid), "none"
     return {"class_type": "UltraGenAttentionSettings", "inputs": {
         "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
-        "global_compression": 0, "fusion": fusion, "global_strength": 1.0, "full_attention_blocks": "",
+        "global_compression": 0, "fusion": fusion, "global_strength": strength, "full_attention_blocks": "",
         "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
 
 
