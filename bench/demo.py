@@ -26,6 +26,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent
+for _path in (PACK / "tests", PACK / "tests" / "comfyui"):  # the test harness: ComfyUI headless, the UI -> API
+    if str(_path) not in sys.path:                           # converter
+        sys.path.insert(0, str(_path))
 TEMPLATE = PACK / "workflows" / "UltraGen demo (no download).json"
 COLUMNS = ("native, bicubic 3x", "UltraGen quality 3x", "UltraGen fast 3x")
 SPACING = 4  # the template's ImageStitch spacing_width
@@ -35,7 +38,6 @@ HEADER = 22  # px of column titles above the grid
 def demo_prompt(registry: dict, frames: int | None, steps: int | None) -> tuple[dict, str]:
     """The template as an API prompt (frames / steps changed where given) and the id of its last ImageStitch
     (the three-up frames), which gets a PreviewImage so that they can be read back."""
-    sys.path[:0] = [str(PACK / "tests"), str(PACK / "tests" / "comfyui")]
     from workflow_api import ui_to_api
     prompt = ui_to_api(json.loads(TEMPLATE.read_text()), registry)
     stitches = [nid for nid, node in prompt.items() if node["class_type"] == "ImageStitch"]
@@ -94,7 +96,6 @@ def main(argv=None) -> dict:
         ap.error("--out is needed (the grid PNG)")
     if torch.cuda.is_available() and not args.smoke:
         os.environ["ULTRAGEN_TEST_DEVICE"] = "cuda"  # ComfyUI on the GPU (tests/comfyui/harness.py)
-    sys.path[:0] = [str(PACK / "tests"), str(PACK / "tests" / "comfyui")]
     from harness import ComfyRuntime
     runtime = ComfyRuntime(Path(tempfile.mkdtemp(prefix="ultragen_demo_comfyui_")))
     if not runtime.pack_loaded:

@@ -210,7 +210,7 @@ def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
     window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
     if mode == "windows":
         glob, fusion = False, "local_only"
-    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (until session 11)
+    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (runs 38-50 used it)
         fusion, strength = "gate", GATE_STRENGTH
     elif mode == "fast":
         window, shift = fast_window(grid), "none"

@@ -1,6 +1,7 @@
 """The bench's fixed latent space (pixels placed in Wan 2.1's latent statistics, exactly invertible, 16
-channels), which lives in ultragen_core/demo.py: the pack's demo nodes decode it too. This module is what the
-bench's scripts import it as."""
+channels), which lives in ultragen_core/demo.py with the rest of what the demo nodes need to sample the bench's
+model (its shift, its context's width): the pack's demo nodes decode it too. This module is what the bench's
+scripts import it as."""
 from __future__ import annotations
 
 import sys
@@ -10,5 +11,5 @@ PACK = Path(__file__).resolve().parents[2]
 if str(PACK) not in sys.path:
     sys.path.append(str(PACK))  # last: the pack's nodes/ package must not hide ComfyUI's nodes module
 
-from ultragen_core.demo import (CHANNELS, GAIN, PATCH, PIXELS, PIXELS_PER_TOKEN, SPACE, USED,  # noqa: E402,F401
-                                WAN21_MEAN, WAN21_STD, decode, encode, normalised)
+from ultragen_core.demo import (CHANNELS, GAIN, PATCH, PIXELS, PIXELS_PER_TOKEN, SHIFT, SPACE,  # noqa: E402,F401
+                                TEXT_DIM, USED, WAN21_MEAN, WAN21_STD, decode, encode, normalised)

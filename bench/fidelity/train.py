@@ -47,8 +47,9 @@ import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.train")
 
-SHIFT = 3.0  # ModelSamplingSD3 shift the model is trained and sampled with
-TEXT_DIM = 4096  # Wan's T5 width (UNETLoader's detection assumes it)
+# the ModelSamplingSD3 shift the model is trained and sampled with, and Wan's T5 width (UNETLoader's detection
+# assumes it): the demo nodes sample the bundled model with the same (ultragen_core/demo.py)
+SHIFT, TEXT_DIM = latents.SHIFT, latents.TEXT_DIM
 CONTEXT_TOKENS = 1
 MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128, like every Wan; 8.1M parameters
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
