@@ -41,3 +41,11 @@ def test_frames_of_decodes_each_video_frame_by_frame_as_comfyui_images():
     assert images.shape == (6, 5, 7, 3)
     assert torch.allclose(images, video.permute(0, 1, 3, 4, 2).reshape(6, 5, 7, 3), atol=1e-5)
     assert images[3].allclose(video[1, 0].permute(1, 2, 0), atol=1e-5)  # video 2 follows video 1
+
+
+def test_the_demo_sizes_are_the_bench_worlds_the_bundled_model_was_trained_on():
+    import sys
+    from comfyui_finder import PACK_DIR
+    sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
+    import scenes
+    assert (demo.NATIVE, demo.FRAMES) == (scenes.NATIVE, scenes.FRAMES)
