@@ -21,6 +21,10 @@ training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen 
   comfy_kitchen's CUDA sol_attn cannot run)
 - bicubic: a native-size pass, decoded and upscaled bicubically in pixels
 - lanczos_sharpen: the same native pass, Lanczos-upscaled and sharpened (unsharp mask; metrics.py)
+- learned_sr: the same native pass through Real-ESRGAN's compact network trained on this bench's world
+  (upscaler.py), as Load Upscale Model reads it
+- <upscaler>_of_truth (added with each upscaler row): that upscaler applied to the *true* native video of the
+  ground truth row's scenes: what the upscaler reaches from a perfect native pass, whatever the model
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -41,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
@@ -49,13 +52,14 @@ sys.path.insert(0, str(HERE))
 import latents  # noqa: E402
 import metrics  # noqa: E402
 import scenes  # noqa: E402
+import upscaler  # noqa: E402
 import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
 MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "sol_attn", "bicubic",
-         "lanczos_sharpen")
-UPSCALERS = ("bicubic", "lanczos_sharpen")  # a native pass, upscaled in pixels
+         "lanczos_sharpen", "learned_sr")
+UPSCALERS = upscaler.METHODS  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
 MODEL_FILE = "ultragen_fidelity_wan.safetensors"
 NODES_FILE = HERE / "fidelity_nodes.py"
@@ -128,7 +132,8 @@ def gate_text(results: dict) -> str:
         lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
     elif not g["passed"]:
         lines.append("\nThe model failed the gate: it has not learned to draw its own training data, so the "
-                     "table below says nothing about the attention modes, and no conclusion is drawn from it.")
+                     "model's rows below say nothing about the attention modes, and no conclusion is drawn from "
+                     "them (the ground_truth and *_of_truth rows do not involve the model).")
     return "\n".join(lines)
 
 
@@ -294,12 +299,8 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         runtime.run(prompt(mode, model_name, scale, cfg, s, batch))
         out.append(captured()["out"].float().cpu())
     frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
-    if mode == "bicubic" and scale > 1:
-        n, t = frames.shape[:2]
-        frames = F.interpolate(frames.flatten(0, 1), scale_factor=scale, mode="bicubic", align_corners=False)
-        frames = frames.clamp(0, 1).unflatten(0, (n, t))
-    elif mode == "lanczos_sharpen" and scale > 1:
-        frames = metrics.lanczos_sharpen(frames, scale)
+    if mode in UPSCALERS and scale > 1:
+        frames = upscaler.upscale(frames, scale, mode)
     return frames
 
 
@@ -348,6 +349,49 @@ def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list
     return out
 
 
+def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
+    """The scale's ground truth: the reference statistics (a pool of renders), the truth row's videos (other
+    scenes: the floor every metric reaches with perfect content), their scenes, its cell and the seam borders."""
+    t0 = time.time()
+    pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
+    reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
+    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames)
+    videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
+    borders = seam_borders(cfg, scale) if scale > 1 else []
+    cell = {"scale": scale, "mode": "ground_truth", "status": "ok", "seconds": round(time.time() - t0, 2),
+            **summarise([videos], scale, reference, borders)}
+    return {"scale": scale, "reference": reference, "scenes": truth_scenes, "videos": videos, "borders": borders,
+            "cell": cell}
+
+
+def upscaled_truth(cfg: EvalConfig, truth: dict, device="cpu") -> list[dict]:
+    """The ``<upscaler>_of_truth`` cells of cfg's upscalers at truth's scale (none at 1x): each upscaler applied to
+    the true native video of the truth row's scenes, what it reaches from a perfect native pass."""
+    scale, cells = truth["scale"], []
+    if scale == 1:
+        return cells
+    native = scenes.render(truth["scenes"], 1, cfg.frames, device).cpu()
+    for mode in (m for m in cfg.modes if m in UPSCALERS):
+        cell, t0 = {"scale": scale, "mode": f"{mode}_of_truth"}, time.time()
+        try:
+            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode))
+        except Exception as e:  # e.g. learned_sr's weights missing: the other rows stand
+            cells.append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
+            continue
+        cells.append({**cell, "status": "ok", "seconds": round(time.time() - t0, 2),
+                      **summarise([videos], scale, truth["reference"], truth["borders"])})
+    return cells
+
+
+def evaluate_truth_only(cfg: EvalConfig) -> dict:
+    """The rows that need no model (ground_truth and the upscalers' _of_truth rows) at cfg's scales: CPU, minutes."""
+    results = {"config": asdict(cfg), "cells": [], "device": "cpu", "truth_only": True}
+    for scale in cfg.scales:
+        truth = ground_truth(cfg, scale)
+        results["cells"] += [truth["cell"], *upscaled_truth(cfg, truth)]
+    return results
+
+
 def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=None) -> tuple[dict, dict]:
     """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids.
 
@@ -357,17 +401,10 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     samples: dict[tuple[int, str], np.ndarray] = {}
     why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
     for scale in cfg.scales:
-        t0 = time.time()
-        pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
-        reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-        n_truth = cell_samples(cfg, scale, "ground_truth")
-        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, n_truth, cfg.frames), scale,
-                                               cfg.frames, device))
-        samples[(scale, "ground_truth")] = truth
-        borders = seam_borders(cfg, scale) if scale > 1 else []
-        results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
-                                 "seconds": round(time.time() - t0, 2),
-                                 **summarise([truth], scale, reference, borders)})
+        truth = ground_truth(cfg, scale, device)
+        reference, borders = truth["reference"], truth["borders"]
+        samples[(scale, "ground_truth")] = truth["videos"]
+        results["cells"].append(truth["cell"])
         for mode in cfg.modes:
             cell = {"scale": scale, "mode": mode}
             if scale == 1 and mode not in NATIVE_MODES:
@@ -394,6 +431,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
                 on_cell(results)
             log.info("x%d %-15s %.1f s  count error %.3f  duplication %.3f", scale, mode, seconds,
                      cell["count_error"][0], cell["duplication"][0])
+        results["cells"] += upscaled_truth(cfg, truth, device)
     return results, samples
 
 

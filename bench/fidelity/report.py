@@ -121,8 +121,11 @@ steps across the quality windows' borders over those 1-3 pixels beside them, eac
 object edges do not dominate; the ground truth measures about 0.93, a seam more). With --seeds N,
 the set metrics carry error bars over the N sampling seeds. Rows: the pack's modes, ComfyUI's Sol-Attn
 (sol_attn: the core Model Sparse Attention node's defaults; skipped with the reason where comfy_kitchen's
-CUDA kernel is missing), and the upscaler chains users run instead (bicubic, lanczos_sharpen: Lanczos plus
-an unsharp mask), both from the same native pass.
+CUDA kernel is missing), and the upscaler chains users run instead, all from the same native pass (bicubic;
+lanczos_sharpen: Lanczos plus an unsharp mask; learned_sr: Real-ESRGAN's compact network trained on this
+bench's world, bench/fidelity/upscaler.py). Each upscaler also has an `_of_truth` row: the same upscaler
+applied to the true native video of the ground-truth row's scenes, what it reaches from a perfect native pass
+(these rows and ground_truth do not involve the model).
 """
 
 

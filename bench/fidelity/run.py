@@ -5,6 +5,7 @@
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR --weights bench/fidelity/weights/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
     COMFYUI_PATH=... python bench/fidelity/run.py --cpu --weights W --scales 1 --modes full --gate-samples 8 --out DIR
+    python bench/fidelity/run.py --truth-only --scales 2,3 --samples 64 --out DIR   # no model: the upscalers' ceiling
 
 Writes into DIR: ultragen_fidelity_wan.safetensors and train.json (unless --weights is given), results.json,
 results.md (the table) and samples_x<scale>.png (a row of frames per mode). docs/FIDELITY.md is made from
@@ -56,8 +57,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--cpu", action="store_true",
                     help="evaluate --weights on the CPU (a few minutes per native video on 2 cores: a look at a "
                          "handful of gate videos, e.g. --scales 1 --modes full --gate-samples 8)")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="only the rows that need no model: ground_truth and each upscaler applied to the true "
+                         "native video (<upscaler>_of_truth), on the CPU")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.modes.split(",")) - set(evaluate.MODES))
+    if unknown:
+        ap.error(f"--modes: {', '.join(unknown)} not among {', '.join(evaluate.MODES)}")
+    if args.truth_only:
+        if args.out is None:
+            ap.error("--truth-only needs --out")
+        return truth_only(args)
     if args.weights is not None and (args.resume is not None or args.train_only):
         ap.error("--weights evaluates given weights; --resume / --train-only train: give one or the other")
     if args.cpu and args.weights is None:
@@ -101,6 +112,18 @@ def main(argv=None) -> dict:
     if trained is not None:
         weight_parts.split(weights)  # parts under 16 MiB, what a device run hands back
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
+    return results
+
+
+def truth_only(args) -> dict:
+    cfg = evaluate.EvalConfig(scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
+                              samples=args.samples, gate_samples=args.gate_samples)
+    results = evaluate.evaluate_truth_only(cfg)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    table = evaluate.markdown_table(results)
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
     return results
 
 
