@@ -103,7 +103,8 @@ def main(argv=None) -> dict:
         print(json.dumps(out, indent=2))
         return out
     train.use_comfyui(True)
-    sc = scenes.sample_scenes(777, args.videos)  # whole scenes, as the evaluation renders them
+    meta = train.load(args.weights)[1] if args.weights is not None else {}
+    sc = scenes.sample_scenes(777, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
     frames = scenes.render(sc, 1)
     fmt = train.wan_latent_format()
     x0 = fmt.process_in(latents.encode(frames))  # (B, 16, T, H, W) what the model sees
@@ -113,7 +114,7 @@ def main(argv=None) -> dict:
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
-        sd, meta = train.load(args.weights)
+        sd = train.load(args.weights)[0]
         if meta.get("latent_space") != latents.SPACE:
             sys.exit(f"{args.weights} was trained on another latent space ({meta.get('latent_space')!r}).")
         model = train.build_model(json.loads(meta["config"]))

@@ -81,6 +81,7 @@ class EvalConfig:
     gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
     seed: int = 0
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
+    world: str = "plain"  # scenes.WORLDS: the model's training world (its weights' metadata) sets it
     extra: dict = field(default_factory=dict)
 
 
@@ -171,6 +172,13 @@ def check_latent_space(weights: Path) -> None:
         raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
                          f"{latents.SPACE!r}: its samples would be noise. Train new weights "
                          f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
+
+
+def weights_world(weights: Path) -> str:
+    """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
+    from safetensors import safe_open
+    with safe_open(str(weight_parts.join(weights)), "pt") as f:
+        return (f.metadata() or {}).get("world", "plain")
 
 
 def install_weights(runtime, weights: Path) -> str:
@@ -300,7 +308,7 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         out.append(captured()["out"].float().cpu())
     frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
     if mode in UPSCALERS and scale > 1:
-        frames = upscaler.upscale(frames, scale, mode)
+        frames = upscaler.upscale(frames, scale, mode, cfg.world)
     return frames
 
 
@@ -353,9 +361,11 @@ def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
     """The scale's ground truth: the reference statistics (a pool of renders), the truth row's videos (other
     scenes: the floor every metric reaches with perfect content), their scenes, its cell and the seam borders."""
     t0 = time.time()
-    pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
+    pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames, world=cfg.world), scale,
+                         cfg.frames, device)
     reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames)
+    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames,
+                                        world=cfg.world)
     videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
     borders = seam_borders(cfg, scale) if scale > 1 else []
     cell = {"scale": scale, "mode": "ground_truth", "status": "ok", "seconds": round(time.time() - t0, 2),
@@ -374,7 +384,7 @@ def upscaled_truth(cfg: EvalConfig, truth: dict, device="cpu") -> list[dict]:
     for mode in (m for m in cfg.modes if m in UPSCALERS):
         cell, t0 = {"scale": scale, "mode": f"{mode}_of_truth"}, time.time()
         try:
-            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode))
+            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode, cfg.world))
         except Exception as e:  # e.g. learned_sr's weights missing: the other rows stand
             cells.append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
             continue
@@ -540,7 +550,9 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     def partial(results: dict) -> None:
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
-    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu", partial)
+    name = install_weights(runtime, weights)
+    cfg = replace(cfg, world=weights_world(weights))  # the truth, and the learned upscaler, of the model's world
+    results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)

@@ -52,10 +52,10 @@ def band_power(frames: torch.Tensor) -> np.ndarray:
     return np.array([float(power[(radius >= lo) & (radius < hi)].sum()) for lo, hi in zip(BANDS, BANDS[1:])])
 
 
-def contents(videos: int, frames: int) -> dict[str, torch.Tensor]:
+def contents(videos: int, frames: int, world: str = "plain") -> dict[str, torch.Tensor]:
     """(N, T, 3, 2 NATIVE, 2 NATIVE) ground truth: whole scenes at 2x, and 2 x 2 tiles of native scenes."""
-    zoom = scenes.render(scenes.sample_scenes(30_000, videos, frames), 2, frames)
-    tiles = scenes.render(scenes.sample_scenes(30_001, 4 * videos, frames), 1, frames)  # (4N, T, 3, S, S)
+    zoom = scenes.render(scenes.sample_scenes(30_000, videos, frames, world=world), 2, frames)
+    tiles = scenes.render(scenes.sample_scenes(30_001, 4 * videos, frames, world=world), 1, frames)  # (4N, T, 3, S, S)
     tiles = tiles.view(videos, 2, 2, frames, 3, scenes.NATIVE, scenes.NATIVE)
     tiles = tiles.permute(0, 3, 4, 1, 5, 2, 6).reshape(videos, frames, 3, 2 * scenes.NATIVE, 2 * scenes.NATIVE)
     return {"zoom": zoom, "tiles": tiles}
@@ -94,10 +94,11 @@ def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, 
     return latents.decode(captured()["out"].float().cpu())
 
 
-def measure(runtime, model_name: str, videos: int, frames: int, work: Path, modes=MODES) -> list[dict]:
-    cfg = evaluate.EvalConfig(frames=frames)
+def measure(runtime, model_name: str, videos: int, frames: int, work: Path, modes=MODES,
+            world: str = "plain") -> list[dict]:
+    cfg = evaluate.EvalConfig(frames=frames, world=world)
     rows = []
-    for name, truth in contents(videos, frames).items():
+    for name, truth in contents(videos, frames, world).items():
         path = work / f"{name}.pt"
         torch.save(latents.encode(truth), path)
         reference = band_power(truth)
@@ -152,7 +153,8 @@ def main(argv=None) -> list[dict]:
     runtime = evaluate.make_runtime(work / "comfy", cuda=False)
     if str(evaluate.PACK) not in sys.path:
         sys.path.append(str(evaluate.PACK))
-    rows = measure(runtime, evaluate.install_weights(runtime, args.weights), args.videos, args.frames, work, modes)
+    rows = measure(runtime, evaluate.install_weights(runtime, args.weights), args.videos, args.frames, work, modes,
+                   evaluate.weights_world(args.weights))  # the model's own world
     text = table(rows)
     print(text)
     if args.out is not None:

@@ -102,6 +102,9 @@ the pixels). The model samples through ComfyUI's real path (UNETLoader, ModelSam
 nodes, KSampler), 64 x 64 px (32 x 32 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
 tokens). Latent space: 1 pixel -> 1 latent pixel of 16 channels in Wan 2.1's latent statistics, exact
 (bench/fidelity/latents.py). Training shows whole scenes and crops zoomed 1.25-4x (bench/fidelity/train.py).
+Two worlds (scenes.py, `--world`): plain, whose textures the native frame fully resolves, and detailed, which
+adds fine ground texture that only 2x, 3x and zoomed crops resolve, as close-ups do in real video; a model is
+evaluated in the world it was trained on (its weights' metadata; runs up to 50: plain).
 
 Commands (one H200; bench/fidelity/GPU_PLAN.md: two calls, the second resumes and evaluates):
 

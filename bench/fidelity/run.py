@@ -52,6 +52,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--world", choices=list(train.scenes.WORLDS), default=None,
+                    help=train.WORLD_HELP + "; --weights are evaluated in the world they were trained on, "
+                         "--truth-only in this one")
     ap.add_argument("--shift", type=float, default=evaluate.EvalConfig.shift,
                     help="sampling shift (ModelSamplingSD3); the bench model is trained with 3")
     ap.add_argument("--cpu", action="store_true",
@@ -92,7 +95,7 @@ def main(argv=None) -> dict:
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
-                              args.low_res_minutes, args.model)
+                              args.low_res_minutes, args.model, args.world)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
@@ -117,7 +120,7 @@ def main(argv=None) -> dict:
 
 def truth_only(args) -> dict:
     cfg = evaluate.EvalConfig(scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-                              samples=args.samples, gate_samples=args.gate_samples)
+                              samples=args.samples, gate_samples=args.gate_samples, world=args.world or "plain")
     results = evaluate.evaluate_truth_only(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

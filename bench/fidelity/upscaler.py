@@ -7,7 +7,7 @@ this bench's own world: pairs of the same scene rendered at 1x and at 2x / 3x (s
 zoomed crops with objects of many sizes, from seeds the evaluation never uses. An upscaler trained on exactly
 the content it is asked to upscale is the strongest the upscaler side can field.
 
-    python bench/fidelity/upscaler.py train --scale 2 --steps 2000 --out bench/fidelity/upscalers   # CPU: minutes
+    python bench/fidelity/upscaler.py train --scale 2 --steps 2500 [--world detailed]   # CPU: 26 minutes
     python bench/fidelity/upscaler.py check --samples 64      # PSNR on the evaluation's truth, each upscaler
 
 ``upscale(frames, scale, method)`` is what the table's rows run on a native pass (evaluate.py) and on the true
@@ -38,8 +38,9 @@ SEED = 1 << 41  # training scenes: seeds from here on (train.py's start at 2^40,
 NOISE = 0.03  # half of each batch gets Gaussian noise of std up to this on its input (samples are not clean)
 
 
-def file_name(scale: int) -> str:
-    return f"ultragen_bench_sr_x{scale}.safetensors"
+def file_name(scale: int, world: str = "plain") -> str:
+    return f"ultragen_bench_sr_x{scale}.safetensors" if world == "plain" else \
+        f"ultragen_bench_sr_{world}_x{scale}.safetensors"
 
 
 def build(scale: int) -> torch.nn.Module:
@@ -47,10 +48,10 @@ def build(scale: int) -> torch.nn.Module:
     return Compact(num_in_ch=3, num_out_ch=3, num_feat=FEATURES, num_conv=CONVS, upscale=scale, act_type="prelu")
 
 
-def pairs(step: int, batch: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pairs(step: int, batch: int, scale: int, world: str = "plain") -> tuple[torch.Tensor, torch.Tensor]:
     """One training batch: (B, 3, 64, 64) at 1x and (B, 3, 64 s, 64 s) at s x, the same views of the same scenes."""
     seed = SEED + 1_000_003 * step
-    params = scenes.sample_scenes(seed, batch, 1, scenes.TRAIN_RADIUS)
+    params = scenes.sample_scenes(seed, batch, 1, scenes.TRAIN_RADIUS, world)
     zoom, origin = scenes.sample_views(seed, batch)
     low = scenes.render(params, 1, 1, zoom=zoom, origin=origin)[:, 0]
     high = scenes.render(params, scale, 1, zoom=zoom, origin=origin)[:, 0]
@@ -59,7 +60,8 @@ def pairs(step: int, batch: int, scale: int) -> tuple[torch.Tensor, torch.Tensor
     return (low + std * torch.randn(low.shape, generator=g)).clamp(0, 1), high
 
 
-def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: int = 200) -> tuple[dict, dict]:
+def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: int = 200,
+          world: str = "plain") -> tuple[dict, dict]:
     """(state_dict, facts): the compact network trained for ``steps`` with L1, AdamW and a cosine schedule."""
     torch.manual_seed(scale)
     net = build(scale)
@@ -67,7 +69,7 @@ def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
     t0, losses = time.time(), []
     for step in range(steps):
-        low, high = pairs(step, batch, scale)
+        low, high = pairs(step, batch, scale, world)
         loss = F.l1_loss(net(low), high)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -77,7 +79,7 @@ def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: 
         if (step + 1) % log_every == 0:
             print(f"x{scale} step {step + 1}  L1 {sum(losses[-log_every:]) / log_every:.4f}  {time.time() - t0:.0f} s",
                   flush=True)
-    facts = {"scale": scale, "steps": steps, "batch": batch, "lr": lr, "features": FEATURES, "convs": CONVS,
+    facts = {"scale": scale, "world": world, "steps": steps, "batch": batch, "lr": lr, "features": FEATURES, "convs": CONVS,
              "seconds": round(time.time() - t0, 1), "l1_last_200": round(sum(losses[-200:]) / len(losses[-200:]), 5)}
     return {k: v.detach().contiguous() for k, v in net.state_dict().items()}, facts
 
@@ -85,27 +87,28 @@ def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: 
 def save(state: dict, facts: dict, out: Path) -> Path:
     from safetensors.torch import save_file
     out.mkdir(parents=True, exist_ok=True)
-    path = out / file_name(facts["scale"])
+    path = out / file_name(facts["scale"], facts["world"])
     save_file(state, str(path), metadata={"ultragen_bench_upscaler": json.dumps(facts)})
     return path
 
 
 @lru_cache(maxsize=None)
-def load(scale: int, weights_dir: Path = WEIGHTS_DIR) -> torch.nn.Module:
-    """The committed network for ``scale``, read as ComfyUI's Load Upscale Model reads it (spandrel)."""
+def load(scale: int, world: str = "plain", weights_dir: Path = WEIGHTS_DIR) -> torch.nn.Module:
+    """The committed network for ``scale`` and ``world``, read as ComfyUI's Load Upscale Model reads it (spandrel)."""
     from spandrel import ModelLoader
-    path = weights_dir / file_name(scale)
+    path = weights_dir / file_name(scale, world)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: train it with "
-                                f"`python bench/fidelity/upscaler.py train --scale {scale} --out {weights_dir}`")
+        raise FileNotFoundError(f"{path} is missing: train it with `python bench/fidelity/upscaler.py train "
+                                f"--scale {scale} --world {world} --out {weights_dir}`")
     model = ModelLoader().load_from_file(str(path))
     if model.scale != scale:
         raise ValueError(f"{path} upscales {model.scale}x, not {scale}x")
     return model.model.eval()
 
 
-def upscale(frames: torch.Tensor, scale: int, method: str) -> torch.Tensor:
-    """(N, T, 3, H, W) in [0, 1] -> (N, T, 3, scale H, scale W) in [0, 1] by one of METHODS."""
+def upscale(frames: torch.Tensor, scale: int, method: str, world: str = "plain") -> torch.Tensor:
+    """(N, T, 3, H, W) in [0, 1] -> (N, T, 3, scale H, scale W) in [0, 1] by one of METHODS (learned_sr: the
+    network trained on ``world``)."""
     if method == "lanczos_sharpen":
         return metrics.lanczos_sharpen(frames, scale)
     n, t = frames.shape[:2]
@@ -113,7 +116,7 @@ def upscale(frames: torch.Tensor, scale: int, method: str) -> torch.Tensor:
     if method == "bicubic":
         out = F.interpolate(flat, scale_factor=scale, mode="bicubic", align_corners=False)
     elif method == "learned_sr":
-        net = load(scale)
+        net = load(scale, world)
         with torch.inference_mode():
             out = torch.cat([net(chunk) for chunk in flat.split(64)])
     else:
@@ -125,13 +128,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / F.mse_loss(a, b)))
 
 
-def check(samples: int, scales=(2, 3)) -> dict:
+def check(samples: int, scales=(2, 3), world: str = "plain") -> dict:
     """PSNR (dB) of each method on the evaluation's own true videos (never trained on), upscaled from 1x."""
     out = {}
     for scale in scales:
-        params = scenes.sample_scenes(20_000 + scale, samples)  # evaluate.py's x{scale} ground truth
+        params = scenes.sample_scenes(20_000 + scale, samples, world=world)  # evaluate.py's x{scale} ground truth
         low, high = scenes.render(params, 1), scenes.render(params, scale)
-        out[f"x{scale}"] = {m: round(psnr(upscale(low, scale, m), high), 2) for m in METHODS}
+        out[f"x{scale}"] = {m: round(psnr(upscale(low, scale, m, world), high), 2) for m in METHODS}
     return out
 
 
@@ -145,12 +148,14 @@ def main(argv=None) -> None:
     t.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     c = sub.add_parser("check", help="PSNR of every upscaler on the evaluation's true videos")
     c.add_argument("--samples", type=int, default=64)
+    for p in (t, c):
+        p.add_argument("--world", choices=scenes.WORLDS, default="plain", help="the bench world (scenes.py)")
     args = ap.parse_args(argv)
     if args.command == "train":
-        state, facts = train(args.scale, args.steps, args.batch)
+        state, facts = train(args.scale, args.steps, args.batch, world=args.world)
         print(save(state, facts, args.out), json.dumps(facts))
     else:
-        print(json.dumps(check(args.samples), indent=1))
+        print(json.dumps(check(args.samples, world=args.world), indent=1))
 
 
 if __name__ == "__main__":

@@ -320,3 +320,28 @@ def test_the_committed_learned_upscalers_beat_bicubic_on_the_evaluations_truth()
         assert abs(fine(learned) / fine(high) - 1) < 0.25 and fine(bicubic) / fine(high) < 0.7
     with pytest.raises(ValueError, match="method must be one of bicubic, lanczos_sharpen, learned_sr, got 'nearest'"):
         upscaler.upscale(low, 2, "nearest")
+
+
+def test_the_detailed_world_adds_fine_detail_only_the_larger_scales_resolve():
+    """scenes.py's detailed world: the plain world's scenes (same seed: same objects, layout, texture) plus fine
+    ground waves. The native whole scene barely shows them; 2x and 3x do (power above the native frame's
+    Nyquist frequency, which the plain world has almost none of)."""
+    plain, detailed = scenes.sample_scenes(31, 4, frames=2), scenes.sample_scenes(31, 4, frames=2, world="detailed")
+    assert [dataclasses.replace(d, fine=()) for d in detailed] == plain
+    assert scenes.world_of(detailed) == "detailed" and scenes.world_of(plain) == "plain"
+    assert all(len(d.fine) == scenes.FINE_WAVES for d in detailed)
+    native = (scenes.render(detailed, 1, 2) - scenes.render(plain, 1, 2)).abs().mean()
+    assert native < 0.004, native
+
+    def above_native_nyquist(video, scale):  # luminance power beyond 0.5 cycles per unit, on the ground
+        lum = video[:, :, :, -24 * scale:].mean(2)  # the bottom of the frame: ground in every scene
+        power = torch.fft.fft2(lum - lum.mean((-1, -2), keepdim=True)).abs() ** 2
+        h, w = lum.shape[-2:]
+        fy, fx = torch.fft.fftfreq(h)[:, None] * scale, torch.fft.fftfreq(w)[None, :] * scale  # cycles per unit
+        return float(power[..., (fx.abs() > 0.5) | (fy.abs() > 0.5)].sum() / power.sum())
+    for scale in (2, 3):
+        fine, smooth = above_native_nyquist(scenes.render(detailed, scale, 2), scale), \
+            above_native_nyquist(scenes.render(plain, scale, 2), scale)
+        assert fine > 3 * smooth, (scale, fine, smooth)  # the plain world's share: object edges
+    with pytest.raises(ValueError, match="world must be one of plain, detailed, got 'noisy'"):
+        scenes.sample_scenes(1, 1, world="noisy")
