@@ -333,7 +333,7 @@ def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
     return sorted(b * latents.PIXELS_PER_TOKEN for b in bounds)
 
 
-SET_METRICS = ("colour_js", "edge_js", "detail_error", "hf_log2", "flicker")
+SET_METRICS = ("colour_js", "edge_js", "orientation_js", "detail_error", "hf_log2", "flicker")
 
 
 def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list[int]) -> dict:
@@ -449,8 +449,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
 
 COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
            ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4),
-           ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2), ("flicker", "flicker", 2),
-           ("seam", "seam", 2))
+           ("orientation_js", "orientation JS", 3), ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2),
+           ("flicker", "flicker", 2), ("seam", "seam", 2))
 
 
 def fmt(value, digits: int) -> str:

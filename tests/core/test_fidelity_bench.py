@@ -345,3 +345,18 @@ def test_the_detailed_world_adds_fine_detail_only_the_larger_scales_resolve():
         assert fine > 3 * smooth, (scale, fine, smooth)  # the plain world's share: object edges
     with pytest.raises(ValueError, match="world must be one of plain, detailed, got 'noisy'"):
         scenes.sample_scenes(1, 1, world="noisy")
+
+
+def test_the_orientation_metric_sees_the_jaggies_of_a_pixel_grid_upscale():
+    """orientation_js: a nearest-neighbour upscale has the truth's edge magnitudes at its steps but puts its
+    outlines on the native pixel grid (0 and 90 degrees), far beyond where other renders of the truth sit."""
+    scale, n, frames = 3, 32, 4
+    reference = metrics.reference_stats(
+        metrics.to_numpy(scenes.render(scenes.sample_scenes(10_003, n, frames), scale, frames)), scale)
+    params = scenes.sample_scenes(20_003, n, frames)
+    truth, low = scenes.render(params, scale, frames), scenes.render(params, 1, frames)
+    nearest = F.interpolate(low.flatten(0, 1), scale_factor=scale, mode="nearest").unflatten(0, (n, frames))
+    js = lambda v: metrics.set_distances(metrics.to_numpy(v), scale, reference, boot=2)["orientation_js"][0]  # noqa: E731
+    assert js(nearest) > 5 * js(truth), (js(nearest), js(truth))
+    flat = metrics.orientation_histogram(np.full((2, 9, 9, 3), 0.5, np.float32), scale)
+    assert np.allclose(flat, 1 / metrics.ORIENTATION_BINS)  # no gradient at all: uniform, not NaN
