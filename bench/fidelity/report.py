@@ -115,7 +115,9 @@ count error (extra blobs of one colour + missing + beyond 3, per frame; 0 is rig
 frames with one colour twice), size ratio (object size vs. ground truth at that scale; 1 is right),
 continuity (share of frame pairs in which each object keeps one blob and moves plausibly; 1 is right),
 colour JS / edge JS (Jensen-Shannon divergence of pooled colour / gradient histograms vs. ground truth
-renders; the ground_truth row is the floor of an independent set of renders); detail error, HF log2 and
+renders; the ground_truth row is the floor of an independent set of renders); orientation JS (the same for the
+gradients' orientation, folded into 0-90 degrees and weighted by magnitude: staircase edges on the native pixel
+grid, which the magnitude cannot see, move it); detail error, HF log2 and
 flicker (the luminance power spectrum per band in cycles per native unit against the truth's, as a shape:
 detail error is the mean |log2| gap over the bands, 0 for the truth; HF log2 is the highest band's gap,
 below 0 for blur and above 0 for grain; flicker is the high bands' share of frame-to-frame change against

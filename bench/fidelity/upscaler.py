@@ -4,11 +4,13 @@ Users who do not sample natively at 2x-4x upscale the native pass: bicubic, Lanc
 upscaler (Load Upscale Model + Upscale Image (using Model), an ESRGAN-type network). The learned row here is
 Real-ESRGAN's compact network (spandrel's ``Compact``, which ComfyUI's Load Upscale Model reads), trained on
 this bench's own world: pairs of the same scene rendered at 1x and at 2x / 3x (scenes.py), whole scenes and
-zoomed crops with objects of many sizes, from seeds the evaluation never uses. An upscaler trained on exactly
-the content it is asked to upscale is the strongest the upscaler side can field.
+zoomed crops with objects of many sizes, from seeds the evaluation never uses: the strongest upscaler the bench
+can train here (2,500 steps on a CPU: it keeps outlines on the native pixel grid, which the orientation metric
+shows; docs/FIDELITY.md).
 
     python bench/fidelity/upscaler.py train --scale 2 --steps 2500 [--world detailed]   # CPU: 26 minutes
     python bench/fidelity/upscaler.py check --samples 64      # PSNR on the evaluation's truth, each upscaler
+    python bench/fidelity/upscaler.py picture --out docs/fidelity/upscalers_of_truth.png
 
 ``upscale(frames, scale, method)`` is what the table's rows run on a native pass (evaluate.py) and on the true
 native video (``*_of_truth`` rows: what each upscaler reaches from a perfect native pass).
@@ -138,6 +140,32 @@ def check(samples: int, scales=(2, 3), world: str = "plain") -> dict:
     return out
 
 
+def picture(out: Path, scale: int = 3, seed: int = 20_003) -> Path:
+    """A PNG: for one scene in each world, the native frame, the truth at ``scale`` and each upscaler of the true
+    native frame (columns), whole (first rows) and a quarter of the ground magnified (last rows)."""
+    import cv2
+    import numpy as np
+    size = scenes.NATIVE * scale
+    whole, zoomed, labels = [], [], ["native (nearest)", f"truth {scale}x", *(f"{m} {scale}x" for m in METHODS)]
+    for world in scenes.WORLDS:
+        params = scenes.sample_scenes(seed, 1, 1, world=world)
+        low = scenes.render(params, 1, 1)
+        frames = [F.interpolate(low[:, 0], scale_factor=scale, mode="nearest")[0], scenes.render(params, scale, 1)[0, 0],
+                  *(upscale(low, scale, m, world)[0, 0] for m in METHODS)]
+        whole.append(torch.cat(frames, 2))
+        crop = [f[:, size - size // 4:, :size // 4] for f in frames]  # the ground's bottom-left corner
+        zoomed.append(torch.cat([F.interpolate(c[None], scale_factor=4, mode="nearest")[0] for c in crop], 2))
+    img = torch.cat(whole + zoomed, 1).permute(1, 2, 0).clamp(0, 1).numpy()
+    img = np.ascontiguousarray((img[:, :, ::-1] * 255).round().astype(np.uint8))
+    for i, label in enumerate(labels):
+        cv2.putText(img, label, (i * size + 4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for j, world in enumerate(scenes.WORLDS * 2):
+        cv2.putText(img, world, (4, j * size + size - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), img)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,8 +178,12 @@ def main(argv=None) -> None:
     c.add_argument("--samples", type=int, default=64)
     for p in (t, c):
         p.add_argument("--world", choices=scenes.WORLDS, default="plain", help="the bench world (scenes.py)")
+    g = sub.add_parser("picture", help="a PNG of one scene per world: native, truth and each upscaler at 3x")
+    g.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if args.command == "train":
+    if args.command == "picture":
+        print(picture(args.out))
+    elif args.command == "train":
         state, facts = train(args.scale, args.steps, args.batch, world=args.world)
         print(save(state, facts, args.out), json.dumps(facts))
     else:

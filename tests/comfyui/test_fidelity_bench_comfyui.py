@@ -22,16 +22,19 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     # parts (weight_parts.split) resume and install under the file's name, joined first
     first = tmp_path / "first" / train.WEIGHTS.name
     assert len(weight_parts.split(first, limit=1_200_000)) > 1 and not first.exists()  # text embedding: 1 MiB
-    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first)
+    assert train.world_of(train.load(first)[1]) == "plain"  # the world a run from scratch trains in
+    # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them
+    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, world="detailed")
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
     sd, meta = train.load(tmp_path / train.WEIGHTS.name)
-    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE
+    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE and meta["world"] == "detailed"
     assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2, steps=2,
                               frames=2, gt_pool=4, seeds=2)
     evaluate.load_bench_nodes(comfy)
     results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
+    assert results["config"]["world"] == "detailed"
     assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
     # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
     why = evaluate.sol_attn_unavailable()
@@ -104,6 +107,8 @@ def test_resume_refuses_weights_of_another_latent_space(comfy, tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
     with pytest.raises(ValueError, match="another latent space"):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
+    with pytest.raises(ValueError, match=r"world must be one of \['plain', 'detailed'\], got 'noisy'"):
+        train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, world="noisy")
 
 
 def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
