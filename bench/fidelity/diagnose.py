@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
         print(json.dumps(out, indent=2))
         return out
     train.use_comfyui(True)
-    meta = train.load(args.weights)[1] if args.weights is not None else {}
+    sd, meta = train.load(args.weights) if args.weights is not None else (None, {})
     sc = scenes.sample_scenes(777, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
     frames = scenes.render(sc, 1)
     fmt = train.wan_latent_format()
@@ -114,7 +114,6 @@ def main(argv=None) -> dict:
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
-        sd = train.load(args.weights)[0]
         if meta.get("latent_space") != latents.SPACE:
             sys.exit(f"{args.weights} was trained on another latent space ({meta.get('latent_space')!r}).")
         model = train.build_model(json.loads(meta["config"]))
