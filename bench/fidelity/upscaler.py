@@ -50,40 +50,57 @@ def build(scale: int) -> torch.nn.Module:
     return Compact(num_in_ch=3, num_out_ch=3, num_feat=FEATURES, num_conv=CONVS, upscale=scale, act_type="prelu")
 
 
-def pairs(step: int, batch: int, scale: int, world: str = "plain") -> tuple[torch.Tensor, torch.Tensor]:
+def pairs(step: int, batch: int, scale: int, world: str = "plain", device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """One training batch: (B, 3, 64, 64) at 1x and (B, 3, 64 s, 64 s) at s x, the same views of the same scenes."""
     seed = SEED + 1_000_003 * step
     params = scenes.sample_scenes(seed, batch, 1, scenes.TRAIN_RADIUS, world)
     zoom, origin = scenes.sample_views(seed, batch)
-    low = scenes.render(params, 1, 1, zoom=zoom, origin=origin)[:, 0]
-    high = scenes.render(params, scale, 1, zoom=zoom, origin=origin)[:, 0]
+    low = scenes.render(params, 1, 1, device, zoom=zoom, origin=origin)[:, 0]
+    high = scenes.render(params, scale, 1, device, zoom=zoom, origin=origin)[:, 0]
     g = torch.Generator().manual_seed(seed)
     std = NOISE * torch.rand(batch, 1, 1, 1, generator=g) * (torch.rand(batch, 1, 1, 1, generator=g) < 0.5)
-    return (low + std * torch.randn(low.shape, generator=g)).clamp(0, 1), high
+    noise = std * torch.randn(low.shape, generator=g)
+    return (low + noise.to(low.device)).clamp(0, 1), high
 
 
 def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: int = 200,
-          world: str = "plain") -> tuple[dict, dict]:
-    """(state_dict, facts): the compact network trained for ``steps`` with L1, AdamW and a cosine schedule."""
+          world: str = "plain", resume: Path | None = None) -> tuple[dict, dict]:
+    """(state_dict, facts): the compact network trained for ``steps`` with L1, AdamW, 100 warm-up steps, a cosine
+    schedule and gradients clipped at 1, from scratch or on from ``resume`` (a file this script wrote; its steps
+    and seconds are counted on). On CUDA where there is one (fp32)."""
     torch.manual_seed(scale)
-    net = build(scale)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net, done, before = build(scale), 0, {}
+    if resume is not None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(str(resume), "pt") as f:
+            before = json.loads((f.metadata() or {}).get("ultragen_bench_upscaler", "{}"))
+        if before.get("scale") != scale or before.get("world", "plain") != world:
+            raise ValueError(f"{resume} is not a {scale}x upscaler of the {world} world: {before or 'no metadata'}")
+        net.load_state_dict(load_file(str(resume)))
+        done = before["steps"]
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * i / steps)))
     t0, losses = time.time(), []
     for step in range(steps):
-        low, high = pairs(step, batch, scale, world)
+        low, high = pairs(done + step, batch, scale, world, device)
         loss = F.l1_loss(net(low), high)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
         if (step + 1) % log_every == 0:
             print(f"x{scale} step {step + 1}  L1 {sum(losses[-log_every:]) / log_every:.4f}  {time.time() - t0:.0f} s",
                   flush=True)
-    facts = {"scale": scale, "world": world, "steps": steps, "batch": batch, "lr": lr, "features": FEATURES, "convs": CONVS,
-             "seconds": round(time.time() - t0, 1), "l1_last_200": round(sum(losses[-200:]) / len(losses[-200:]), 5)}
-    return {k: v.detach().contiguous() for k, v in net.state_dict().items()}, facts
+    facts = {"scale": scale, "world": world, "steps": done + steps, "batch": batch, "lr": lr, "features": FEATURES,
+             "convs": CONVS, "seconds": round(before.get("seconds", 0) + time.time() - t0, 1),
+             "l1_last_200": round(sum(losses[-200:]) / len(losses[-200:]), 5), "device": device}
+    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, facts
 
 
 def save(state: dict, facts: dict, out: Path) -> Path:
@@ -173,6 +190,8 @@ def main(argv=None) -> None:
     t.add_argument("--scale", type=int, choices=(2, 3), required=True)
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine over --steps)")
+    t.add_argument("--resume", type=Path, default=None, help="train on from this file (written by this script)")
     t.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     c = sub.add_parser("check", help="PSNR of every upscaler on the evaluation's true videos")
     c.add_argument("--samples", type=int, default=64)
@@ -184,7 +203,7 @@ def main(argv=None) -> None:
     if args.command == "picture":
         print(picture(args.out))
     elif args.command == "train":
-        state, facts = train(args.scale, args.steps, args.batch, world=args.world)
+        state, facts = train(args.scale, args.steps, args.batch, args.lr, world=args.world, resume=args.resume)
         print(save(state, facts, args.out), json.dumps(facts))
     else:
         print(json.dumps(check(args.samples, world=args.world), indent=1))

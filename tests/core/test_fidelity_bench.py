@@ -360,3 +360,18 @@ def test_the_orientation_metric_sees_the_jaggies_of_a_pixel_grid_upscale():
     assert js(nearest) > 5 * js(truth), (js(nearest), js(truth))
     flat = metrics.orientation_histogram(np.full((2, 9, 9, 3), 0.5, np.float32), scale)
     assert np.allclose(flat, 1 / metrics.ORIENTATION_BINS)  # no gradient at all: uniform, not NaN
+
+
+def test_the_learned_upscaler_trains_on_from_its_file_and_refuses_another_scale(tmp_path):
+    pytest.importorskip("spandrel", reason="spandrel comes with ComfyUI's requirements")
+    import upscaler
+    state, facts = upscaler.train(2, steps=2, batch=2, world="detailed")
+    first = upscaler.save(state, facts, tmp_path)
+    assert first.name == "ultragen_bench_sr_detailed_x2.safetensors" and facts["steps"] == 2
+    state, more = upscaler.train(2, steps=1, batch=2, world="detailed", resume=first)
+    assert more["steps"] == 3 and more["seconds"] >= facts["seconds"]
+    assert any(not torch.equal(state[k], v) for k, v in upscaler.load(2, "detailed", tmp_path).state_dict().items())
+    with pytest.raises(ValueError, match="is not a 3x upscaler of the detailed world"):
+        upscaler.train(3, steps=1, batch=2, world="detailed", resume=first)
+    with pytest.raises(ValueError, match="is not a 2x upscaler of the plain world"):
+        upscaler.train(2, steps=1, batch=2, resume=first)
