@@ -93,10 +93,12 @@ def train(scale: int, steps: int, batch: int = 16, lr: float = 1e-3, log_every: 
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())  # read back at each log line only (no GPU sync per step)
         if (step + 1) % log_every == 0:
+            losses[-log_every:] = [float(v) for v in losses[-log_every:]]
             print(f"x{scale} step {step + 1}  L1 {sum(losses[-log_every:]) / log_every:.4f}  {time.time() - t0:.0f} s",
                   flush=True)
+    losses = [float(v) for v in losses]
     facts = {"scale": scale, "world": world, "steps": done + steps, "batch": batch, "lr": lr, "features": FEATURES,
              "convs": CONVS, "seconds": round(before.get("seconds", 0) + time.time() - t0, 1),
              "l1_last_200": round(sum(losses[-200:]) / len(losses[-200:]), 5), "device": device}
@@ -167,8 +169,8 @@ def picture(out: Path, scale: int = 3, seed: int = 20_003) -> Path:
     for world in scenes.WORLDS:
         params = scenes.sample_scenes(seed, 1, 1, world=world)
         low = scenes.render(params, 1, 1)
-        frames = [F.interpolate(low[:, 0], scale_factor=scale, mode="nearest")[0], scenes.render(params, scale, 1)[0, 0],
-                  *(upscale(low, scale, m, world)[0, 0] for m in METHODS)]
+        frames = [F.interpolate(low[:, 0], scale_factor=scale, mode="nearest")[0],
+                  scenes.render(params, scale, 1)[0, 0], *(upscale(low, scale, m, world)[0, 0] for m in METHODS)]
         whole.append(torch.cat(frames, 2))
         crop = [f[:, size - size // 4:, :size // 4] for f in frames]  # the ground's bottom-left corner
         zoomed.append(torch.cat([F.interpolate(c[None], scale_factor=4, mode="nearest")[0] for c in crop], 2))
@@ -188,7 +190,7 @@ def main(argv=None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the learned upscaler for one scale")
     t.add_argument("--scale", type=int, choices=(2, 3), required=True)
-    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--steps", type=int, default=2500)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine over --steps)")
     t.add_argument("--resume", type=Path, default=None, help="train on from this file (written by this script)")
