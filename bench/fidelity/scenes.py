@@ -17,13 +17,13 @@ zoomed 1.25-4x (what a window of a 2x-4x sample sees), with objects of a wider r
 (TRAIN_RADIUS); the evaluation renders whole scenes only.
 
 Two worlds (WORLDS). In ``plain`` every texture is far below the native frame's resolution, so a scene at 2x or
-3x holds nothing its native frame does not determine: an upscaler trained on this world reaches the truth from
-a perfect native pass (docs/FIDELITY.md), and no native high-resolution method can beat it there. ``detailed``
-adds fine waves to the ground (FINE: 0.35-1.4 cycles per unit) that each scale shows only as far as its pixels
-resolve them, as a camera with an anti-aliasing filter does: faint in the native whole scene (a mean change of
-0.002 per pixel; 0.006 at 2x, 0.008 at 3x), clear at 2x and 3x and in the training crops that zoom in. Real video is like that (a close-up shows detail a wide shot
-cannot), and it is what native 4K is for. The same seed gives the same scene in both worlds but for the fine
-waves (drawn from their own generator).
+3x holds nothing its native frame does not determine: an upscaler can in principle reach the truth from a perfect
+native pass, and no native high-resolution method can beat that there (docs/FIDELITY.md). ``detailed`` adds fine
+waves to the ground (FINE: 0.35-1.4 cycles per unit) that each scale shows only as far as its pixels resolve
+them, as a camera with an anti-aliasing filter does: faint in the native whole scene (a mean change of 0.002 per
+pixel; 0.006 at 2x, 0.008 at 3x), clear at 2x and 3x and in the training crops that zoom in. Real video is like
+that (a close-up shows detail a wide shot cannot), and it is what native 4K is for. The same seed gives the same
+scene in both worlds but for the fine waves (drawn from their own generator).
 """
 from __future__ import annotations
 
@@ -135,10 +135,6 @@ def _fine_wave(rng: np.random.Generator) -> tuple[float, float, float, float]:
     f, angle = math.exp(rng.uniform(math.log(FINE[0]), math.log(FINE[1]))), rng.uniform(0, math.pi)
     return (f * math.cos(angle), f * math.sin(angle), float(rng.uniform(0, 2 * math.pi)),
             float(rng.uniform(*FINE_AMPLITUDE)))
-
-
-def world_of(params: list[Scene]) -> str:
-    return "detailed" if params and params[0].fine else "plain"
 
 
 def sample_views(seed: int, count: int, whole_share: float = WHOLE_SHARE,
