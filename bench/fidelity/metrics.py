@@ -18,9 +18,10 @@ Per set of videos (a cell), ``set_distances``: the Jensen-Shannon divergence (ba
 pooled histograms of the set and of ground-truth renders at the same scale, with a bootstrap error over the
 set's videos: ``colour_js``, joint RGB (4 bins per channel); ``edge_js``, the luminance gradient magnitude
 per native unit (blur, ringing and tiling artefacts move it); ``orientation_js``, the orientation of the
-gradients (mostly object outlines and the horizon), folded into 0-90 degrees: staircase edges, the jaggies of an upscaler
-that keeps the native pixel grid, pile up at 0 and 90 degrees, which the magnitude cannot see. Scenes differ a
-lot from each other, so a single video's histogram says little: only pooled histograms are compared.
+gradients (mostly object outlines and the horizon), folded into 0-90 degrees: staircase edges, the jaggies of
+an upscaler that keeps the native pixel grid, pile up at 0 and 90 degrees, which the magnitude cannot see.
+Scenes differ a lot from each other, so a single video's histogram says little: only pooled histograms are
+compared.
 """
 from __future__ import annotations
 
@@ -181,7 +182,8 @@ def set_distances(videos: np.ndarray, scale: int, reference: dict, boot: int = 5
     hists = histograms(videos, scale)
     rng = np.random.default_rng(seed)
     out = {}
-    for name, h, ref in (("colour_js", hists[0], reference["colour_hist"]), ("edge_js", hists[1], reference["edge_hist"]),
+    for name, h, ref in (("colour_js", hists[0], reference["colour_hist"]),
+                         ("edge_js", hists[1], reference["edge_hist"]),
                          ("orientation_js", hists[2], reference["orientation_hist"])):
         value = js_divergence(h.mean(0), ref)
         draws = [js_divergence(h[rng.integers(0, len(h), len(h))].mean(0), ref) for _ in range(boot)]

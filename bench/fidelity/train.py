@@ -272,7 +272,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
             "resumed_from": str(resume) if resume else None, "steps_total": done + step,
             "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
-            "frames": frames, "world": world, "framing": framing, "low_res_minutes": low_res_minutes, "low_res_steps": low_res_steps,
+            "frames": frames, "world": world, "framing": framing, "low_res_minutes": low_res_minutes,
+            "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision}

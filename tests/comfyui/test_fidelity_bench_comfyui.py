@@ -29,8 +29,8 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     sd, meta = train.load(tmp_path / train.WEIGHTS.name)
     assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE and meta["world"] == "detailed"
     assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
-    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2, steps=2,
-                              frames=2, gt_pool=4, seeds=2)
+    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
+                              steps=2, frames=2, gt_pool=4, seeds=2)
     evaluate.load_bench_nodes(comfy)
     results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
