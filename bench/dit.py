@@ -24,7 +24,7 @@ and runs the patched model once, for the real peak memory. One step = one model 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib
 import math
 import os
 import sys
@@ -39,9 +39,10 @@ import torch
 # ULTRAGEN_BENCH_ROOT: time the ultragen_core of another checkout (before / after comparisons)
 sys.path.insert(0, os.environ.get("ULTRAGEN_BENCH_ROOT") or str(Path(__file__).resolve().parent.parent))
 from ultragen_core import api  # noqa: E402
-from ultragen_core.config import AttentionSettings, resolve_plan  # noqa: E402
+from ultragen_core.config import AttentionSettings  # noqa: E402
 
 import dit_ltx  # noqa: E402
+import dit_rows  # noqa: E402
 from comfyui_env import use_comfyui  # noqa: E402
 from smoke import SCALE, banner, pick_device, shrink  # noqa: E402
 
@@ -121,12 +122,6 @@ def unload():
     """Undo the loaded variant's patches (ComfyUI unpatches what it loaded) before the next one."""
     import comfy.model_management as mm
     mm.unload_all_models()
-
-
-def smoke_windows(settings, grid, native):
-    """--smoke: the windows the settings give on the real model, with the smoke model's shrunk native grid
-    (the api reads the native size from the model, which is the real 1.3B's for a model of width 128)."""
-    return dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
 
 
 def checkpoint_file(dim: int, layers: int) -> str:
@@ -235,7 +230,7 @@ def main():
                          "(CUDA only; bench/memory_trace.py)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks that the script runs (bench/smoke.py)")
     args = ap.parse_args()
-    ltx, hunyuan = args.family == "ltx2", args.family == "hunyuan15"
+    ltx = args.family == "ltx2"
     models = args.models or ("19B" if ltx else "1.3B,5B,14B")
     frames = args.frames = args.frames or {"wan": 81, "minimax": 124}.get(args.family, 121)
     if args.family != "wan" and (args.checkpoint or args.proxy or args.sol_attn):
@@ -254,17 +249,9 @@ def main():
         print(f"# {torch.cuda.get_device_name()} | torch {torch.__version__}")
     print("| model | res | grid | blocks run | variant | s / step (scaled to depth) | speedup | attention share | peak GiB | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    if hunyuan:
-        import dit_hunyuan
-        dit_hunyuan.run(args, device, dtype, loaded, unload, measure, lambda options: options)
-        return
-    if args.family == "kandinsky5":
-        import dit_kandinsky
-        dit_kandinsky.run(args, device, dtype, loaded, unload, measure, lambda options: options)
-        return
-    if args.family == "minimax":
-        import dit_minimax
-        dit_minimax.run(args, device, dtype, loaded, unload, measure, lambda options: options)
+    family = {"hunyuan15": "dit_hunyuan", "kandinsky5": "dit_kandinsky", "minimax": "dit_minimax"}.get(args.family)
+    if family:  # their rows: the variants of bench/dit_rows.py
+        importlib.import_module(family).run(args, device, dtype, loaded, unload, measure, lambda options: options)
         return
     traces = []  # --peak-trace lines, printed after the table
     for name in models.split(","):
@@ -290,8 +277,7 @@ def main():
             scale = cfg["num_layers"] / layers
             base_secs = None
             n = math.prod(grid)
-            variants = [("unpatched", None), ("UltraGen default", AttentionSettings()),
-                        ("UltraGen fast", AttentionSettings(preset="fast"))]
+            variants = list(dit_rows.VARIANTS)
             for text in filter(None, args.windows.split(";")):
                 window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native, text.split("x")))
                 variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
@@ -326,12 +312,7 @@ def main():
                 else:
                     proxy = settings[1] if isinstance(settings, tuple) else None  # ("proxy", mode)
                     settings = AttentionSettings() if proxy else settings
-                    if args.smoke:
-                        settings = smoke_windows(settings, grid, native)
-                    if args.memory_budget:
-                        settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
-                        label += f", budget {args.memory_budget:g} GB"
-                    patcher = api.apply(base, settings)  # UltraGen Apply
+                    patcher, label = dit_rows.patched(base, settings, label, args, grid, native)  # UltraGen Apply
                     if proxy:  # UltraGen Proxy Guidance: native size, half the frames, strength 1 (the node's default)
                         proxy_lat = (math.ceil(native[0] / 2), 2 * native[1], 2 * native[2])
                         latent = torch.randn(1, cfg["in_dim"], *proxy_lat, generator=torch.Generator().manual_seed(2))

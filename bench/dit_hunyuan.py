@@ -9,13 +9,12 @@ SigLIP (1152) inputs. A step is measured on ``--blocks`` double blocks and scale
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
+import dit_rows
 from ultragen_core import api
-from ultragen_core.config import AttentionSettings
 
 HY15 = dict(in_channels=65, out_channels=32, vec_in_dim=None, context_in_dim=3584, hidden_size=2048, mlp_ratio=4.0,
             num_heads=16, depth=54, depth_single_blocks=0, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 1, 1],
@@ -58,47 +57,15 @@ def build(cfg: dict, depth: int, device, dtype):
 
 def run(args, device, dtype, loaded, unload, measure, step_options):
     """The HunyuanVideo rows of bench/dit.py's table (its helpers passed in: ``loaded`` / ``unload`` /
-    ``measure`` and the transformer_options each call gets)."""
-    for res in args.res.split(","):
+    ``measure`` and the transformer_options each call gets; the loop is bench/dit_rows.py's)."""
+    def case_at(res: str) -> dit_rows.Case:
         cfg, grid, native = case(res, args.frames, args.smoke)
         layers = cfg["depth"] if args.full_depth else args.blocks
         base = build(cfg, layers, device, dtype)
         x = torch.randn(1, cfg["in_channels"], *grid, device=device, dtype=dtype)
         t = torch.full((1,), 500.0, device=device)
         ctx = torch.randn(1, TEXT_TOKENS, cfg["context_in_dim"], device=device, dtype=dtype)
-        n, scale, base_secs = math.prod(grid), cfg["depth"] / layers, None
-        for label, settings in (("unpatched", None), ("UltraGen default", AttentionSettings()),
-                                ("UltraGen fast", AttentionSettings(preset="fast"))):
-            if args.only and args.only not in label:
-                continue
-            if settings is None and (n > args.skip_unpatched_above or args.full_depth):
-                continue
-            plan = None
-            patcher = base
-            if settings is not None:
-                if args.smoke:  # the windows the settings give on the real model's native grid, shrunk
-                    from ultragen_core.config import resolve_plan
-                    settings = dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
-                if args.memory_budget:
-                    settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
-                    label += f", budget {args.memory_budget:g} GB"
-                patcher = api.apply(base, settings)  # UltraGen Apply
-                plan = api.plan_for(patcher, grid)
-            model, options = loaded(patcher)
-
-            def call():
-                with torch.inference_mode():
-                    return model(x, t, ctx, transformer_options=step_options(options))
-            secs, peak = measure(call, device, reps=1 if n > 500_000 else 2, warmup=not args.full_depth)
-            secs *= scale
-            base_secs = secs if settings is None else base_secs
-            speed = f"{base_secs / secs:.1f}x" if base_secs else ""
-            note = (f"measured on {layers} double blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
-                (f"; {plan.describe()}" if plan else "")
-            print(f"| HunyuanVideo 1.5 | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | "
-                  f"{speed} | n/a | {peak:.1f} | {note} |", flush=True)
-            del model, options, patcher
-            unload()
-        del base, x, ctx
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        return dit_rows.Case(model="HunyuanVideo 1.5", res=res, grid=grid, native=native, layers=layers,
+                             depth=cfg["depth"], blocks="double blocks", base=base,
+                             call=lambda model, options: model(x, t, ctx, transformer_options=options))
+    dit_rows.run(args, device, case_at, loaded, unload, measure, step_options)

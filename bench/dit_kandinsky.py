@@ -12,13 +12,12 @@ million tokens) takes tens of seconds per block: pass ``--skip-unpatched-above``
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
+import dit_rows
 from ultragen_core import api
-from ultragen_core.config import AttentionSettings
 
 PRO = dict(model_dim=4096, ff_dim=16384, time_dim=1024, visual_embed_dim=132, num_text_blocks=4,
            num_visual_blocks=60, axes_dims=(32, 48, 48), in_text_dim=3584, in_text_dim2=768)
@@ -63,8 +62,9 @@ def build(cfg: dict, blocks: int, device, dtype):
 
 def run(args, device, dtype, loaded, unload, measure, step_options):
     """The Kandinsky 5 rows of bench/dit.py's table (its helpers passed in: ``loaded`` / ``unload`` / ``measure``
-    and the transformer_options each call gets)."""
-    for res in args.res.split(","):
+    and the transformer_options each call gets; the loop is bench/dit_rows.py's). An unpatched variant left out
+    prints a "not run" row."""
+    def case_at(res: str) -> dit_rows.Case:
         cfg, lat, grid, native = case(res, args.frames, args.smoke)
         layers = cfg["num_visual_blocks"] if args.full_depth else args.blocks
         base = build(cfg, layers, device, dtype)
@@ -72,41 +72,7 @@ def run(args, device, dtype, loaded, unload, measure, step_options):
         t = torch.full((1,), 500.0, device=device)
         ctx = torch.randn(1, TEXT_TOKENS, cfg["in_text_dim"], device=device, dtype=dtype)
         pooled = torch.randn(1, cfg["in_text_dim2"], device=device, dtype=dtype)
-        n, scale, base_secs = math.prod(grid), cfg["num_visual_blocks"] / layers, None
-        for label, settings in (("unpatched", None), ("UltraGen default", AttentionSettings()),
-                                ("UltraGen fast", AttentionSettings(preset="fast"))):
-            if args.only and args.only not in label:
-                continue
-            if settings is None and (n > args.skip_unpatched_above or args.full_depth):
-                print(f"| Kandinsky 5 Pro | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | not run | | "
-                      f"n/a | | {n} tokens > --skip-unpatched-above |", flush=True)
-                continue
-            plan = None
-            patcher = base
-            if settings is not None:
-                if args.smoke:  # the windows the settings give on the real model's native grid, shrunk
-                    from ultragen_core.config import resolve_plan
-                    settings = dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
-                if args.memory_budget:
-                    settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
-                    label += f", budget {args.memory_budget:g} GB"
-                patcher = api.apply(base, settings)  # UltraGen Apply
-                plan = api.plan_for(patcher, grid)
-            model, options = loaded(patcher)
-
-            def call():
-                with torch.inference_mode():
-                    return model(x, t, ctx, pooled, transformer_options=step_options(options))
-            secs, peak = measure(call, device, reps=1 if n > 500_000 else 2, warmup=not args.full_depth)
-            secs *= scale
-            base_secs = secs if settings is None else base_secs
-            speed = f"{base_secs / secs:.1f}x" if base_secs else ""
-            note = (f"measured on {layers} visual blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
-                (f"; {plan.describe()}" if plan else "")
-            print(f"| Kandinsky 5 Pro | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | "
-                  f"{speed} | n/a | {peak:.1f} | {note} |", flush=True)
-            del model, options, patcher
-            unload()
-        del base, x, ctx, pooled
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        return dit_rows.Case(model="Kandinsky 5 Pro", res=res, grid=grid, native=native, layers=layers,
+                             depth=cfg["num_visual_blocks"], blocks="visual blocks", base=base,
+                             call=lambda model, options: model(x, t, ctx, pooled, transformer_options=options))
+    dit_rows.run(args, device, case_at, loaded, unload, measure, step_options, not_run_rows=True)

@@ -12,13 +12,12 @@ sequence per step: [text 256 | audio | video]. A step is measured on ``--blocks`
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
+import dit_rows
 from ultragen_core import api
-from ultragen_core.config import AttentionSettings
 
 H3 = dict(hidden_size=5376, num_layers=50, token_refiner_num_layers=1, num_attention_heads=56,
           attention_head_dim=128, ffn_hidden_size=14336, latents_dim=24, audio_latents_dim=32, text_dim=5120,
@@ -89,10 +88,11 @@ def fp8_checkpoint(sd: dict, layers: list[str]) -> dict:
 
 
 def run(args, device, dtype, loaded, unload, measure, step_options):
-    """The MiniMax-H3 rows of bench/dit.py's table (its helpers passed in)."""
+    """The MiniMax-H3 rows of bench/dit.py's table (its helpers passed in; the loop is bench/dit_rows.py's)."""
     fp8 = device.type == "cuda"
     weights = "scaled-fp8 block weights (ComfyUI's mixed-precision ops)" if fp8 else "float32"
-    for res in args.res.split(","):
+
+    def case_at(res: str) -> dit_rows.Case:
         cfg, grid, native, audio_t = case(res, args.frames, args.smoke)
         layers = cfg["num_layers"] if args.full_depth else args.blocks
         base = build(cfg, layers, device, fp8)
@@ -100,40 +100,8 @@ def run(args, device, dtype, loaded, unload, measure, step_options):
         audio = torch.randn(1, cfg["audio_latents_dim"], 2, audio_t, device=device, dtype=dtype)
         t = torch.full((1,), 500.0, device=device)
         ctx = torch.randn(1, TEXT_TOKENS, cfg["hidden_size"], device=device, dtype=dtype)  # refined text states
-        n, scale, base_secs = math.prod(grid), cfg["num_layers"] / layers, None
-        for label, settings in (("unpatched", None), ("UltraGen default", AttentionSettings()),
-                                ("UltraGen fast", AttentionSettings(preset="fast"))):
-            if args.only and args.only not in label:
-                continue
-            if settings is None and (n > args.skip_unpatched_above or args.full_depth):
-                continue
-            plan = None
-            patcher = base
-            if settings is not None:
-                if args.smoke:  # the windows the settings give on the real model's native grid, shrunk
-                    from ultragen_core.config import resolve_plan
-                    settings = dataclasses.replace(settings, window=resolve_plan(settings, grid, native).window)
-                if args.memory_budget:
-                    settings = dataclasses.replace(settings, memory_budget_gb=args.memory_budget)
-                    label += f", budget {args.memory_budget:g} GB"
-                patcher = api.apply(base, settings)  # UltraGen Apply
-                plan = api.plan_for(patcher, grid)
-            model, options = loaded(patcher)
-
-            def call():
-                with torch.inference_mode():
-                    return model([video, audio], t, ctx, transformer_options=step_options(options))
-            secs, peak = measure(call, device, reps=1 if n > 500_000 else 2, warmup=not args.full_depth)
-            secs *= scale
-            base_secs = secs if settings is None else base_secs
-            speed = f"{base_secs / secs:.1f}x" if base_secs else ""
-            note = (f"measured on {layers} blocks, scaled x{scale:g}" if scale != 1 else "all blocks") + \
-                f"; {weights}; {TEXT_TOKENS} text + {2 * audio_t} audio rows shared" + \
-                (f"; {plan.describe()}" if plan else "")
-            print(f"| MiniMax-H3 33B | {res} | {'x'.join(map(str, grid))} | {layers} | {label} | {secs:.2f} | "
-                  f"{speed} | n/a | {peak:.1f} | {note} |", flush=True)
-            del model, options, patcher
-            unload()
-        del base, video, audio, ctx
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        return dit_rows.Case(model="MiniMax-H3 33B", res=res, grid=grid, native=native, layers=layers,
+                             depth=cfg["num_layers"], blocks="blocks", base=base,
+                             call=lambda model, options: model([video, audio], t, ctx, transformer_options=options),
+                             note=f"; {weights}; {TEXT_TOKENS} text + {2 * audio_t} audio rows shared")
+    dit_rows.run(args, device, case_at, loaded, unload, measure, step_options)

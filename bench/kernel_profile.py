@@ -79,7 +79,8 @@ def op_case(spec: str, rows: int, device, smoke: bool) -> None:
 
 
 def block_case(spec: str, rows: int, device, smoke: bool) -> None:
-    from dit import build, case, comfy_model, loaded, smoke_windows, step, unload
+    from dit import build, case, comfy_model, loaded, step, unload
+    from dit_rows import smoke_windows
     from ultragen_core import api
     name, res, preset_name = spec.split(":")
     cfg, lat, grid, native = case(name, res, 81, smoke)

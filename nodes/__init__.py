@@ -6,6 +6,7 @@ from ..ultragen_core.api import set_free_memory
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
+from .demo import UltraGenDemoDecode, UltraGenDemoLatent, UltraGenDemoModel
 from .load_weights import UltraGenLoadWeights
 from .proxy_guidance import UltraGenProxyGuidance
 from .resolution import UltraGenResolution
@@ -23,6 +24,9 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenProxyGuidance,
     UltraGenUpscaleLatent,
     UltraGenSplitAcrossGPUs,
+    UltraGenDemoModel,
+    UltraGenDemoLatent,
+    UltraGenDemoDecode,
 ]
 
 

@@ -1,6 +1,8 @@
 """UltraGenAttentionSettings: the window / global-branch settings, as a custom socket."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..ultragen_core.api import NATIVE_RESOLUTIONS
@@ -8,6 +10,7 @@ from ..ultragen_core.config import FUSIONS, SHIFTS, AttentionSettings, parse_blo
 from ..ultragen_core.presets import PRESETS
 from .schema import own_check, schema, unnamed
 
+log = logging.getLogger(__name__)
 AttentionSettingsType = io.Custom("ULTRAGEN_ATTENTION_SETTINGS")
 
 _AUTO = (" 0 = automatic: the model's native training size, balanced over the grid (preset quality), "
@@ -38,7 +41,9 @@ INPUTS = (
                            "plain mix. local_only: windows alone (the global branch is not computed, as with "
                            "global_branch off)."),
     io.Float.Input("global_strength", default=1.0, min=0.0, max=1.0, step=0.05,
-                   tooltip="Weight of the global branch in the fusion (band / gate only)."),
+                   tooltip="Weight of the global branch in the fusion (band / gate only). band: 1 = the global "
+                           "branch gives all of the low frequencies. gate: (1 - w) windows + w global, so 1 = the "
+                           "pooled global branch alone, blurred, the windows' detail dropped: use 0.5 or less."),
     io.String.Input("full_attention_blocks", default="",
                     tooltip="Blocks that keep full attention, comma separated, negative counts from the end, "
                             "e.g. \"0,1,-1\". Full attention is quadratic: each such block costs far more at 4K. "
@@ -116,4 +121,9 @@ class UltraGenAttentionSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        return io.NodeOutput(_settings(**values))
+        settings = _settings(**values)
+        if settings.fusion == "gate" and settings.global_strength >= 1.0 and settings.global_branch:
+            log.warning("[UltraGen] fusion gate with global_strength %g: the output is the pooled global branch "
+                        "alone, upsampled, and the windows' detail is dropped (gate mixes (1 - w) windows + w "
+                        "global). Use global_strength 0.5 or less, or fusion band.", settings.global_strength)
+        return io.NodeOutput(settings)

@@ -705,6 +705,73 @@ report. """ + VAE_WHY, ["h3", "h3_text", "h3_vae", "h3_audio_vae"], "not measure
     return g
 
 
+DEMO_NOTE = """## UltraGen demo (no download)
+The pack's own small Wan model (8M parameters, trained for minutes on moving shapes at 64x64 x 8 frames; no
+prompt) at its native size, then at 3x per side (192x192, 9x the tokens) with the quality and fast presets.
+The video, left to right: the native pass upscaled 3x (bicubic), quality 3x, fast 3x. The preview: quality
+against bicubic, with UltraGen Compare's report. Seconds on a GPU; on a CPU set `frames` to 2 in both Demo
+Latent nodes (minutes). This model has not passed the fidelity bench's gate yet (docs/FIDELITY.md): its shapes
+are rough, and the fast preset's small windows break it at 3x. It shows the pack working in your ComfyUI, not
+what Wan gains."""
+
+
+def demo_no_download(reg):
+    """Columns: 0-1 the note, the model and both presets' settings; 2 the latents and UltraGen Apply; 3 the three
+    samplers; 4 decodes, the upscale and the comparison; 5 the three-up video and the previews."""
+    from workflow_builder import Graph
+    g = Graph(reg)
+    g.note(DEMO_NOTE, 0)
+    model = g.add("UltraGenDemoModel", 0, color=PURPLE, weights="ultragen_fidelity_wan.safetensors")
+    quality = g.add("UltraGenAttentionSettings", 0, title="Settings (quality)", color=PURPLE, preset="quality")
+    fast = g.add("UltraGenAttentionSettings", 1, title="Settings (fast)", color=PURPLE, preset="fast")
+    native_latent = g.add("UltraGenDemoLatent", 1, title="Demo Latent (native)", color=PURPLE, scale=1, frames=8,
+                          batch_size=1)
+    big_latent = g.add("UltraGenDemoLatent", 2, title="Demo Latent (3x)", color=PURPLE, scale=3, frames=8,
+                       batch_size=1)
+    samples = {}
+    for name, settings in (("native", None), ("quality 3x", quality), ("fast 3x", fast)):
+        source = model
+        if settings is not None:
+            source = g.add("UltraGenApply", 2, title=f"UltraGen Apply ({name.split()[0]})", color=PURPLE)
+            g.connect(model, source, "model")
+            g.connect(settings, source, "settings")
+        ks = g.add("KSampler", 3, title=f"KSampler ({name})", seed=42, seed_control="fixed", steps=20, cfg=1.0,
+                   sampler_name="euler", scheduler="simple", denoise=1.0)
+        for src, slot in ((source, "model"), ((model, 1), "positive"), ((model, 1), "negative"),
+                          (native_latent if settings is None else big_latent, "latent_image")):
+            g.connect(src, ks, slot)
+        samples[name] = ks
+    frames = {}
+    for name, ks in samples.items():
+        frames[name] = g.add("UltraGenDemoDecode", 4, title=f"Demo Decode ({name})", color=PURPLE)
+        g.connect(ks, frames[name], "samples")
+        if name == "native":
+            upscaled = g.add("ImageScaleBy", 4, title="Upscale native 3x (bicubic)", upscale_method="bicubic",
+                             scale_by=3.0)
+            g.connect(frames[name], upscaled, "image")
+    row = upscaled
+    for name in ("quality 3x", "fast 3x"):
+        stitch = g.add("ImageStitch", 5, title=f"+ {name}", direction="right", match_image_size=True, spacing_width=4,
+                       spacing_color="white")
+        g.connect(row, stitch, "image1")
+        g.connect(frames[name], stitch, "image2")
+        row = stitch
+    video = g.add("CreateVideo", 5, fps=8.0)
+    g.connect(row, video, "images")
+    save = g.add("SaveVideo", 5, filename_prefix="video/UltraGen_demo", format="auto", codec="auto")
+    g.connect(video, save, "video")
+    cmp = g.add("UltraGenCompare", 4, color=PURPLE, layout="side_by_side", size_mode="first", length_mode="trim",
+                label_a="UltraGen quality 3x", label_b="native + bicubic 3x", flow_max_side=512, wall_time_a=0.0,
+                peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
+    g.connect(frames["quality 3x"], cmp, "video_a")
+    g.connect(upscaled, cmp, "video_b")
+    preview = g.add("PreviewImage", 5, title="Quality 3x vs bicubic")
+    g.connect((cmp, 0), preview, "images")
+    show = g.add("PreviewAny", 5, title="Comparison report")
+    g.connect((cmp, 1), show, "source")
+    return g
+
+
 # ComfyUI's template browser knows a custom node pack's template by its file name only: the name is the card's
 # title (frontends 1.27 to 1.58; 1.27 repeats it as the description) and <name>.jpg its picture; nothing in the
 # file is read. So the names are short titles (MAX_TITLE characters: no "..." on a card 15 rem wide) and the
@@ -756,6 +823,9 @@ WORKFLOWS = {
     "MiniMax-H3 1080p (0.33+)": (
         "Needs ComfyUI 0.33+. Text to video with sound, 1920x1088 x 124 frames, with MiniMax-H3 (33B).",
         minimax_h3_1080p),
+    "UltraGen demo (no download)": (
+        "Try it without a download: the pack's small demo model at native size and at 3x, beside a bicubic upscale.",
+        demo_no_download),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),
 # the others by 0.3.64 (its SaveVideo / CreateVideo widgets are plain; 0.33 loads them too, but writes its

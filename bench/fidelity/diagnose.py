@@ -1,13 +1,17 @@
 """Where along the noise schedule the bench model loses objects: CPU, about a minute.
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/diagnose.py [--weights FILE] [--videos 16]
+    python bench/fidelity/diagnose.py --samples DIR/videos_x1.npz   # what the gate counted, by kind (no ComfyUI)
 
 Prints (1) the spread of the data the model sees (after ComfyUI's Wan 2.1 normalisation) around each
 channel's mean, the noise level s* at which signal and noise are equal per value, and the share of training
 draws and of the 20 sampling steps (ModelSamplingSD3 shift, simple scheduler) below s*: where the content
 is decided; (2) with --weights, the model's loss at fixed noise levels on object pixels and on the rest,
 and the error of its clean-video estimate x0 = x_s - s v there. Used for issue 24's diagnosis
-(docs/FIDELITY.md, "Why objects went missing").
+(docs/FIDELITY.md, "Why objects went missing"). With --samples (the videos an evaluation wrote, evaluate.py's
+videos_x1.npz): per mode, what the gate's metrics counted against its videos, by kind (metrics.FAILURE_KINDS), per
+100 frames or frame pairs: whether duplication is objects broken up or objects drawn twice, and whether continuity
+breaks because objects flicker in and out, split or jump.
 """
 from __future__ import annotations
 
@@ -64,13 +68,43 @@ def loss_by_level(model, x0: torch.Tensor, mask: torch.Tensor, seed: int = 0) ->
     return rows
 
 
+def failures(path: Path) -> dict:
+    """Per mode in an evaluation's videos_x1.npz: how many videos, and each failure kind (metrics.FAILURE_KINDS)
+    per 100 frames (frame kinds) or per 100 frame pairs of a colour (metrics.PAIR_KINDS)."""
+    import numpy as np
+
+    import metrics
+    out = {}
+    with np.load(path) as cells:
+        for mode in cells.files:
+            videos = cells[mode].astype(np.float32) / 255  # (N, T, H, W, 3)
+            counts = [metrics.failure_kinds(v, 1) for v in videos]
+            total = {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
+            row = {"videos": len(videos)}
+            for kind in metrics.FAILURE_KINDS:
+                over = total.get("colour_pairs" if kind in metrics.PAIR_KINDS else "frames", 0)
+                row[kind] = round(100 * total[kind] / over, 2) if over else None
+            out[mode] = row
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, default=None, help="bench weights (train.py) to measure")
     ap.add_argument("--videos", type=int, default=16)
+    ap.add_argument("--samples", type=Path, default=None,
+                    help="an evaluation's videos_x1.npz: the gate's failures by kind (no ComfyUI needed)")
     args = ap.parse_args(argv)
+    if args.samples is not None:
+        if args.samples.suffix != ".npz" or not args.samples.is_file():
+            sys.exit(f"--samples takes the videos_x1.npz an evaluation wrote (bench/fidelity/run.py --out DIR), "
+                     f"got {str(args.samples)!r}.")
+        out = {"failures per 100 frames / colour pairs": failures(args.samples)}
+        print(json.dumps(out, indent=2))
+        return out
     train.use_comfyui(True)
-    sc = scenes.sample_scenes(777, args.videos)  # whole scenes, as the evaluation renders them
+    sd, meta = train.load(args.weights) if args.weights is not None else (None, {})
+    sc = scenes.sample_scenes(777, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
     frames = scenes.render(sc, 1)
     fmt = train.wan_latent_format()
     x0 = fmt.process_in(latents.encode(frames))  # (B, 16, T, H, W) what the model sees
@@ -80,7 +114,6 @@ def main(argv=None) -> dict:
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
-        sd, meta = train.load(args.weights)
         if meta.get("latent_space") != latents.SPACE:
             sys.exit(f"{args.weights} was trained on another latent space ({meta.get('latent_space')!r}).")
         model = train.build_model(json.loads(meta["config"]))

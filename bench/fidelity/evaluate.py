@@ -21,6 +21,10 @@ training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen 
   comfy_kitchen's CUDA sol_attn cannot run)
 - bicubic: a native-size pass, decoded and upscaled bicubically in pixels
 - lanczos_sharpen: the same native pass, Lanczos-upscaled and sharpened (unsharp mask; metrics.py)
+- learned_sr: the same native pass through Real-ESRGAN's compact network trained on this bench's world
+  (upscaler.py), as Load Upscale Model reads it
+- <upscaler>_of_truth (added with each upscaler row): that upscaler applied to the *true* native video of the
+  ground truth row's scenes: what the upscaler reaches from a perfect native pass, whatever the model
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -41,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
@@ -49,16 +52,20 @@ sys.path.insert(0, str(HERE))
 import latents  # noqa: E402
 import metrics  # noqa: E402
 import scenes  # noqa: E402
+import upscaler  # noqa: E402
 import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
 MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine", "sol_attn", "bicubic",
-         "lanczos_sharpen")
-UPSCALERS = ("bicubic", "lanczos_sharpen")  # a native pass, upscaled in pixels
+         "lanczos_sharpen", "learned_sr")
+UPSCALERS = upscaler.METHODS  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
 MODEL_FILE = "ultragen_fidelity_wan.safetensors"
 NODES_FILE = HERE / "fidelity_nodes.py"
+
+
+GATE_STRENGTH = 0.5  # the quality_gate row's global_strength: (1 - w) windows + w global, an even mix
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class EvalConfig:
     gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
     seed: int = 0
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
+    world: str = "plain"  # scenes.WORLDS: the model's training world (its weights' metadata) sets it
     extra: dict = field(default_factory=dict)
 
 
@@ -125,7 +133,8 @@ def gate_text(results: dict) -> str:
         lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
     elif not g["passed"]:
         lines.append("\nThe model failed the gate: it has not learned to draw its own training data, so the "
-                     "table below says nothing about the attention modes, and no conclusion is drawn from it.")
+                     "model's rows below say nothing about the attention modes, and no conclusion is drawn from "
+                     "them (the ground_truth and *_of_truth rows do not involve the model).")
     return "\n".join(lines)
 
 
@@ -163,6 +172,13 @@ def check_latent_space(weights: Path) -> None:
         raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
                          f"{latents.SPACE!r}: its samples would be noise. Train new weights "
                          f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
+
+
+def weights_world(weights: Path) -> str:
+    """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
+    from safetensors import safe_open
+    with safe_open(str(weight_parts.join(weights)), "pt") as f:
+        return (f.metadata() or {}).get("world", "plain")
 
 
 def install_weights(runtime, weights: Path) -> str:
@@ -204,16 +220,16 @@ def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
     grid = native_grid(cfg)
     if mode in ("full", "sol_attn", *UPSCALERS):
         return None
-    window, shift, glob, fusion = grid, "alternate", True, "band"
+    window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
     if mode == "windows":
         glob, fusion = False, "local_only"
-    elif mode == "quality_gate":
-        fusion = "gate"
+    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (runs 38-50 used it)
+        fusion, strength = "gate", GATE_STRENGTH
     elif mode == "fast":
         window, shift = fast_window(grid), "none"
     return {"class_type": "UltraGenAttentionSettings", "inputs": {
         "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
-        "global_compression": 0, "fusion": fusion, "global_strength": 1.0, "full_attention_blocks": "",
+        "global_compression": 0, "fusion": fusion, "global_strength": strength, "full_attention_blocks": "",
         "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
 
 
@@ -291,12 +307,8 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         runtime.run(prompt(mode, model_name, scale, cfg, s, batch))
         out.append(captured()["out"].float().cpu())
     frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
-    if mode == "bicubic" and scale > 1:
-        n, t = frames.shape[:2]
-        frames = F.interpolate(frames.flatten(0, 1), scale_factor=scale, mode="bicubic", align_corners=False)
-        frames = frames.clamp(0, 1).unflatten(0, (n, t))
-    elif mode == "lanczos_sharpen" and scale > 1:
-        frames = metrics.lanczos_sharpen(frames, scale)
+    if mode in UPSCALERS and scale > 1:
+        frames = upscaler.upscale(frames, scale, mode, cfg.world)
     return frames
 
 
@@ -321,7 +333,7 @@ def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
     return sorted(b * latents.PIXELS_PER_TOKEN for b in bounds)
 
 
-SET_METRICS = ("colour_js", "edge_js", "detail_error", "hf_log2", "flicker")
+SET_METRICS = ("colour_js", "edge_js", "orientation_js", "detail_error", "hf_log2", "flicker")
 
 
 def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list[int]) -> dict:
@@ -345,6 +357,51 @@ def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list
     return out
 
 
+def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
+    """The scale's ground truth: the reference statistics (a pool of renders), the truth row's videos (other
+    scenes: the floor every metric reaches with perfect content), their scenes, its cell and the seam borders."""
+    t0 = time.time()
+    pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames, world=cfg.world), scale,
+                         cfg.frames, device)
+    reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
+    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames,
+                                        world=cfg.world)
+    videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
+    borders = seam_borders(cfg, scale) if scale > 1 else []
+    cell = {"scale": scale, "mode": "ground_truth", "status": "ok", "seconds": round(time.time() - t0, 2),
+            **summarise([videos], scale, reference, borders)}
+    return {"scale": scale, "reference": reference, "scenes": truth_scenes, "videos": videos, "borders": borders,
+            "cell": cell}
+
+
+def upscaled_truth(cfg: EvalConfig, truth: dict, device="cpu") -> list[dict]:
+    """The ``<upscaler>_of_truth`` cells of cfg's upscalers at truth's scale (none at 1x): each upscaler applied to
+    the true native video of the truth row's scenes, what it reaches from a perfect native pass."""
+    scale, cells = truth["scale"], []
+    if scale == 1:
+        return cells
+    native = scenes.render(truth["scenes"], 1, cfg.frames, device).cpu()
+    for mode in (m for m in cfg.modes if m in UPSCALERS):
+        cell, t0 = {"scale": scale, "mode": f"{mode}_of_truth"}, time.time()
+        try:
+            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode, cfg.world))
+        except Exception as e:  # e.g. learned_sr's weights missing: the other rows stand
+            cells.append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
+            continue
+        cells.append({**cell, "status": "ok", "seconds": round(time.time() - t0, 2),
+                      **summarise([videos], scale, truth["reference"], truth["borders"])})
+    return cells
+
+
+def evaluate_truth_only(cfg: EvalConfig) -> dict:
+    """The rows that need no model (ground_truth and the upscalers' _of_truth rows) at cfg's scales: CPU, minutes."""
+    results = {"config": asdict(cfg), "cells": [], "device": "cpu", "truth_only": True}
+    for scale in cfg.scales:
+        truth = ground_truth(cfg, scale)
+        results["cells"] += [truth["cell"], *upscaled_truth(cfg, truth)]
+    return results
+
+
 def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=None) -> tuple[dict, dict]:
     """(results, samples): results per (scale, mode) cell, and the decoded videos of each cell for the grids.
 
@@ -354,17 +411,10 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     samples: dict[tuple[int, str], np.ndarray] = {}
     why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
     for scale in cfg.scales:
-        t0 = time.time()
-        pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames), scale, cfg.frames, device)
-        reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-        n_truth = cell_samples(cfg, scale, "ground_truth")
-        truth = metrics.to_numpy(scenes.render(scenes.sample_scenes(20_000 + scale, n_truth, cfg.frames), scale,
-                                               cfg.frames, device))
-        samples[(scale, "ground_truth")] = truth
-        borders = seam_borders(cfg, scale) if scale > 1 else []
-        results["cells"].append({"scale": scale, "mode": "ground_truth", "status": "ok",
-                                 "seconds": round(time.time() - t0, 2),
-                                 **summarise([truth], scale, reference, borders)})
+        truth = ground_truth(cfg, scale, device)
+        reference, borders = truth["reference"], truth["borders"]
+        samples[(scale, "ground_truth")] = truth["videos"]
+        results["cells"].append(truth["cell"])
         for mode in cfg.modes:
             cell = {"scale": scale, "mode": mode}
             if scale == 1 and mode not in NATIVE_MODES:
@@ -391,6 +441,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
                 on_cell(results)
             log.info("x%d %-15s %.1f s  count error %.3f  duplication %.3f", scale, mode, seconds,
                      cell["count_error"][0], cell["duplication"][0])
+        results["cells"] += upscaled_truth(cfg, truth, device)
     return results, samples
 
 
@@ -398,8 +449,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
 
 COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
            ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4),
-           ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2), ("flicker", "flicker", 2),
-           ("seam", "seam", 2))
+           ("orientation_js", "orientation JS", 3), ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2),
+           ("flicker", "flicker", 2), ("seam", "seam", 2))
 
 
 def fmt(value, digits: int) -> str:
@@ -443,9 +494,23 @@ def write_grids(samples: dict, out: Path, frames: int) -> list[Path]:
     return paths
 
 
+def write_videos(samples: dict, out: Path, scale: int = 1) -> Path | None:
+    """The videos of every cell at ``scale`` (the gate's, at 1) as 8-bit RGB arrays (N, T, H, W, 3) named by mode,
+    in one compressed npz: what `bench/fidelity/diagnose.py --samples` reads to tell the gate's failures apart."""
+    cells = {mode: (videos * 255).round().clip(0, 255).astype(np.uint8) for (s, mode), videos in samples.items()
+             if s == scale}
+    if not cells:
+        return None
+    path = out / f"videos_x{scale}.npz"
+    np.savez_compressed(path, **cells)
+    return path
+
+
 def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["grids"] = [p.name for p in write_grids(samples, out, frames)]
+    videos = write_videos(samples, out)
+    results["videos"] = videos.name if videos else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(gate_text(results) + "\n\n" + markdown_table(results) + "\n")
 
@@ -470,8 +535,8 @@ def main(argv=None) -> dict:
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
-def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runtime=None) -> dict:
-    cuda = torch.cuda.is_available() and not smoke
+def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runtime=None, cpu: bool = False) -> dict:
+    cuda = torch.cuda.is_available() and not smoke and not cpu
     if smoke:
         torch.set_num_threads(1)
     if runtime is None:
@@ -485,7 +550,9 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     def partial(results: dict) -> None:
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
-    results, samples = evaluate(runtime, install_weights(runtime, weights), cfg, "cuda" if cuda else "cpu", partial)
+    name = install_weights(runtime, weights)
+    cfg = replace(cfg, world=weights_world(weights))  # the truth, and the learned upscaler, of the model's world
+    results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)

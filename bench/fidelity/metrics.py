@@ -17,8 +17,11 @@ scene holds 1-3 objects, each colour at most once, moving at most SPEED[1] units
 Per set of videos (a cell), ``set_distances``: the Jensen-Shannon divergence (base 2, 0..1) between the
 pooled histograms of the set and of ground-truth renders at the same scale, with a bootstrap error over the
 set's videos: ``colour_js``, joint RGB (4 bins per channel); ``edge_js``, the luminance gradient magnitude
-per native unit (blur, ringing and tiling artefacts move it). Scenes differ a lot from each other, so a
-single video's histogram says little: only pooled histograms are compared.
+per native unit (blur, ringing and tiling artefacts move it); ``orientation_js``, the orientation of the
+gradients (mostly object outlines and the horizon), folded into 0-90 degrees: staircase edges, the jaggies of
+an upscaler that keeps the native pixel grid, pile up at 0 and 90 degrees, which the magnitude cannot see.
+Scenes differ a lot from each other, so a single video's histogram says little: only pooled histograms are
+compared.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ SMALLEST_AREA = 3 * math.sqrt(3) / 4 * RADIUS[0] ** 2  # the smallest triangle, 
 MAX_STEP = 2 * SPEED[1]  # units per frame
 COLOUR_BINS = 4
 EDGE_BINS = np.linspace(0.0, 0.6, 25)  # luminance change per native unit
+ORIENTATION_BINS = 9  # 10 degrees each over 0-90
+EDGE_FLOOR = 0.1  # luminance change per native unit from which a gradient counts for the orientation
 
 
 def detect(frame: np.ndarray, scale: int) -> dict[str, list[tuple[float, float, float]]]:
@@ -73,6 +78,20 @@ def edge_histogram(video: np.ndarray, scale: int) -> np.ndarray:
     return h / max(h.sum(), 1)
 
 
+def orientation_histogram(video: np.ndarray, scale: int) -> np.ndarray:
+    """Histogram of the luminance gradient's orientation, folded into 0-90 degrees and weighted by its magnitude,
+    over gradients of at least EDGE_FLOOR per unit, of a (T, H, W, 3) video (central differences, so both
+    components sit on one pixel), normalised; uniform where the video has no such gradient."""
+    lum = video @ np.asarray([0.299, 0.587, 0.114], np.float32)  # (T, H, W)
+    gx = (lum[:, 1:-1, 2:] - lum[:, 1:-1, :-2]) / 2
+    gy = (lum[:, 2:, 1:-1] - lum[:, :-2, 1:-1]) / 2
+    mag = np.sqrt(gx * gx + gy * gy) * scale
+    edge = mag >= EDGE_FLOOR
+    angle = np.degrees(np.arctan2(np.abs(gy[edge]), np.abs(gx[edge])))
+    h, _ = np.histogram(angle, bins=ORIENTATION_BINS, range=(0.0, 90.0), weights=mag[edge])
+    return h / h.sum() if h.sum() else np.full(ORIENTATION_BINS, 1 / ORIENTATION_BINS)
+
+
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint)."""
     m = (p + q) / 2
@@ -108,17 +127,64 @@ def per_video(video: np.ndarray, scale: int) -> dict[str, float]:
             "continuity": 1 - breaks / pairs if pairs else float("nan")}
 
 
-def histograms(videos: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per video of (N, T, H, W, 3): colour and edge histograms, (N, 512) and (N, 24)."""
-    return (np.stack([colour_histogram(v) for v in videos]), np.stack([edge_histogram(v, scale) for v in videos]))
+FAILURE_KINDS = {  # kind -> what it counts (per frame, or per frame pair of one colour)
+    "fragment": "frames in which a colour shows a second blob under a quarter of its largest's area (one object "
+                "broken up: its colour strays from the palette inside it)",
+    "second_object": "frames in which a colour shows a second blob of at least a quarter of its largest's area (the "
+                     "object drawn twice)",
+    "no_object": "frames without any object",
+    "appears_or_vanishes": "frame pairs in which a colour seen in the video is missing from one or both frames",
+    "split": "frame pairs in which a colour seen in both frames is more than one blob in one of them",
+    "jump": "frame pairs in which a colour's one blob moves more than MAX_STEP units",
+}
+
+
+PAIR_KINDS = ("appears_or_vanishes", "split", "jump")
+
+
+def failure_kinds(video: np.ndarray, scale: int) -> dict[str, int]:
+    """What the per-video metrics count against one (T, H, W, 3) video, by kind (FAILURE_KINDS), with the
+    ``frames`` and the ``colour_pairs`` (consecutive frames of each colour seen) they are counted over:
+    duplication and count error come from the frame kinds, continuity's breaks from the pair kinds."""
+    objects = video_objects(video, scale)
+    kinds = dict.fromkeys(FAILURE_KINDS, 0)
+    kinds.update(frames=len(objects), colour_pairs=0)
+    for frame in objects:
+        for blobs in frame.values():
+            if len(blobs) >= 2:
+                areas = sorted((b[0] for b in blobs), reverse=True)
+                kinds["fragment" if areas[1] < 0.25 * areas[0] else "second_object"] += 1
+        kinds["no_object"] += not any(frame.values())
+    for colour in PALETTE:
+        seen = [f[colour] for f in objects]
+        if not any(seen):
+            continue
+        kinds["colour_pairs"] += len(seen) - 1
+        for a, b in zip(seen[:-1], seen[1:]):
+            if not a or not b:
+                kinds["appears_or_vanishes"] += 1
+            elif len(a) != 1 or len(b) != 1:
+                kinds["split"] += 1
+            elif math.dist(a[0][1:], b[0][1:]) > MAX_STEP:
+                kinds["jump"] += 1
+    return kinds
+
+
+def histograms(videos: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per video of (N, T, H, W, 3): colour, edge and edge orientation histograms, (N, 64), (N, 24) and (N, 9)."""
+    return (np.stack([colour_histogram(v) for v in videos]), np.stack([edge_histogram(v, scale) for v in videos]),
+            np.stack([orientation_histogram(v, scale) for v in videos]))
 
 
 def set_distances(videos: np.ndarray, scale: int, reference: dict, boot: int = 50, seed: int = 0) -> dict:
-    """colour_js / edge_js of a set of videos against reference_stats(), each as (value, bootstrap std)."""
+    """colour_js / edge_js / orientation_js of a set of videos against reference_stats(), each as (value,
+    bootstrap std)."""
     hists = histograms(videos, scale)
     rng = np.random.default_rng(seed)
     out = {}
-    for name, h, ref in (("colour_js", hists[0], reference["colour_hist"]), ("edge_js", hists[1], reference["edge_hist"])):
+    for name, h, ref in (("colour_js", hists[0], reference["colour_hist"]),
+                         ("edge_js", hists[1], reference["edge_hist"]),
+                         ("orientation_js", hists[2], reference["orientation_hist"])):
         value = js_divergence(h.mean(0), ref)
         draws = [js_divergence(h[rng.integers(0, len(h), len(h))].mean(0), ref) for _ in range(boot)]
         out[name] = (value, float(np.std(draws)))
@@ -127,9 +193,10 @@ def set_distances(videos: np.ndarray, scale: int, reference: dict, boot: int = 5
 
 def reference_stats(videos: np.ndarray, scale: int) -> dict:
     """Pooled histograms and mean object size of ground-truth videos (N, T, H, W, 3) at ``scale``."""
-    colour, edge = histograms(videos, scale)
+    colour, edge, orientation = histograms(videos, scale)
     still, moving = spectra(videos, scale)
-    return {"colour_hist": colour.mean(0), "edge_hist": edge.mean(0), "spectrum": still.mean(0),
+    return {"colour_hist": colour.mean(0), "edge_hist": edge.mean(0), "orientation_hist": orientation.mean(0),
+            "spectrum": still.mean(0),
             "flicker": moving.mean(0),
             "size": float(np.nanmean([per_video(v, scale)["size"] for v in videos]))}
 

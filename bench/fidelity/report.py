@@ -102,6 +102,9 @@ the pixels). The model samples through ComfyUI's real path (UNETLoader, ModelSam
 nodes, KSampler), 64 x 64 px (32 x 32 tokens) x 8 frames natively, at 2x and 3x per side (4x and 9x the
 tokens). Latent space: 1 pixel -> 1 latent pixel of 16 channels in Wan 2.1's latent statistics, exact
 (bench/fidelity/latents.py). Training shows whole scenes and crops zoomed 1.25-4x (bench/fidelity/train.py).
+Two worlds (scenes.py, `--world`): plain, whose textures the native frame fully resolves, and detailed, which
+adds fine ground texture that only 2x, 3x and zoomed crops resolve, as close-ups do in real video; a model is
+evaluated in the world it was trained on (its weights' metadata; runs up to 50: plain).
 
 Commands (one H200; bench/fidelity/GPU_PLAN.md: two calls, the second resumes and evaluates):
 
@@ -112,7 +115,9 @@ count error (extra blobs of one colour + missing + beyond 3, per frame; 0 is rig
 frames with one colour twice), size ratio (object size vs. ground truth at that scale; 1 is right),
 continuity (share of frame pairs in which each object keeps one blob and moves plausibly; 1 is right),
 colour JS / edge JS (Jensen-Shannon divergence of pooled colour / gradient histograms vs. ground truth
-renders; the ground_truth row is the floor of an independent set of renders); detail error, HF log2 and
+renders; the ground_truth row is the floor of an independent set of renders); orientation JS (the same for the
+gradients' orientation, folded into 0-90 degrees and weighted by magnitude: staircase edges on the native pixel
+grid, which the magnitude cannot see, move it); detail error, HF log2 and
 flicker (the luminance power spectrum per band in cycles per native unit against the truth's, as a shape:
 detail error is the mean |log2| gap over the bands, 0 for the truth; HF log2 is the highest band's gap,
 below 0 for blur and above 0 for grain; flicker is the high bands' share of frame-to-frame change against
@@ -121,8 +126,11 @@ steps across the quality windows' borders over those 1-3 pixels beside them, eac
 object edges do not dominate; the ground truth measures about 0.93, a seam more). With --seeds N,
 the set metrics carry error bars over the N sampling seeds. Rows: the pack's modes, ComfyUI's Sol-Attn
 (sol_attn: the core Model Sparse Attention node's defaults; skipped with the reason where comfy_kitchen's
-CUDA kernel is missing), and the upscaler chains users run instead (bicubic, lanczos_sharpen: Lanczos plus
-an unsharp mask), both from the same native pass.
+CUDA kernel is missing), and the upscaler chains users run instead, all from the same native pass (bicubic;
+lanczos_sharpen: Lanczos plus an unsharp mask; learned_sr: Real-ESRGAN's compact network trained on this
+bench's world, bench/fidelity/upscaler.py). Each upscaler also has an `_of_truth` row: the same upscaler
+applied to the true native video of the ground-truth row's scenes, what it reaches from a perfect native pass
+(these rows and ground_truth do not involve the model).
 """
 
 

@@ -4,6 +4,8 @@
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR2 --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --out DIR --weights bench/fidelity/weights/ultragen_fidelity_wan.safetensors
     COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
+    COMFYUI_PATH=... python bench/fidelity/run.py --cpu --weights W --scales 1 --modes full --gate-samples 8 --out DIR
+    python bench/fidelity/run.py --truth-only --scales 2,3 --samples 64 --out DIR   # no model: the upscalers' ceiling
 
 Writes into DIR: ultragen_fidelity_wan.safetensors and train.json (unless --weights is given), results.json,
 results.md (the table) and samples_x<scale>.png (a row of frames per mode). docs/FIDELITY.md is made from
@@ -50,30 +52,50 @@ def main(argv=None) -> dict:
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--world", choices=list(train.scenes.WORLDS), default=None,
+                    help=train.WORLD_HELP + "; --weights are evaluated in the world they were trained on, "
+                         "--truth-only in this one")
+    ap.add_argument("--shift", type=float, default=evaluate.EvalConfig.shift,
+                    help="sampling shift (ModelSamplingSD3); the bench model is trained with 3")
+    ap.add_argument("--cpu", action="store_true",
+                    help="evaluate --weights on the CPU (a few minutes per native video on 2 cores: a look at a "
+                         "handful of gate videos, e.g. --scales 1 --modes full --gate-samples 8)")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="only the rows that need no model: ground_truth and each upscaler applied to the true "
+                         "native video (<upscaler>_of_truth), on the CPU")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.modes.split(",")) - set(evaluate.MODES))
+    if unknown:
+        ap.error(f"--modes: {', '.join(unknown)} not among {', '.join(evaluate.MODES)}")
+    if args.truth_only:
+        if args.out is None:
+            ap.error("--truth-only needs --out")
+        return truth_only(args)
     if args.weights is not None and (args.resume is not None or args.train_only):
         ap.error("--weights evaluates given weights; --resume / --train-only train: give one or the other")
+    if args.cpu and args.weights is None:
+        ap.error("--cpu evaluates given --weights; training needs CUDA")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out is None:
         if not args.smoke:
             ap.error("--out is needed (only a smoke run writes into a temporary folder)")
         args.out = Path(tempfile.mkdtemp(prefix="ultragen_fidelity_out_"))
-    if not args.smoke and not torch.cuda.is_available():
+    if not args.smoke and not args.cpu and not torch.cuda.is_available():
         sys.exit("bench/fidelity/run.py trains on CUDA; on a machine without a GPU run it with --smoke.")
     if args.smoke:
         print(banner("a 2-block model of width 128, 3 training steps, 2 frames; "
                      "one cell (x2: full, quality_band), 2 videos, 2 sampling steps",
                      "bf16 training, the x1 / x3 cells and the other modes"))
         torch.set_num_threads(1)
-    cuda = torch.cuda.is_available() and not args.smoke
+    cuda = torch.cuda.is_available() and not args.smoke and not args.cpu
     runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
     t0 = time.time()
     trained = None
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
-                              args.low_res_minutes, args.model)
+                              args.low_res_minutes, args.model, args.world)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
@@ -83,9 +105,9 @@ def main(argv=None) -> dict:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift)
     t1 = time.time()
-    results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime)
+    results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime, cpu=args.cpu)
     results["train"] = trained
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -93,6 +115,18 @@ def main(argv=None) -> dict:
     if trained is not None:
         weight_parts.split(weights)  # parts under 16 MiB, what a device run hands back
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
+    return results
+
+
+def truth_only(args) -> dict:
+    cfg = evaluate.EvalConfig(scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
+                              samples=args.samples, gate_samples=args.gate_samples, world=args.world or "plain")
+    results = evaluate.evaluate_truth_only(cfg)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    table = evaluate.markdown_table(results)
+    (args.out / "results.md").write_text(table + "\n")
+    print(table)
     return results
 
 

@@ -47,8 +47,9 @@ import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.train")
 
-SHIFT = 3.0  # ModelSamplingSD3 shift the model is trained and sampled with
-TEXT_DIM = 4096  # Wan's T5 width (UNETLoader's detection assumes it)
+# the ModelSamplingSD3 shift the model is trained and sampled with, and Wan's T5 width (UNETLoader's detection
+# assumes it): the demo nodes sample the bundled model with the same (ultragen_core/demo.py)
+SHIFT, TEXT_DIM = latents.SHIFT, latents.TEXT_DIM
 CONTEXT_TOKENS = 1
 MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128, like every Wan; 8.1M parameters
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
@@ -130,6 +131,8 @@ FRAMING_HELP = ("training framings: mixed (the recipe: half whole scenes, half z
                 "second stage)")
 MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256, 2 heads) or wide (8 blocks of "
               "width 384, 3 heads; its weights are written in parts under 16 MiB); --resume keeps the saved size")
+WORLD_HELP = ("the bench world (scenes.py): plain, or detailed (fine ground texture that only 2x and 3x, and "
+              "zoomed crops, resolve); default: the resumed weights' world, plain from scratch")
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
@@ -137,13 +140,13 @@ TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's ar
 
 
 def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed",
-                  low_res: bool = False) -> torch.Tensor:
+                  low_res: bool = False, world: str = "plain") -> torch.Tensor:
     """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
     process_in(encode(frames)), (B, 16, T, 64, 64); low_res: each frame averaged 2 x 2 (B, 16, T, 32, 32)."""
     seed = TRAIN_SEED + 1_000_003 * step
     whole_share, radius = FRAMINGS[framing]
     zoom, origin = scenes.sample_views(seed, batch, whole_share)
-    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, radius), 1, frames, device,
+    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, radius, world), 1, frames, device,
                           zoom=zoom, origin=origin)
     if low_res:
         b, t = clips.shape[:2]
@@ -153,7 +156,7 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
-          model: str = "small") -> dict:
+          model: str = "small", world: str | None = None) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -166,11 +169,18 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
                              f"{low_res_minutes:g}: the run has to end at native size.")
         if model not in MODELS:
             raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}.")
-        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model)
+        if world is not None and world not in scenes.WORLDS:
+            raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
+        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def world_of(meta: dict) -> str:
+    """The world weights were trained on, from their metadata (weights from before the worlds: plain)."""
+    return meta.get("world", "plain")
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -188,18 +198,21 @@ def load(path: Path) -> tuple[dict, dict]:
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
-           model_size: str = "small") -> dict:
+           model_size: str = "small", world: str | None = None) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
     cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODELS[model_size]), 0, 0.0
+    trained_on = "plain"  # the world of the resumed weights (none: plain)
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
         if meta.get("latent_space") != LATENT_SPACE:
             raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
+        trained_on = world_of(meta)
+    world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
     model = build_model(cfg)
     if resume is not None:
         model.load_state_dict(sd)
@@ -229,7 +242,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (step + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + step, size, frames, fmt, device, framing, low_res)  # (B, 16, T, 64, 64)
+        x0 = batch_latents(done + step, size, frames, fmt, device, framing, low_res, world)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
@@ -254,12 +267,13 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     losses = [float(v) for v in losses]
     out.mkdir(parents=True, exist_ok=True)
     path = out / WEIGHTS.name
-    save(ema, path, cfg, smoke, done + step, done_seconds + seconds)
+    save(ema, path, cfg, smoke, done + step, done_seconds + seconds, world)
     tail = losses[-50:] or [float("nan")]
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
             "resumed_from": str(resume) if resume else None, "steps_total": done + step,
             "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
-            "frames": frames, "framing": framing, "low_res_minutes": low_res_minutes, "low_res_steps": low_res_steps,
+            "frames": frames, "world": world, "framing": framing, "low_res_minutes": low_res_minutes,
+            "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision}
@@ -267,14 +281,14 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     return info
 
 
-def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float) -> None:
+def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain") -> None:
     """bf16 safetensors of a WanModel's state dict (UNETLoader detects Wan 2.1 T2V from the keys); bf16 keeps
     the file below the 16 MiB a device run can hand back."""
     from safetensors.torch import save_file
     sd = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"ultragen_fidelity": "smoke (CPU, a few steps: not a trained model)" if smoke else "trained",
             "config": json.dumps(cfg), "steps": str(steps), "seconds": f"{seconds:.0f}", "shift": str(SHIFT),
-            "latent_space": LATENT_SPACE, "context": "zeros (1, 1, 4096)"}
+            "latent_space": LATENT_SPACE, "context": "zeros (1, 1, 4096)", "world": world}
     save_file(sd, str(path), metadata=meta)
 
 
@@ -289,6 +303,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed", help=FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
     ap.add_argument("--model", choices=list(MODELS), default="small", help=MODEL_HELP)
+    ap.add_argument("--world", choices=list(scenes.WORLDS), default=None, help=WORLD_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -297,7 +312,7 @@ def main(argv=None) -> dict:
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
-                 args.low_res_minutes, args.model)
+                 args.low_res_minutes, args.model, args.world)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

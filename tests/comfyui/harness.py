@@ -179,16 +179,22 @@ def random_wan_state_dict(seed: int = 0, dim: int = 128, num_layers: int = 2, in
     kwargs.update(extra)
     with eager_weights():
         model = cls(**kwargs)
+    return random_weights(model, seed)
+
+
+def random_weights(model, seed: int = 0, special=None) -> dict[str, torch.Tensor]:
+    """A float32 state dict of ``model`` with random values scaled for healthy signals: norm weights 1, matrices
+    N(0, 1 / fan_in), the rest N(0, 0.02^2); ``special(name, p, generator)`` may return another tensor for a
+    weight that is not a norm's (None: the rule above). One generator seeded with ``seed``, in key order."""
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif p.ndim >= 2:
-            fan_in = p[0].numel()
-            t = torch.randn(p.shape, generator=gen) / fan_in ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
+        t = torch.ones(p.shape) if "norm" in name and name.endswith("weight") else None
+        if t is None and special is not None:
+            t = special(name, p, gen)
+        if t is None:
+            t = (torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5 if p.ndim >= 2
+                 else 0.02 * torch.randn(p.shape, generator=gen))
         sd[name] = t.to(torch.float32).contiguous()
     return sd
 
@@ -272,6 +278,27 @@ def captured() -> dict:
         if getattr(module, "__file__", None) == str(TEST_NODES) and hasattr(module, "CAPTURED"):
             return module.CAPTURED
     raise RuntimeError("the UltraGen test nodes were not loaded into ComfyUI")
+
+
+def sampled_prompt(nodes: dict, unet_name: str, preset: str | None, key: str, cfg: float,
+                   positive: str = "cond", negative: str = "cond") -> dict:
+    """An API prompt: UNETLoader -> (UltraGen Attention Settings with ``preset`` -> UltraGen Apply; none when preset
+    is None) -> KSampler (euler, 1 step, denoise 1) -> UltraGenTestCapture under ``key``. ``nodes`` holds the rest:
+    the "latent" node and the conditioning nodes named by ``positive`` / ``negative``."""
+    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}}, **nodes}
+    model = ["load", 0]
+    if preset is not None:
+        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
+            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
+            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
+            "start_percent": 0.0, "end_percent": 1.0, "preset": preset}}
+        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
+        model = ["apply", 0]
+    p["sample"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 3, "steps": 1, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple",
+        "positive": [positive, 0], "negative": [negative, 0], "latent_image": ["latent", 0], "denoise": 1.0}}
+    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
+    return p
 
 
 # --- tiny Wan VAEs (the tiled VAE decode tests) -------------------------------------------------------------

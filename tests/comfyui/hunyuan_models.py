@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import eager_weights
+from harness import eager_weights, random_weights
 
 GRID = (2, 12, 12)  # latent frames x height x width = the token grid (patch 1x1x1)
 CHANNELS = 32
@@ -59,17 +59,7 @@ def random_state_dict(params: dict, seed: int = 0) -> dict:
     with eager_weights():
         model = hv.HunyuanVideo(operations=comfy.ops.disable_weight_init,
                                 **{k: v for k, v in params.items() if k in fields})
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif p.ndim >= 2:
-            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
-        sd[name] = t.to(torch.float32).contiguous()
-    return sd
+    return random_weights(model, seed)
 
 
 def cond(seed=1, tokens=8, padding=0, pooled=False):

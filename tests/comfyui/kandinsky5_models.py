@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import eager_weights
+from harness import eager_weights, random_weights
 
 MODULE, CLASS = "comfy.ldm.kandinsky5.model", "Kandinsky5"
 # The video layout (visual_embed_dim 132: 16 latent + 16 image + 1 mask channels x 1x2x2), 2 heads of 64 (ComfyUI's
@@ -38,17 +38,7 @@ def build(meta: bool = False, **config):
 
 def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     model = build()
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif p.ndim >= 2:
-            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
-        sd[name] = t.to(torch.float32).contiguous()
-    return sd
+    return random_weights(model, seed)
 
 
 def model_file(comfy) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from harness import eager_weights
+from harness import eager_weights, random_weights
 
 # 32 heads of 4 channels: ComfyUI 0.3.64 reads no config from the file and takes 32 heads (model detection)
 VIDEO = dict(num_attention_heads=32, attention_head_dim=4, cross_attention_dim=128, in_channels=128, num_layers=2)
@@ -35,19 +35,11 @@ def random_state_dict(spec, seed: int = 0) -> dict[str, torch.Tensor]:
     cls = model_class(spec)
     with eager_weights():
         model = cls(**spec["config"], operations=comfy.ops.disable_weight_init)
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif "scale_shift_table" in name:
-            t = 0.1 * torch.randn(p.shape, generator=gen)
-        elif p.ndim >= 2:
-            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
-        sd[name] = t.to(torch.float32).contiguous()
-    return sd
+
+    def modulation_tables(name, p, gen):
+        if "scale_shift_table" in name:
+            return 0.1 * torch.randn(p.shape, generator=gen)
+    return random_weights(model, seed, modulation_tables)
 
 
 def model_file(comfy, spec) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import eager_weights
+from harness import eager_weights, random_weights
 
 MODULE = "comfy.ldm.minimax.model"
 NAME = "tiny_minimax_h3.safetensors"
@@ -29,19 +29,11 @@ def random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     cls = model_class()
     with eager_weights():
         model = cls(**CONFIG, operations=comfy.ops.disable_weight_init, dtype=torch.float32)
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if name == "rope.inv_freq":  # RoPE's frequencies: 1 / 10000^(i / 16)
-            t = 1.0 / 10000.0 ** (torch.arange(p.shape[0], dtype=torch.float32) / p.shape[0])
-        elif "norm" in name and name.endswith("weight"):
-            t = torch.ones(p.shape)
-        elif p.ndim >= 2:
-            t = torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5
-        else:
-            t = 0.02 * torch.randn(p.shape, generator=gen)
-        sd[name] = t.to(torch.float32).contiguous()
-    return sd
+
+    def rope_frequencies(name, p, gen):  # RoPE's frequencies: 1 / 10000^(i / 16)
+        if name == "rope.inv_freq":
+            return 1.0 / 10000.0 ** (torch.arange(p.shape[0], dtype=torch.float32) / p.shape[0])
+    return random_weights(model, seed, rope_frequencies)
 
 
 def model_file(comfy) -> str:

@@ -22,17 +22,20 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     # parts (weight_parts.split) resume and install under the file's name, joined first
     first = tmp_path / "first" / train.WEIGHTS.name
     assert len(weight_parts.split(first, limit=1_200_000)) > 1 and not first.exists()  # text embedding: 1 MiB
-    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first)
+    assert train.world_of(train.load(first)[1]) == "plain"  # the world a run from scratch trains in
+    # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them
+    info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, world="detailed")
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
     sd, meta = train.load(tmp_path / train.WEIGHTS.name)
-    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE
+    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE and meta["world"] == "detailed"
     assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
-    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn"), samples=2, steps=2,
-                              frames=2, gt_pool=4, seeds=2)
+    cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
+                              steps=2, frames=2, gt_pool=4, seeds=2)
     evaluate.load_bench_nodes(comfy)
     results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
-    assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn"}
+    assert results["config"]["world"] == "detailed"
+    assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
     # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
     why = evaluate.sol_attn_unavailable()
     assert why is not None and cells["sol_attn"]["status"] == f"skipped: {why}" and "sol" in why.lower()
@@ -42,6 +45,10 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert band["status"] == "ok" and band["videos"] == 4 and band["seeds"] == 2  # 2 videos x 2 seeds
     assert band["seam"][0] > 0 and not math.isnan(band["detail_error"][1])
     assert 0 <= band["count_error"][0] and 0 <= band["colour_js"][0] <= 1 and 0 <= band["edge_js"][0] <= 1
+    # the upscaler row upscales the model's native pass; its _of_truth row the true native video: exact objects
+    assert cells["learned_sr"]["status"] == "ok" and cells["learned_sr"]["videos"] == 4
+    perfect = cells["learned_sr_of_truth"]
+    assert perfect["videos"] == 2 and perfect["count_error"][0] <= 0.5 and perfect["continuity"][0] >= 0.5
     if evaluate.proxy_supported() is None:
         assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 4
     else:
@@ -50,11 +57,11 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     table = (tmp_path / "results.md").read_text().splitlines()
     assert "**Gate**" in table[0] and "not measured" in "\n".join(table)  # no x1 cell in this run
     table = table[table.index(next(line for line in table if line.startswith("| scale"))):]
-    assert len(table) == 2 + 4 and "| x2 | quality_band | 4 |" in table[3]
-    assert "| x2 | sol_attn | 0 | skipped" in table[5]
+    assert len(table) == 2 + 6 and "| x2 | quality_band | 4 |" in table[3]
+    assert "| x2 | sol_attn | 0 | skipped" in table[5] and "| x2 | learned_sr_of_truth | 2 |" in table[7]
     import cv2
     grid = cv2.imread(str(tmp_path / "samples_x2.png"))
-    rows = 2 if evaluate.proxy_supported() else 3
+    rows = 3 if evaluate.proxy_supported() else 4
     assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
 
 
@@ -100,6 +107,8 @@ def test_resume_refuses_weights_of_another_latent_space(comfy, tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
     with pytest.raises(ValueError, match="another latent space"):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
+    with pytest.raises(ValueError, match=r"world must be one of \['plain', 'detailed'\], got 'noisy'"):
+        train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, world="noisy")
 
 
 def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
@@ -115,7 +124,7 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
         latent = p.get("latent", p.get("native_latent"))["inputs"]
         assert latent["length"] == 5
         assert latent["width"] == (1536 if "latent" in p else 512)  # 8 x the latent: 192 (x3) or 64 (x1) wide
-        if mode in ("full", "sol_attn", "bicubic", "lanczos_sharpen"):
+        if mode in ("full", "sol_attn", *evaluate.UPSCALERS):
             assert "apply" not in p and ("sol" in p) == (mode == "sol_attn")
         else:  # the native grid: 2 frames x 32 x 32 tokens; the fast preset's windows 3/8 of that
             assert p["settings"]["inputs"]["window_h"] == (12 if mode == "fast" else 32)
@@ -132,3 +141,32 @@ def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
     with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py'"):
         evaluate.install_weights(comfy, path)
+
+
+def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp_path):
+    """The learned_sr row runs the committed network as a user's graph runs it: a decoded native pass through
+    Load Upscale Model + Upscale Image (using Model) gives the frames upscaler.upscale gives the bench."""
+    pytest.importorskip("spandrel")
+    import evaluate
+    import latents
+    import scenes
+    import torch
+    import upscaler
+    evaluate.load_bench_nodes(comfy)
+    video = scenes.render(scenes.sample_scenes(5, 2, frames=2), 1, 2)  # (2 videos, 2 frames, 3, 64, 64)
+    torch.save(latents.encode(video), tmp_path / "native.pt")
+    name = upscaler.file_name(3)
+    target = comfy.models_dir / "upscale_models" / name
+    if not target.exists():
+        target.symlink_to(upscaler.WEIGHTS_DIR / name)
+    comfy.run({
+        "native": {"class_type": "UltraGenFidelityLatentFile", "inputs": {"path": str(tmp_path / "native.pt")}},
+        "decode": {"class_type": "UltraGenDemoDecode", "inputs": {"samples": ["native", 0]}},
+        "sr": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": name}},
+        "up": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["sr", 0], "image": ["decode", 0]}},
+        "capture": {"class_type": "UltraGenTestCaptureImage", "inputs": {"images": ["up", 0], "key": "sr"}}})
+    from harness import captured
+    comfy_frames = captured()["sr"].float().reshape(2, 2, 192, 192, 3).permute(0, 1, 4, 2, 3)
+    bench_frames = upscaler.upscale(latents.decode(latents.encode(video)), 3, "learned_sr")
+    assert comfy_frames.shape == bench_frames.shape == (2, 2, 3, 192, 192)
+    assert (comfy_frames - bench_frames).abs().max() < 2e-3

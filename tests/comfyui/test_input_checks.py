@@ -218,6 +218,24 @@ def test_full_attention_blocks_message_does_not_repeat_the_input_name(comfy):
     assert details.startswith("full_attention_blocks - 'abc' is not a block number"), details
 
 
+@pytest.mark.parametrize("fusion,strength,warned", [("gate", 1.0, True), ("gate", 0.5, False), ("band", 1.0, False)])
+def test_gate_at_full_strength_warns_that_it_drops_the_windows(comfy, caplog, fusion, strength, warned):
+    """gate mixes (1 - w) windows + w global: at w = 1 the output is the pooled global branch alone (the
+    fidelity bench's grain check, docs/FIDELITY.md), so the settings node says so in the log."""
+    import logging
+    settings = {i.id: i.default for i in comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenAttentionSettings"]
+                .define_schema().inputs if i.default is not None}
+    prompt = {"1": {"class_type": "UltraGenAttentionSettings",
+                    "inputs": {**settings, "fusion": fusion, "global_strength": strength}},
+              "2": {"class_type": "UltraGenTestSink", "inputs": {"value": ["1", 0], "key": "gate_settings"}}}
+    with caplog.at_level(logging.WARNING):
+        comfy.run(prompt)
+    said = [r.getMessage() for r in caplog.records if "windows' detail is dropped" in r.getMessage()]
+    assert len(said) == int(warned), said
+    if warned:
+        assert said[0].startswith("[UltraGen] fusion gate with global_strength 1: the output is the pooled global")
+
+
 def test_a_text_file_named_ckpt_is_refused_when_queued(comfy):
     from harness import save_wan
     (comfy.models_dir / "diffusion_models" / "checks_text.ckpt").write_bytes(b"hello world\n")  # 12 bytes

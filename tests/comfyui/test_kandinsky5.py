@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kandinsky5_models import build, load, model_class, model_file, sample, text, token_change, video
+from harness import sampled_prompt
 from test_apply import reachable
 
 from ultragen_core import api
@@ -225,25 +226,12 @@ def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_w
 
 def k5_prompt(name, preset, width, height, frames=2, key="k5"):
     """API prompt: UNETLoader -> (UltraGen Attention Settings -> UltraGen Apply) -> KSampler -> capture."""
-    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
-         "latent": {"class_type": "UltraGenTestLatent", "inputs": {
-             "seed": 2, "channels": 16, "frames": frames, "height": height, "width": width, "batch": 1,
-             "corner_bump": 0.0}},
-         "pos": {"class_type": "UltraGenTestKandinskyConditioning", "inputs": {"seed": 1, "tokens": 8}},
-         "neg": {"class_type": "UltraGenTestKandinskyConditioning", "inputs": {"seed": 5, "tokens": 5}}}
-    model = ["load", 0]
-    if preset is not None:
-        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
-            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
-            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
-            "start_percent": 0.0, "end_percent": 1.0, "preset": preset}}
-        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
-        model = ["apply", 0]
-    p["sample"] = {"class_type": "KSampler", "inputs": {
-        "model": model, "seed": 3, "steps": 1, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
-        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}}
-    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
-    return p
+    nodes = {"latent": {"class_type": "UltraGenTestLatent", "inputs": {
+                 "seed": 2, "channels": 16, "frames": frames, "height": height, "width": width, "batch": 1,
+                 "corner_bump": 0.0}},
+             "pos": {"class_type": "UltraGenTestKandinskyConditioning", "inputs": {"seed": 1, "tokens": 8}},
+             "neg": {"class_type": "UltraGenTestKandinskyConditioning", "inputs": {"seed": 5, "tokens": 5}}}
+    return sampled_prompt(nodes, name, preset, key, cfg=2.0, positive="pos", negative="neg")
 
 
 def test_sampling_above_the_native_size_through_ultragen_apply_in_a_prompt(comfy, k5, caplog):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ltx_models import LTXAV, LTXV, add_guide, load, sample, text, token_change, video, video_of, with_audio
+from harness import sampled_prompt
 from test_apply import reachable
 
 from ultragen_core import api
@@ -223,24 +224,11 @@ def test_a_self_attention_that_computes_something_else_keeps_comfyuis_and_says_w
 
 def ltx_prompt(name, patch, width=48, height=32, frames=2, key="ltx"):
     """API prompt: UNETLoader -> (UltraGen Attention Settings -> UltraGen Apply) -> KSampler -> capture."""
-    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
-         "latent": {"class_type": "UltraGenTestLatent", "inputs": {
-             "seed": 2, "channels": 128, "frames": frames, "height": height, "width": width, "batch": 1,
-             "corner_bump": 0.0}},
-         "cond": {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 1, "tokens": 8}}}
-    model = ["load", 0]
-    if patch is not None:
-        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
-            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
-            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
-            "start_percent": 0.0, "end_percent": 1.0, "preset": patch}}
-        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
-        model = ["apply", 0]
-    p["sample"] = {"class_type": "KSampler", "inputs": {
-        "model": model, "seed": 3, "steps": 1, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
-        "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": ["latent", 0], "denoise": 1.0}}
-    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
-    return p
+    nodes = {"latent": {"class_type": "UltraGenTestLatent", "inputs": {
+                 "seed": 2, "channels": 128, "frames": frames, "height": height, "width": width, "batch": 1,
+                 "corner_bump": 0.0}},
+             "cond": {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 1, "tokens": 8}}}
+    return sampled_prompt(nodes, name, patch, key, cfg=2.0)
 
 
 def test_ltx2_samples_above_its_native_size_through_ultragen_apply_in_a_prompt(comfy, caplog):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from minimax_models import latent, load, model_class, sample, text, token_change, video_of
+from harness import sampled_prompt
 from test_apply import reachable
 
 from ultragen_core import api
@@ -242,22 +243,9 @@ def test_the_layout_comfyui_publishes_is_the_one_used_and_a_layout_that_misses_t
 def minimax_prompt(name, preset, key):
     """API prompt: UNETLoader -> (UltraGen Attention Settings -> UltraGen Apply) -> KSampler on ComfyUI's own
     EmptyMiniMaxH3LatentAV -> capture."""
-    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
-         "latent": {"class_type": "EmptyMiniMaxH3LatentAV", "inputs": {"width": 2688, "height": 1536, "length": 5}},
-         "cond": {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 1, "tokens": 8}}}
-    model = ["load", 0]
-    if preset is not None:
-        p["settings"] = {"class_type": "UltraGenAttentionSettings", "inputs": {
-            "window_t": 0, "window_h": 0, "window_w": 0, "shift": "auto", "global_branch": True,
-            "global_compression": 0, "fusion": "band", "global_strength": 1.0, "full_attention_blocks": "",
-            "start_percent": 0.0, "end_percent": 1.0, "preset": preset}}
-        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
-        model = ["apply", 0]
-    p["sample"] = {"class_type": "KSampler", "inputs": {
-        "model": model, "seed": 3, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
-        "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": ["latent", 0], "denoise": 1.0}}
-    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}}
-    return p
+    nodes = {"latent": {"class_type": "EmptyMiniMaxH3LatentAV", "inputs": {"width": 2688, "height": 1536, "length": 5}},
+             "cond": {"class_type": "UltraGenTestConditioning", "inputs": {"seed": 1, "tokens": 8}}}
+    return sampled_prompt(nodes, name, preset, key, cfg=1.0)
 
 
 def test_h3_samples_at_2x_its_native_size_through_ultragen_apply_in_a_prompt(comfy, caplog):

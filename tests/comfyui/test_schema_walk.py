@@ -22,7 +22,7 @@ RANGE_TYPES = {"below min": "value_smaller_than_min", "above max": "value_bigger
 # LATENT / IMAGE inputs whose NaN / infinite values must be refused (others may use them: Compare leaves
 # such frames out of its metrics, a reference latent gives only its size)
 REFUSES_NONFINITE = {("UltraGenProxyGuidance", "proxy"), ("UltraGenUpscaleLatent", "latent"),
-                     ("UltraGenTiledVAEDecode", "samples")}
+                     ("UltraGenTiledVAEDecode", "samples"), ("UltraGenDemoDecode", "samples")}
 REFUSES_HUGE = {("UltraGenProxyGuidance", "proxy")}
 WAN = "walk_wan.safetensors"
 WEIGHTS = "walk_weights.ckpt"
@@ -228,7 +228,8 @@ def combos_checked(files):
 def test_the_walk_sees_every_pack_node(comfy):
     assert {"UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
             "UltraGenTiledVAEDecode", "UltraGenLoadWeights", "UltraGenProxyGuidance", "UltraGenUpscaleLatent",
-            "UltraGenSplitAcrossGPUs"} <= set(pack_nodes(comfy))
+            "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoLatent",
+            "UltraGenDemoDecode"} <= set(pack_nodes(comfy))
 
 
 def test_every_base_prompt_is_valid(files):
@@ -239,7 +240,8 @@ def test_every_base_prompt_is_valid(files):
 
 @pytest.mark.parametrize("node", ["UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution",
                                   "UltraGenCompare", "UltraGenTiledVAEDecode", "UltraGenLoadWeights",
-                                  "UltraGenProxyGuidance", "UltraGenUpscaleLatent", "UltraGenSplitAcrossGPUs"])
+                                  "UltraGenProxyGuidance", "UltraGenUpscaleLatent", "UltraGenSplitAcrossGPUs",
+                                  "UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode"])
 def test_every_widget_value_is_refused_once_at_its_input(files, combos_checked, node):
     assert walk_widgets(files, node, combos_checked) == []
 
@@ -247,12 +249,12 @@ def test_every_widget_value_is_refused_once_at_its_input(files, combos_checked, 
 def test_no_pack_node_is_left_out_of_the_walk(comfy):
     walked = {"UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
               "UltraGenTiledVAEDecode", "UltraGenLoadWeights", "UltraGenProxyGuidance", "UltraGenUpscaleLatent",
-              "UltraGenSplitAcrossGPUs"}
+              "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode"}
     assert set(pack_nodes(comfy)) == walked, "a new node: add it to the walk's parametrize lists"
 
 
 @pytest.mark.parametrize("node", ["UltraGenCompare", "UltraGenTiledVAEDecode", "UltraGenProxyGuidance",
-                                  "UltraGenUpscaleLatent"])
+                                  "UltraGenUpscaleLatent", "UltraGenDemoDecode"])
 def test_every_bad_tensor_is_refused_cleanly_or_used(files, node):
     assert walk_tensors(files, node) == []
 
@@ -260,7 +262,8 @@ def test_every_bad_tensor_is_refused_cleanly_or_used(files, node):
 def test_only_these_nodes_take_tensors(comfy):
     takes = {name for name, cls in pack_nodes(comfy).items()
              if any(i.get_io_type() in ("LATENT", "IMAGE") for i in cls.define_schema().inputs)}
-    assert takes == {"UltraGenCompare", "UltraGenTiledVAEDecode", "UltraGenProxyGuidance", "UltraGenUpscaleLatent"}
+    assert takes == {"UltraGenCompare", "UltraGenTiledVAEDecode", "UltraGenProxyGuidance", "UltraGenUpscaleLatent",
+                     "UltraGenDemoDecode"}
 
 
 def test_a_validate_inputs_that_hides_a_range_check_fails_the_walk(files, combos_checked, monkeypatch):

@@ -19,6 +19,7 @@ T2V_1_3B = "Wan 2.1 1.3B native 1080p"
 T2V_14B_4K = "Wan 2.1 14B native 4K"
 EIGHT_STEPS = "Wan 2.1 14B 4K in 8 steps"
 COMPARE = "Native 4K vs 720p upscale"
+DEMO = "UltraGen demo (no download)"  # the bundled demo model: no models list, no Resolution node
 PROXY_14B = "Wan 2.1 14B 720p proxy to 4K"
 PROXY_5B = "Wan 2.2 5B 704p proxy to 4K"
 MULTIGPU = "4K CFG split on 2 GPUs (0.33+)"
@@ -107,6 +108,12 @@ def test_workflow_converts_against_the_registry(comfy, path):
     prompt = ui_to_api(wf, comfy.nodes.NODE_CLASS_MAPPINGS)
     types = {n["class_type"] for n in prompt.values()}
     assert any(t.startswith("UltraGen") for t in types) and "SaveVideo" in types
+    if path.stem == DEMO:  # nothing to download: the pack's demo model, at native size and at 3x in two presets
+        assert wf["models"] == [] and {"UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode",
+                                       "UltraGenCompare", "ImageScaleBy", "ImageStitch"} <= types
+        presets = sorted(n["inputs"]["preset"] for n in prompt.values() if n["class_type"] == "UltraGenAttentionSettings")
+        applied = [n for n in prompt.values() if n["class_type"] == "UltraGenApply"]
+        assert presets == ["fast", "quality"] and len(applied) == 2
     if path.stem not in EXPECTED:
         return
     assert "UltraGenResolution" in types

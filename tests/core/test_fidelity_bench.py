@@ -255,3 +255,123 @@ def test_weights_split_into_parts_under_the_limit_join_back_bit_for_bit(tmp_path
         weight_parts.join(path)
     with pytest.raises(FileNotFoundError, match="no parts of it"):
         weight_parts.join(tmp_path / "other.safetensors")
+
+
+def test_failure_kinds_tell_a_broken_object_from_one_drawn_twice_and_flicker_from_jumps(tmp_path):
+    """diagnose.py --samples: what the gate counted, by kind. A twin object is a second object; a stripe of
+    another colour across an object breaks it into fragments only if a piece is small; an object missing from
+    some frames appears / vanishes; the ground truth has none of these."""
+    sc = [s for s in scenes.sample_scenes(11, 20, frames=4) if len(s.objects) == 1][0]
+    obj = sc.objects[0]
+    twin = dataclasses.replace(obj, start=(scenes.NATIVE - obj.start[0], scenes.NATIVE - obj.start[1]),
+                               velocity=(-obj.velocity[0], -obj.velocity[1]))
+    video, doubled = metrics.to_numpy(scenes.render([sc, dataclasses.replace(sc, objects=(obj, twin))], 1, 4))
+    clean = metrics.failure_kinds(video, 1)
+    assert clean["frames"] == 4 and clean["colour_pairs"] == 3
+    assert all(clean[k] == 0 for k in metrics.FAILURE_KINDS)
+    assert metrics.failure_kinds(doubled, 1)["second_object"] == 4
+    broken = video.copy()
+    cx, cy = obj.centre(0)
+    x, y = int(scenes.NATIVE - 1 - cx) // 2 * 2, int(scenes.NATIVE - 1 - cy) // 2 * 2  # away from the object
+    broken[0, y:y + 3, x:x + 3] = scenes.PALETTE[obj.colour]  # a 9-pixel speck of its colour: a fragment
+    kinds = metrics.failure_kinds(broken, 1)
+    assert (kinds["fragment"], kinds["second_object"], kinds["split"]) == (1, 0, 1)
+    gone = video.copy()
+    gone[2:] = video[2:, :1, :1]  # the object vanishes after frame 1
+    assert metrics.failure_kinds(gone, 1)["appears_or_vanishes"] == 2  # pairs (1, 2) and (2, 3)
+    # the npz an evaluation writes, read back by diagnose.py
+    evaluate = pytest.importorskip("evaluate")
+    diagnose = pytest.importorskip("diagnose")
+    path = evaluate.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
+                                  (2, "full"): doubled[None]}, tmp_path)
+    assert path.name == "videos_x1.npz"
+    found = diagnose.failures(path)
+    assert set(found) == {"ground_truth", "full"}
+    assert found["full"]["second_object"] == 100.0 and found["ground_truth"]["second_object"] == 0.0
+
+
+def test_upscaler_pairs_are_one_view_of_one_scene_at_two_scales():
+    """The learned upscaler's training pairs: the high-res frame, averaged s x s, is the low-res frame (the same
+    view of the same scene; rendering is anti-aliased per scale), up to the input noise half the batch gets."""
+    import upscaler
+    for scale in (2, 3):
+        low, high = upscaler.pairs(step=7, batch=8, scale=scale)
+        assert low.shape == (8, 3, 64, 64) and high.shape == (8, 3, 64 * scale, 64 * scale)
+        gap = (F.avg_pool2d(high, scale) - low).abs().flatten(1).mean(1)
+        assert (gap < 0.05).all() and (gap < 0.01).sum() >= 2, gap  # clean inputs match to edge anti-aliasing
+        again, _ = upscaler.pairs(step=7, batch=8, scale=scale)
+        assert torch.equal(low, again)  # a deterministic function of the step
+    assert not torch.equal(upscaler.pairs(1, 2, 2)[1], upscaler.pairs(2, 2, 2)[1])
+
+
+def test_the_committed_learned_upscalers_beat_bicubic_on_the_evaluations_truth():
+    """bench/fidelity/upscalers/: Real-ESRGAN compact networks that spandrel (ComfyUI's Load Upscale Model) reads
+    at their scale. On the evaluation's true native videos (never trained on) they land closer to the truth than
+    bicubic (L1) and keep its fine detail where bicubic blurs it (power in the band below the highest)."""
+    pytest.importorskip("spandrel", reason="spandrel comes with ComfyUI's requirements")
+    import upscaler
+    for scale in (2, 3):
+        params = scenes.sample_scenes(20_000 + scale, 3, frames=2)
+        low, high = scenes.render(params, 1, 2), scenes.render(params, scale, 2)
+        learned, bicubic = upscaler.upscale(low, scale, "learned_sr"), upscaler.upscale(low, scale, "bicubic")
+        assert learned.shape == high.shape and 0 <= learned.min() and learned.max() <= 1
+        assert (learned - high).abs().mean() < 0.8 * (bicubic - high).abs().mean()
+        fine = lambda v: metrics.spectra(metrics.to_numpy(v), scale)[0].mean(0)[3]  # noqa: E731
+        assert abs(fine(learned) / fine(high) - 1) < 0.25 and fine(bicubic) / fine(high) < 0.7
+    with pytest.raises(ValueError, match="method must be one of bicubic, lanczos_sharpen, learned_sr, got 'nearest'"):
+        upscaler.upscale(low, 2, "nearest")
+
+
+def test_the_detailed_world_adds_fine_detail_only_the_larger_scales_resolve():
+    """scenes.py's detailed world: the plain world's scenes (same seed: same objects, layout, texture) plus fine
+    ground waves. The native whole scene barely shows them; 2x and 3x do (power above the native frame's
+    Nyquist frequency, which the plain world has almost none of)."""
+    plain, detailed = scenes.sample_scenes(31, 4, frames=2), scenes.sample_scenes(31, 4, frames=2, world="detailed")
+    assert [dataclasses.replace(d, fine=()) for d in detailed] == plain
+    assert all(len(d.fine) == scenes.FINE_WAVES for d in detailed) and not any(p.fine for p in plain)
+    native = (scenes.render(detailed, 1, 2) - scenes.render(plain, 1, 2)).abs().mean()
+    assert native < 0.004, native
+
+    def above_native_nyquist(video, scale):  # luminance power beyond 0.5 cycles per unit, on the ground
+        lum = video[:, :, :, -24 * scale:].mean(2)  # the bottom of the frame: ground in every scene
+        power = torch.fft.fft2(lum - lum.mean((-1, -2), keepdim=True)).abs() ** 2
+        h, w = lum.shape[-2:]
+        fy, fx = torch.fft.fftfreq(h)[:, None] * scale, torch.fft.fftfreq(w)[None, :] * scale  # cycles per unit
+        return float(power[..., (fx.abs() > 0.5) | (fy.abs() > 0.5)].sum() / power.sum())
+    for scale in (2, 3):
+        fine, smooth = above_native_nyquist(scenes.render(detailed, scale, 2), scale), \
+            above_native_nyquist(scenes.render(plain, scale, 2), scale)
+        assert fine > 3 * smooth, (scale, fine, smooth)  # the plain world's share: object edges
+    with pytest.raises(ValueError, match="world must be one of plain, detailed, got 'noisy'"):
+        scenes.sample_scenes(1, 1, world="noisy")
+
+
+def test_the_orientation_metric_sees_the_jaggies_of_a_pixel_grid_upscale():
+    """orientation_js: a nearest-neighbour upscale has the truth's edge magnitudes at its steps but puts its
+    outlines on the native pixel grid (0 and 90 degrees), far beyond where other renders of the truth sit."""
+    scale, n, frames = 3, 32, 4
+    reference = metrics.reference_stats(
+        metrics.to_numpy(scenes.render(scenes.sample_scenes(10_003, n, frames), scale, frames)), scale)
+    params = scenes.sample_scenes(20_003, n, frames)
+    truth, low = scenes.render(params, scale, frames), scenes.render(params, 1, frames)
+    nearest = F.interpolate(low.flatten(0, 1), scale_factor=scale, mode="nearest").unflatten(0, (n, frames))
+    js = lambda v: metrics.set_distances(  # noqa: E731
+        metrics.to_numpy(v), scale, reference, boot=2)["orientation_js"][0]
+    assert js(nearest) > 5 * js(truth), (js(nearest), js(truth))
+    flat = metrics.orientation_histogram(np.full((2, 9, 9, 3), 0.5, np.float32), scale)
+    assert np.allclose(flat, 1 / metrics.ORIENTATION_BINS)  # no gradient at all: uniform, not NaN
+
+
+def test_the_learned_upscaler_trains_on_from_its_file_and_refuses_another_scale(tmp_path):
+    pytest.importorskip("spandrel", reason="spandrel comes with ComfyUI's requirements")
+    import upscaler
+    state, facts = upscaler.train(2, steps=2, batch=2, world="detailed")
+    first = upscaler.save(state, facts, tmp_path)
+    assert first.name == "ultragen_bench_sr_detailed_x2.safetensors" and facts["steps"] == 2
+    state, more = upscaler.train(2, steps=1, batch=2, world="detailed", resume=first)
+    assert more["steps"] == 3 and more["seconds"] >= facts["seconds"]
+    assert any(not torch.equal(state[k], v) for k, v in upscaler.load(2, "detailed", tmp_path).state_dict().items())
+    with pytest.raises(ValueError, match="is not a 3x upscaler of the detailed world"):
+        upscaler.train(3, steps=1, batch=2, world="detailed", resume=first)
+    with pytest.raises(ValueError, match="is not a 2x upscaler of the plain world"):
+        upscaler.train(2, steps=1, batch=2, resume=first)

@@ -1,5 +1,6 @@
 """What every family's patch shares (:mod:`.base`: the adapter protocol, settings holder, per-run and
-per-call state, patcher mechanics), and the generic entry point that hands a model to the family the
+per-call state, patcher mechanics; :mod:`.diffusion_wrapper`: the DIFFUSION_MODEL wrapper every family
+subclasses), and the generic entry point that hands a model to the family the
 registry (:mod:`ultragen_core.families.registry`) finds for it. A family's own patch lives in its folder
 under ``families/`` (Wan: ``families/wan/``). Nodes and bench/ use :mod:`ultragen_core.api`."""
 from __future__ import annotations

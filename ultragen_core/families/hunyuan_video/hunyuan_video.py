@@ -26,13 +26,13 @@ import sys
 
 import torch
 
-from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, PatchHolder, current_call, install, log_once, module_at, remove_forward,
+                              replace_forward)
+from ...adapters.diffusion_wrapper import CallShape, DiffusionWrapper, MemoryNeed
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import AttentionSettings
-from ...memory import GiB, plan_memory
-from ...models import ModelFamily, native_grid
+from ...models import native_grid
 from .blocks import CHECK_TOKENS, Stream, check_block, double_block, full_joint, normed_heads, single_block
 from .text_mask import KeptKeys, kept_text_keys
 from .variants import describe_config, hunyuan_family, variant_of
@@ -70,45 +70,28 @@ def attention_interface(m) -> kernels.ModelAttention:
     return kernels.interface_of(flux_math(m), holder)
 
 
-class HunyuanDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate, memory)."""
+class HunyuanDiffusionWrapper(DiffusionWrapper):
+    """DIFFUSION_MODEL wrapper (:class:`..adapters.diffusion_wrapper.DiffusionWrapper`)."""
 
-    def __init__(self, holder: PatchHolder, family: ModelFamily):
-        self.holder = holder
-        self.family = family
-        self.fallback_run = RunState()
+    def shape(self, dm, args, kwargs, options) -> CallShape:
+        return CallShape(args[0], token_grid(dm, args[0]), note="; text tokens shared by every window")
 
-    def __call__(self, executor, *args, **kwargs):
-        args, kwargs, options = split_wrapper_args(args, kwargs)
-        dm = executor.class_obj
-        x = args[0]
-        run = options.get(RUN_KEY) or self.fallback_run
-        grid = token_grid(dm, x)
-        call = CallState(dm, self.holder.plan_for(grid), run.is_active(options.get("sigmas")))
-        blocks = dm.double_blocks[0] if len(dm.double_blocks) else dm.single_blocks[0]
-        if call.changed:
-            hidden = int(getattr(blocks, "mlp_hidden_dim", 4 * dm.hidden_size))
-            call.memory = plan_memory(math.prod(grid), x.shape[0], dm.hidden_size, hidden, x.element_size(),
-                                      x.device, self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
-            if not call.memory.fits:
-                log_once(run, ("memory too small", grid, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
-                         "is below what %d video tokens of width %d need even in the smallest chunks (the blocks' "
-                         "inputs and outputs, one window): sampling may run out of memory. Raise memory_budget_gb, "
-                         "lower the resolution, or use preset fast (smaller windows).", LOG_PREFIX,
-                         call.memory.budget / GiB, math.prod(grid), dm.hidden_size, level=logging.WARNING)
-        if call.active:
-            plan = call.plan
-            extra = ""
-            if call.changed:
-                extra = f"; {call.memory.describe()}; " + kernels.pick(
-                    flux_math(blocks).optimized_attention, options, x.device,
-                    attention_interface(blocks))[1]
-            log_once(run, ("plan", grid), "%s %s, %s: %s; %s; text tokens shared by every window; active %g%%-%g%% "
-                     "of sampling%s.", LOG_PREFIX, model_name(dm), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), 100 * self.holder.settings.start_percent,
-                     100 * self.holder.settings.end_percent, extra)
-        return run_with_call(call, executor, *args, **kwargs)
+    def model_name(self, dm) -> str:
+        return model_name(dm)
+
+    def memory_need(self, dm, shape, call) -> MemoryNeed:
+        hidden = int(getattr(first_block(dm), "mlp_hidden_dim", 4 * dm.hidden_size))
+        return MemoryNeed(dm.hidden_size, hidden, shape.latent.shape[0], tokens_of="video tokens of width",
+                          smallest=" (the blocks' inputs and outputs, one window)")
+
+    def model_attention(self, dm):
+        block = first_block(dm)
+        return flux_math(block).optimized_attention, attention_interface(block)
+
+
+def first_block(dm):
+    """The first block of the model (double, or single when it has none)."""
+    return dm.double_blocks[0] if len(dm.double_blocks) else dm.single_blocks[0]
 
 
 def windowed_joint(plan, block_index: int, m, pe: torch.Tensor, kept: KeptKeys, attention, rows: int,

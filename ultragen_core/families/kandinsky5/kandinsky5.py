@@ -22,12 +22,12 @@ import math
 
 import torch
 
-from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, PatchHolder, current_call, install, log_once, module_at, remove_forward,
+                              replace_forward)
+from ...adapters.diffusion_wrapper import CallShape, DiffusionWrapper, MemoryNeed
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import AttentionSettings, DualBranchPlan
-from ...memory import GiB, plan_memory
 from ...models import ModelFamily, native_grid
 from .kandinsky5_attention import check_module, freqs_select, model_attention, namespace, output, qkv
 from .variants import describe_config, kandinsky5_family, nabla_refusal, variant_of
@@ -57,46 +57,27 @@ def nabla_error(dm, options: dict) -> None:
         raise NotImplementedError(f"UltraGen Apply on {type(dm).__name__} ({type(dm).__module__}): {reason}.")
 
 
-class KandinskyDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate, memory plan)."""
+class KandinskyDiffusionWrapper(DiffusionWrapper):
+    """DIFFUSION_MODEL wrapper (:class:`..adapters.diffusion_wrapper.DiffusionWrapper`); a changed call with NABLA
+    sparse attention is refused."""
 
-    def __init__(self, holder: PatchHolder, family: ModelFamily):
-        self.holder = holder
-        self.family = family
-        self.fallback_run = RunState()
+    def shape(self, dm, args, kwargs, options) -> CallShape:
+        rope = "rope_options of this call" if options.get("rope_options") is not None else "the model's RoPE scale"
+        return CallShape(args[0], token_grid(dm, args[0]), note=f"; positions: {rope}")
 
-    def __call__(self, executor, *args, **kwargs):
-        args, kwargs, options = split_wrapper_args(args, kwargs)
-        dm = executor.class_obj
-        x = args[0]
-        run = options.get(RUN_KEY) or self.fallback_run
-        grid = token_grid(dm, x)
-        call = CallState(dm, self.holder.plan_for(grid), run.is_active(options.get("sigmas")))
-        if call.changed:
-            nabla_error(dm, options)
-            ffn = dm.visual_transformer_blocks[0].feed_forward.in_layer.out_features
-            call.memory = plan_memory(math.prod(grid), x.shape[0], dm.model_dim, ffn, x.element_size(), x.device,
-                                      self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
-            if not call.memory.fits:
-                log_once(run, ("memory too small", grid, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
-                         "is below what %d tokens of width %d need even in the smallest chunks: sampling may run out "
-                         "of memory. Raise memory_budget_gb, lower the resolution, or use preset fast (smaller "
-                         "windows).", LOG_PREFIX, call.memory.budget / GiB, math.prod(grid), dm.model_dim,
-                         level=logging.WARNING)
-        if call.active:
-            plan = call.plan
-            extra = ""
-            if call.changed:
-                attn = dm.visual_transformer_blocks[0].self_attention
-                extra = f"; {call.memory.describe()}; " + kernels.pick(
-                    model_attention(attn), options, x.device, kernels.interface_of(namespace(attn), attn))[1]
-            rope = "rope_options of this call" if options.get("rope_options") is not None else "the model's RoPE scale"
-            log_once(run, ("plan", grid), "%s %s, %s: %s; %s; positions: %s; active %g%%-%g%% of sampling%s.",
-                     LOG_PREFIX, model_name(dm, self.family), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), rope, 100 * self.holder.settings.start_percent,
-                     100 * self.holder.settings.end_percent, extra)
-        return run_with_call(call, executor, *args, **kwargs)
+    def model_name(self, dm) -> str:
+        return model_name(dm, self.family)
+
+    def memory_need(self, dm, shape, call) -> MemoryNeed:
+        ffn = dm.visual_transformer_blocks[0].feed_forward.in_layer.out_features
+        return MemoryNeed(dm.model_dim, ffn, shape.latent.shape[0])
+
+    def model_attention(self, dm):
+        attn = dm.visual_transformer_blocks[0].self_attention
+        return model_attention(attn), kernels.interface_of(namespace(attn), attn)
+
+    def prepare(self, call, args, kwargs, options, run) -> None:
+        nabla_error(call.model, options)
 
 
 def windowed_self_attention(m, x: torch.Tensor, freqs: torch.Tensor, plan: DualBranchPlan, block_index: int,

@@ -27,12 +27,12 @@ import math
 
 import torch
 
-from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, PatchHolder, current_call, install, log_once, module_at, remove_forward,
+                              replace_forward)
+from ...adapters.diffusion_wrapper import CallShape, DiffusionWrapper, MemoryNeed
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention
 from ...attention import kernels
 from ...config import AttentionSettings, DualBranchPlan
-from ...memory import GiB, MemoryPlan, plan_memory
 from ...models import LTX_REFUSED, LTX_SUPPORTED, ModelFamily, ltx_family, native_grid
 from .ltx_attention import check_module, model_attention, namespace, output, pe_rows, pe_select, qkv
 from .ltx_guides import GuideBias, guide_bias, masked_attention, shared_attention, window_attention
@@ -77,55 +77,27 @@ def token_grid(dm, x: torch.Tensor, keyframe_idxs, denoise_mask) -> tuple[tuple[
     return (T, H, W), ""
 
 
-class LtxDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate, memory plan)."""
+class LtxDiffusionWrapper(DiffusionWrapper):
+    """DIFFUSION_MODEL wrapper (:class:`..adapters.diffusion_wrapper.DiffusionWrapper`); the guide frames
+    ``LTXVAddGuide`` appends are not part of the grid."""
 
-    def __init__(self, holder: PatchHolder, family: ModelFamily):
-        self.holder = holder
-        self.family = family
-        self.fallback_run = RunState()
-
-    def __call__(self, executor, *args, **kwargs):
-        args, kwargs, options = split_wrapper_args(args, kwargs)
-        dm = executor.class_obj
+    def shape(self, dm, args, kwargs, options) -> CallShape:
         x = video_latent(args[0])
         keyframe_idxs = args[6] if len(args) > 6 else kwargs.get("keyframe_idxs")
-        run = options.get(RUN_KEY) or self.fallback_run
-        active = run.is_active(options.get("sigmas"))
         grid, reason = token_grid(dm, x, keyframe_idxs, kwargs.get("denoise_mask"))
-        call = CallState(dm, self.holder.plan_for(grid) if grid is not None else None, active)
-        if active and grid is None:
-            log_once(run, ("no grid", reason), "%s %s: %s, so these calls keep full attention.", LOG_PREFIX,
-                     model_name(dm, self.family), reason, level=logging.WARNING)
-        if call.changed:
-            call.memory = self.memory_plan(dm, x, call, run)
-        if active and grid is not None:
-            plan = call.plan
-            guides = keyframe_idxs.shape[2] if keyframe_idxs is not None and keyframe_idxs.ndim >= 3 else 0
-            extra = f"; {guides} guide tokens after the video, shared by every window" if guides else ""
-            memory = f"; {call.memory.describe()}" if call.memory is not None else ""
-            if not plan.is_identity:
-                attn = dm.transformer_blocks[0].attn1
-                memory += "; " + kernels.pick(model_attention(attn), options, x.device,
-                                              kernels.interface_of(namespace(attn), attn))[1]
-            log_once(run, ("plan", grid, guides), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
-                     model_name(dm, self.family), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), extra,
-                     100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent, memory)
-        return run_with_call(call, executor, *args, **kwargs)
+        guides = keyframe_idxs.shape[2] if keyframe_idxs is not None and keyframe_idxs.ndim >= 3 else 0
+        note = f"; {guides} guide tokens after the video, shared by every window" if guides else ""
+        return CallShape(x, grid, reason, note)
 
-    def memory_plan(self, dm, x: torch.Tensor, call: CallState, run: RunState) -> MemoryPlan:
-        """How many query tokens the self-attention works on at once, from the memory budget (see memory.py)."""
-        tokens = math.prod(call.plan.grid)
-        memory = plan_memory(tokens, x.shape[0], dm.inner_dim, 4 * dm.inner_dim, x.element_size(), x.device,
-                             self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
-        if not memory.fits:
-            log_once(run, ("memory too small", tokens, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
-                     "is below what %d tokens of width %d need even in the smallest chunks: sampling may run out of "
-                     "memory. Raise memory_budget_gb, lower the resolution, or use preset fast (smaller windows).",
-                     LOG_PREFIX, memory.budget / GiB, tokens, dm.inner_dim, level=logging.WARNING)
-        return memory
+    def model_name(self, dm) -> str:
+        return model_name(dm, self.family)
+
+    def memory_need(self, dm, shape, call) -> MemoryNeed:
+        return MemoryNeed(dm.inner_dim, 4 * dm.inner_dim, shape.latent.shape[0])
+
+    def model_attention(self, dm):
+        attn = dm.transformer_blocks[0].attn1
+        return model_attention(attn), kernels.interface_of(namespace(attn), attn)
 
 
 def windowed_self_attention(m, x: torch.Tensor, pe, plan: DualBranchPlan, block_index: int, attention, rows: int,

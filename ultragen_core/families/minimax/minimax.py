@@ -30,11 +30,11 @@ import sys
 
 import torch
 
-from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, CallState, PatchHolder, current_call, install, log_once, module_at,
+                              remove_forward, replace_forward)
+from ...adapters.diffusion_wrapper import CallShape, DiffusionWrapper, MemoryNeed
 from ...attention import kernels
 from ...config import AttentionSettings
-from ...memory import GiB, plan_memory
 from ...models import MINIMAX_H3, MINIMAX_REFUSED, MINIMAX_SUPPORTED, ModelFamily, native_grid
 from .minimax_attention import Sequence, check_module, interface, model_attention, namespace, windowed_attention
 from .positions import WindowPositions
@@ -78,57 +78,41 @@ def model_name(dm, family: ModelFamily) -> str:
             f"{len(dm.blocks)} blocks]")
 
 
-class MiniMaxDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, layout, sigma gate, memory)."""
+class MiniMaxDiffusionWrapper(DiffusionWrapper):
+    """DIFFUSION_MODEL wrapper (:class:`..adapters.diffusion_wrapper.DiffusionWrapper`); a changed call also
+    finds its packed layout."""
 
-    def __init__(self, holder: PatchHolder, family: ModelFamily):
-        self.holder = holder
-        self.family = family
-        self.fallback_run = RunState()
+    def shape(self, dm, args, kwargs, options) -> CallShape:
+        video = args[0][0]
+        return CallShape(video, token_grid(dm, video))
 
-    def __call__(self, executor, *args, **kwargs):
-        args, kwargs, options = split_wrapper_args(args, kwargs)
-        dm = executor.class_obj
-        x = args[0]
-        run = options.get(RUN_KEY) or self.fallback_run
-        grid = token_grid(dm, x[0])
-        call = CallState(dm, self.holder.plan_for(grid), run.is_active(options.get("sigmas")))
-        if call.changed:
-            context = args[2] if len(args) > 2 else kwargs["context"]
-            try:
-                call.cache[LAYOUT_CACHE] = packed_layout(dm, x, context, kwargs.get("minimax_payload"))
-            except Exception as error:  # noqa: BLE001 - a ComfyUI whose PackedLayout takes other arguments
-                call.cache[LAYOUT_CACHE] = None  # the attention uses the layout ComfyUI publishes, if any
-                log_once(run, ("layout", type(error).__name__), "%s could not build MiniMax-H3's packed layout "
-                         "(%s: %s); the self-attention uses the one ComfyUI publishes in transformer_options[%r], "
-                         "or keeps full attention.", LOG_PREFIX, type(error).__name__, error, LAYOUT_KEY,
-                         level=logging.WARNING)
-            attn = dm.blocks[0].attn
-            width = attn.heads * attn.head_dim
-            call.memory = plan_memory(math.prod(grid), 1, width, 0, x[0].element_size(), x[0].device,
-                                      self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
-            if not call.memory.fits:
-                log_once(run, ("memory too small", grid), "%s the memory budget (%.1f GiB for this call) is below "
-                         "what %d video tokens of attention width %d need even in the smallest chunks: sampling may "
-                         "run out of memory. Raise memory_budget_gb, lower the resolution, or use preset fast "
-                         "(smaller windows).", LOG_PREFIX, call.memory.budget / GiB, math.prod(grid), width,
-                         level=logging.WARNING)
-        if call.active:
-            plan, extra = call.plan, ""
-            if call.changed:
-                layout = call.cache[LAYOUT_CACHE]
-                shared = ", ".join(f"{kind} {b - a}" for a, b, kind in layout.segments
-                                   if kind != "video") if layout is not None else "as ComfyUI's layout says"
-                attn = dm.blocks[0].attn
-                extra = (f"; shared rows seen by every window: {shared}; windows at a native frame's positions; "
-                         f"{call.memory.describe()}; "
-                         + kernels.pick(model_attention(attn), options, x[0].device, interface(attn))[1])
-            log_once(run, ("plan", grid), "%s %s, %s: %s; %s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
-                     model_name(dm, self.family), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), 100 * self.holder.settings.start_percent,
-                     100 * self.holder.settings.end_percent, extra)
-        return run_with_call(call, executor, *args, **kwargs)
+    def model_name(self, dm) -> str:
+        return model_name(dm, self.family)
+
+    def memory_need(self, dm, shape, call) -> MemoryNeed:
+        attn = dm.blocks[0].attn
+        return MemoryNeed(attn.heads * attn.head_dim, 0, 1, tokens_of="video tokens of attention width")
+
+    def model_attention(self, dm):
+        attn = dm.blocks[0].attn
+        return model_attention(attn), interface(attn)
+
+    def prepare(self, call, args, kwargs, options, run) -> None:
+        context = args[2] if len(args) > 2 else kwargs["context"]
+        try:
+            call.cache[LAYOUT_CACHE] = packed_layout(call.model, args[0], context, kwargs.get("minimax_payload"))
+        except Exception as error:  # noqa: BLE001 - a ComfyUI whose PackedLayout takes other arguments
+            call.cache[LAYOUT_CACHE] = None  # the attention uses the layout ComfyUI publishes, if any
+            log_once(run, ("layout", type(error).__name__), "%s could not build MiniMax-H3's packed layout "
+                     "(%s: %s); the self-attention uses the one ComfyUI publishes in transformer_options[%r], "
+                     "or keeps full attention.", LOG_PREFIX, type(error).__name__, error, LAYOUT_KEY,
+                     level=logging.WARNING)
+
+    def details(self, call) -> list[str]:
+        layout = call.cache[LAYOUT_CACHE]
+        shared = ", ".join(f"{kind} {b - a}" for a, b, kind in layout.segments
+                           if kind != "video") if layout is not None else "as ComfyUI's layout says"
+        return [f"shared rows seen by every window: {shared}", "windows at a native frame's positions"]
 
 
 def sequence_of(call: CallState, layout, native_hw: tuple[int, int], device, dtype) -> Sequence | str:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...adapters.base import (LOG_PREFIX, RUN_KEY, CallState, PatchHolder, RunState, current_call, install,
-                              log_once, module_at, remove_forward, replace_forward, run_with_call, split_wrapper_args)
+from ...adapters.base import (LOG_PREFIX, CallState, PatchHolder, current_call, install, log_once, module_at,
+                              remove_forward, replace_forward, run_with_call)
+from ...adapters.diffusion_wrapper import CallShape, DiffusionWrapper, MemoryNeed
 from ...adapters.self_attention import VideoTokens, dual_branch_self_attention, global_qkv
 from ...attention import kernels
 from ...attention.dual_branch import fuse
@@ -36,7 +37,6 @@ from ...attention.split import shares
 from ...attention.streamed import ProxyKeys, streamed_window_attention
 from ...attention.rope import apply_complex, complex_table
 from ...config import AttentionSettings
-from ...memory import GiB, MemoryPlan, plan_memory
 from ...models import WAN_REFUSED, WAN_SUPPORTED, ModelFamily, native_grid, wan_family
 from .wan_block import ModulatedRows, StreamedWanBlock, whole
 from .wan_proxy import PROXY_KEY, ProxyHeadCut, add_proxy
@@ -139,67 +139,50 @@ def runs_attn1_patch(attention_module, x, freqs) -> bool:
     return _RUNS_ATTN1[cls]
 
 
-class WanDiffusionWrapper:
-    """DIFFUSION_MODEL wrapper: run the call with its CallState (model, grid plan, sigma gate)."""
+class WanDiffusionWrapper(DiffusionWrapper):
+    """DIFFUSION_MODEL wrapper (:class:`..adapters.diffusion_wrapper.DiffusionWrapper`); a changed call also gets
+    proxy guidance's proxy, and a call may be shared out over several GPUs (:mod:`.wan_split`)."""
 
-    def __init__(self, holder: PatchHolder, family: ModelFamily):
-        self.holder = holder
-        self.family = family
-        self.fallback_run = RunState()
-
-    def __call__(self, executor, *args, **kwargs):
-        args, kwargs, options = split_wrapper_args(args, kwargs)
-        dm = executor.class_obj
+    def shape(self, dm, args, kwargs, options) -> CallShape:
         x = args[0]
         time_dim_concat = args[4] if len(args) > 4 else kwargs.get("time_dim_concat")
-        run = options.get(RUN_KEY) or self.fallback_run
-        active = run.is_active(options.get("sigmas"))
         grid, prefix = token_grid(dm, x, time_dim_concat, kwargs)
-        call = CallState(dm, self.holder.plan_for(grid), active, prefix)
+        note = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
+        return CallShape(x, grid, note=note, prefix=prefix)
+
+    def model_name(self, dm) -> str:
+        return model_name(dm, self.family)
+
+    def memory_need(self, dm, shape, call) -> MemoryNeed:
+        tokens = call.prefix + math.prod(call.plan.grid) + (call.proxy.tokens if call.proxy is not None else 0)
+        ffn_dim = getattr(dm.blocks[0], "ffn_dim", 4 * dm.dim)
+        return MemoryNeed(dm.dim, ffn_dim, shape.latent.shape[0], tokens,
+                          smallest=" (the block's input and output, one window)")
+
+    def model_attention(self, dm):
+        attn = dm.blocks[0].self_attn
+        return attention_function(dm), kernels.interface_of(wan_namespace(attn), attn)
+
+    def prepare(self, call, args, kwargs, options, run) -> None:
         proxy = options.get(PROXY_KEY)
-        if proxy is not None and call.changed:
-            kwargs, call.proxy = add_proxy(proxy, dm, x, kwargs, options.get("sigmas"), options.get("cond_or_uncond"))
-        if call.changed:
-            call.memory = self.memory_plan(dm, x, call, run)
-        if active:
-            plan = call.plan
-            extra = f"; {prefix} reference tokens before the video, not windowed" if prefix else ""
-            memory = f"; {call.memory.describe()}" if call.memory is not None else ""
-            if not plan.is_identity:
-                attn = dm.blocks[0].self_attn
-                memory += "; " + kernels.pick(attention_function(dm), options, x.device,
-                                              kernels.interface_of(wan_namespace(attn), attn))[1]
-            log_once(run, ("plan", grid, prefix), "%s %s, %s: %s; %s%s; active %g%%-%g%% of sampling%s.", LOG_PREFIX,
-                     model_name(dm, self.family), self.holder.native_note,
-                     "unchanged (grid within one window, no global branch)" if plan.is_identity else plan.describe(),
-                     self.holder.describe_blocks(), extra,
-                     100 * self.holder.settings.start_percent, 100 * self.holder.settings.end_percent, memory)
+        if proxy is not None:  # proxy guidance: the call's kwargs gain the proxy as an in-context latent
+            added, call.proxy = add_proxy(proxy, call.model, args[0], kwargs, options.get("sigmas"),
+                                          options.get("cond_or_uncond"))
+            kwargs.update(added)
+
+    def run(self, call, executor, args, kwargs, options):
         rank = options.get(RANK_KEY)
         if rank is not None:  # another GPU's part of a split call (wan_split)
             call.split = rank
             return run_with_call(call, executor, *args, **kwargs)
-        split = run_for(options.get(SPLIT_KEY), x.device)
+        split = run_for(options.get(SPLIT_KEY), args[0].device)
         if split is not None and split.ranks > 1:
-            reason = why_not_split(call, dm, options)
+            reason = why_not_split(call, call.model, options)
             if reason is None:
-                log_once(split, ("split", grid), "%s %s.", LOG_PREFIX, describe_split(split))
-                return split_call(split, call, dm, executor, args, kwargs, options)
+                log_once(split, ("split", call.plan.grid), "%s %s.", LOG_PREFIX, describe_split(split))
+                return split_call(split, call, call.model, executor, args, kwargs, options)
             log_single(split, reason)
         return run_with_call(call, executor, *args, **kwargs)
-
-    def memory_plan(self, dm, x: torch.Tensor, call: CallState, run: RunState) -> MemoryPlan:
-        """How many tokens this call works on at once, from the memory budget (see memory.py)."""
-        tokens = call.prefix + math.prod(call.plan.grid) + (call.proxy.tokens if call.proxy is not None else 0)
-        ffn_dim = getattr(dm.blocks[0], "ffn_dim", 4 * dm.dim)
-        memory = plan_memory(tokens, x.shape[0], dm.dim, ffn_dim, x.element_size(), x.device,
-                             self.holder.settings.memory_budget_gb, math.prod(call.plan.window))
-        if not memory.fits:
-            log_once(run, ("memory too small", tokens, x.shape[0]), "%s the memory budget (%.1f GiB for this call) "
-                     "is below what %d tokens of width %d need even in the smallest chunks (the block's input "
-                     "and output, one window): sampling may run out of memory. Raise memory_budget_gb, lower the "
-                     "resolution, or use preset fast (smaller windows).", LOG_PREFIX, memory.budget / GiB, tokens,
-                     dm.dim, level=logging.WARNING)
-        return memory
 
 
 def _rows(t, lo: int, hi: int) -> torch.Tensor:

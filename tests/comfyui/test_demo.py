@@ -1,0 +1,93 @@
+"""The demo that needs no download (nodes/demo.py, the template "UltraGen demo (no download)", bench/demo.py)
+in real ComfyUI with the pack's bundled weights: it samples as the fidelity bench samples the same file, the
+template runs end to end, and files or latents that are not the demo model's are refused at their input."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from comfyui_finder import PACK_DIR
+from harness import PromptFailed, captured, save_wan
+from test_input_checks import only_error
+
+sys.path.insert(0, str(PACK_DIR / "bench"))
+import demo as demo_cli  # noqa: E402  (bench/demo.py)
+
+BUNDLED = "ultragen_fidelity_wan.safetensors"
+
+
+def demo_model(weights: str = BUNDLED) -> dict:
+    return {"class_type": "UltraGenDemoModel", "inputs": {"weights": weights}}
+
+
+def sampled(model: list, frames: int = 2, steps: int = 2, key: str = "out") -> dict:
+    return {
+        "latent": {"class_type": "UltraGenDemoLatent", "inputs": {"scale": 1, "frames": frames, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": model, "seed": 5, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["demo", 1], "negative": ["demo", 1], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "capture": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}},
+    }
+
+
+def test_the_demo_model_samples_as_the_bench_samples_its_file_with_unetloader_and_shift_3(comfy):
+    link = comfy.models_dir / "diffusion_models" / "demo_as_unet.safetensors"
+    if not link.exists():
+        link.symlink_to(PACK_DIR / "bench" / "fidelity" / "weights" / BUNDLED)
+    comfy.run({"demo": demo_model(), **sampled(["demo", 0], frames=1, key="demo")})
+    comfy.run({"demo": demo_model(),
+               "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": link.name, "weight_dtype": "default"}},
+               "shift": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": 3.0}},
+               **sampled(["shift", 0], frames=1, key="bench")})
+    out = captured()
+    assert out["demo"].shape == (1, 16, 1, 64, 64) and out["demo"].abs().sum() > 0
+    assert torch.equal(out["demo"], out["bench"])
+
+
+def test_the_template_runs_end_to_end_and_the_grid_shows_three_different_videos(comfy, tmp_path):
+    result = demo_cli.run_demo(comfy, tmp_path / "grid.png", frames=1, steps=1)
+    import cv2
+    grid = cv2.imread(result["grid"])
+    side, gap = 192, demo_cli.SPACING
+    assert grid.shape == (demo_cli.HEADER + side, 3 * side + 2 * gap, 3)
+    body = grid[demo_cli.HEADER:].astype(np.float32)
+    panels = [body[:, i * (side + gap):i * (side + gap) + side] for i in range(3)]
+    for i in range(3):
+        assert panels[i].std() > 1  # a picture, not a flat frame
+        for j in range(i):
+            assert np.abs(panels[i] - panels[j]).mean() > 1, (i, j)  # bicubic, quality and fast differ
+    assert "A = UltraGen quality 3x (192x192, 1 frames), B = native + bicubic 3x (192x192, 1 frames)" \
+        in result["report"]
+
+
+def test_a_file_that_is_not_a_demo_model_is_refused_once_at_the_weights_input(comfy):
+    folder = comfy.models_dir / "ultragen_demo"
+    folder.mkdir(exist_ok=True)
+    comfy.folder_paths.add_model_folder_path("ultragen_demo", str(folder))
+    name = save_wan(comfy, "plain_wan_for_demo.safetensors")
+    (comfy.models_dir / "diffusion_models" / name).rename(folder / name)
+    prompt = {"demo": demo_model(name), **sampled(["demo", 0])}
+    kind, where, details = only_error(comfy, prompt, "demo")
+    assert (kind, where) == ("custom_validation_failed", "weights")
+    assert details.startswith(f"weights - {name} has no latent space in its metadata")
+    assert "Pick ultragen_fidelity_wan.safetensors" in details
+
+
+def test_demo_decode_refuses_a_latent_of_another_model_naming_its_shape(comfy):
+    prompt = {"latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+              "decode": {"class_type": "UltraGenDemoDecode", "inputs": {"samples": ["latent", 0]}},
+              "show": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}}}
+    with pytest.raises(PromptFailed, match=r"UltraGen Demo Decode: samples has shape \(1, 4, 8, 8\); it decodes "
+                                           r"the demo model's video latents"):
+        comfy.run(prompt)
+
+
+def test_without_the_bundled_file_the_weights_input_says_where_it_belongs(comfy, monkeypatch):
+    monkeypatch.setitem(comfy.folder_paths.folder_names_and_paths, "ultragen_demo", ([], {".safetensors"}))
+    monkeypatch.setattr(comfy.folder_paths, "filename_list_cache", {}, raising=False)
+    kind, where, details = only_error(comfy, {"demo": demo_model(), **sampled(["demo", 0])}, "demo")
+    assert (kind, where) == ("custom_validation_failed", "weights")
+    assert "no demo weights found" in details and "models/ultragen_demo" in details
