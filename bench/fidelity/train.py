@@ -3,6 +3,8 @@
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/train.py --minutes 9 --out DIR
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 4 --resume DIR/ultragen_fidelity_wan.safetensors --out DIR2
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 8 --low-res-minutes 4.5 --framing evaluation --out DIR
+    COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --schedule-minutes 18 --state /tmp/run.pt --out DIR
+        # the first half of one 18-minute schedule; the same command again goes on with the second half
     COMFYUI_PATH=... python bench/fidelity/train.py --smoke --out DIR   # a tiny model, a few CPU steps
 
 Data: bench/fidelity/scenes.py at the native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
@@ -22,6 +24,9 @@ steps, so a run of a thousand steps is not dominated by its first, untrained wei
 (15.5 MiB: below the 16 MiB a device run hands back). ``--resume`` starts model and EMA from saved weights
 (no optimiser state: it would not fit in 16 MiB; the learning rate warms up again) and counts steps on.
 Training runs for a wall-clock budget (--minutes); the learning rate follows a cosine over that budget.
+``--state`` keeps the whole training state (weights, EMA, optimiser, the schedule's counters) in a file, so one
+schedule (``--schedule-minutes``) can span several calls of a device machine kept warm, where ``--resume`` would
+restart the warm-up, the cosine and the optimiser (run 52 lost ground that way: docs/FIDELITY.md).
 Progressive resolution (``--low-res-minutes``), as video models are trained: the first minutes of the budget show
 the same scenes at half the size per side (32 x 32 px, 16 x 16 tokens: a sixteenth of the attention cost, so many
 more steps learn the scenes' layout, objects and motion), twice the batch; then native size, the EMA restarted.
@@ -136,6 +141,13 @@ WORLD_HELP = ("the bench world (scenes.py): plain, or detailed (fine ground text
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
+STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the schedule's counters), written at the "
+              "end; if it exists, the run in it goes on where it stopped, with its own settings: one schedule over "
+              "several calls of a device machine kept warm (keep the file outside $OUT: it is larger than a call "
+              "hands back)")
+SCHEDULE_HELP = ("the run's whole schedule in minutes (cosine, warm-up, --low-res-minutes), when it spans several "
+                 "calls of --minutes each with --state; default: --minutes")
+
 TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's are below 10^6: held out)
 
 
@@ -156,7 +168,8 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
-          model: str = "small", world: str | None = None) -> dict:
+          model: str = "small", world: str | None = None, state: Path | None = None,
+          schedule_minutes: float | None = None) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -164,14 +177,19 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
     try:
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {list(FRAMINGS)}, got {framing!r}.")
-        if low_res_minutes < 0 or (low_res_minutes > 0 and low_res_minutes >= minutes):
-            raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({minutes:g} minutes), got "
+        schedule = minutes if schedule_minutes is None else schedule_minutes
+        if low_res_minutes < 0 or (low_res_minutes > 0 and low_res_minutes >= schedule):
+            raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({schedule:g} minutes), got "
                              f"{low_res_minutes:g}: the run has to end at native size.")
+        if state is not None and Path(state).exists() and resume is not None:
+            raise ValueError(f"--state {state} exists and holds a run to continue; --resume starts another from "
+                             f"weights: give one or the other (or remove the state file).")
         if model not in MODELS:
             raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}.")
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
-        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world)
+        return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
+                      state, schedule)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -198,7 +216,8 @@ def load(path: Path) -> tuple[dict, dict]:
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
-           model_size: str = "small", world: str | None = None) -> dict:
+           model_size: str = "small", world: str | None = None, state_path: Path | None = None,
+           schedule_minutes: float | None = None) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -213,36 +232,60 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
         trained_on = world_of(meta)
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
+    schedule_minutes = minutes if schedule_minutes is None else schedule_minutes
+    # the schedule (cosine, warm-up, half size, EMA) may span several calls: its counters, kept in --state
+    run = dict(steps=0, seconds=0.0, low_res_steps=0, ema_start=0)
+    saved = None
+    if state_path is not None and Path(state_path).exists():
+        saved = torch.load(state_path, map_location="cpu")
+    if saved is not None:  # the run goes on as it was set up; this call's other settings give way to it
+        cfg, done, done_seconds, run = saved["config"], saved["done"], saved["done_seconds"], saved["run"]
+        settings = saved["settings"]
+        batch, lr, framing = settings["batch"], settings["lr"], settings["framing"]
+        low_res_minutes = settings["low_res"]
+        schedule_minutes, world = settings["schedule_minutes"], settings["world"]
+        log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
+                 run["steps"], run["seconds"] / 60, schedule_minutes)
     model = build_model(cfg)
-    if resume is not None:
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+    elif resume is not None:
         model.load_state_dict(sd)
         log.info("resuming from %s: %d steps, %.0f s of training so far", resume, done, done_seconds)
     ema = copy.deepcopy(model).requires_grad_(False)
+    if saved is not None:
+        ema.load_state_dict(saved["ema"])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     model, opt = accelerator.prepare(model, opt)
+    if saved is not None:
+        opt.load_state_dict(saved["opt"])  # after prepare: the moments land on the parameters' device
     ema.to(device)
     fmt = wan_latent_format()
     fmt.latents_mean, fmt.latents_std = fmt.latents_mean.to(device), fmt.latents_std.to(device)
-    budget, start, step, losses = minutes * 60, time.time(), 0, []  # step: of this run (done: before it)
-    max_steps = 3 if smoke else None
-    low_res_steps, ema_start = 0, 0  # steps at half size; the step the EMA (re)started at
+    budget, start, step, losses = minutes * 60, time.time(), 0, []  # step: of this call (done: before the run)
+    schedule, prior = schedule_minutes * 60, run["steps"]  # prior: the run's steps in earlier calls
+    max_steps = 3 if smoke else None  # a smoke call: 3 steps, of a schedule of 3 per `minutes` of it
+    schedule_steps = max(1, round(3 * schedule_minutes / minutes)) if smoke and minutes > 0 else 3
+    low_res_steps, ema_start = run["low_res_steps"], run["ema_start"]  # steps at half size; where the EMA started
     while True:
         elapsed = time.time() - start
-        if (max_steps is not None and step >= max_steps) or (max_steps is None and elapsed >= budget):
+        k = prior + step  # the step of the run's schedule
+        if (max_steps is not None and (step >= max_steps or k >= schedule_steps)) \
+                or (max_steps is None and (elapsed >= budget or run["seconds"] + elapsed >= schedule)):
             break
-        frac = min(1.0, elapsed / budget) if max_steps is None else step / max_steps
-        low_res = low_res_minutes > 0 and frac < low_res_minutes / minutes \
-            and (max_steps is None or step < max_steps - 1)
-        if not low_res and low_res_steps == step and step > 0:  # native size from here: the EMA starts again
+        frac = min(1.0, (run["seconds"] + elapsed) / schedule) if max_steps is None else k / schedule_steps
+        low_res = low_res_minutes > 0 and frac < low_res_minutes / schedule_minutes \
+            and (max_steps is None or k < schedule_steps - 1)
+        if not low_res and low_res_steps == k and k > 0:  # native size from here: the EMA starts again
             ema.load_state_dict(accelerator.unwrap_model(model).state_dict())
-            ema_start = step
-            log.info("step %d: native size from here (%d steps at half size)", done + step, low_res_steps)
+            ema_start = k
+            log.info("step %d: native size from here (%d steps at half size)", done + k, low_res_steps)
         low_res_steps += low_res
         size = 2 * batch if low_res else batch
-        warm = min(1.0, (step + 1) / 200)
+        warm = min(1.0, (k + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + step, size, frames, fmt, device, framing, low_res, world)  # (B, 16, T, 64, 64)
+        x0 = batch_latents(done + k, size, frames, fmt, device, framing, low_res, world)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
@@ -253,25 +296,36 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        decay = ema_decay(step - ema_start + 1)
+        decay = ema_decay(k - ema_start + 1)
         with torch.no_grad():
             for e, p in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
                 e.lerp_(p.detach(), 1 - decay)
         losses.append(loss.detach())  # read back every 100 steps only (no GPU sync per step)
         if step % 100 == 0:
             losses[-100:] = [float(v) for v in losses[-100:]]
-            log.info("step %d  loss %.4f  %.0f s  %.2f steps/s", done + step, losses[-1], time.time() - start,
+            log.info("step %d  loss %.4f  %.0f s  %.2f steps/s", done + k, losses[-1], time.time() - start,
                      (step + 1) / max(time.time() - start, 1e-9))
         step += 1
     seconds = time.time() - start
     losses = [float(v) for v in losses]
     out.mkdir(parents=True, exist_ok=True)
     path = out / WEIGHTS.name
-    save(ema, path, cfg, smoke, done + step, done_seconds + seconds, world)
+    run = dict(steps=prior + step, seconds=run["seconds"] + seconds, low_res_steps=low_res_steps,
+               ema_start=ema_start)
+    save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world)
+    if state_path is not None:  # everything the next call needs to go on with this run
+        Path(state_path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
+                    "settings": dict(batch=batch, lr=lr, framing=framing, low_res=low_res_minutes,
+                                     schedule_minutes=schedule_minutes, world=world),
+                    "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
+                    "ema": {k: v.cpu() for k, v in ema.state_dict().items()}, "opt": opt.state_dict()}, state_path)
     tail = losses[-50:] or [float("nan")]
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
-            "resumed_from": str(resume) if resume else None, "steps_total": done + step,
-            "seconds_total": round(done_seconds + seconds, 1), "latent_space": LATENT_SPACE,
+            "resumed_from": str(resume) if resume else None, "steps_total": done + run["steps"],
+            "seconds_total": round(done_seconds + run["seconds"], 1), "latent_space": LATENT_SPACE,
+            "state": str(state_path) if state_path else None, "schedule_minutes": schedule_minutes,
+            "schedule_steps": run["steps"], "schedule_seconds": round(run["seconds"], 1),
             "frames": frames, "world": world, "framing": framing, "low_res_minutes": low_res_minutes,
             "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
@@ -304,6 +358,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
     ap.add_argument("--model", choices=list(MODELS), default="small", help=MODEL_HELP)
     ap.add_argument("--world", choices=list(scenes.WORLDS), default=None, help=WORLD_HELP)
+    ap.add_argument("--state", type=Path, default=None, help=STATE_HELP)
+    ap.add_argument("--schedule-minutes", type=float, default=None, help=SCHEDULE_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -312,7 +368,7 @@ def main(argv=None) -> dict:
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
-                 args.low_res_minutes, args.model, args.world)
+                 args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

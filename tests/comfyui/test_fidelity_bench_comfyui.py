@@ -86,6 +86,33 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, model="huge")
 
 
+def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, tmp_path):
+    """--state: a schedule of two calls (smoke: 3 steps a call, 6 in the schedule), half size for its first half.
+    The second call goes on where the first stopped: the optimiser's moments, the step count, the switch to native
+    size (and the EMA's restart) in the second call, the weights' step count; its own settings give way to the run's.
+    A state file and --resume together are refused."""
+    import torch
+    import train
+    state = tmp_path / "run.pt"
+    first = train.train(tmp_path / "a", 1.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation",
+                        low_res_minutes=1.0, state=state, schedule_minutes=2.0)
+    assert first["steps"] == 3 and first["schedule_steps"] == 3 and first["low_res_steps"] == 3 and state.exists()
+    saved = torch.load(state)
+    assert saved["run"]["steps"] == 3 and max(v["step"] for v in saved["opt"]["state"].values()) == 3
+    second = train.train(tmp_path / "b", 1.0, True, batch=4, lr=1.0, frames=2, state=state)  # batch, lr: the run's
+    assert second["steps"] == 3 and second["steps_total"] == 6 and second["batch"] == 2 and second["lr"] == 4e-4
+    assert second["low_res_steps"] == 3 and second["ema"].endswith("from step 3")  # native from the 4th step
+    assert second["framing"] == "evaluation" and second["schedule_minutes"] == 2.0
+    saved = torch.load(state)
+    assert saved["run"]["steps"] == 6 and max(v["step"] for v in saved["opt"]["state"].values()) == 6
+    assert train.load(tmp_path / "b" / train.WEIGHTS.name)[1]["steps"] == "6"
+    done = train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)  # the schedule is over
+    assert done["steps"] == 0 and done["steps_total"] == 6
+    with pytest.raises(ValueError, match="--state .*run.pt exists.*--resume"):
+        train.train(tmp_path / "d", 1.0, True, batch=2, lr=4e-4, frames=2, state=state,
+                    resume=tmp_path / "b" / train.WEIGHTS.name)
+
+
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
     """ComfyUI's own Wan 2.1 format maps the bench's encode() to what the model was trained on."""
     import comfy.latent_formats
