@@ -189,7 +189,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
-                      state, schedule)
+                      state_path=state, schedule_minutes=schedule)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -216,8 +216,8 @@ def load(path: Path) -> tuple[dict, dict]:
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
-           model_size: str = "small", world: str | None = None, state_path: Path | None = None,
-           schedule_minutes: float | None = None) -> dict:
+           model_size: str = "small", world: str | None = None, *, state_path: Path | None,
+           schedule_minutes: float) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -232,7 +232,6 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
         trained_on = world_of(meta)
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
-    schedule_minutes = minutes if schedule_minutes is None else schedule_minutes
     # the schedule (cosine, warm-up, half size, EMA) may span several calls: its counters, kept in --state
     run = dict(steps=0, seconds=0.0, low_res_steps=0, ema_start=0)
     saved = None
