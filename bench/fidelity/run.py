@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
+    ap.add_argument("--native-framing", choices=list(train.FRAMINGS), default=None, help=train.NATIVE_FRAMING_HELP)
     ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
     ap.add_argument("--state", type=Path, default=None, help=train.STATE_HELP)
     ap.add_argument("--schedule-minutes", type=float, default=None, help=train.SCHEDULE_HELP)
@@ -97,7 +98,8 @@ def main(argv=None) -> dict:
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
-                              args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes)
+                              args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
+                              args.native_framing)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back

@@ -138,6 +138,9 @@ MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256
               "width 384, 3 heads; its weights are written in parts under 16 MiB); --resume keeps the saved size")
 WORLD_HELP = ("the bench world (scenes.py): plain, or detailed (fine ground texture that only 2x and 3x, and "
               "zoomed crops, resolve); default: the resumed weights' world, plain from scratch")
+NATIVE_FRAMING_HELP = ("the training framings from where progressive resolution moves to native size (default: "
+                       "--framing): e.g. whole scenes at half size, where the objects and their motion are learnt, "
+                       "then mostly_whole, whose crops teach the zoomed views the windows see at 2x-3x")
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
@@ -169,14 +172,18 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
           model: str = "small", world: str | None = None, state: Path | None = None,
-          schedule_minutes: float | None = None) -> dict:
+          schedule_minutes: float | None = None, native_framing: str | None = None) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
     comfy.model_management.in_training = True
     try:
-        if framing not in FRAMINGS:
-            raise ValueError(f"framing must be one of {list(FRAMINGS)}, got {framing!r}.")
+        for name, value in (("framing", framing), ("native_framing", native_framing or framing)):
+            if value not in FRAMINGS:
+                raise ValueError(f"{name} must be one of {list(FRAMINGS)}, got {value!r}.")
+        if native_framing is not None and low_res_minutes <= 0:
+            raise ValueError(f"native_framing ({native_framing!r}) is the framing from where progressive resolution "
+                             f"moves to native size: give --low-res-minutes too, or use --framing alone.")
         schedule = minutes if schedule_minutes is None else schedule_minutes
         if low_res_minutes < 0 or (low_res_minutes > 0 and low_res_minutes >= schedule):
             raise ValueError(f"low_res_minutes must be at least 0 and below the budget ({schedule:g} minutes), got "
@@ -189,7 +196,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
-                      state_path=state, schedule_minutes=schedule)
+                      state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -217,7 +224,7 @@ def load(path: Path) -> tuple[dict, dict]:
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
-           schedule_minutes: float) -> dict:
+           schedule_minutes: float, native_framing: str) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -241,6 +248,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         cfg, done, done_seconds, run = saved["config"], saved["done"], saved["done_seconds"], saved["run"]
         settings = saved["settings"]
         batch, lr, framing = settings["batch"], settings["lr"], settings["framing"]
+        native_framing = settings.get("native_framing", framing)
         low_res_minutes = settings["low_res"]
         schedule_minutes, world = settings["schedule_minutes"], settings["world"]
         log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
@@ -284,7 +292,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (k + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + k, size, frames, fmt, device, framing, low_res, world)  # (B, 16, T, 64, 64)
+        x0 = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing, low_res,
+                           world)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
@@ -315,7 +324,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     if state_path is not None:  # everything the next call needs to go on with this run
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
-                    "settings": dict(batch=batch, lr=lr, framing=framing, low_res=low_res_minutes,
+                    "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
+                                     low_res=low_res_minutes,
                                      schedule_minutes=schedule_minutes, world=world),
                     "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
                     "ema": {k: v.cpu() for k, v in ema.state_dict().items()}, "opt": opt.state_dict()}, state_path)
@@ -325,7 +335,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "seconds_total": round(done_seconds + run["seconds"], 1), "latent_space": LATENT_SPACE,
             "state": str(state_path) if state_path else None, "schedule_minutes": schedule_minutes,
             "schedule_steps": run["steps"], "schedule_seconds": round(run["seconds"], 1),
-            "frames": frames, "world": world, "framing": framing, "low_res_minutes": low_res_minutes,
+            "frames": frames, "world": world, "framing": framing, "native_framing": native_framing,
+            "low_res_minutes": low_res_minutes,
             "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
@@ -355,6 +366,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
     ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed", help=FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
+    ap.add_argument("--native-framing", choices=list(FRAMINGS), default=None, help=NATIVE_FRAMING_HELP)
     ap.add_argument("--model", choices=list(MODELS), default="small", help=MODEL_HELP)
     ap.add_argument("--world", choices=list(scenes.WORLDS), default=None, help=WORLD_HELP)
     ap.add_argument("--state", type=Path, default=None, help=STATE_HELP)
@@ -367,7 +379,8 @@ def main(argv=None) -> dict:
         args.batch, args.frames = 2, 2
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
-                 args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes)
+                 args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
+                 args.native_framing)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

@@ -84,25 +84,39 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=4.5)
     with pytest.raises(ValueError, match="model must be one of .'small', 'wide'., got 'huge'"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, model="huge")
+    with pytest.raises(ValueError, match="native_framing .'mostly_whole'. is the framing from where progressive "
+                                         "resolution moves to native size: give --low-res-minutes"):
+        train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, native_framing="mostly_whole")
+    with pytest.raises(ValueError, match="native_framing must be one of .*got 'close'"):
+        train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=2.0, native_framing="close")
 
 
-def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, tmp_path):
+def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, tmp_path, monkeypatch):
     """--state: a schedule of two calls (smoke: 3 steps a call, 6 in the schedule), half size for its first half.
     The second call goes on where the first stopped: the optimiser's moments, the step count, the switch to native
-    size (and the EMA's restart) in the second call, the weights' step count; its own settings give way to the run's.
-    A state file and --resume together are refused."""
+    size (and the EMA's restart, and the native framing) in the second call, the weights' step count; its own
+    settings give way to the run's. A state file and --resume together are refused."""
     import torch
     import train
+    framings, batch_latents = [], train.batch_latents
+
+    def recording(step, batch, frames, fmt, device, framing="mixed", low_res=False, world="plain"):
+        framings.append((framing, low_res))
+        return batch_latents(step, batch, frames, fmt, device, framing, low_res, world)
+
+    monkeypatch.setattr(train, "batch_latents", recording)
     state = tmp_path / "run.pt"
     first = train.train(tmp_path / "a", 1.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation",
-                        low_res_minutes=1.0, state=state, schedule_minutes=2.0)
+                        low_res_minutes=1.0, state=state, schedule_minutes=2.0, native_framing="mostly_whole")
     assert first["steps"] == 3 and first["schedule_steps"] == 3 and first["low_res_steps"] == 3 and state.exists()
     saved = torch.load(state)
     assert saved["run"]["steps"] == 3 and max(v["step"] for v in saved["opt"]["state"].values()) == 3
     second = train.train(tmp_path / "b", 1.0, True, batch=4, lr=1.0, frames=2, state=state)  # batch, lr: the run's
     assert second["steps"] == 3 and second["steps_total"] == 6 and second["batch"] == 2 and second["lr"] == 4e-4
     assert second["low_res_steps"] == 3 and second["ema"].endswith("from step 3")  # native from the 4th step
-    assert second["framing"] == "evaluation" and second["schedule_minutes"] == 2.0
+    assert second["framing"] == "evaluation" and second["native_framing"] == "mostly_whole"
+    assert second["schedule_minutes"] == 2.0
+    assert framings == [("evaluation", True)] * 3 + [("mostly_whole", False)] * 3
     saved = torch.load(state)
     assert saved["run"]["steps"] == 6 and max(v["step"] for v in saved["opt"]["state"].values()) == 6
     assert train.load(tmp_path / "b" / train.WEIGHTS.name)[1]["steps"] == "6"
