@@ -144,6 +144,8 @@ NATIVE_FRAMING_HELP = ("the training framings from where progressive resolution 
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
+COMPILE_HELP = ("compile each transformer block's forward with torch.compile, as ComfyUI's own TorchCompileModel "
+                "does (default: on CUDA; a step that fails compiled runs again without it, logged)")
 STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the schedule's counters), written at the "
               "end; if it exists, the run in it goes on where it stopped, with its own settings: one schedule over "
               "several calls of a device machine kept warm (keep the file outside $OUT: it is larger than a call "
@@ -172,7 +174,8 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
           model: str = "small", world: str | None = None, state: Path | None = None,
-          schedule_minutes: float | None = None, native_framing: str | None = None) -> dict:
+          schedule_minutes: float | None = None, native_framing: str | None = None,
+          compile_blocks: bool | None = None) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -196,7 +199,8 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
-                      state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing)
+                      state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing,
+                      compile_blocks=compile_blocks)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -224,7 +228,7 @@ def load(path: Path) -> tuple[dict, dict]:
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
-           schedule_minutes: float, native_framing: str) -> dict:
+           schedule_minutes: float, native_framing: str, compile_blocks: bool | None = None) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -267,6 +271,10 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     if saved is not None:
         opt.load_state_dict(saved["opt"])  # after prepare: the moments land on the parameters' device
     ema.to(device)
+    ema_params, params = list(ema.parameters()), list(accelerator.unwrap_model(model).parameters())
+    compiled = compile_blocks if compile_blocks is not None else cuda
+    if compiled:
+        compile_model_blocks(accelerator.unwrap_model(model))
     fmt = wan_latent_format()
     fmt.latents_mean, fmt.latents_std = fmt.latents_mean.to(device), fmt.latents_std.to(device)
     budget, start, step, losses = minutes * 60, time.time(), 0, []  # step: of this call (done: before the run)
@@ -297,17 +305,31 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
-        with accelerator.autocast():
-            pred = model(xs, s * 1000, fixed_context(size, device))
-        loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
-        accelerator.backward(loss)
+
+        def forward_backward():
+            with accelerator.autocast():
+                pred = model(xs, s * 1000, fixed_context(size, device))
+            loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
+            accelerator.backward(loss)
+            return loss
+
+        try:
+            loss = forward_backward()
+        except Exception as e:  # noqa: BLE001  (the compiler's failure: the run goes on without it)
+            if not compiled:
+                raise
+            log.warning("step %d failed compiled (%s: %s); the blocks run uncompiled from here", done + k,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            uncompile_model_blocks(accelerator.unwrap_model(model))
+            compiled = False
+            opt.zero_grad(set_to_none=True)
+            loss = forward_backward()
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         decay = ema_decay(k - ema_start + 1)
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
-                e.lerp_(p.detach(), 1 - decay)
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
         losses.append(loss.detach())  # read back every 100 steps only (no GPU sync per step)
         if step % 100 == 0:
             losses[-100:] = [float(v) for v in losses[-100:]]
@@ -340,9 +362,23 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
-            "mixed_precision": accelerator.mixed_precision}
+            "mixed_precision": accelerator.mixed_precision, "compiled": compiled}
     (out / "train.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def compile_model_blocks(model) -> None:
+    """torch.compile each transformer block's forward in place (regional compilation: the blocks share one
+    compiled graph per input shape; parameter names and the state dict are unchanged)."""
+    for block in model.blocks:
+        block.forward = torch.compile(block.forward, dynamic=False)
+
+
+def uncompile_model_blocks(model) -> None:
+    """Undo compile_model_blocks: the blocks' own forward again."""
+    for block in model.blocks:
+        if "forward" in vars(block):
+            del block.forward
 
 
 def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain") -> None:
@@ -371,6 +407,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--world", choices=list(scenes.WORLDS), default=None, help=WORLD_HELP)
     ap.add_argument("--state", type=Path, default=None, help=STATE_HELP)
     ap.add_argument("--schedule-minutes", type=float, default=None, help=SCHEDULE_HELP)
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=COMPILE_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -380,7 +417,7 @@ def main(argv=None) -> dict:
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
                  args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                 args.native_framing)
+                 args.native_framing, args.compile)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

@@ -127,6 +127,41 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
                     resume=tmp_path / "b" / train.WEIGHTS.name)
 
 
+def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_falls_back(comfy, tmp_path, monkeypatch,
+                                                                                       caplog):
+    """--compile (the default on CUDA) compiles each block's forward in place: the same losses as uncompiled steps,
+    the same state-dict keys. A compiler that fails makes the step run again uncompiled, logged, and the run goes
+    on."""
+    import logging
+
+    import torch
+    import train
+    torch.manual_seed(0)  # the same noise and noise levels for every run
+    plain = train.train(tmp_path / "plain", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=False)
+    torch.manual_seed(0)
+    fast = train.train(tmp_path / "fast", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=True)
+    assert plain["compiled"] is False and fast["compiled"] is True and fast["steps"] == plain["steps"] == 3
+    assert fast["loss_first"] == pytest.approx(plain["loss_first"], rel=1e-4)
+    assert fast["loss_last50"] == pytest.approx(plain["loss_last50"], rel=1e-3)
+    assert list(train.load(tmp_path / "fast" / train.WEIGHTS.name)[0]) == \
+        list(train.load(tmp_path / "plain" / train.WEIGHTS.name)[0])
+
+    def broken(fn, **kwargs):
+        def fails(*args, **kw):
+            raise RuntimeError("inductor: no compiler for this\nmore detail")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="fidelity.train"):
+        fell_back = train.train(tmp_path / "fell_back", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=True)
+    assert fell_back["compiled"] is False and fell_back["steps"] == 3
+    assert fell_back["loss_first"] == pytest.approx(plain["loss_first"], rel=1e-4)
+    warnings = [r.getMessage() for r in caplog.records if "failed compiled" in r.getMessage()]
+    assert warnings == ["step 0 failed compiled (RuntimeError: inductor: no compiler for this); the blocks run "
+                        "uncompiled from here"]
+
+
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
     """ComfyUI's own Wan 2.1 format maps the bench's encode() to what the model was trained on."""
     import comfy.latent_formats
