@@ -3,6 +3,7 @@ default 16 videos, more than 12 minutes on 2 cores: stopped unfinished on 2026-1
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/diagnose.py [--weights FILE] [--videos 16]
     python bench/fidelity/diagnose.py --samples DIR/videos_x1.npz   # what the gate counted, by kind (no ComfyUI)
+    COMFYUI_PATH=... python bench/fidelity/diagnose.py --from-truth --weights FILE [--videos 8] [--start-steps 5,10,15]
 
 Prints (1) the spread of the data the model sees (after ComfyUI's Wan 2.1 normalisation) around each
 channel's mean, the noise level s* at which signal and noise are equal per value, and the share of training
@@ -12,7 +13,12 @@ and the error of its clean-video estimate x0 = x_s - s v there. Used for issue 2
 (docs/FIDELITY.md, "Why objects went missing"). With --samples (the videos an evaluation wrote, evaluate.py's
 videos_x1.npz): per mode, what the gate's metrics counted against its videos, by kind (metrics.FAILURE_KINDS), per
 100 frames or frame pairs: whether duplication is objects broken up or objects drawn twice, and whether continuity
-breaks because objects flicker in and out, split or jump.
+breaks because objects flicker in and out, split or jump. With --from-truth and --weights: sampling that starts from
+true videos noised to the sigma of step k of the 20 (ComfyUI's KSamplerAdvanced, start_at_step k, as the gate samples
+otherwise: euler, simple, the bench's shift; native size, full attention), and the gate's metrics of the results:
+the model keeps what the truth fixed above that noise level and draws the rest, so the first k at which the gate's
+metrics hold says in which part of the schedule the objects are lost (k = 0 is the gate itself). CPU: about 8 s per
+video and sampling step on 2 cores, e.g. 8 videos x (15 + 10 + 5) steps in about half an hour.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ import scenes  # noqa: E402
 import train  # noqa: E402
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+START_STEPS = (5, 10, 15)  # of 20 at shift 3: sigma 0.90, 0.75, 0.50
+FROM_TRUTH_SEED = 40_000  # scenes of the from-truth rows (held out from training, apart from the gate's)
 
 
 def schedule_share(spread: float, shift: float = train.SHIFT, steps: int = 20) -> dict:
@@ -89,18 +97,95 @@ def failures(path: Path) -> dict:
     return out
 
 
+def step_sigma(step: int, steps: int = 20, shift: float = train.SHIFT) -> float:
+    """The sigma at which step ``step`` of ``steps`` starts (simple scheduler, ModelSamplingSD3 ``shift``)."""
+    t = 1 - step / steps
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = "plain", steps: int = 20,
+               seed: int = 0) -> list[dict]:
+    """Per start step k: ``videos`` true native videos noised to step k's sigma and sampled to the end through
+    ComfyUI (full attention), with the gate's per-video metrics and the failures by kind."""
+    import numpy as np
+
+    import metrics
+    from harness import captured
+    truth = scenes.render(scenes.sample_scenes(FROM_TRUTH_SEED, videos, world=world), 1)
+    work = Path(runtime.models_dir).parent / "from_truth"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "truth.pt"
+    torch.save(latents.encode(truth), path)
+    rows = []
+    for k in start_steps:
+        p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
+             "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": train.SHIFT}},
+             "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
+             "latent": {"class_type": "UltraGenFidelityLatentFile", "inputs": {"path": str(path)}},
+             "sample": {"class_type": "KSamplerAdvanced", "inputs": {
+                 "model": ["shifted", 0], "add_noise": "enable", "noise_seed": seed, "steps": steps, "cfg": 1.0,
+                 "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
+                 "latent_image": ["latent", 0], "start_at_step": k, "end_at_step": steps,
+                 "return_with_leftover_noise": "disable"}},
+             "capture": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}}
+        captured().pop("out", None)
+        runtime.run(p)
+        out = metrics.to_numpy(latents.decode(captured()["out"].float().cpu()))
+        per = [metrics.per_video(v, 1) for v in out]
+        kinds = [metrics.failure_kinds(v, 1) for v in out]
+        row = {"start_step": k, "sigma": round(step_sigma(k, steps), 3), "videos": videos}
+        for key in ("count_error", "duplication", "continuity"):
+            values = np.array([r[key] for r in per], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            row[key] = [round(float(values.mean()), 3), round(float(values.std(ddof=1) / np.sqrt(len(values))), 3)] \
+                if len(values) > 1 else None
+        frames, pairs = sum(c["frames"] for c in kinds), sum(c["colour_pairs"] for c in kinds)
+        row["per_100"] = {kind: round(100 * sum(c[kind] for c in kinds) / (pairs if kind in metrics.PAIR_KINDS
+                                                                             else frames), 1) if (pairs if kind in metrics.PAIR_KINDS else frames) else None
+                          for kind in metrics.FAILURE_KINDS}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, default=None, help="bench weights (train.py) to measure")
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--samples", type=Path, default=None,
                     help="an evaluation's videos_x1.npz: the gate's failures by kind (no ComfyUI needed)")
+    ap.add_argument("--from-truth", action="store_true",
+                    help="with --weights: sample from true videos noised to the sigma of each --start-steps step")
+    ap.add_argument("--start-steps", default=",".join(map(str, START_STEPS)),
+                    help="steps of the 20 to start from with --from-truth (0: pure noise, the gate itself)")
     args = ap.parse_args(argv)
     if args.samples is not None:
         if args.samples.suffix != ".npz" or not args.samples.is_file():
             sys.exit(f"--samples takes the videos_x1.npz an evaluation wrote (bench/fidelity/run.py --out DIR), "
                      f"got {str(args.samples)!r}.")
         out = {"failures per 100 frames / colour pairs": failures(args.samples)}
+        print(json.dumps(out, indent=2))
+        return out
+    if args.from_truth:
+        if args.weights is None:
+            sys.exit("--from-truth samples with a model: give --weights (bench weights written by train.py).")
+        try:
+            start = [int(k) for k in args.start_steps.split(",")]
+        except ValueError:
+            start = [-1]
+        if any(not 0 <= k < 20 for k in start):
+            sys.exit(f"--start-steps takes steps of the 20 sampling steps, 0-19, comma-separated; got "
+                     f"{args.start_steps!r}.")
+        import logging
+        import tempfile
+
+        import evaluate
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        torch.set_num_threads(2)
+        runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
+        rows = from_truth(runtime, evaluate.install_weights(runtime, args.weights), args.videos, start,
+                          evaluate.weights_world(args.weights))
+        out = {"from_truth": rows}
         print(json.dumps(out, indent=2))
         return out
     train.use_comfyui(True)

@@ -162,6 +162,23 @@ def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_fall
                         "uncompiled from here"]
 
 
+def test_sampling_from_the_noised_truth_keeps_what_the_truth_fixed(comfy, tmp_path):
+    """diagnose.py --from-truth through ComfyUI: from the last step of 20 (sigma 0.14) every object of the truth
+    is kept, whatever the model; from pure noise an untrained model draws none of them."""
+    import diagnose
+    import evaluate
+    import train
+    train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
+    evaluate.load_bench_nodes(comfy)
+    name = evaluate.install_weights(comfy, tmp_path / train.WEIGHTS.name)
+    late, = diagnose.from_truth(comfy, name, videos=2, start_steps=[19])
+    assert late["sigma"] == 0.136 and late["videos"] == 2
+    assert late["count_error"][0] == 0 and late["duplication"][0] == 0 and late["continuity"][0] == 1
+    assert all(v == 0 for v in late["per_100"].values())
+    noise, = diagnose.from_truth(comfy, name, videos=2, start_steps=[0], steps=2)
+    assert noise["sigma"] == 1.0 and noise["count_error"][0] >= 1 and noise["per_100"]["no_object"] == 100
+
+
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
     """ComfyUI's own Wan 2.1 format maps the bench's encode() to what the model was trained on."""
     import comfy.latent_formats

@@ -290,6 +290,19 @@ def test_failure_kinds_tell_a_broken_object_from_one_drawn_twice_and_flicker_fro
     assert found["full"]["second_object"] == 100.0 and found["ground_truth"]["second_object"] == 0.0
 
 
+def test_from_truth_refuses_a_missing_model_and_steps_outside_the_schedule(capsys):
+    """diagnose.py --from-truth: without --weights, or with start steps outside 0-19, it says what was wrong
+    before anything starts."""
+    diagnose = pytest.importorskip("diagnose")
+    with pytest.raises(SystemExit, match="--from-truth samples with a model: give --weights"):
+        diagnose.main(["--from-truth"])
+    for bad in ("20", "5,x", "-1"):
+        with pytest.raises(SystemExit, match=f"--start-steps takes steps of the 20 sampling steps, 0-19, "
+                                             f"comma-separated; got '{bad}'"):
+            diagnose.main(["--from-truth", "--weights", "w.safetensors", "--start-steps", bad])
+    assert [round(diagnose.step_sigma(k), 3) for k in (0, 5, 10, 15, 19)] == [1.0, 0.9, 0.75, 0.5, 0.136]
+
+
 def test_upscaler_pairs_are_one_view_of_one_scene_at_two_scales():
     """The learned upscaler's training pairs: the high-res frame, averaged s x s, is the low-res frame (the same
     view of the same scene; rendering is anti-aliased per scale), up to the input noise half the batch gets."""
