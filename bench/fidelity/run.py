@@ -56,6 +56,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--state", type=Path, default=None, help=train.STATE_HELP)
     ap.add_argument("--schedule-minutes", type=float, default=None, help=train.SCHEDULE_HELP)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=train.COMPILE_HELP)
+    ap.add_argument("--high-noise-share", type=float, default=0.0, help=train.HIGH_NOISE_HELP)
     ap.add_argument("--world", choices=list(train.scenes.WORLDS), default=None,
                     help=train.WORLD_HELP + "; --weights are evaluated in the world they were trained on, "
                          "--truth-only in this one")
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
                               args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                              args.native_framing, args.compile)
+                              args.native_framing, args.compile, args.high_noise_share)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back

@@ -120,9 +120,20 @@ def ema_decay(step: int, gamma: float = EMA_GAMMA) -> float:
     return (1.0 - 1.0 / step) ** (gamma + 1)
 
 
-def sample_sigmas(batch: int, device, shift: float = SHIFT) -> torch.Tensor:
+HIGH_NOISE = (0.9, 1.0)  # --high-noise-share draws s uniformly here: where run 50's model loses its objects (sampling
+# from the truth noised to s = 0.9 keeps them: docs/FIDELITY.md, "Where in the schedule the objects are lost")
+
+
+def sample_sigmas(batch: int, device, shift: float = SHIFT, high_noise_share: float = 0.0) -> torch.Tensor:
+    """Noise levels s of a training batch: s = shift u / (1 + (shift - 1) u), u uniform (ModelSamplingSD3's
+    spacing); with ``high_noise_share``, that share of the draws is uniform over HIGH_NOISE instead."""
     u = torch.rand(batch, device=device)
-    return shift * u / (1 + (shift - 1) * u)
+    s = shift * u / (1 + (shift - 1) * u)
+    if high_noise_share > 0:
+        lo, hi = HIGH_NOISE
+        top = torch.rand(batch, device=device) < high_noise_share
+        s = torch.where(top, lo + (hi - lo) * torch.rand(batch, device=device), s)
+    return s
 
 
 # Training framings: "mixed" (the recipe: whole scenes and zoomed crops, objects of a wider size range) and
@@ -144,6 +155,8 @@ NATIVE_FRAMING_HELP = ("the training framings from where progressive resolution 
 LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per side (16 x 16 tokens, twice the batch) "
                 "before native size: progressive resolution")
 
+HIGH_NOISE_HELP = ("share of training draws at noise levels 0.9-1 (uniform), the rest as ModelSamplingSD3 spaces them "
+                   "(default 0): the first steps of sampling, where objects and their paths are decided")
 COMPILE_HELP = ("compile each transformer block's forward with torch.compile, as ComfyUI's own TorchCompileModel "
                 "does (default: on CUDA; a step that fails compiled runs again without it, logged)")
 STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the schedule's counters), written at the "
@@ -175,7 +188,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
           model: str = "small", world: str | None = None, state: Path | None = None,
           schedule_minutes: float | None = None, native_framing: str | None = None,
-          compile_blocks: bool | None = None) -> dict:
+          compile_blocks: bool | None = None, high_noise_share: float = 0.0) -> dict:
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -184,6 +197,9 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         for name, value in (("framing", framing), ("native_framing", native_framing or framing)):
             if value not in FRAMINGS:
                 raise ValueError(f"{name} must be one of {list(FRAMINGS)}, got {value!r}.")
+        if not 0 <= high_noise_share < 1:
+            raise ValueError(f"high_noise_share is a share of the training draws, at least 0 and below 1, got "
+                             f"{high_noise_share:g}.")
         if native_framing is not None and low_res_minutes <= 0:
             raise ValueError(f"native_framing ({native_framing!r}) is the framing from where progressive resolution "
                              f"moves to native size: give --low-res-minutes too, or use --framing alone.")
@@ -200,7 +216,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
                       state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing,
-                      compile_blocks=compile_blocks)
+                      compile_blocks=compile_blocks, high_noise_share=high_noise_share)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -228,7 +244,8 @@ def load(path: Path) -> tuple[dict, dict]:
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
-           schedule_minutes: float, native_framing: str, compile_blocks: bool | None = None) -> dict:
+           schedule_minutes: float, native_framing: str, compile_blocks: bool | None = None,
+           high_noise_share: float = 0.0) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -253,6 +270,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         settings = saved["settings"]
         batch, lr, framing = settings["batch"], settings["lr"], settings["framing"]
         native_framing = settings.get("native_framing", framing)
+        high_noise_share = settings.get("high_noise_share", 0.0)
         low_res_minutes = settings["low_res"]
         schedule_minutes, world = settings["schedule_minutes"], settings["world"]
         log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
@@ -303,7 +321,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         x0 = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing, low_res,
                            world)  # (B, 16, T, 64, 64)
         noise = torch.randn_like(x0)
-        s = sample_sigmas(size, device)
+        s = sample_sigmas(size, device, high_noise_share=high_noise_share)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
 
         def forward_backward():
@@ -347,6 +365,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
                     "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
+                                     high_noise_share=high_noise_share,
                                      low_res=low_res_minutes,
                                      schedule_minutes=schedule_minutes, world=world),
                     "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
@@ -360,7 +379,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "frames": frames, "world": world, "framing": framing, "native_framing": native_framing,
             "low_res_minutes": low_res_minutes,
             "low_res_steps": low_res_steps,
-            "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT, "loss_first": losses[0] if losses else None,
+            "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT,
+            "high_noise_share": high_noise_share, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision, "compiled": compiled}
     (out / "train.json").write_text(json.dumps(info, indent=2))
@@ -408,6 +428,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--state", type=Path, default=None, help=STATE_HELP)
     ap.add_argument("--schedule-minutes", type=float, default=None, help=SCHEDULE_HELP)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=COMPILE_HELP)
+    ap.add_argument("--high-noise-share", type=float, default=0.0, help=HIGH_NOISE_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -417,7 +438,7 @@ def main(argv=None) -> dict:
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
                  args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                 args.native_framing, args.compile)
+                 args.native_framing, args.compile, args.high_noise_share)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

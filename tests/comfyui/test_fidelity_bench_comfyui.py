@@ -87,6 +87,10 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
     with pytest.raises(ValueError, match="native_framing .'mostly_whole'. is the framing from where progressive "
                                          "resolution moves to native size: give --low-res-minutes"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, native_framing="mostly_whole")
+    for share in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=f"high_noise_share is a share of the training draws, at least 0 and "
+                                             f"below 1, got {share:g}"):
+            train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, high_noise_share=share)
     with pytest.raises(ValueError, match="native_framing must be one of .*got 'close'"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=2.0, native_framing="close")
 
@@ -107,7 +111,8 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     monkeypatch.setattr(train, "batch_latents", recording)
     state = tmp_path / "run.pt"
     first = train.train(tmp_path / "a", 1.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation",
-                        low_res_minutes=1.0, state=state, schedule_minutes=2.0, native_framing="mostly_whole")
+                        low_res_minutes=1.0, state=state, schedule_minutes=2.0, native_framing="mostly_whole",
+                        high_noise_share=0.25)
     assert first["steps"] == 3 and first["schedule_steps"] == 3 and first["low_res_steps"] == 3 and state.exists()
     saved = torch.load(state)
     assert saved["run"]["steps"] == 3 and max(v["step"] for v in saved["opt"]["state"].values()) == 3
@@ -115,6 +120,7 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     assert second["steps"] == 3 and second["steps_total"] == 6 and second["batch"] == 2 and second["lr"] == 4e-4
     assert second["low_res_steps"] == 3 and second["ema"].endswith("from step 3")  # native from the 4th step
     assert second["framing"] == "evaluation" and second["native_framing"] == "mostly_whole"
+    assert first["high_noise_share"] == second["high_noise_share"] == 0.25
     assert second["schedule_minutes"] == 2.0
     assert framings == [("evaluation", True)] * 3 + [("mostly_whole", False)] * 3
     saved = torch.load(state)

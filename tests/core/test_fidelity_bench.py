@@ -231,6 +231,22 @@ def test_the_ema_averages_the_end_of_a_run_not_its_start():
     assert sum(weights[:500]) < 0.01 and 0.5 < sum(weights[-120:]) < 0.8
 
 
+def test_a_high_noise_share_moves_that_share_of_training_draws_to_the_top_of_the_schedule():
+    """--high-noise-share p: a share p of the noise levels is uniform over 0.9-1, the rest as ModelSamplingSD3 at
+    the bench's shift spaces them (a quarter of those above 0.9 at shift 3: u > 0.75)."""
+    import train  # no ComfyUI at import
+    torch.manual_seed(0)
+    plain = train.sample_sigmas(200_000, "cpu")
+    assert abs(float((plain > 0.9).float().mean()) - 0.25) < 0.005
+    assert abs(float((plain < 0.5).float().mean()) - 0.25) < 0.005  # s < 0.5 where u < 0.25
+    mixed = train.sample_sigmas(200_000, "cpu", high_noise_share=0.25)
+    assert 0 <= float(mixed.min()) and float(mixed.max()) <= 1
+    assert abs(float((mixed > 0.9).float().mean()) - (0.25 + 0.75 * 0.25)) < 0.005
+    assert abs(float((mixed < 0.5).float().mean()) - 0.75 * 0.25) < 0.005
+    top = mixed[mixed > 0.9]
+    assert abs(float(top.mean()) - 0.95) < 0.002  # uniform there (and the shifted draws above 0.9 nearly so)
+
+
 def test_weights_split_into_parts_under_the_limit_join_back_bit_for_bit(tmp_path):
     """A device run hands back files of at most 16 MiB: weights above the limit are split into parts of whole
     tensors and joined back into the same tensors and metadata; incomplete parts are refused, naming them."""
