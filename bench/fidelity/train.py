@@ -16,9 +16,11 @@ latent format exactly as ComfyUI does before calling the model, so the weights w
 path unchanged; after that normalisation the data spread about 1, as Wan's latents do. Objective: Wan's
 rectified flow as ComfyUI samples it (model_sampling CONST): x_s = (1 - s) x0 + s e, the model takes
 timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's ModelSamplingSD3 node with ``SHIFT`` spaces
-sampling steps: s = shift u / (1 + (shift - 1) u), u uniform.
+sampling steps: s = shift u / (1 + (shift - 1) u), u uniform; ``--high-noise-share`` moves a share of the draws to
+0.9-1, the first steps of sampling, where the objects are decided (docs/FIDELITY.md).
 Conditioning: one fixed text context, all zeros (bench/fidelity/fidelity_nodes.py feeds the same in
-ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate on CUDA; an EMA of the
+ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate on CUDA, each block's forward
+compiled there (``--compile``, as ComfyUI's TorchCompileModel compiles blocks); an EMA of the
 weights is what gets saved (a power-function EMA, ``ema_decay``: it averages over about the last tenth of the
 steps, so a run of a thousand steps is not dominated by its first, untrained weights), as bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1
 (15.5 MiB: below the 16 MiB a device run hands back). ``--resume`` starts model and EMA from saved weights
