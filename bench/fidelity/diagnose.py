@@ -87,13 +87,19 @@ def failures(path: Path) -> dict:
     with np.load(path) as cells:
         for mode in cells.files:
             videos = cells[mode].astype(np.float32) / 255  # (N, T, H, W, 3)
-            counts = [metrics.failure_kinds(v, 1) for v in videos]
-            total = {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
-            row = {"videos": len(videos)}
-            for kind in metrics.FAILURE_KINDS:
-                over = total.get("colour_pairs" if kind in metrics.PAIR_KINDS else "frames", 0)
-                row[kind] = round(100 * total[kind] / over, 2) if over else None
-            out[mode] = row
+            out[mode] = {"videos": len(videos), **per_100([metrics.failure_kinds(v, 1) for v in videos], 2)}
+    return out
+
+
+def per_100(counts: list[dict], digits: int = 1) -> dict:
+    """metrics.failure_kinds of several videos, summed: each kind per 100 frames or colour frame pairs (None where
+    there are none)."""
+    import metrics
+    total = {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
+    out = {}
+    for kind in metrics.FAILURE_KINDS:
+        over = total.get("colour_pairs" if kind in metrics.PAIR_KINDS else "frames", 0)
+        out[kind] = round(100 * total[kind] / over, digits) if over else None
     return out
 
 
@@ -132,17 +138,13 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
         runtime.run(p)
         out = metrics.to_numpy(latents.decode(captured()["out"].float().cpu()))
         per = [metrics.per_video(v, 1) for v in out]
-        kinds = [metrics.failure_kinds(v, 1) for v in out]
         row = {"start_step": k, "sigma": round(step_sigma(k, steps), 3), "videos": videos}
         for key in ("count_error", "duplication", "continuity"):
             values = np.array([r[key] for r in per], dtype=np.float64)
             values = values[~np.isnan(values)]
             row[key] = [round(float(values.mean()), 3), round(float(values.std(ddof=1) / np.sqrt(len(values))), 3)] \
                 if len(values) > 1 else None
-        frames, pairs = sum(c["frames"] for c in kinds), sum(c["colour_pairs"] for c in kinds)
-        row["per_100"] = {kind: round(100 * sum(c[kind] for c in kinds) / (pairs if kind in metrics.PAIR_KINDS
-                                                                             else frames), 1) if (pairs if kind in metrics.PAIR_KINDS else frames) else None
-                          for kind in metrics.FAILURE_KINDS}
+        row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in out])
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
