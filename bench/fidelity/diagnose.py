@@ -4,6 +4,7 @@ default 16 videos, more than 12 minutes on 2 cores: stopped unfinished on 2026-1
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/diagnose.py [--weights FILE] [--videos 16]
     python bench/fidelity/diagnose.py --samples DIR/videos_x1.npz   # what the gate counted, by kind (no ComfyUI)
     COMFYUI_PATH=... python bench/fidelity/diagnose.py --from-truth --weights FILE [--videos 8] [--start-steps 5,10,15]
+    COMFYUI_PATH=... python bench/fidelity/diagnose.py --temporal --weights FILE [--videos 8]
 
 Prints (1) the spread of the data the model sees (after ComfyUI's Wan 2.1 normalisation) around each
 channel's mean, the noise level s* at which signal and noise are equal per value, and the share of training
@@ -18,13 +19,17 @@ true videos noised to the sigma of step k of the 20 (ComfyUI's KSamplerAdvanced,
 otherwise: euler, simple, the bench's shift; native size, full attention), and the gate's metrics of the results:
 the model keeps what the truth fixed above that noise level and draws the rest, so the first k at which the gate's
 metrics hold says in which part of the schedule the objects are lost (k = 0 is the gate itself). CPU: about 8 s per
-video and sampling step on 2 cores, e.g. 8 videos x (15 + 10 + 5) steps in about half an hour.
+video and sampling step on 2 cores, e.g. 8 videos x (15 + 10 + 5) steps in about half an hour. With --temporal and
+--weights: how much of one frame's object the model's clean-video estimate recovers at high noise levels, from all
+frames, from that frame alone (the others noise only) and from the others alone (that frame noise only): whether it
+couples frames where objects are decided (CPU, a few minutes for 8 videos).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,6 +43,8 @@ import train  # noqa: E402
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 START_STEPS = (5, 10, 15)  # of 20 at shift 3: sigma 0.90, 0.75, 0.50
 FROM_TRUTH_SEED = 40_000  # scenes of the from-truth rows (held out from training, apart from the gate's)
+TEMPORAL_LEVELS = (0.98, 0.95, 0.9, 0.8)
+PROBE_FRAME = 3  # the frame whose object --temporal measures (one of the middle ones)
 
 
 def schedule_share(spread: float, shift: float = train.SHIFT, steps: int = 20) -> dict:
@@ -53,8 +60,12 @@ def schedule_share(spread: float, shift: float = train.SHIFT, steps: int = 20) -
 
 def object_mask(sc: list, frames: torch.Tensor) -> torch.Tensor:
     """(B, 1, T, H, W) 1 where an object changes the pixel (its scene rendered without objects differs)."""
-    bare = scenes.render([scenes.Scene(s.horizon, s.sky, s.ground, s.waves, ()) for s in sc], 1, frames.shape[1])
-    return ((frames - bare).abs().amax(2) > 0.05).float()[:, None]
+    return ((frames - without_objects(sc, frames.shape[1])).abs().amax(2) > 0.05).float()[:, None]
+
+
+def without_objects(sc: list, frames: int) -> torch.Tensor:
+    """The scenes rendered at native size without their objects (the detailed world's fine waves kept)."""
+    return scenes.render([replace(c, objects=()) for c in sc], 1, frames)
 
 
 def loss_by_level(model, x0: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> list[dict]:
@@ -150,6 +161,43 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
     return rows
 
 
+def recovered(x0_hat: torch.Tensor, truth: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor,
+              frame: int) -> torch.Tensor:
+    """Per video, the share of frame ``frame``'s object contrast (truth against its scene without objects, on the
+    object's pixels, used channels) that the clean-video estimate ``x0_hat`` has: 1 the truth, 0 no object.
+    x0_hat, truth, bare: (B, C, T, H, W) as the model sees them; mask: (B, 1, T, H, W)."""
+    d = (truth - bare)[:, :latents.USED, frame]
+    m = mask[:, :, frame]
+    got = ((x0_hat[:, :latents.USED, frame] - bare[:, :latents.USED, frame]) * d * m).flatten(1).sum(1)
+    return got / (d * d * m).flatten(1).sum(1).clamp(min=1e-6)
+
+
+def temporal(model, x0: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor, levels=TEMPORAL_LEVELS,
+             frame: int = PROBE_FRAME, seed: int = 0) -> list[dict]:
+    """Per noise level s: recovered() of one frame's object in the estimate x0 = x_s - s v from three inputs. ``all``:
+    every frame noised to s; ``frame_alone``: the other frames noise only (s e, no signal); ``others_alone``: that
+    frame noise only. Mean and standard error over the videos."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g)
+    context = train.fixed_context(x0.shape[0])
+    others = [f for f in range(x0.shape[2]) if f != frame]
+    rows = []
+    for s in levels:
+        xs = (1 - s) * x0 + s * noise
+        alone, blind = xs.clone(), xs.clone()
+        alone[:, :, others] = s * noise[:, :, others]
+        blind[:, :, frame] = s * noise[:, :, frame]
+        row = {"s": s}
+        for name, inputs in (("all", xs), ("frame_alone", alone), ("others_alone", blind)):
+            with torch.no_grad():
+                v = model(inputs, torch.full((x0.shape[0],), s * 1000.0), context)
+            share = recovered(inputs - s * v, x0, bare, mask, frame)
+            row[name] = [round(float(share.mean()), 3), round(float(share.std() / len(share) ** 0.5), 3)]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, default=None, help="bench weights (train.py) to measure")
@@ -160,6 +208,9 @@ def main(argv=None) -> dict:
                     help="with --weights: sample from true videos noised to the sigma of each --start-steps step")
     ap.add_argument("--start-steps", default=",".join(map(str, START_STEPS)),
                     help="steps of the 20 to start from with --from-truth (0: pure noise, the gate itself)")
+    ap.add_argument("--temporal", action="store_true",
+                    help="with --weights: how much of one frame's object the model recovers at high noise from all "
+                         "frames, from that frame alone and from the others alone")
     args = ap.parse_args(argv)
     if args.samples is not None:
         if args.samples.suffix != ".npz" or not args.samples.is_file():
@@ -190,9 +241,12 @@ def main(argv=None) -> dict:
         out = {"from_truth": rows}
         print(json.dumps(out, indent=2))
         return out
+    if args.temporal and args.weights is None:
+        sys.exit("--temporal measures a model: give --weights (bench weights written by train.py).")
     train.use_comfyui(True)
     sd, meta = train.load(args.weights) if args.weights is not None else (None, {})
-    sc = scenes.sample_scenes(777, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
+    seed = FROM_TRUTH_SEED if args.temporal else 777
+    sc = scenes.sample_scenes(seed, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
     frames = scenes.render(sc, 1)
     fmt = train.wan_latent_format()
     x0 = fmt.process_in(latents.encode(frames))  # (B, 16, T, H, W) what the model sees
@@ -207,6 +261,12 @@ def main(argv=None) -> dict:
         model = train.build_model(json.loads(meta["config"]))
         model.load_state_dict(sd)
         comfy.model_management.in_training = True  # plain-torch RoPE on the CPU
+        torch.set_num_threads(2)
+        if args.temporal:
+            bare = fmt.process_in(latents.encode(without_objects(sc, frames.shape[1])))
+            out = {"temporal": temporal(model.eval(), x0, bare, mask)}
+            print(json.dumps(out, indent=2))
+            return out
         out["levels"] = loss_by_level(model.eval(), x0, mask)
     print(json.dumps(out, indent=2))
     return out

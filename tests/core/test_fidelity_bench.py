@@ -319,6 +319,37 @@ def test_from_truth_refuses_a_missing_model_and_steps_outside_the_schedule(capsy
     assert [round(diagnose.step_sigma(k), 3) for k in (0, 5, 10, 15, 19)] == [1.0, 0.9, 0.75, 0.5, 0.136]
 
 
+def test_the_temporal_probe_measures_one_frames_object_from_all_frames_that_frame_alone_and_the_others_alone():
+    """diagnose.py --temporal: recovered() is 1 for the truth, 0 for the scene without objects, in between for a
+    faint object; the three inputs are every frame noised, only that frame keeping its signal, and every frame but
+    that one keeping it."""
+    diagnose = pytest.importorskip("diagnose")
+    sc = scenes.sample_scenes(40_000, 3)
+    frames, bare_frames = scenes.render(sc, 1, 4), diagnose.without_objects(sc, 4)
+    truth, bare = latents.normalised(frames), latents.normalised(bare_frames)
+    mask = diagnose.object_mask(sc, frames)
+    assert torch.allclose(diagnose.recovered(truth, truth, bare, mask, 2), torch.ones(3))
+    assert torch.allclose(diagnose.recovered(bare, truth, bare, mask, 2), torch.zeros(3))
+    faint = bare + 0.3 * (truth - bare)
+    assert torch.allclose(diagnose.recovered(faint, truth, bare, mask, 2), torch.full((3,), 0.3), atol=1e-5)
+    seen = []
+
+    def oracle(inputs, timestep, context):  # the clean video whatever the input: recovers all of the object
+        seen.append(inputs.clone())
+        s = timestep.view(-1, 1, 1, 1, 1) / 1000
+        return (inputs - truth) / s
+
+    rows = diagnose.temporal(oracle, truth, bare, mask, levels=(0.9,), frame=2)
+    assert rows == [{"s": 0.9, "all": [1.0, 0.0], "frame_alone": [1.0, 0.0], "others_alone": [1.0, 0.0]}]
+    everything, alone, blind = seen
+    others = [0, 1, 3]
+    assert torch.equal(alone[:, :, 2], everything[:, :, 2]) and torch.equal(blind[:, :, others], everything[:, :, others])
+    # where the signal was taken away, what is left is the noise at 0.9: no trace of the scene
+    noise = (everything - 0.1 * truth) / 0.9
+    assert torch.allclose(alone[:, :, others], 0.9 * noise[:, :, others], atol=1e-5)
+    assert torch.allclose(blind[:, :, 2], 0.9 * noise[:, :, 2], atol=1e-5)
+
+
 def test_upscaler_pairs_are_one_view_of_one_scene_at_two_scales():
     """The learned upscaler's training pairs: the high-res frame, averaged s x s, is the low-res frame (the same
     view of the same scene; rendering is anti-aliased per scale), up to the input noise half the batch gets."""
