@@ -22,7 +22,7 @@ metrics hold says in which part of the schedule the objects are lost (k = 0 is t
 video and sampling step on 2 cores, e.g. 8 videos x (15 + 10 + 5) steps in about half an hour. With --temporal and
 --weights: how much of one frame's object the model's clean-video estimate recovers at high noise levels, from all
 frames, from that frame alone (the others noise only) and from the others alone (that frame noise only): whether it
-couples frames where objects are decided (CPU, a few minutes for 8 videos).
+couples frames where objects are decided (CPU: about 10 minutes for 8 videos on 2 cores).
 """
 from __future__ import annotations
 
