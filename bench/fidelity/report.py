@@ -106,7 +106,7 @@ Two worlds (scenes.py, `--world`): plain, whose textures the native frame fully 
 adds fine ground texture that only 2x, 3x and zoomed crops resolve, as close-ups do in real video; a model is
 evaluated in the world it was trained on (its weights' metadata; runs up to 50: plain).
 
-Commands (one H200; bench/fidelity/GPU_PLAN.md: two calls, the second resumes and evaluates):
+Commands (one H200; bench/fidelity/GPU_PLAN.md has the current plan, one schedule over several calls):
 
     {command}
 
