@@ -124,37 +124,23 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
                seed: int = 0) -> list[dict]:
     """Per start step k: ``videos`` true native videos noised to step k's sigma and sampled to the end through
     ComfyUI (full attention), with the gate's per-video metrics and the failures by kind."""
-    import numpy as np
-
+    import evaluate
+    import grain
     import metrics
-    from harness import captured
     truth = scenes.render(scenes.sample_scenes(FROM_TRUTH_SEED, videos, world=world), 1)
     work = Path(runtime.models_dir).parent / "from_truth"
     work.mkdir(parents=True, exist_ok=True)
     path = work / "truth.pt"
     torch.save(latents.encode(truth), path)
+    cfg = evaluate.EvalConfig(steps=steps, world=world)
     rows = []
     for k in start_steps:
-        p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
-             "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": train.SHIFT}},
-             "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
-             "latent": {"class_type": "UltraGenFidelityLatentFile", "inputs": {"path": str(path)}},
-             "sample": {"class_type": "KSamplerAdvanced", "inputs": {
-                 "model": ["shifted", 0], "add_noise": "enable", "noise_seed": seed, "steps": steps, "cfg": 1.0,
-                 "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
-                 "latent_image": ["latent", 0], "start_at_step": k, "end_at_step": steps,
-                 "return_with_leftover_noise": "disable"}},
-             "capture": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}}
-        captured().pop("out", None)
-        runtime.run(p)
-        out = metrics.to_numpy(latents.decode(captured()["out"].float().cpu()))
+        out = metrics.to_numpy(grain.sample_from(runtime, model_name, path, "full", k, steps, cfg, seed))
         per = [metrics.per_video(v, 1) for v in out]
-        row = {"start_step": k, "sigma": round(step_sigma(k, steps), 3), "videos": videos}
+        row = {"start_step": k, "sigma": round(step_sigma(k, steps, cfg.shift), 3), "videos": videos}
         for key in ("count_error", "duplication", "continuity"):
-            values = np.array([r[key] for r in per], dtype=np.float64)
-            values = values[~np.isnan(values)]
-            row[key] = [round(float(values.mean()), 3), round(float(values.std(ddof=1) / np.sqrt(len(values))), 3)] \
-                if len(values) > 1 else None
+            mean, sem, _ = evaluate.mean_sem([r[key] for r in per])
+            row[key] = [round(mean, 3), round(sem, 3)]
         row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in out])
         print(json.dumps(row), flush=True)
         rows.append(row)

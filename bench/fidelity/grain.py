@@ -72,6 +72,13 @@ def settings(mode: str, cfg: evaluate.EvalConfig) -> dict | None:
 def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, cfg: evaluate.EvalConfig,
              seed: int) -> torch.Tensor:
     """x0 estimate of the latent in ``latent_file`` noised to step ``step`` of cfg.steps, in one step."""
+    return sample_from(runtime, model_name, latent_file, mode, step, step + 1, cfg, seed)
+
+
+def sample_from(runtime, model_name: str, latent_file: Path, mode: str, start: int, end: int,
+                cfg: evaluate.EvalConfig, seed: int) -> torch.Tensor:
+    """The latent in ``latent_file`` noised to the sigma of step ``start`` of cfg.steps and sampled to step ``end``
+    (KSamplerAdvanced, the bench's sampler; the last sigma becomes 0), decoded: (B, T, 3, H, W)."""
     from harness import captured
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
          "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
@@ -86,8 +93,8 @@ def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, 
     p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
         "model": model, "add_noise": "enable", "noise_seed": seed, "steps": cfg.steps, "cfg": 1.0,
         "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
-        "latent_image": ["latent", 0], "start_at_step": step, "end_at_step": step + 1,
-        "return_with_leftover_noise": "disable"}}  # the last sigma becomes 0: one step to the x0 estimate
+        "latent_image": ["latent", 0], "start_at_step": start, "end_at_step": end,
+        "return_with_leftover_noise": "disable"}}
     p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}
     captured().pop("out", None)
     runtime.run(p)
