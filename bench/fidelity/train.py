@@ -23,8 +23,9 @@ ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate
 compiled there (``--compile``, as ComfyUI's TorchCompileModel compiles blocks); an EMA of the
 weights is what gets saved (a power-function EMA, ``ema_decay``: it averages over about the last tenth of the
 steps, so a run of a thousand steps is not dominated by its first, untrained weights), as bf16 safetensors with
-the key layout ComfyUI's UNETLoader detects as Wan 2.1 (15.5 MiB: below the 16 MiB a device run hands back). ``--resume`` starts model and EMA from saved weights
-(no optimiser state: it would not fit in 16 MiB; the learning rate warms up again) and counts steps on.
+the key layout ComfyUI's UNETLoader detects as Wan 2.1 (15.5 MiB: below the 16 MiB a device run hands back).
+``--resume`` starts model and EMA from saved weights (no optimiser state: it would not fit in 16 MiB; the learning
+rate warms up again) and counts steps on.
 Training runs for a wall-clock budget (--minutes); the learning rate follows a cosine over that budget.
 ``--state`` keeps the whole training state (weights, EMA, optimiser, the schedule's counters) in a file, so one
 schedule (``--schedule-minutes``) can span several calls of a device machine kept warm, where ``--resume`` would

@@ -343,7 +343,8 @@ def test_the_temporal_probe_measures_one_frames_object_from_all_frames_that_fram
     assert rows == [{"s": 0.9, "all": [1.0, 0.0], "frame_alone": [1.0, 0.0], "others_alone": [1.0, 0.0]}]
     everything, alone, blind = seen
     others = [0, 1, 3]
-    assert torch.equal(alone[:, :, 2], everything[:, :, 2]) and torch.equal(blind[:, :, others], everything[:, :, others])
+    assert torch.equal(alone[:, :, 2], everything[:, :, 2])
+    assert torch.equal(blind[:, :, others], everything[:, :, others])
     # where the signal was taken away, what is left is the noise at 0.9: no trace of the scene
     noise = (everything - 0.1 * truth) / 0.9
     assert torch.allclose(alone[:, :, others], 0.9 * noise[:, :, others], atol=1e-5)
