@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,8 @@ sys.path.insert(0, str(HERE))
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import train  # noqa: E402
+
+log = logging.getLogger("fidelity.diagnose")
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 START_STEPS = (5, 10, 15)  # of 20 at shift 3: sigma 0.90, 0.75, 0.50
@@ -142,7 +145,7 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
             mean, sem, _ = evaluate.mean_sem([r[key] for r in per])
             row[key] = [round(mean, 3), round(sem, 3)]
         row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in out])
-        print(json.dumps(row), flush=True)
+        log.info("%s", json.dumps(row))  # each row as it comes: these runs take many minutes on a CPU
         rows.append(row)
     return rows
 
@@ -162,7 +165,8 @@ def temporal(model, x0: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor, le
              frame: int = PROBE_FRAME, seed: int = 0) -> list[dict]:
     """Per noise level s: recovered() of one frame's object in the estimate x0 = x_s - s v from three inputs. ``all``:
     every frame noised to s; ``frame_alone``: the other frames noise only (s e, no signal); ``others_alone``: that
-    frame noise only. Mean and standard error over the videos."""
+    frame noise only. Mean and standard error over the videos. x0, bare: (B, 16, T, H, W) as the model sees them
+    (the videos, and their scenes without objects); mask: (B, 1, T, H, W) the objects' pixels."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
     context = train.fixed_context(x0.shape[0])
@@ -179,7 +183,7 @@ def temporal(model, x0: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor, le
                 v = model(inputs, torch.full((x0.shape[0],), s * 1000.0), context)
             share = recovered(inputs - s * v, x0, bare, mask, frame)
             row[name] = [round(float(share.mean()), 3), round(float(share.std() / len(share) ** 0.5), 3)]
-        print(json.dumps(row), flush=True)
+        log.info("%s", json.dumps(row))  # each row as it comes: these runs take many minutes on a CPU
         rows.append(row)
     return rows
 
@@ -198,6 +202,8 @@ def main(argv=None) -> dict:
                     help="with --weights: how much of one frame's object the model recovers at high noise from all "
                          "frames, from that frame alone and from the others alone")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # ComfyUI's own messages: warnings only
+    log.setLevel(logging.INFO)
     if args.samples is not None:
         if args.samples.suffix != ".npz" or not args.samples.is_file():
             sys.exit(f"--samples takes the videos_x1.npz an evaluation wrote (bench/fidelity/run.py --out DIR), "
@@ -215,11 +221,9 @@ def main(argv=None) -> dict:
         if any(not 0 <= k < 20 for k in start):
             sys.exit(f"--start-steps takes steps of the 20 sampling steps, 0-19, comma-separated; got "
                      f"{args.start_steps!r}.")
-        import logging
         import tempfile
 
         import evaluate
-        logging.basicConfig(level=logging.WARNING, format="%(message)s")
         torch.set_num_threads(2)
         runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
         rows = from_truth(runtime, evaluate.install_weights(runtime, args.weights), args.videos, start,
