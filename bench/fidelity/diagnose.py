@@ -142,8 +142,8 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
         per = [metrics.per_video(v, 1) for v in out]
         row = {"start_step": k, "sigma": round(step_sigma(k, steps, cfg.shift), 3), "videos": videos}
         for key in ("count_error", "duplication", "continuity"):
-            mean, sem, _ = evaluate.mean_sem([r[key] for r in per])
-            row[key] = [round(mean, 3), round(sem, 3)]
+            mean, sem, n = evaluate.mean_sem([r[key] for r in per])
+            row[key] = [round(mean, 3), round(sem, 3)] if n > 1 else None  # None: no error bar (strict JSON)
         row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in out])
         log.info("%s", json.dumps(row))  # each row as it comes: these runs take many minutes on a CPU
         rows.append(row)
