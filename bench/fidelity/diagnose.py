@@ -37,6 +37,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import captions  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import train  # noqa: E402
@@ -71,11 +72,13 @@ def without_objects(sc: list, frames: int) -> torch.Tensor:
     return scenes.render([replace(c, objects=()) for c in sc], 1, frames)
 
 
-def loss_by_level(model, x0: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> list[dict]:
-    """Per noise level: v-loss and x0 error (used channels) on object pixels and elsewhere."""
+def loss_by_level(model, x0: torch.Tensor, mask: torch.Tensor, seed: int = 0,
+                  context: torch.Tensor | None = None) -> list[dict]:
+    """Per noise level: v-loss and x0 error (used channels) on object pixels and elsewhere. context: the text
+    context, (B, tokens, 4096) (default: the zeros the unconditional model knows)."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
-    context = train.fixed_context(x0.shape[0])
+    context = train.fixed_context(x0.shape[0]) if context is None else context
     rows = []
     for s in LEVELS:
         xs = (1 - s) * x0 + s * noise
@@ -124,9 +127,10 @@ def step_sigma(step: int, steps: int = 20, shift: float = train.SHIFT) -> float:
 
 
 def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = "plain", steps: int = 20,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, captioned: bool = False) -> list[dict]:
     """Per start step k: ``videos`` true native videos noised to step k's sigma and sampled to the end through
-    ComfyUI (full attention), with the gate's per-video metrics and the failures by kind."""
+    ComfyUI (full attention), with the gate's per-video metrics and the failures by kind; a captioned model is
+    prompted with the videos' own captions, at the evaluation's cfg."""
     import evaluate
     import grain
     import metrics
@@ -135,10 +139,12 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "truth.pt"
     torch.save(latents.encode(truth), path)
-    cfg = evaluate.EvalConfig(steps=steps, world=world)
+    cfg = evaluate.EvalConfig(steps=steps, world=world, captioned=captioned)
+    caption = {"caption_seed": FROM_TRUTH_SEED, "first": 0, "count": videos, "frames": truth.shape[1]}
     rows = []
     for k in start_steps:
-        out = metrics.to_numpy(grain.sample_from(runtime, model_name, path, "full", k, steps, cfg, seed))
+        out = metrics.to_numpy(grain.sample_from(runtime, model_name, path, "full", k, steps, cfg, seed,
+                                                 caption if captioned else None))
         per = [metrics.per_video(v, 1) for v in out]
         row = {"start_step": k, "sigma": round(step_sigma(k, steps, cfg.shift), 3), "videos": videos}
         for key in ("count_error", "duplication", "continuity"):
@@ -162,14 +168,15 @@ def recovered(x0_hat: torch.Tensor, truth: torch.Tensor, bare: torch.Tensor, mas
 
 
 def temporal(model, x0: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor, levels=TEMPORAL_LEVELS,
-             frame: int = PROBE_FRAME, seed: int = 0) -> list[dict]:
+             frame: int = PROBE_FRAME, seed: int = 0, context: torch.Tensor | None = None) -> list[dict]:
     """Per noise level s: recovered() of one frame's object in the estimate x0 = x_s - s v from three inputs. ``all``:
     every frame noised to s; ``frame_alone``: the other frames noise only (s e, no signal); ``others_alone``: that
     frame noise only. Mean and standard error over the videos. x0, bare: (B, 16, T, H, W) as the model sees them
-    (the videos, and their scenes without objects); mask: (B, 1, T, H, W) the objects' pixels."""
+    (the videos, and their scenes without objects); mask: (B, 1, T, H, W) the objects' pixels; context: as
+    loss_by_level's (a captioned model: the videos' captions)."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
-    context = train.fixed_context(x0.shape[0])
+    context = train.fixed_context(x0.shape[0]) if context is None else context
     others = [f for f in range(x0.shape[2]) if f != frame]
     rows = []
     for s in levels:
@@ -227,7 +234,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(2)
         runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
         rows = from_truth(runtime, evaluate.install_weights(runtime, args.weights), args.videos, start,
-                          evaluate.weights_world(args.weights))
+                          evaluate.weights_world(args.weights), captioned=evaluate.weights_captioned(args.weights))
         out = {"from_truth": rows}
         print(json.dumps(out, indent=2))
         return out
@@ -243,6 +250,7 @@ def main(argv=None) -> dict:
     used = x0[:, :latents.USED]
     spread = float((used - used.mean((0, 2, 3, 4), keepdim=True)).std())
     mask = object_mask(sc, frames)
+    context = captions.encode(captions.of_scenes(sc)) if train.captioned_of(meta) else None  # (B, 3, 4096)
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
@@ -254,10 +262,10 @@ def main(argv=None) -> dict:
         torch.set_num_threads(2)
         if args.temporal:
             bare = fmt.process_in(latents.encode(without_objects(sc, frames.shape[1])))
-            out = {"temporal": temporal(model.eval(), x0, bare, mask)}
+            out = {"temporal": temporal(model.eval(), x0, bare, mask, context=context)}
             print(json.dumps(out, indent=2))
             return out
-        out["levels"] = loss_by_level(model.eval(), x0, mask)
+        out["levels"] = loss_by_level(model.eval(), x0, mask, context=context)
     print(json.dumps(out, indent=2))
     return out
 

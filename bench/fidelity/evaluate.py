@@ -6,7 +6,9 @@
 Every sample is a ComfyUI prompt run by ComfyUI's executor (tests/comfyui/harness.py: the pack loaded as
 ComfyUI loads custom nodes): UNETLoader (the bench weights, detected as Wan 2.1) -> ModelSamplingSD3 (the
 training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen Proxy Guidance] -> KSampler
-(euler, simple, cfg 1, the fixed zero context), on an EmptyHunyuanLatentVideo of the scale's size. Modes:
+(euler, simple; unconditional weights: cfg 1, the zero context; captioned weights: each video prompted with
+the caption of a held-out scene, the empty caption as the negative, cfg ``guidance``, captions.CFG by default),
+on an EmptyHunyuanLatentVideo of the scale's size. Modes:
 
 - full: the unpatched model at the larger size (plain extrapolation of full attention)
 - windows: windows of the native grid, shifted on odd blocks, no global branch
@@ -49,6 +51,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+import captions  # noqa: E402
 import latents  # noqa: E402
 import metrics  # noqa: E402
 import scenes  # noqa: E402
@@ -82,7 +85,13 @@ class EvalConfig:
     seed: int = 0
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
     world: str = "plain"  # scenes.WORLDS: the model's training world (its weights' metadata) sets it
+    captioned: bool = False  # the weights were trained on captions (their metadata sets it)
+    guidance: float | None = None  # the KSampler's cfg; None: 1 unconditional, captions.CFG captioned
     extra: dict = field(default_factory=dict)
+
+    @property
+    def cfg_scale(self) -> float:
+        return self.guidance if self.guidance is not None else captions.CFG if self.captioned else 1.0
 
 
 def smoke_config() -> EvalConfig:
@@ -176,9 +185,18 @@ def check_latent_space(weights: Path) -> None:
 
 def weights_world(weights: Path) -> str:
     """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
+    return weights_metadata(weights).get("world", "plain")
+
+
+def weights_captioned(weights: Path) -> bool:
+    """Whether the weights were trained on captions (captions.py): their metadata's context."""
+    return weights_metadata(weights).get("context") == captions.SPACE
+
+
+def weights_metadata(weights: Path) -> dict:
     from safetensors import safe_open
     with safe_open(str(weight_parts.join(weights)), "pt") as f:
-        return (f.metadata() or {}).get("world", "plain")
+        return f.metadata() or {}
 
 
 def install_weights(runtime, weights: Path) -> str:
@@ -233,8 +251,13 @@ def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
         "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
 
 
-def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int) -> dict:
-    """The API prompt of one cell; the result is captured under "out" (the native pass under "native")."""
+CAPTION_SEED = 500_000  # a cell's captions: the held-out scenes of seed CAPTION_SEED + its sampling seed
+
+
+def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int, first: int = 0) -> dict:
+    """The API prompt of one cell; the result is captured under "out" (the native pass under "native").
+    Captioned weights: videos first .. first + batch - 1 of the cell whose sampling seed is ``seed - first``
+    (their captions are that cell's scenes')."""
     side = scenes.NATIVE // latents.PIXELS * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
     length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
 
@@ -244,13 +267,16 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
 
     def sampler(model, latent, seed_):
         return {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": seed_, "steps": cfg.steps, "cfg": 1.0, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": latent,
+            "model": model, "seed": seed_, "steps": cfg.steps, "cfg": cfg.cfg_scale, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0], "latent_image": latent,
             "denoise": 1.0}}
 
+    caption = {"caption_seed": CAPTION_SEED + seed - first, "first": first, "count": batch,
+               "frames": cfg.frames} if cfg.captioned else {}
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
          "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
-         "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
+         "cond": {"class_type": "UltraGenFidelityContext", "inputs": caption},
+         "uncond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
     model = ["shifted", 0]
     settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg)
     if settings is not None and not (scale == 1 and mode != "fast"):
@@ -276,8 +302,8 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {
             "samples": ["native", 0], "upscale_method": "bicubic", "scale_by": float(scale)}}
         p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
-            "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
+            "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": cfg.cfg_scale,
+            "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0],
             "latent_image": ["upscaled", 0], "start_at_step": round(cfg.c2f_start * cfg.steps),
             "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
     else:
@@ -298,13 +324,13 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
     seed = cfg.seed * 100_003 + 1000 * scale
     n = cell_samples(cfg, scale, mode)
     if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1) for i in range(n)]
+        runs = [(seed + i, 1, i) for i in range(n)]
     else:
-        runs = [(seed, n)]
+        runs = [(seed, n, 0)]
     out = []
-    for s, batch in runs:
+    for s, batch, first in runs:
         captured().pop("out", None)
-        runtime.run(prompt(mode, model_name, scale, cfg, s, batch))
+        runtime.run(prompt(mode, model_name, scale, cfg, s, batch, first))
         out.append(captured()["out"].float().cpu())
     frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
     if mode in UPSCALERS and scale > 1:
@@ -524,6 +550,8 @@ def main(argv=None) -> dict:
                     help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
     ap.add_argument("--seeds", type=int, default=EvalConfig.seeds, help="sampling seeds per cell")
+    ap.add_argument("--cfg", type=float, default=None,
+                    help=f"KSampler cfg (default: 1 unconditional weights, {captions.CFG:g} captioned ones)")
     ap.add_argument("--scales", default="1,2,3")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
@@ -531,7 +559,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, guidance=args.cfg)
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
@@ -551,9 +579,12 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
     name = install_weights(runtime, weights)
-    cfg = replace(cfg, world=weights_world(weights))  # the truth, and the learned upscaler, of the model's world
+    # the truth, and the learned upscaler, of the model's world; its captions if it was trained on them
+    cfg = replace(cfg, world=weights_world(weights), captioned=weights_captioned(weights))
+    log.info("sampling %s weights at cfg %g", "captioned" if cfg.captioned else "unconditional", cfg.cfg_scale)
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
+    results["cfg"] = cfg.cfg_scale
     results["gate"] = gate(results)
     write_outputs(results, samples, out, cfg.frames)
     log.info("%s", gate_text(results))

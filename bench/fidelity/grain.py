@@ -76,13 +76,16 @@ def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, 
 
 
 def sample_from(runtime, model_name: str, latent_file: Path, mode: str, start: int, end: int,
-                cfg: evaluate.EvalConfig, seed: int) -> torch.Tensor:
+                cfg: evaluate.EvalConfig, seed: int, caption: dict | None = None) -> torch.Tensor:
     """The latent in ``latent_file`` noised to the sigma of step ``start`` of cfg.steps and sampled to step ``end``
-    (KSamplerAdvanced, the bench's sampler; the last sigma becomes 0), decoded: (B, T, 3, H, W)."""
+    (KSamplerAdvanced, the bench's sampler; the last sigma becomes 0), decoded: (B, T, 3, H, W). ``caption``: the
+    UltraGenFidelityContext inputs of the videos' captions (a captioned model), sampled at cfg.cfg_scale against
+    the empty caption; without it the zero context at cfg 1."""
     from harness import captured
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
          "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
-         "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
+         "cond": {"class_type": "UltraGenFidelityContext", "inputs": caption or {}},
+         "uncond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
          "latent": {"class_type": "UltraGenFidelityLatentFile", "inputs": {"path": str(latent_file)}}}
     model = ["shifted", 0]
     node = settings(mode, cfg)
@@ -91,8 +94,9 @@ def sample_from(runtime, model_name: str, latent_file: Path, mode: str, start: i
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
         model = ["apply", 0]
     p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
-        "model": model, "add_noise": "enable", "noise_seed": seed, "steps": cfg.steps, "cfg": 1.0,
-        "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
+        "model": model, "add_noise": "enable", "noise_seed": seed, "steps": cfg.steps,
+        "cfg": cfg.cfg_scale if caption else 1.0, "sampler_name": "euler", "scheduler": "simple",
+        "positive": ["cond", 0], "negative": ["uncond", 0],
         "latent_image": ["latent", 0], "start_at_step": start, "end_at_step": end,
         "return_with_leftover_noise": "disable"}}
     p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}

@@ -57,6 +57,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--schedule-minutes", type=float, default=None, help=train.SCHEDULE_HELP)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=train.COMPILE_HELP)
     ap.add_argument("--high-noise-share", type=float, default=0.0, help=train.HIGH_NOISE_HELP)
+    ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=train.CAPTIONS_HELP)
+    ap.add_argument("--cfg", type=float, default=None,
+                    help="KSampler cfg of the evaluation (default: 1 for unconditional weights, "
+                         f"{evaluate.captions.CFG:g} for captioned ones: each video prompted with a held-out scene's "
+                         "caption, the empty caption as the negative)")
     ap.add_argument("--world", choices=list(train.scenes.WORLDS), default=None,
                     help=train.WORLD_HELP + "; --weights are evaluated in the world they were trained on, "
                          "--truth-only in this one")
@@ -101,7 +106,7 @@ def main(argv=None) -> dict:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
                               args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                              args.native_framing, args.compile, args.high_noise_share)
+                              args.native_framing, args.compile, args.high_noise_share, args.captions)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
@@ -111,7 +116,8 @@ def main(argv=None) -> dict:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift,
+        guidance=args.cfg)
     t1 = time.time()
     results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime, cpu=args.cpu)
     results["train"] = trained

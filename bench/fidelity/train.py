@@ -5,6 +5,7 @@
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 8 --low-res-minutes 4.5 --framing evaluation --out DIR
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --schedule-minutes 18 --state /tmp/run.pt --out DIR
         # the first half of one 18-minute schedule; the same command again goes on with the second half
+    COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --captions --out DIR   # conditioned on captions
     COMFYUI_PATH=... python bench/fidelity/train.py --smoke --out DIR   # a tiny model, a few CPU steps
 
 Data: bench/fidelity/scenes.py at the native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
@@ -19,8 +20,10 @@ timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's ModelSamplingSD3 no
 sampling steps: s = shift u / (1 + (shift - 1) u), u uniform; ``--high-noise-share`` moves a share of the draws to
 0.9-1, the first steps of sampling, where the objects are decided (docs/FIDELITY.md).
 Conditioning: one fixed text context, all zeros (bench/fidelity/fidelity_nodes.py feeds the same in
-ComfyUI), so the model is unconditional. bf16 mixed precision through accelerate on CUDA, each block's forward
-compiled there (``--compile``, as ComfyUI's TorchCompileModel compiles blocks); an EMA of the
+ComfyUI), so the model is unconditional; with ``--captions`` each video's caption instead (captions.py: the
+objects its framing shows, by colour, shape and size), a tenth of them emptied, as a text-to-video model is
+trained on its prompts for classifier-free guidance. bf16 mixed precision through accelerate on CUDA, each
+block's forward compiled there (``--compile``, as ComfyUI's TorchCompileModel compiles blocks); an EMA of the
 weights is what gets saved (a power-function EMA, ``ema_decay``: it averages over about the last tenth of the
 steps, so a run of a thousand steps is not dominated by its first, untrained weights), as bf16 safetensors with
 the key layout ComfyUI's UNETLoader detects as Wan 2.1 (15.5 MiB: below the 16 MiB a device run hands back).
@@ -49,6 +52,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import captions  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import weight_parts  # noqa: E402
@@ -63,6 +67,7 @@ MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128,
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
 # --model: the sizes a run can start from (ComfyUI's Wan detection takes heads = width / 128)
 MODELS = {"small": MODEL,
+          "tiny": dict(dim=128, num_heads=1, num_layers=3, ffn_dim=384),  # CPU pilots (pilot.py): 0.9M parameters
           "wide": dict(dim=384, num_heads=3, num_layers=8, ffn_dim=1152)}  # 19.5M parameters, 37 MiB in bf16: the
 # weights come back from a device run in parts (bench/fidelity/weight_parts.py)
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
@@ -160,6 +165,9 @@ LOW_RES_HELP = ("minutes of the budget, from its start, at half the size per sid
 
 HIGH_NOISE_HELP = ("share of training draws at noise levels 0.9-1 (uniform), the rest as ModelSamplingSD3 spaces them "
                    "(default 0): the first steps of sampling, where objects and their paths are decided")
+CAPTIONS_HELP = ("condition the model on captions, the objects each video shows (captions.py), a tenth of them "
+                 "emptied, as text-to-video models are trained for classifier-free guidance (default: as the resumed "
+                 "weights or --state were trained; off from scratch)")
 COMPILE_HELP = ("compile each transformer block's forward with torch.compile, as ComfyUI's own TorchCompileModel "
                 "does (default: on CUDA; a step that fails compiled runs again without it, logged)")
 STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the schedule's counters), written at the "
@@ -173,25 +181,34 @@ TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's ar
 
 
 def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed",
-                  low_res: bool = False, world: str = "plain") -> torch.Tensor:
+                  low_res: bool = False, world: str = "plain", with_context: bool = False):
     """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
-    process_in(encode(frames)), (B, 16, T, 64, 64); low_res: each frame averaged 2 x 2 (B, 16, T, 32, 32)."""
+    process_in(encode(frames)), (B, 16, T, 64, 64); low_res: each frame averaged 2 x 2 (B, 16, T, 32, 32).
+    with_context: (latents, context), the context (B, 3, 4096) the videos' captions (captions.py: the objects
+    each framing shows), a captions.DROP share of them emptied (seeded by the step too)."""
     seed = TRAIN_SEED + 1_000_003 * step
     whole_share, radius = FRAMINGS[framing]
     zoom, origin = scenes.sample_views(seed, batch, whole_share)
-    clips = scenes.render(scenes.sample_scenes(seed, batch, frames, radius, world), 1, frames, device,
-                          zoom=zoom, origin=origin)
+    scene_list = scenes.sample_scenes(seed, batch, frames, radius, world)
+    clips = scenes.render(scene_list, 1, frames, device, zoom=zoom, origin=origin)
     if low_res:
         b, t = clips.shape[:2]
         clips = torch.nn.functional.avg_pool2d(clips.flatten(0, 1), 2).unflatten(0, (b, t))
-    return fmt.process_in(latents.encode(clips))
+    x0 = fmt.process_in(latents.encode(clips))
+    if not with_context:
+        return x0
+    context = captions.encode(captions.of_scenes(scene_list, frames, zoom, origin))  # (B, 3, 4096)
+    return x0, captions.drop(context, torch.Generator().manual_seed(seed)).to(device)
 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
           model: str = "small", world: str | None = None, state: Path | None = None,
           schedule_minutes: float | None = None, native_framing: str | None = None,
-          compile_blocks: bool | None = None, high_noise_share: float = 0.0) -> dict:
+          compile_blocks: bool | None = None, high_noise_share: float = 0.0, captioned: bool | None = None,
+          half_size: bool = False) -> dict:
+    """Train (see the module's docstring; the arguments are main()'s options). half_size: every step at half size,
+    for CPU pilots (pilot.py) whose models are sampled at that size, never at native size."""
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -213,13 +230,17 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if state is not None and Path(state).exists() and resume is not None:
             raise ValueError(f"--state {state} exists and holds a run to continue; --resume starts another from "
                              f"weights: give one or the other (or remove the state file).")
+        if half_size and low_res_minutes:
+            raise ValueError(f"half_size trains every step at half size; low_res_minutes ({low_res_minutes:g}) "
+                             f"would move to native size: give one or the other.")
         if model not in MODELS:
             raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}.")
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
                       state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing,
-                      compile_blocks=compile_blocks, high_noise_share=high_noise_share)
+                      compile_blocks=compile_blocks, high_noise_share=high_noise_share, captioned=captioned,
+                      half_size=half_size)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -229,6 +250,11 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
 def world_of(meta: dict) -> str:
     """The world weights were trained on, from their metadata (weights from before the worlds: plain)."""
     return meta.get("world", "plain")
+
+
+def captioned_of(meta: dict) -> bool:
+    """Whether weights were trained on captions (captions.py), from their metadata (before captions: no)."""
+    return meta.get("context") == captions.SPACE
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -248,21 +274,22 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
            resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
            schedule_minutes: float, native_framing: str, compile_blocks: bool | None = None,
-           high_noise_share: float = 0.0) -> dict:
+           high_noise_share: float = 0.0, captioned: bool | None = None, half_size: bool = False) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
     cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODELS[model_size]), 0, 0.0
-    trained_on = "plain"  # the world of the resumed weights (none: plain)
+    trained_on, was_captioned = "plain", False  # the resumed weights' world and conditioning (none: plain, none)
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
         if meta.get("latent_space") != LATENT_SPACE:
             raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
-        trained_on = world_of(meta)
+        trained_on, was_captioned = world_of(meta), captioned_of(meta)
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
+    captioned = was_captioned if captioned is None else captioned  # and on its captions (or learns them)
     # the schedule (cosine, warm-up, half size, EMA) may span several calls: its counters, kept in --state
     run = dict(steps=0, seconds=0.0, low_res_steps=0, ema_start=0)
     saved = None
@@ -276,6 +303,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         high_noise_share = settings.get("high_noise_share", 0.0)
         low_res_minutes = settings["low_res"]
         schedule_minutes, world = settings["schedule_minutes"], settings["world"]
+        captioned = settings.get("captioned", False)
         log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
                  run["steps"], run["seconds"] / 60, schedule_minutes)
     model = build_model(cfg)
@@ -310,7 +338,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
                 or (max_steps is None and (elapsed >= budget or run["seconds"] + elapsed >= schedule)):
             break
         frac = min(1.0, (run["seconds"] + elapsed) / schedule) if max_steps is None else k / schedule_steps
-        low_res = low_res_minutes > 0 and frac < low_res_minutes / schedule_minutes \
+        low_res = half_size or low_res_minutes > 0 and frac < low_res_minutes / schedule_minutes \
             and (max_steps is None or k < schedule_steps - 1)
         if not low_res and low_res_steps == k and k > 0:  # native size from here: the EMA starts again
             ema.load_state_dict(accelerator.unwrap_model(model).state_dict())
@@ -321,15 +349,17 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (k + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0 = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing, low_res,
-                           world)  # (B, 16, T, 64, 64)
+        x0, context = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing,
+                                    low_res, world, with_context=True)  # (B, 16, T, 64, 64), (B, 3, 4096)
+        if not captioned:
+            context = fixed_context(size, device)
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device, high_noise_share=high_noise_share)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise
 
         def forward_backward():
             with accelerator.autocast():
-                pred = model(xs, s * 1000, fixed_context(size, device))
+                pred = model(xs, s * 1000, context)
             loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
             accelerator.backward(loss)
             return loss
@@ -363,12 +393,12 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     path = out / WEIGHTS.name
     run = dict(steps=prior + step, seconds=run["seconds"] + seconds, low_res_steps=low_res_steps,
                ema_start=ema_start)
-    save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world)
+    save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world, captioned)
     if state_path is not None:  # everything the next call needs to go on with this run
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
                     "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
-                                     high_noise_share=high_noise_share,
+                                     high_noise_share=high_noise_share, captioned=captioned,
                                      low_res=low_res_minutes,
                                      schedule_minutes=schedule_minutes, world=world),
                     "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
@@ -383,7 +413,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "low_res_minutes": low_res_minutes,
             "low_res_steps": low_res_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT,
-            "high_noise_share": high_noise_share, "loss_first": losses[0] if losses else None,
+            "high_noise_share": high_noise_share, "captioned": captioned, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
             "mixed_precision": accelerator.mixed_precision, "compiled": compiled}
     (out / "train.json").write_text(json.dumps(info, indent=2))
@@ -404,14 +434,16 @@ def uncompile_model_blocks(model) -> None:
             del block.forward
 
 
-def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain") -> None:
+def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain",
+         captioned: bool = False) -> None:
     """bf16 safetensors of a WanModel's state dict (UNETLoader detects Wan 2.1 T2V from the keys); bf16 keeps
     the file below the 16 MiB a device run can hand back."""
     from safetensors.torch import save_file
     sd = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"ultragen_fidelity": "smoke (CPU, a few steps: not a trained model)" if smoke else "trained",
             "config": json.dumps(cfg), "steps": str(steps), "seconds": f"{seconds:.0f}", "shift": str(SHIFT),
-            "latent_space": LATENT_SPACE, "context": "zeros (1, 1, 4096)", "world": world}
+            "latent_space": LATENT_SPACE, "context": captions.SPACE if captioned else "zeros (1, 1, 4096)",
+            "world": world}
     save_file(sd, str(path), metadata=meta)
 
 
@@ -432,6 +464,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--schedule-minutes", type=float, default=None, help=SCHEDULE_HELP)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=COMPILE_HELP)
     ap.add_argument("--high-noise-share", type=float, default=0.0, help=HIGH_NOISE_HELP)
+    ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=CAPTIONS_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -441,7 +474,7 @@ def main(argv=None) -> dict:
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
                  args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                 args.native_framing, args.compile, args.high_noise_share)
+                 args.native_framing, args.compile, args.high_noise_share, args.captions)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

@@ -104,9 +104,9 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     import train
     framings, batch_latents = [], train.batch_latents
 
-    def recording(step, batch, frames, fmt, device, framing="mixed", low_res=False, world="plain"):
+    def recording(step, batch, frames, fmt, device, framing="mixed", low_res=False, world="plain", **kw):
         framings.append((framing, low_res))
-        return batch_latents(step, batch, frames, fmt, device, framing, low_res, world)
+        return batch_latents(step, batch, frames, fmt, device, framing, low_res, world, **kw)
 
     monkeypatch.setattr(train, "batch_latents", recording)
     state = tmp_path / "run.pt"
