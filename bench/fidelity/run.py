@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import evaluate  # noqa: E402
+import outputs  # noqa: E402
 import train  # noqa: E402
 import weight_parts  # noqa: E402
 from smoke import banner  # noqa: E402
@@ -123,7 +124,7 @@ def main(argv=None) -> dict:
     results["train"] = trained
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(evaluate.gate_text(results) + "\n\n" + evaluate.markdown_table(results))
+    print(outputs.gate_text(results) + "\n\n" + outputs.markdown_table(results))
     if trained is not None:
         weight_parts.split(weights)  # parts under 16 MiB, what a device run hands back
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
@@ -136,7 +137,7 @@ def truth_only(args) -> dict:
     results = evaluate.evaluate_truth_only(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    table = evaluate.markdown_table(results)
+    table = outputs.markdown_table(results)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
     return results

@@ -67,9 +67,9 @@ MODEL = dict(dim=256, num_heads=2, num_layers=7, ffn_dim=768)  # 2 heads of 128,
 # (1.1M of them the 4096-wide text embedding Wan's detection needs): 15.5 MiB in bf16
 # --model: the sizes a run can start from (ComfyUI's Wan detection takes heads = width / 128)
 MODELS = {"small": MODEL,
-          "tiny": dict(dim=128, num_heads=1, num_layers=3, ffn_dim=384),  # CPU pilots (pilot.py): 0.9M parameters
-          "wide": dict(dim=384, num_heads=3, num_layers=8, ffn_dim=1152)}  # 19.5M parameters, 37 MiB in bf16: the
-# weights come back from a device run in parts (bench/fidelity/weight_parts.py)
+          "wide": dict(dim=384, num_heads=3, num_layers=8, ffn_dim=1152),  # 19.5M parameters, 37 MiB in bf16: the
+          # weights come back from a device run in parts (bench/fidelity/weight_parts.py)
+          "tiny": dict(dim=128, num_heads=1, num_layers=3, ffn_dim=384)}  # CPU pilots (pilot.py)
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
 EMA_GAMMA = 7.0  # ema_decay
 WEIGHTS = HERE / "weights" / "ultragen_fidelity_wan.safetensors"
@@ -153,8 +153,9 @@ FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1
 FRAMING_HELP = ("training framings: mixed (the recipe: half whole scenes, half zoomed crops), evaluation (whole "
                 "scenes with the evaluation's object sizes only) or mostly_whole (a fifth crops: a curriculum's "
                 "second stage)")
-MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256, 2 heads) or wide (8 blocks of "
-              "width 384, 3 heads; its weights are written in parts under 16 MiB); --resume keeps the saved size")
+MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256, 2 heads), wide (8 blocks of "
+              "width 384, 3 heads; its weights are written in parts under 16 MiB) or tiny (3 blocks of width 128, for "
+              "CPU pilots: pilot.py); --resume keeps the saved size")
 WORLD_HELP = ("the bench world (scenes.py): plain, or detailed (fine ground texture that only 2x and 3x, and "
               "zoomed crops, resolve); default: the resumed weights' world, plain from scratch")
 NATIVE_FRAMING_HELP = ("the training framings from where progressive resolution moves to native size (default: "

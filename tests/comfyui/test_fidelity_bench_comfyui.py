@@ -82,7 +82,7 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
     assert info["steps"] == 3 and info["low_res_steps"] == 2 and info["ema"].endswith("from step 2")
     with pytest.raises(ValueError, match="low_res_minutes.*4.5 minutes.*end at native size"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=4.5)
-    with pytest.raises(ValueError, match="model must be one of .'small', 'wide'., got 'huge'"):
+    with pytest.raises(ValueError, match="model must be one of .'small', 'wide', 'tiny'., got 'huge'"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, model="huge")
     with pytest.raises(ValueError, match="native_framing .'mostly_whole'. is the framing from where progressive "
                                          "resolution moves to native size: give --low-res-minutes"):

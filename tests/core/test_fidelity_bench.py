@@ -107,20 +107,20 @@ def _x1(full: dict, truth_colour: float = 0.05) -> dict:
 
 
 def test_the_gate_passes_a_model_that_learned_and_names_what_fails():
-    evaluate = pytest.importorskip("evaluate")
+    outputs = pytest.importorskip("outputs")
     good = {"videos": 64, "count_error": (0.1, 0.02, 64), "duplication": (0.0, 0.0, 64),
             "continuity": (0.9, 0.02, 64), "colour_js": (0.09, 0.01)}
-    assert evaluate.gate(_x1(good))["passed"]
-    text = evaluate.gate_text(_x1(good))
+    assert outputs.gate(_x1(good))["passed"]
+    text = outputs.gate_text(_x1(good))
     assert "**passed**" in text and "no conclusion" not in text
-    bad = evaluate.gate(_x1({**good, "continuity": (0.84, 0.02, 64), "colour_js": (0.11, 0.01)}))
+    bad = outputs.gate(_x1({**good, "continuity": (0.84, 0.02, 64), "colour_js": (0.11, 0.01)}))
     assert not bad["passed"] and bad["why"] == "fails on continuity, colour_js"
-    few = evaluate.gate(_x1({**good, "videos": 16}))
+    few = outputs.gate(_x1({**good, "videos": 16}))
     assert not few["passed"] and few["why"] == "fails on videos"
     lost = _x1({**good, "count_error": (0.81, 0.1, 64), "continuity": (float("nan"), float("nan"), 0)})
-    assert evaluate.gate(lost)["why"] == "fails on count_error, continuity"
-    assert "no conclusion is drawn" in evaluate.gate_text(lost)
-    assert not evaluate.gate({"cells": []})["passed"] and "not measured" in evaluate.gate_text({"cells": []})
+    assert outputs.gate(lost)["why"] == "fails on count_error, continuity"
+    assert "no conclusion is drawn" in outputs.gate_text(lost)
+    assert not outputs.gate({"cells": []})["passed"] and "not measured" in outputs.gate_text({"cells": []})
 
 
 def test_the_detail_metric_tells_detail_from_blur_and_grain():
@@ -296,10 +296,10 @@ def test_failure_kinds_tell_a_broken_object_from_one_drawn_twice_and_flicker_fro
     gone[2:] = video[2:, :1, :1]  # the object vanishes after frame 1
     assert metrics.failure_kinds(gone, 1)["appears_or_vanishes"] == 2  # pairs (1, 2) and (2, 3)
     # the npz an evaluation writes, read back by diagnose.py
-    evaluate = pytest.importorskip("evaluate")
+    outputs = pytest.importorskip("outputs")
     diagnose = pytest.importorskip("diagnose")
-    path = evaluate.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
-                                  (2, "full"): doubled[None]}, tmp_path)
+    path = outputs.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
+                                 (2, "full"): doubled[None]}, tmp_path)
     assert path.name == "videos_x1.npz"
     found = diagnose.failures(path)
     assert set(found) == {"ground_truth", "full"}
