@@ -230,11 +230,11 @@ def main(argv=None) -> dict:
                      f"{args.start_steps!r}.")
         import tempfile
 
-        import evaluate
+        import sampling
         torch.set_num_threads(2)
-        runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
-        rows = from_truth(runtime, evaluate.install_weights(runtime, args.weights), args.videos, start,
-                          evaluate.weights_world(args.weights), captioned=evaluate.weights_captioned(args.weights))
+        runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
+        rows = from_truth(runtime, sampling.install_weights(runtime, args.weights), args.videos, start,
+                          sampling.weights_world(args.weights), captioned=sampling.weights_captioned(args.weights))
         out = {"from_truth": rows}
         print(json.dumps(out, indent=2))
         return out

@@ -30,16 +30,15 @@ on an EmptyHunyuanLatentVideo of the scale's size. Modes:
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
-independent set of renders, the floor each metric reaches with perfect content).
+independent set of renders, the floor each metric reaches with perfect content). The prompts and the runtime
+are sampling.py's; the gate, the table and the files written, outputs.py's.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -55,9 +54,9 @@ import captions  # noqa: E402
 import latents  # noqa: E402
 import metrics  # noqa: E402
 import outputs  # noqa: E402
+import sampling  # noqa: E402
 import scenes  # noqa: E402
 import upscaler  # noqa: E402
-import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
@@ -65,11 +64,6 @@ MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "co
          "lanczos_sharpen", "learned_sr")
 UPSCALERS = upscaler.METHODS  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
-MODEL_FILE = "ultragen_fidelity_wan.safetensors"
-NODES_FILE = HERE / "fidelity_nodes.py"
-
-
-GATE_STRENGTH = 0.5  # the quality_gate row's global_strength: (1 - w) windows + w global, an even mix
 
 
 @dataclass(frozen=True)
@@ -100,197 +94,6 @@ def smoke_config() -> EvalConfig:
                       gt_pool=4)
 
 
-# --- ComfyUI -----------------------------------------------------------------------------------------------
-
-def make_runtime(base: Path, cuda: bool):
-    """tests/comfyui/harness.py's headless ComfyUI (on the GPU when cuda), with the bench node loaded."""
-    for p in (PACK / "tests", PACK / "tests" / "comfyui"):
-        if str(p) not in sys.path:
-            sys.path.insert(0, str(p))
-    if cuda:
-        os.environ["ULTRAGEN_TEST_DEVICE"] = "cuda"
-    from harness import ComfyRuntime
-    runtime = ComfyRuntime(base)
-    if not runtime.pack_loaded:
-        raise RuntimeError("ComfyUI could not load the UltraGen pack (see the log above)")
-    load_bench_nodes(runtime)
-    return runtime
-
-
-def load_bench_nodes(runtime) -> None:
-    import asyncio
-    if "UltraGenFidelityLatentFile" not in runtime.nodes.NODE_CLASS_MAPPINGS:
-        ok = asyncio.run(runtime.nodes.load_custom_node(str(NODES_FILE), module_parent="custom_nodes"))
-        if not ok:
-            raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
-
-
-def check_latent_space(weights: Path) -> None:
-    """Raise ValueError unless the weights were trained on this bench's latent space (latents.SPACE)."""
-    from safetensors import safe_open
-    with safe_open(str(weights), "pt") as f:
-        space = (f.metadata() or {}).get("latent_space")
-    if space != latents.SPACE:
-        raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
-                         f"{latents.SPACE!r}: its samples would be noise. Train new weights "
-                         f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
-
-
-def weights_world(weights: Path) -> str:
-    """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
-    return weights_metadata(weights).get("world", "plain")
-
-
-def weights_captioned(weights: Path) -> bool:
-    """Whether the weights were trained on captions (captions.py): their metadata's context."""
-    return weights_metadata(weights).get("context") == captions.SPACE
-
-
-def weights_metadata(weights: Path) -> dict:
-    from safetensors import safe_open
-    with safe_open(str(weight_parts.join(weights)), "pt") as f:
-        return f.metadata() or {}
-
-
-def install_weights(runtime, weights: Path) -> str:
-    """Link the weights (joined first if only their parts are there: weight_parts.py) into the runtime's
-    models/diffusion_models; returns the name UNETLoader takes."""
-    weights = weight_parts.join(weights)
-    check_latent_space(weights)
-    target = runtime.models_dir / "diffusion_models" / MODEL_FILE
-    if target.exists() or target.is_symlink():
-        target.unlink()
-    target.symlink_to(Path(weights).resolve())
-    return MODEL_FILE
-
-
-def proxy_supported() -> str | None:
-    """None, or why UltraGen Proxy Guidance cannot run on this ComfyUI."""
-    import comfy.ldm.wan.model as wan
-    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
-        return "needs ComfyUI 0.33+ (in-context latents)"
-    return None
-
-
-def sol_attn_unavailable() -> str | None:
-    """None, or why the Sol-Attn row cannot run (bench/fidelity/fidelity_nodes.py)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ultragen_fidelity_nodes", NODES_FILE)
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
-    return nodes.sol_attn_unavailable()
-
-
-def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
-    side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
-    return cfg.frames, side, side
-
-
-def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
-    from ultragen_core.presets import fast_window
-    grid = native_grid(cfg)
-    if mode in ("full", "sol_attn", *UPSCALERS):
-        return None
-    window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
-    if mode == "windows":
-        glob, fusion = False, "local_only"
-    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (runs 38-50 used it)
-        fusion, strength = "gate", GATE_STRENGTH
-    elif mode == "fast":
-        window, shift = fast_window(grid), "none"
-    return {"class_type": "UltraGenAttentionSettings", "inputs": {
-        "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
-        "global_compression": 0, "fusion": fusion, "global_strength": strength, "full_attention_blocks": "",
-        "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
-
-
-CAPTION_SEED = 500_000  # a cell's captions: the held-out scenes of seed CAPTION_SEED + its sampling seed
-
-
-def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int, first: int = 0) -> dict:
-    """The API prompt of one cell; the result is captured under "out" (the native pass under "native").
-    Captioned weights: videos first .. first + batch - 1 of the cell whose sampling seed is ``seed - first``
-    (their captions are that cell's scenes')."""
-    side = scenes.NATIVE // latents.PIXELS * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
-    length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
-
-    def empty(s):
-        return {"class_type": "EmptyHunyuanLatentVideo",
-                "inputs": {"width": side * s, "height": side * s, "length": length, "batch_size": batch}}
-
-    def sampler(model, latent, seed_):
-        return {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": seed_, "steps": cfg.steps, "cfg": cfg.cfg_scale, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0], "latent_image": latent,
-            "denoise": 1.0}}
-
-    caption = {"caption_seed": CAPTION_SEED + seed - first, "first": first, "count": batch,
-               "frames": cfg.frames} if cfg.captioned else {}
-    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
-         "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
-         "cond": {"class_type": "UltraGenFidelityContext", "inputs": caption},
-         "uncond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
-    model = ["shifted", 0]
-    settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg)
-    if settings is not None and not (scale == 1 and mode != "fast"):
-        p["settings"] = settings
-        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
-        model = ["apply", 0]
-    if mode == "sol_attn":
-        p["sol"] = {"class_type": "UltraGenFidelitySolAttn", "inputs": {"model": model}}
-        model = ["sol", 0]
-    two_pass = mode in ("proxy", "coarse_to_fine", *UPSCALERS) and scale > 1
-    if two_pass:
-        p["native_latent"] = empty(1)
-        p["native"] = sampler(["shifted", 0], ["native_latent", 0], seed)
-    if mode in UPSCALERS and scale > 1:
-        p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
-        return p
-    if mode == "proxy" and scale > 1:
-        p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
-            "model": model, "proxy": ["native", 0], "strength": 1.0, "neighbourhood": "neighbourhood",
-            "radius_frames": 1, "radius_cells": 2, "seed": 0}}
-        model = ["proxy", 0]
-    if mode == "coarse_to_fine" and scale > 1:
-        p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {
-            "samples": ["native", 0], "upscale_method": "bicubic", "scale_by": float(scale)}}
-        p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
-            "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": cfg.cfg_scale,
-            "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0],
-            "latent_image": ["upscaled", 0], "start_at_step": round(cfg.c2f_start * cfg.steps),
-            "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
-    else:
-        p["latent"] = empty(scale)
-        p["sample"] = sampler(model, ["latent", 0], seed + 1 if two_pass else seed)
-    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}
-    return p
-
-
-def cell_samples(cfg: EvalConfig, scale: int, mode: str) -> int:
-    """Videos in a cell: the gate's cells (x1 full and ground truth) hold at least cfg.gate_samples."""
-    return max(cfg.samples, cfg.gate_samples) if scale == 1 and mode in ("full", "ground_truth") else cfg.samples
-
-
-def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
-    """The videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
-    from harness import captured
-    seed = cfg.seed * 100_003 + 1000 * scale
-    n = cell_samples(cfg, scale, mode)
-    if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1, i) for i in range(n)]
-    else:
-        runs = [(seed, n, 0)]
-    out = []
-    for s, batch, first in runs:
-        captured().pop("out", None)
-        runtime.run(prompt(mode, model_name, scale, cfg, s, batch, first))
-        out.append(captured()["out"].float().cpu())
-    frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
-    if mode in UPSCALERS and scale > 1:
-        frames = upscaler.upscale(frames, scale, mode, cfg.world)
-    return frames
-
-
 # --- metrics -----------------------------------------------------------------------------------------------
 
 def mean_sem(values) -> tuple[float, float, int]:
@@ -304,7 +107,7 @@ def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
     """Pixel positions of the quality windows' borders at ``scale`` (unshifted and shifted blocks), the
     same for every row of a scale so that the seam column compares rows (none at scale 1)."""
     from ultragen_core.attention.windows import tile_axis
-    side = native_grid(cfg)[1]
+    side = sampling.native_grid(cfg)[1]
     size = side * scale
     bounds = set()
     for shift in (0, side // 2):
@@ -343,7 +146,7 @@ def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
     pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames, world=cfg.world), scale,
                          cfg.frames, device)
     reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames,
+    truth_scenes = scenes.sample_scenes(20_000 + scale, sampling.cell_samples(cfg, scale, "ground_truth"), cfg.frames,
                                         world=cfg.world)
     videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
     borders = seam_borders(cfg, scale) if scale > 1 else []
@@ -388,7 +191,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
-    why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
+    why_no_proxy, why_no_sol = sampling.proxy_supported(), (sampling.sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
     for scale in cfg.scales:
         truth = ground_truth(cfg, scale, device)
         reference, borders = truth["reference"], truth["borders"]
@@ -406,7 +209,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
                 continue
             t0 = time.time()
             try:
-                sets = [metrics.to_numpy(generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
+                sets = [metrics.to_numpy(sampling.generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
                         for i in range(cfg.seeds)]
             except Exception as e:  # one broken cell must not lose the others' results
                 log.exception("cell %s x%d failed", mode, scale)
@@ -452,7 +255,7 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
         torch.set_num_threads(1)
     if runtime is None:
         import tempfile
-        runtime = make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)
+        runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)
     if str(PACK) not in sys.path:
         sys.path.append(str(PACK))  # ultragen_core for the fast preset's windows (last: the pack's nodes/
         # package must not hide ComfyUI's nodes module)
@@ -461,9 +264,9 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     def partial(results: dict) -> None:
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
-    name = install_weights(runtime, weights)
+    name = sampling.install_weights(runtime, weights)
     # the truth, and the learned upscaler, of the model's world; its captions if it was trained on them
-    cfg = replace(cfg, world=weights_world(weights), captioned=weights_captioned(weights))
+    cfg = replace(cfg, world=sampling.weights_world(weights), captioned=sampling.weights_captioned(weights))
     log.info("sampling %s weights at cfg %g", "captioned" if cfg.captioned else "unconditional", cfg.cfg_scale)
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"

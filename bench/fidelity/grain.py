@@ -31,6 +31,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluate  # noqa: E402
+import sampling  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 
@@ -63,10 +64,10 @@ def contents(videos: int, frames: int, world: str = "plain") -> dict[str, torch.
 
 def settings(mode: str, cfg: evaluate.EvalConfig) -> dict | None:
     if mode == "windows_noshift":
-        node = evaluate.settings_node("windows", cfg)
+        node = sampling.settings_node("windows", cfg)
         node["inputs"]["shift"] = "none"
         return node
-    return evaluate.settings_node(mode, cfg)
+    return sampling.settings_node(mode, cfg)
 
 
 def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, cfg: evaluate.EvalConfig,
@@ -161,11 +162,11 @@ def main(argv=None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="ultragen_grain_"))
-    runtime = evaluate.make_runtime(work / "comfy", cuda=False)
+    runtime = sampling.make_runtime(work / "comfy", cuda=False)
     if str(evaluate.PACK) not in sys.path:
         sys.path.append(str(evaluate.PACK))
-    rows = measure(runtime, evaluate.install_weights(runtime, args.weights), args.videos, args.frames, work, modes,
-                   evaluate.weights_world(args.weights))  # the model's own world
+    rows = measure(runtime, sampling.install_weights(runtime, args.weights), args.videos, args.frames, work, modes,
+                   sampling.weights_world(args.weights))  # the model's own world
     text = table(rows)
     print(text)
     if args.out is not None:

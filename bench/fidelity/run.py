@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import evaluate  # noqa: E402
 import outputs  # noqa: E402
+import sampling  # noqa: E402
 import train  # noqa: E402
 import weight_parts  # noqa: E402
 from smoke import banner  # noqa: E402
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
                      "bf16 training, the x1 / x3 cells and the other modes"))
         torch.set_num_threads(1)
     cuda = torch.cuda.is_available() and not args.smoke and not args.cpu
-    runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
+    runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
     t0 = time.time()
     trained = None
     if args.weights is None:

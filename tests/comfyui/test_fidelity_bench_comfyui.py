@@ -14,6 +14,7 @@ sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
 
 def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     import evaluate
+    import sampling
     import train
     import weight_parts
     info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
@@ -31,13 +32,13 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
                               steps=2, frames=2, gt_pool=4, seeds=2)
-    evaluate.load_bench_nodes(comfy)
+    sampling.load_bench_nodes(comfy)
     results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
     assert results["config"]["world"] == "detailed"
     assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
     # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
-    why = evaluate.sol_attn_unavailable()
+    why = sampling.sol_attn_unavailable()
     assert why is not None and cells["sol_attn"]["status"] == f"skipped: {why}" and "sol" in why.lower()
     truth = cells["ground_truth"]
     assert truth["count_error"][0] == 0 and truth["duplication"][0] == 0 and truth["continuity"][0] == 1
@@ -49,7 +50,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert cells["learned_sr"]["status"] == "ok" and cells["learned_sr"]["videos"] == 4
     perfect = cells["learned_sr_of_truth"]
     assert perfect["videos"] == 2 and perfect["count_error"][0] <= 0.5 and perfect["continuity"][0] >= 0.5
-    if evaluate.proxy_supported() is None:
+    if sampling.proxy_supported() is None:
         assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 4
     else:
         assert cells["proxy"]["status"].startswith("skipped: needs ComfyUI 0.33")
@@ -61,7 +62,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert "| x2 | sol_attn | 0 | skipped" in table[5] and "| x2 | learned_sr_of_truth | 2 |" in table[7]
     import cv2
     grid = cv2.imread(str(tmp_path / "samples_x2.png"))
-    rows = 3 if evaluate.proxy_supported() else 4
+    rows = 3 if sampling.proxy_supported() else 4
     assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
 
 
@@ -172,11 +173,11 @@ def test_sampling_from_the_noised_truth_keeps_what_the_truth_fixed(comfy, tmp_pa
     """diagnose.py --from-truth through ComfyUI: from the last step of 20 (sigma 0.14) every object of the truth
     is kept, whatever the model; from pure noise an untrained model draws none of them."""
     import diagnose
-    import evaluate
+    import sampling
     import train
     train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
-    evaluate.load_bench_nodes(comfy)
-    name = evaluate.install_weights(comfy, tmp_path / train.WEIGHTS.name)
+    sampling.load_bench_nodes(comfy)
+    name = sampling.install_weights(comfy, tmp_path / train.WEIGHTS.name)
     late, = diagnose.from_truth(comfy, name, videos=2, start_steps=[19])
     assert late["sigma"] == 0.136 and late["videos"] == 2
     assert late["count_error"][0] == 0 and late["duplication"][0] == 0 and late["continuity"][0] == 1
@@ -214,12 +215,13 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
     """Prompts of every mode validate in this ComfyUI (proxy only where it runs), with the latent sizes the
     scale asks for."""
     import evaluate
-    evaluate.load_bench_nodes(comfy)
+    import sampling
+    sampling.load_bench_nodes(comfy)
     cfg = evaluate.EvalConfig(frames=2)
     for mode in evaluate.MODES:
-        if mode == "proxy" and evaluate.proxy_supported():
+        if mode == "proxy" and sampling.proxy_supported():
             continue
-        p = evaluate.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
+        p = sampling.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
         latent = p.get("latent", p.get("native_latent"))["inputs"]
         assert latent["length"] == 5
         assert latent["width"] == (1536 if "latent" in p else 512)  # 8 x the latent: 192 (x3) or 64 (x1) wide
@@ -233,25 +235,25 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
 
 def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
     """Weights trained before issue 24 (the old latent space) would sample noise: evaluating them is refused."""
-    import evaluate
+    import sampling
     import torch
     from safetensors.torch import save_file
     path = tmp_path / "old.safetensors"
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
     with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py'"):
-        evaluate.install_weights(comfy, path)
+        sampling.install_weights(comfy, path)
 
 
 def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp_path):
     """The learned_sr row runs the committed network as a user's graph runs it: a decoded native pass through
     Load Upscale Model + Upscale Image (using Model) gives the frames upscaler.upscale gives the bench."""
     pytest.importorskip("spandrel")
-    import evaluate
+    import sampling
     import latents
     import scenes
     import torch
     import upscaler
-    evaluate.load_bench_nodes(comfy)
+    sampling.load_bench_nodes(comfy)
     video = scenes.render(scenes.sample_scenes(5, 2, frames=2), 1, 2)  # (2 videos, 2 frames, 3, 64, 64)
     torch.save(latents.encode(video), tmp_path / "native.pt")
     name = upscaler.file_name(3)

@@ -49,15 +49,16 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
 def test_the_context_node_gives_held_out_scenes_captions_within_comfyuis_range_checks(comfy):
     import captions
     import evaluate
+    import sampling
     import scenes
     import torch
-    evaluate.load_bench_nodes(comfy)
+    sampling.load_bench_nodes(comfy)
     node = comfy.nodes.NODE_CLASS_MAPPINGS["UltraGenFidelityContext"]()
     (cond,), = node.make()
     assert torch.equal(cond[0], torch.zeros(1, 1, captions.TEXT_DIM))  # the empty caption
     (cond,), = node.make(caption_seed=5, first=1, count=2, frames=8)
     assert torch.equal(cond[0], captions.encode(captions.of_scenes(scenes.sample_scenes(5, 3)[1:])))
-    p = evaluate.prompt("full", "missing.safetensors", 1, evaluate.EvalConfig(frames=2, captioned=True), seed=3,
+    p = sampling.prompt("full", "missing.safetensors", 1, evaluate.EvalConfig(frames=2, captioned=True), seed=3,
                         batch=2)
     p["cond"]["inputs"]["caption_seed"] = -2
     ok, _, _, node_errors = comfy.validate(p)
@@ -66,6 +67,7 @@ def test_the_context_node_gives_held_out_scenes_captions_within_comfyuis_range_c
 
 def test_a_captioned_model_is_sampled_with_its_captions_against_the_empty_one(comfy, tmp_path):
     import evaluate
+    import sampling
     import torch
     import train
     from safetensors.torch import save_file
@@ -78,23 +80,23 @@ def test_a_captioned_model_is_sampled_with_its_captions_against_the_empty_one(co
     sd["text_embedding.0.weight"][:, :8] = torch.randn(sd["text_embedding.0.weight"][:, :8].shape, generator=g)
     sd["head.head.weight"] = 0.1 * torch.randn(sd["head.head.weight"].shape, generator=g)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(weights), metadata=meta)
-    evaluate.load_bench_nodes(comfy)
-    assert evaluate.weights_captioned(weights)
+    sampling.load_bench_nodes(comfy)
+    assert sampling.weights_captioned(weights)
     cfg = evaluate.EvalConfig(scales=(1,), modes=("full",), samples=2, gate_samples=2, steps=2, frames=2, gt_pool=4,
                               captioned=True)
     assert cfg.cfg_scale == 3.0 and replace(cfg, guidance=1.5).cfg_scale == 1.5
     assert replace(cfg, captioned=False).cfg_scale == 1.0
-    p = evaluate.prompt("coarse_to_fine", "m", 2, cfg, seed=40, batch=2)
-    assert p["cond"]["inputs"] == {"caption_seed": evaluate.CAPTION_SEED + 40, "first": 0, "count": 2, "frames": 2}
+    p = sampling.prompt("coarse_to_fine", "m", 2, cfg, seed=40, batch=2)
+    assert p["cond"]["inputs"] == {"caption_seed": sampling.CAPTION_SEED + 40, "first": 0, "count": 2, "frames": 2}
     assert p["uncond"]["inputs"] == {} and p["native"]["inputs"]["cfg"] == p["sample"]["inputs"]["cfg"] == 3.0
     assert p["sample"]["inputs"]["negative"] == ["uncond", 0] and p["native"]["inputs"]["positive"] == ["cond", 0]
     # proxy: one prompt per video, each with its own scene's caption of the cell
-    one = evaluate.prompt("proxy", "m", 2, cfg, seed=41, batch=1, first=1)["cond"]["inputs"]
-    assert one["caption_seed"] == evaluate.CAPTION_SEED + 40 and one["first"] == 1 and one["count"] == 1
-    name = evaluate.install_weights(comfy, weights)
-    captioned = evaluate.generate(comfy, "full", name, 1, cfg)
-    assert torch.equal(evaluate.generate(comfy, "full", name, 1, cfg), captioned)  # seeded
-    unconditional = evaluate.generate(comfy, "full", name, 1, replace(cfg, captioned=False))
+    one = sampling.prompt("proxy", "m", 2, cfg, seed=41, batch=1, first=1)["cond"]["inputs"]
+    assert one["caption_seed"] == sampling.CAPTION_SEED + 40 and one["first"] == 1 and one["count"] == 1
+    name = sampling.install_weights(comfy, weights)
+    captioned = sampling.generate(comfy, "full", name, 1, cfg)
+    assert torch.equal(sampling.generate(comfy, "full", name, 1, cfg), captioned)  # seeded
+    unconditional = sampling.generate(comfy, "full", name, 1, replace(cfg, captioned=False))
     assert captioned.shape == unconditional.shape == (2, 2, 3, 64, 64)
     assert (captioned - unconditional).abs().max() > 0.01  # the captions reach the model
     results = evaluate.run_evaluation(weights, tmp_path / "eval", replace(cfg, captioned=False), smoke=True,
