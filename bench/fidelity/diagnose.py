@@ -37,6 +37,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bench_model  # noqa: E402
 import captions  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
@@ -51,7 +52,7 @@ TEMPORAL_LEVELS = (0.98, 0.95, 0.9, 0.8)
 PROBE_FRAME = 3  # the frame whose object --temporal measures (one of the middle ones)
 
 
-def schedule_share(spread: float, shift: float = train.SHIFT, steps: int = 20) -> dict:
+def schedule_share(spread: float, shift: float = bench_model.SHIFT, steps: int = 20) -> dict:
     """s* = spread / (1 + spread) (signal (1 - s) spread = noise s), and how much of training and sampling
     lies below it."""
     s_star = spread / (1 + spread)
@@ -78,7 +79,7 @@ def loss_by_level(model, x0: torch.Tensor, mask: torch.Tensor, seed: int = 0,
     context, (B, tokens, 4096) (default: the zeros the unconditional model knows)."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
-    context = train.fixed_context(x0.shape[0]) if context is None else context
+    context = bench_model.fixed_context(x0.shape[0]) if context is None else context
     rows = []
     for s in LEVELS:
         xs = (1 - s) * x0 + s * noise
@@ -120,7 +121,7 @@ def per_100(counts: list[dict], digits: int = 1) -> dict:
     return out
 
 
-def step_sigma(step: int, steps: int = 20, shift: float = train.SHIFT) -> float:
+def step_sigma(step: int, steps: int = 20, shift: float = bench_model.SHIFT) -> float:
     """The sigma at which step ``step`` of ``steps`` starts (simple scheduler, ModelSamplingSD3 ``shift``)."""
     t = 1 - step / steps
     return shift * t / (1 + (shift - 1) * t)
@@ -176,7 +177,7 @@ def temporal(model, x0: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor, le
     loss_by_level's (a captioned model: the videos' captions)."""
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
-    context = train.fixed_context(x0.shape[0]) if context is None else context
+    context = bench_model.fixed_context(x0.shape[0]) if context is None else context
     others = [f for f in range(x0.shape[2]) if f != frame]
     rows = []
     for s in levels:
@@ -241,22 +242,22 @@ def main(argv=None) -> dict:
     if args.temporal and args.weights is None:
         sys.exit("--temporal measures a model: give --weights (bench weights written by train.py).")
     train.use_comfyui(True)
-    sd, meta = train.load(args.weights) if args.weights is not None else (None, {})
+    sd, meta = bench_model.load(args.weights) if args.weights is not None else (None, {})
     seed = FROM_TRUTH_SEED if args.temporal else 777
-    sc = scenes.sample_scenes(seed, args.videos, world=train.world_of(meta))  # whole scenes, as the evaluation renders
+    sc = scenes.sample_scenes(seed, args.videos, world=bench_model.world_of(meta))  # whole scenes, as the evaluation renders
     frames = scenes.render(sc, 1)
-    fmt = train.wan_latent_format()
+    fmt = bench_model.wan_latent_format()
     x0 = fmt.process_in(latents.encode(frames))  # (B, 16, T, H, W) what the model sees
     used = x0[:, :latents.USED]
     spread = float((used - used.mean((0, 2, 3, 4), keepdim=True)).std())
     mask = object_mask(sc, frames)
-    context = captions.encode(captions.of_scenes(sc)) if train.captioned_of(meta) else None  # (B, 3, 4096)
+    context = captions.encode(captions.of_scenes(sc)) if bench_model.captioned_of(meta) else None  # (B, 3, 4096)
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
         if meta.get("latent_space") != latents.SPACE:
             sys.exit(f"{args.weights} was trained on another latent space ({meta.get('latent_space')!r}).")
-        model = train.build_model(json.loads(meta["config"]))
+        model = bench_model.build_model(json.loads(meta["config"]))
         model.load_state_dict(sd)
         comfy.model_management.in_training = True  # plain-torch RoPE on the CPU
         torch.set_num_threads(2)

@@ -24,6 +24,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bench_model  # noqa: E402
 import captions  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
@@ -36,7 +37,7 @@ PILOT_SEED = 600_000  # held-out scenes (training seeds start at train.TRAIN_SEE
 GUIDANCE = (1.0, captions.CFG)  # the captioned arm is sampled at each
 
 
-def sigmas(steps: int = 20, shift: float = train.SHIFT) -> torch.Tensor:
+def sigmas(steps: int = 20, shift: float = bench_model.SHIFT) -> torch.Tensor:
     """The sampling sigmas, 1 .. 0 (steps + 1 values): ComfyUI's simple scheduler under ModelSamplingSD3."""
     t = 1 - torch.arange(steps + 1, dtype=torch.float64) / steps
     return (shift * t / (1 + (shift - 1) * t)).float()
@@ -48,7 +49,7 @@ def sample(model, context: torch.Tensor | None, shape: tuple, guidance: float = 
     """Euler sampling of the rectified-flow model from noise: (B, 16, T, H, W) as the model sees latents. context:
     (B, tokens, 4096) or None (zeros); guidance > 1 mixes in the empty caption's prediction (CFG)."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    empty = train.fixed_context(shape[0])
+    empty = bench_model.fixed_context(shape[0])
     cond = empty if context is None else context
     s = sigmas(steps)
     for i in range(steps):
@@ -89,13 +90,13 @@ def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, l
         raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}.")
     info = train.train(out, minutes, False, batch, lr, scenes.FRAMES, framing="evaluation", model="tiny",
                        compile_blocks=False, half_size=True, **ARMS[arm])
-    sd, meta = train.load(Path(info["weights"]))
-    model = train.build_model(json.loads(meta["config"]))
+    sd, meta = bench_model.load(Path(info["weights"]))
+    model = bench_model.build_model(json.loads(meta["config"]))
     model.load_state_dict(sd)
     model.eval()
     held_out = scenes.sample_scenes(PILOT_SEED, videos)
     truth = torch.nn.functional.avg_pool2d(scenes.render(held_out, 1).flatten(0, 1), 2).unflatten(0, (videos, -1))
-    fmt = train.wan_latent_format()
+    fmt = bench_model.wan_latent_format()
     shape = (videos, latents.CHANNELS, scenes.FRAMES, scenes.NATIVE // 2, scenes.NATIVE // 2)
     result = {"arm": arm, "train": info, "truth": measure(to_native(truth)), "samples": {}}
     context = captions.encode(captions.of_scenes(held_out)) if ARMS[arm].get("captioned") else None

@@ -26,6 +26,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+import bench_model  # noqa: E402
 import evaluate  # noqa: E402
 import outputs  # noqa: E402
 import sampling  # noqa: E402
@@ -54,7 +55,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--native-framing", choices=list(train.FRAMINGS), default=None, help=train.NATIVE_FRAMING_HELP)
-    ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--model", choices=list(bench_model.MODELS), default="small", help=train.MODEL_HELP)
     ap.add_argument("--state", type=Path, default=None, help=train.STATE_HELP)
     ap.add_argument("--schedule-minutes", type=float, default=None, help=train.SCHEDULE_HELP)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=train.COMPILE_HELP)

@@ -15,25 +15,26 @@ sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
 def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     import evaluate
     import sampling
+    import bench_model
     import train
     import weight_parts
     info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
     assert info["steps"] == 3 and info["loss_first"] > 0
     # resuming starts from the saved weights and counts steps on; weights that came back from a device run in
     # parts (weight_parts.split) resume and install under the file's name, joined first
-    first = tmp_path / "first" / train.WEIGHTS.name
+    first = tmp_path / "first" / bench_model.WEIGHTS.name
     assert len(weight_parts.split(first, limit=1_200_000)) > 1 and not first.exists()  # text embedding: 1 MiB
-    assert train.world_of(train.load(first)[1]) == "plain"  # the world a run from scratch trains in
+    assert bench_model.world_of(bench_model.load(first)[1]) == "plain"  # the world a run from scratch trains in
     # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them
     info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, world="detailed")
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
-    sd, meta = train.load(tmp_path / train.WEIGHTS.name)
-    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE and meta["world"] == "detailed"
-    assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
+    sd, meta = bench_model.load(tmp_path / bench_model.WEIGHTS.name)
+    assert meta["steps"] == "6" and meta["latent_space"] == bench_model.LATENT_SPACE and meta["world"] == "detailed"
+    assert len(weight_parts.split(tmp_path / bench_model.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
                               steps=2, frames=2, gt_pool=4, seeds=2)
     sampling.load_bench_nodes(comfy)
-    results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
+    results = evaluate.run_evaluation(tmp_path / bench_model.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
     assert results["config"]["world"] == "detailed"
     assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
@@ -102,6 +103,7 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     size (and the EMA's restart, and the native framing) in the second call, the weights' step count; its own
     settings give way to the run's. A state file and --resume together are refused."""
     import torch
+    import bench_model
     import train
     framings, batch_latents = [], train.batch_latents
 
@@ -126,12 +128,12 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     assert framings == [("evaluation", True)] * 3 + [("mostly_whole", False)] * 3
     saved = torch.load(state)
     assert saved["run"]["steps"] == 6 and max(v["step"] for v in saved["opt"]["state"].values()) == 6
-    assert train.load(tmp_path / "b" / train.WEIGHTS.name)[1]["steps"] == "6"
+    assert bench_model.load(tmp_path / "b" / bench_model.WEIGHTS.name)[1]["steps"] == "6"
     done = train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)  # the schedule is over
     assert done["steps"] == 0 and done["steps_total"] == 6
     with pytest.raises(ValueError, match="--state .*run.pt exists.*--resume"):
         train.train(tmp_path / "d", 1.0, True, batch=2, lr=4e-4, frames=2, state=state,
-                    resume=tmp_path / "b" / train.WEIGHTS.name)
+                    resume=tmp_path / "b" / bench_model.WEIGHTS.name)
 
 
 def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_falls_back(comfy, tmp_path, monkeypatch,
@@ -142,6 +144,7 @@ def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_fall
     import logging
 
     import torch
+    import bench_model
     import train
     torch.manual_seed(0)  # the same noise and noise levels for every run
     plain = train.train(tmp_path / "plain", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=False)
@@ -150,8 +153,8 @@ def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_fall
     assert plain["compiled"] is False and fast["compiled"] is True and fast["steps"] == plain["steps"] == 3
     assert fast["loss_first"] == pytest.approx(plain["loss_first"], rel=1e-4)
     assert fast["loss_last50"] == pytest.approx(plain["loss_last50"], rel=1e-3)
-    assert list(train.load(tmp_path / "fast" / train.WEIGHTS.name)[0]) == \
-        list(train.load(tmp_path / "plain" / train.WEIGHTS.name)[0])
+    assert list(bench_model.load(tmp_path / "fast" / bench_model.WEIGHTS.name)[0]) == \
+        list(bench_model.load(tmp_path / "plain" / bench_model.WEIGHTS.name)[0])
 
     def broken(fn, **kwargs):
         def fails(*args, **kw):
@@ -174,10 +177,11 @@ def test_sampling_from_the_noised_truth_keeps_what_the_truth_fixed(comfy, tmp_pa
     is kept, whatever the model; from pure noise an untrained model draws none of them."""
     import diagnose
     import sampling
+    import bench_model
     import train
     train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
     sampling.load_bench_nodes(comfy)
-    name = sampling.install_weights(comfy, tmp_path / train.WEIGHTS.name)
+    name = sampling.install_weights(comfy, tmp_path / bench_model.WEIGHTS.name)
     late, = diagnose.from_truth(comfy, name, videos=2, start_steps=[19])
     assert late["sigma"] == 0.136 and late["videos"] == 2
     assert late["count_error"][0] == 0 and late["duplication"][0] == 0 and late["continuity"][0] == 1

@@ -16,8 +16,9 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
     import captions
     import scenes
     import torch
+    import bench_model
     import train
-    fmt = train.wan_latent_format()
+    fmt = bench_model.wan_latent_format()
     x0, context = train.batch_latents(7, 64, 2, fmt, "cpu", "mixed", with_context=True)
     assert x0.shape == (64, 16, 2, 64, 64) and context.shape == (64, captions.TOKENS, captions.TEXT_DIM)
     seed = train.TRAIN_SEED + 1_000_003 * 7
@@ -29,11 +30,11 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
 
     info = train.train(tmp_path / "a", 0.0, True, batch=2, lr=4e-4, frames=2, captioned=True)
     assert info["captioned"] is True
-    meta = train.load(tmp_path / "a" / train.WEIGHTS.name)[1]
-    assert meta["context"] == captions.SPACE and train.captioned_of(meta)
+    meta = bench_model.load(tmp_path / "a" / bench_model.WEIGHTS.name)[1]
+    assert meta["context"] == captions.SPACE and bench_model.captioned_of(meta)
     # resumed, the run stays captioned; a state file keeps it for the next call; from scratch it is off
     resumed = train.train(tmp_path / "b", 0.0, True, batch=2, lr=4e-4, frames=2,
-                          resume=tmp_path / "a" / train.WEIGHTS.name)
+                          resume=tmp_path / "a" / bench_model.WEIGHTS.name)
     assert resumed["captioned"] is True
     state = tmp_path / "run.pt"
     train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, captioned=True, state=state,
@@ -41,7 +42,7 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
     assert train.train(tmp_path / "d", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)["captioned"] is True
     plain = train.train(tmp_path / "e", 0.0, True, batch=2, lr=4e-4, frames=2)
     assert plain["captioned"] is False
-    assert train.load(tmp_path / "e" / train.WEIGHTS.name)[1]["context"] == "zeros (1, 1, 4096)"
+    assert bench_model.load(tmp_path / "e" / bench_model.WEIGHTS.name)[1]["context"] == "zeros (1, 1, 4096)"
     with pytest.raises(ValueError, match="half_size trains every step at half size; low_res_minutes"):
         train.train(tmp_path / "f", 1.0, True, batch=2, lr=4e-4, frames=2, low_res_minutes=0.5, half_size=True)
 
@@ -69,13 +70,14 @@ def test_a_captioned_model_is_sampled_with_its_captions_against_the_empty_one(co
     import evaluate
     import sampling
     import torch
+    import bench_model
     import train
     from safetensors.torch import save_file
     train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, captioned=True)
-    weights = tmp_path / train.WEIGHTS.name
+    weights = tmp_path / bench_model.WEIGHTS.name
     # three steps barely teach the model its captions: give the caption features and the output head weight, so
     # that whether the captions reach the model shows in its samples
-    sd, meta = train.load(weights)
+    sd, meta = bench_model.load(weights)
     g = torch.Generator().manual_seed(0)
     sd["text_embedding.0.weight"][:, :8] = torch.randn(sd["text_embedding.0.weight"][:, :8].shape, generator=g)
     sd["head.head.weight"] = 0.1 * torch.randn(sd["head.head.weight"].shape, generator=g)
@@ -108,10 +110,10 @@ def test_the_cpu_pilot_trains_at_half_size_and_counts_its_samples_against_a_perf
     """pilot.py: a tiny model trained at half size through train.py's loop, sampled (the captioned arm at cfg 1 and
     at captions.CFG) and counted; the truth, through the same half size and upsampling, is the floor: no error."""
     import pilot
-    import train
+    import bench_model
     result = pilot.run("captions", 0.02, tmp_path, videos=2, batch=2, steps=4)
     info = result["train"]
-    assert info["captioned"] is True and info["model"] == train.MODELS["tiny"]
+    assert info["captioned"] is True and info["model"] == bench_model.MODELS["tiny"]
     assert info["low_res_steps"] == info["steps"] >= 1  # every step at half size
     assert result["truth"]["count_error"] == [0.0, 0.0] and result["truth"]["continuity"][0] == 1.0
     assert set(result["samples"]) == {"cfg 1", "cfg 3"}
