@@ -4,6 +4,8 @@ before device time is spent on it; its numbers are not the gate's (other model, 
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/pilot.py --arm captions --minutes 50 --out DIR
     COMFYUI_PATH=... python bench/fidelity/pilot.py --arm baseline --minutes 50 --out DIR2   # both at once, 1 core each
+    COMFYUI_PATH=... python bench/fidelity/pilot.py --arm captions --minutes 50 \
+        --resume DIR/ultragen_fidelity_wan.safetensors --out DIR3   # on from the first run's weights
 
 Training: train.py's own loop (train.train, half_size: every step at 32 x 32 px, 16 x 16 tokens x 8 frames; model
 "tiny", whole scenes, batch 8, lr 1e-3). Sampling: ``videos`` held-out scenes (the captioned arm is prompted with
@@ -85,11 +87,13 @@ def measure(videos: torch.Tensor) -> dict:
 
 
 def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, lr: float = 1e-3,
-        steps: int = 20) -> dict:
+        steps: int = 20, resume: Path | None = None) -> dict:
+    """Train ``arm`` for ``minutes`` (or train on from an earlier pilot's weights, ``resume``), sample and count;
+    the result is also written to out/pilot.json."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}.")
-    info = train.train(out, minutes, False, batch, lr, scenes.FRAMES, framing="evaluation", model="tiny",
-                       compile_blocks=False, half_size=True, **ARMS[arm])
+    info = train.train(out, minutes, False, batch, lr, scenes.FRAMES, resume=resume, framing="evaluation",
+                       model="tiny", compile_blocks=False, half_size=True, **ARMS[arm])
     sd, meta = bench_model.load(Path(info["weights"]))
     model = bench_model.build_model(json.loads(meta["config"]))
     model.load_state_dict(sd)
@@ -115,6 +119,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--minutes", type=float, default=50.0, help="training budget, wall clock")
     ap.add_argument("--videos", type=int, default=32, help="held-out videos sampled and counted")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (two arms at once on 2 cores: 1 each)")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="train on from this earlier pilot's weights (its out/ultragen_fidelity_wan.safetensors)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,7 +128,7 @@ def main(argv=None) -> dict:
     train.use_comfyui(True)
     import comfy.model_management
     comfy.model_management.in_training = True  # plain-torch RoPE on the CPU, for the sampling too
-    result = run(args.arm, args.minutes, args.out, args.videos)
+    result = run(args.arm, args.minutes, args.out, args.videos, resume=args.resume)
     print(json.dumps({k: result[k] for k in ("arm", "truth", "samples")}, indent=2))
     return result
 
