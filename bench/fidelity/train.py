@@ -271,10 +271,9 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         warm = min(1.0, (k + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x0, context = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing,
-                                    low_res, world, with_context=True)  # (B, 16, T, 64, 64), (B, 3, 4096)
-        if not captioned:
-            context = fixed_context(size, device)
+        drawn = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing,
+                              low_res, world, with_context=captioned)  # (B, 16, T, 64, 64) [, (B, 3, 4096)]
+        x0, context = drawn if captioned else (drawn, fixed_context(size, device))
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device, high_noise_share=high_noise_share)
         xs = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise

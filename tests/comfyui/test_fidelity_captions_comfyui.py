@@ -12,7 +12,7 @@ from comfyui_finder import PACK_DIR
 sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
 
 
-def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(comfy, tmp_path):
+def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(comfy, tmp_path, monkeypatch):
     import captions
     import scenes
     import torch
@@ -28,8 +28,15 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
     assert torch.equal(context[kept], full[kept]) and 0 < int((~kept).sum()) < 20  # a tenth emptied (or no object)
     assert torch.equal(train.batch_latents(7, 64, 2, fmt, "cpu", "mixed"), x0)  # the same videos either way
 
+    asked, batch_latents = [], train.batch_latents
+
+    def recording(*args, with_context=False, **kw):
+        asked.append(with_context)
+        return batch_latents(*args, with_context=with_context, **kw)
+
+    monkeypatch.setattr(train, "batch_latents", recording)
     info = train.train(tmp_path / "a", 0.0, True, batch=2, lr=4e-4, frames=2, captioned=True)
-    assert info["captioned"] is True
+    assert info["captioned"] is True and asked == [True] * 3  # every step's videos come with their captions
     meta = bench_model.load(tmp_path / "a" / bench_model.WEIGHTS.name)[1]
     assert meta["context"] == captions.SPACE and bench_model.captioned_of(meta)
     # resumed, the run stays captioned; a state file keeps it for the next call; from scratch it is off
@@ -40,8 +47,9 @@ def test_a_captioned_run_shows_each_video_its_caption_and_its_weights_say_so(com
     train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, captioned=True, state=state,
                 schedule_minutes=2.0)
     assert train.train(tmp_path / "d", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)["captioned"] is True
+    asked.clear()
     plain = train.train(tmp_path / "e", 0.0, True, batch=2, lr=4e-4, frames=2)
-    assert plain["captioned"] is False
+    assert plain["captioned"] is False and asked == [False] * 3
     assert bench_model.load(tmp_path / "e" / bench_model.WEIGHTS.name)[1]["context"] == "zeros (1, 1, 4096)"
     with pytest.raises(ValueError, match="half_size trains every step at half size; low_res_minutes"):
         train.train(tmp_path / "f", 1.0, True, batch=2, lr=4e-4, frames=2, low_res_minutes=0.5, half_size=True)
