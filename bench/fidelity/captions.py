@@ -4,8 +4,8 @@ A caption names the objects a video shows, each by colour, shape and size in the
 small blue square"); it says nothing of where they are or how they move, which the model draws. It is encoded
 as Wan's text context is shaped, (B, TOKENS, 4096): one token per object, in the scene's (random) order, padded
 with zero tokens; the empty caption, all zeros, is the unconditional context the bench model had before
-captions (bench_model.fixed_context), so classifier-free guidance contrasts the two as ComfyUI's KSampler does with a
-prompt and an empty negative.
+captions (bench_model.fixed_context), so classifier-free guidance contrasts the two as ComfyUI's KSampler does
+with a prompt and an empty negative.
 
     caps = captions.of_scenes(scene_list)                        # whole scenes: every object
     caps = captions.of_scenes(scene_list, frames, zoom, origin)  # crops: the objects a crop shows

@@ -244,7 +244,8 @@ def main(argv=None) -> dict:
     train.use_comfyui(True)
     sd, meta = bench_model.load(args.weights) if args.weights is not None else (None, {})
     seed = FROM_TRUTH_SEED if args.temporal else 777
-    sc = scenes.sample_scenes(seed, args.videos, world=bench_model.world_of(meta))  # whole scenes, as the evaluation renders
+    # whole scenes, as the evaluation renders them
+    sc = scenes.sample_scenes(seed, args.videos, world=bench_model.world_of(meta))
     frames = scenes.render(sc, 1)
     fmt = bench_model.wan_latent_format()
     x0 = fmt.process_in(latents.encode(frames))  # (B, 16, T, H, W) what the model sees

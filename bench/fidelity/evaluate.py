@@ -191,7 +191,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
-    why_no_proxy, why_no_sol = sampling.proxy_supported(), (sampling.sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
+    why_no_proxy = sampling.proxy_supported()
+    why_no_sol = sampling.sol_attn_unavailable() if "sol_attn" in cfg.modes else None
     for scale in cfg.scales:
         truth = ground_truth(cfg, scale, device)
         reference, borders = truth["reference"], truth["borders"]
@@ -209,7 +210,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
                 continue
             t0 = time.time()
             try:
-                sets = [metrics.to_numpy(sampling.generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
+                sets = [metrics.to_numpy(sampling.generate(runtime, mode, model_name, scale,
+                                                           replace(cfg, seed=cfg.seed + i)))
                         for i in range(cfg.seeds)]
             except Exception as e:  # one broken cell must not lose the others' results
                 log.exception("cell %s x%d failed", mode, scale)

@@ -1,9 +1,8 @@
-"""The fidelity bench's own ComfyUI nodes (loaded into ComfyUI by bench/fidelity/evaluate.py; never shipped
+"""The fidelity bench's own ComfyUI nodes (loaded into ComfyUI by bench/fidelity/sampling.py; never shipped
 in the pack): the text context the bench model was trained with, in place of a text encoder (zeros, or the
-captions of held-out scenes: captions.py); a
-latent read from a file (bench/fidelity/grain.py feeds noised ground truth through ComfyUI's sampler); and
-Sol-Attn, the block-sparse attention of ComfyUI's core "Model Sparse Attention" node, for the table's peer
-row on ComfyUI trees older than that node."""
+captions of held-out scenes: captions.py); a latent read from a file (bench/fidelity/grain.py feeds noised
+ground truth through ComfyUI's sampler); and Sol-Attn, the block-sparse attention of ComfyUI's core "Model
+Sparse Attention" node, for the table's peer row on ComfyUI trees older than that node."""
 from __future__ import annotations
 
 import sys
