@@ -121,6 +121,20 @@ def per_100(counts: list[dict], digits: int = 1) -> dict:
     return out
 
 
+def counted(videos) -> dict:
+    """The gate's per-video metrics (mean and standard error, rounded; None without an error bar, for strict JSON)
+    and the failures by kind (per_100) of native-size videos, (N, T, H, W, 3) float in [0, 1]."""
+    import evaluate
+    import metrics
+    per = [metrics.per_video(v, 1) for v in videos]
+    row = {}
+    for key in ("count_error", "duplication", "continuity"):
+        mean, sem, n = evaluate.mean_sem([r[key] for r in per])
+        row[key] = [round(mean, 3), round(sem, 3)] if n > 1 else None
+    row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in videos])
+    return row
+
+
 def step_sigma(step: int, steps: int = 20, shift: float = bench_model.SHIFT) -> float:
     """The sigma at which step ``step`` of ``steps`` starts (simple scheduler, ModelSamplingSD3 ``shift``)."""
     t = 1 - step / steps
@@ -146,12 +160,7 @@ def from_truth(runtime, model_name: str, videos: int, start_steps, world: str = 
     for k in start_steps:
         out = metrics.to_numpy(grain.sample_from(runtime, model_name, path, "full", k, steps, cfg, seed,
                                                  caption if captioned else None))
-        per = [metrics.per_video(v, 1) for v in out]
-        row = {"start_step": k, "sigma": round(step_sigma(k, steps, cfg.shift), 3), "videos": videos}
-        for key in ("count_error", "duplication", "continuity"):
-            mean, sem, n = evaluate.mean_sem([r[key] for r in per])
-            row[key] = [round(mean, 3), round(sem, 3)] if n > 1 else None  # None: no error bar (strict JSON)
-        row["per_100"] = per_100([metrics.failure_kinds(v, 1) for v in out])
+        row = {"start_step": k, "sigma": round(step_sigma(k, steps, cfg.shift), 3), "videos": videos, **counted(out)}
         log.info("%s", json.dumps(row))  # each row as it comes: these runs take many minutes on a CPU
         rows.append(row)
     return rows

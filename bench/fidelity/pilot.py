@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_model  # noqa: E402
 import captions  # noqa: E402
+import diagnose  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import train  # noqa: E402
@@ -41,8 +42,7 @@ GUIDANCE = (1.0, captions.CFG)  # the captioned arm is sampled at each
 
 def sigmas(steps: int = 20, shift: float = bench_model.SHIFT) -> torch.Tensor:
     """The sampling sigmas, 1 .. 0 (steps + 1 values): ComfyUI's simple scheduler under ModelSamplingSD3."""
-    t = 1 - torch.arange(steps + 1, dtype=torch.float64) / steps
-    return (shift * t / (1 + (shift - 1) * t)).float()
+    return torch.tensor([diagnose.step_sigma(k, steps, shift) for k in range(steps + 1)])
 
 
 @torch.no_grad()
@@ -73,17 +73,8 @@ def to_native(videos: torch.Tensor) -> torch.Tensor:
 
 def measure(videos: torch.Tensor) -> dict:
     """The gate's per-video metrics and the failures by kind of (B, T, 3, 64, 64) videos in [0, 1]."""
-    import diagnose
-    import evaluate
     import metrics
-    arrays = metrics.to_numpy(videos)
-    per = [metrics.per_video(v, 1) for v in arrays]
-    out = {}
-    for key in ("count_error", "duplication", "continuity"):
-        mean, sem, n = evaluate.mean_sem([r[key] for r in per])
-        out[key] = [round(mean, 3), round(sem, 3)] if n > 1 else None
-    out["per_100"] = diagnose.per_100([metrics.failure_kinds(v, 1) for v in arrays])
-    return out
+    return diagnose.counted(metrics.to_numpy(videos))
 
 
 def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, lr: float = 1e-3,
