@@ -6,7 +6,9 @@
 Every sample is a ComfyUI prompt run by ComfyUI's executor (tests/comfyui/harness.py: the pack loaded as
 ComfyUI loads custom nodes): UNETLoader (the bench weights, detected as Wan 2.1) -> ModelSamplingSD3 (the
 training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen Proxy Guidance] -> KSampler
-(euler, simple, cfg 1, the fixed zero context), on an EmptyHunyuanLatentVideo of the scale's size. Modes:
+(euler, simple; unconditional weights: cfg 1, the zero context; captioned weights: each video prompted with
+the caption of a held-out scene, the empty caption as the negative, cfg ``guidance``, captions.CFG by default),
+on an EmptyHunyuanLatentVideo of the scale's size. Modes:
 
 - full: the unpatched model at the larger size (plain extrapolation of full attention)
 - windows: windows of the native grid, shifted on odd blocks, no global branch
@@ -28,16 +30,15 @@ training shift) -> [UltraGen Attention Settings -> UltraGen Apply] -> [UltraGen 
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
-independent set of renders, the floor each metric reaches with perfect content).
+independent set of renders, the floor each metric reaches with perfect content). The prompts and the runtime
+are sampling.py's; the gate, the table and the files written, outputs.py's.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -49,11 +50,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+import captions  # noqa: E402
 import latents  # noqa: E402
 import metrics  # noqa: E402
+import outputs  # noqa: E402
+import sampling  # noqa: E402
 import scenes  # noqa: E402
 import upscaler  # noqa: E402
-import weight_parts  # noqa: E402
 
 log = logging.getLogger("fidelity.evaluate")
 
@@ -61,11 +64,6 @@ MODES = ("full", "windows", "quality_band", "quality_gate", "fast", "proxy", "co
          "lanczos_sharpen", "learned_sr")
 UPSCALERS = upscaler.METHODS  # a native pass, upscaled in pixels
 NATIVE_MODES = ("full", "fast")  # what differs from the plain model at scale 1
-MODEL_FILE = "ultragen_fidelity_wan.safetensors"
-NODES_FILE = HERE / "fidelity_nodes.py"
-
-
-GATE_STRENGTH = 0.5  # the quality_gate row's global_strength: (1 - w) windows + w global, an even mix
 
 
 @dataclass(frozen=True)
@@ -82,234 +80,18 @@ class EvalConfig:
     seed: int = 0
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
     world: str = "plain"  # scenes.WORLDS: the model's training world (its weights' metadata) sets it
+    captioned: bool = False  # the weights were trained on captions (their metadata sets it)
+    guidance: float | None = None  # the KSampler's cfg; None: 1 unconditional, captions.CFG captioned
     extra: dict = field(default_factory=dict)
+
+    @property
+    def cfg_scale(self) -> float:
+        return self.guidance if self.guidance is not None else captions.CFG if self.captioned else 1.0
 
 
 def smoke_config() -> EvalConfig:
     return EvalConfig(scales=(2,), modes=("full", "quality_band"), samples=2, gate_samples=2, steps=2, frames=2,
                       gt_pool=4)
-
-
-# --- the gate: did the model learn its data? ---------------------------------------------------------------
-
-GATE = (("count_error", "<=", 0.15), ("duplication", "<=", 0.05), ("continuity", ">=", 0.85))
-GATE_COLOUR_FACTOR = 2.0  # colour JS at most this times the ground truth's floor
-GATE_MIN_VIDEOS = 64
-
-
-def gate(results: dict) -> dict:
-    """The gate at native size with full attention (the model as trained): count error <= 0.15, duplication
-    <= 0.05, continuity >= 0.85, colour JS <= 2 x the ground-truth floor, over >= 64 held-out videos.
-
-    Returns {"passed": bool, "checks": [(name, value, rule, ok)], "why": str}; passed is False when the x1
-    cells are missing or hold fewer videos than that."""
-    cells = {c["mode"]: c for c in results.get("cells", []) if c.get("scale") == 1 and c.get("status") == "ok"}
-    full, truth = cells.get("full"), cells.get("ground_truth")
-    if full is None or truth is None:
-        return {"passed": False, "checks": [], "why": "no x1 full-attention cell: evaluate with --scales 1,..."}
-    checks = []
-    for key, op, bound in GATE:
-        v = full[key][0]
-        ok = not math.isnan(v) and (v <= bound if op == "<=" else v >= bound)
-        checks.append((key, v, f"{op} {bound}", ok))
-    floor = truth["colour_js"][0]
-    checks.append(("colour_js", full["colour_js"][0], f"<= {GATE_COLOUR_FACTOR:g} x {floor:.3f}",
-                   full["colour_js"][0] <= GATE_COLOUR_FACTOR * floor))
-    checks.append(("videos", full["videos"], f">= {GATE_MIN_VIDEOS}", full["videos"] >= GATE_MIN_VIDEOS))
-    failed = [c[0] for c in checks if not c[3]]
-    return {"passed": not failed, "checks": checks, "why": "" if not failed else "fails on " + ", ".join(failed)}
-
-
-def gate_text(results: dict) -> str:
-    """The gate as markdown lines, ending with what may be concluded from the table."""
-    g = gate(results)
-    lines = ["**Gate** (native size, full attention, the model as trained): "
-             + ("**passed**." if g["passed"] else f"**failed** ({g['why']})." if g["checks"]
-                else f"**not measured** ({g['why']}).")]
-    for name, value, rule, ok in g["checks"]:
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"- {name}: {shown} (needs {rule}) {'ok' if ok else 'FAILS'}")
-    if not g["checks"]:
-        lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
-    elif not g["passed"]:
-        lines.append("\nThe model failed the gate: it has not learned to draw its own training data, so the "
-                     "model's rows below say nothing about the attention modes, and no conclusion is drawn from "
-                     "them (the ground_truth and *_of_truth rows do not involve the model).")
-    return "\n".join(lines)
-
-
-# --- ComfyUI -----------------------------------------------------------------------------------------------
-
-def make_runtime(base: Path, cuda: bool):
-    """tests/comfyui/harness.py's headless ComfyUI (on the GPU when cuda), with the bench node loaded."""
-    for p in (PACK / "tests", PACK / "tests" / "comfyui"):
-        if str(p) not in sys.path:
-            sys.path.insert(0, str(p))
-    if cuda:
-        os.environ["ULTRAGEN_TEST_DEVICE"] = "cuda"
-    from harness import ComfyRuntime
-    runtime = ComfyRuntime(base)
-    if not runtime.pack_loaded:
-        raise RuntimeError("ComfyUI could not load the UltraGen pack (see the log above)")
-    load_bench_nodes(runtime)
-    return runtime
-
-
-def load_bench_nodes(runtime) -> None:
-    import asyncio
-    if "UltraGenFidelityLatentFile" not in runtime.nodes.NODE_CLASS_MAPPINGS:
-        ok = asyncio.run(runtime.nodes.load_custom_node(str(NODES_FILE), module_parent="custom_nodes"))
-        if not ok:
-            raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
-
-
-def check_latent_space(weights: Path) -> None:
-    """Raise ValueError unless the weights were trained on this bench's latent space (latents.SPACE)."""
-    from safetensors import safe_open
-    with safe_open(str(weights), "pt") as f:
-        space = (f.metadata() or {}).get("latent_space")
-    if space != latents.SPACE:
-        raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
-                         f"{latents.SPACE!r}: its samples would be noise. Train new weights "
-                         f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
-
-
-def weights_world(weights: Path) -> str:
-    """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
-    from safetensors import safe_open
-    with safe_open(str(weight_parts.join(weights)), "pt") as f:
-        return (f.metadata() or {}).get("world", "plain")
-
-
-def install_weights(runtime, weights: Path) -> str:
-    """Link the weights (joined first if only their parts are there: weight_parts.py) into the runtime's
-    models/diffusion_models; returns the name UNETLoader takes."""
-    weights = weight_parts.join(weights)
-    check_latent_space(weights)
-    target = runtime.models_dir / "diffusion_models" / MODEL_FILE
-    if target.exists() or target.is_symlink():
-        target.unlink()
-    target.symlink_to(Path(weights).resolve())
-    return MODEL_FILE
-
-
-def proxy_supported() -> str | None:
-    """None, or why UltraGen Proxy Guidance cannot run on this ComfyUI."""
-    import comfy.ldm.wan.model as wan
-    if "context_latents" not in inspect.getsource(wan.WanModel.forward_orig):
-        return "needs ComfyUI 0.33+ (in-context latents)"
-    return None
-
-
-def sol_attn_unavailable() -> str | None:
-    """None, or why the Sol-Attn row cannot run (bench/fidelity/fidelity_nodes.py)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ultragen_fidelity_nodes", NODES_FILE)
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
-    return nodes.sol_attn_unavailable()
-
-
-def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
-    side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
-    return cfg.frames, side, side
-
-
-def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
-    from ultragen_core.presets import fast_window
-    grid = native_grid(cfg)
-    if mode in ("full", "sol_attn", *UPSCALERS):
-        return None
-    window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
-    if mode == "windows":
-        glob, fusion = False, "local_only"
-    elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (runs 38-50 used it)
-        fusion, strength = "gate", GATE_STRENGTH
-    elif mode == "fast":
-        window, shift = fast_window(grid), "none"
-    return {"class_type": "UltraGenAttentionSettings", "inputs": {
-        "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
-        "global_compression": 0, "fusion": fusion, "global_strength": strength, "full_attention_blocks": "",
-        "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
-
-
-def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int) -> dict:
-    """The API prompt of one cell; the result is captured under "out" (the native pass under "native")."""
-    side = scenes.NATIVE // latents.PIXELS * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
-    length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
-
-    def empty(s):
-        return {"class_type": "EmptyHunyuanLatentVideo",
-                "inputs": {"width": side * s, "height": side * s, "length": length, "batch_size": batch}}
-
-    def sampler(model, latent, seed_):
-        return {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": seed_, "steps": cfg.steps, "cfg": 1.0, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": latent,
-            "denoise": 1.0}}
-
-    p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
-         "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
-         "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
-    model = ["shifted", 0]
-    settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg)
-    if settings is not None and not (scale == 1 and mode != "fast"):
-        p["settings"] = settings
-        p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
-        model = ["apply", 0]
-    if mode == "sol_attn":
-        p["sol"] = {"class_type": "UltraGenFidelitySolAttn", "inputs": {"model": model}}
-        model = ["sol", 0]
-    two_pass = mode in ("proxy", "coarse_to_fine", *UPSCALERS) and scale > 1
-    if two_pass:
-        p["native_latent"] = empty(1)
-        p["native"] = sampler(["shifted", 0], ["native_latent", 0], seed)
-    if mode in UPSCALERS and scale > 1:
-        p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
-        return p
-    if mode == "proxy" and scale > 1:
-        p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
-            "model": model, "proxy": ["native", 0], "strength": 1.0, "neighbourhood": "neighbourhood",
-            "radius_frames": 1, "radius_cells": 2, "seed": 0}}
-        model = ["proxy", 0]
-    if mode == "coarse_to_fine" and scale > 1:
-        p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {
-            "samples": ["native", 0], "upscale_method": "bicubic", "scale_by": float(scale)}}
-        p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
-            "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
-            "latent_image": ["upscaled", 0], "start_at_step": round(cfg.c2f_start * cfg.steps),
-            "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
-    else:
-        p["latent"] = empty(scale)
-        p["sample"] = sampler(model, ["latent", 0], seed + 1 if two_pass else seed)
-    p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}
-    return p
-
-
-def cell_samples(cfg: EvalConfig, scale: int, mode: str) -> int:
-    """Videos in a cell: the gate's cells (x1 full and ground truth) hold at least cfg.gate_samples."""
-    return max(cfg.samples, cfg.gate_samples) if scale == 1 and mode in ("full", "ground_truth") else cfg.samples
-
-
-def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
-    """The videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
-    from harness import captured
-    seed = cfg.seed * 100_003 + 1000 * scale
-    n = cell_samples(cfg, scale, mode)
-    if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1) for i in range(n)]
-    else:
-        runs = [(seed, n)]
-    out = []
-    for s, batch in runs:
-        captured().pop("out", None)
-        runtime.run(prompt(mode, model_name, scale, cfg, s, batch))
-        out.append(captured()["out"].float().cpu())
-    frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
-    if mode in UPSCALERS and scale > 1:
-        frames = upscaler.upscale(frames, scale, mode, cfg.world)
-    return frames
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
@@ -325,7 +107,7 @@ def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
     """Pixel positions of the quality windows' borders at ``scale`` (unshifted and shifted blocks), the
     same for every row of a scale so that the seam column compares rows (none at scale 1)."""
     from ultragen_core.attention.windows import tile_axis
-    side = native_grid(cfg)[1]
+    side = sampling.native_grid(cfg)[1]
     size = side * scale
     bounds = set()
     for shift in (0, side // 2):
@@ -364,7 +146,7 @@ def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
     pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames, world=cfg.world), scale,
                          cfg.frames, device)
     reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
-    truth_scenes = scenes.sample_scenes(20_000 + scale, cell_samples(cfg, scale, "ground_truth"), cfg.frames,
+    truth_scenes = scenes.sample_scenes(20_000 + scale, sampling.cell_samples(cfg, scale, "ground_truth"), cfg.frames,
                                         world=cfg.world)
     videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
     borders = seam_borders(cfg, scale) if scale > 1 else []
@@ -409,7 +191,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     a run stopped by a time limit keeps the cells it finished)."""
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
-    why_no_proxy, why_no_sol = proxy_supported(), (sol_attn_unavailable() if "sol_attn" in cfg.modes else None)
+    why_no_proxy = sampling.proxy_supported()
+    why_no_sol = sampling.sol_attn_unavailable() if "sol_attn" in cfg.modes else None
     for scale in cfg.scales:
         truth = ground_truth(cfg, scale, device)
         reference, borders = truth["reference"], truth["borders"]
@@ -427,7 +210,8 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
                 continue
             t0 = time.time()
             try:
-                sets = [metrics.to_numpy(generate(runtime, mode, model_name, scale, replace(cfg, seed=cfg.seed + i)))
+                sets = [metrics.to_numpy(sampling.generate(runtime, mode, model_name, scale,
+                                                           replace(cfg, seed=cfg.seed + i)))
                         for i in range(cfg.seeds)]
             except Exception as e:  # one broken cell must not lose the others' results
                 log.exception("cell %s x%d failed", mode, scale)
@@ -445,76 +229,6 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     return results, samples
 
 
-# --- outputs -----------------------------------------------------------------------------------------------
-
-COLUMNS = (("count_error", "count error", 3), ("duplication", "duplication", 3), ("size_ratio", "size ratio", 2),
-           ("continuity", "continuity", 3), ("colour_js", "colour JS", 3), ("edge_js", "edge JS", 4),
-           ("orientation_js", "orientation JS", 3), ("detail_error", "detail error", 2), ("hf_log2", "HF log2", 2),
-           ("flicker", "flicker", 2), ("seam", "seam", 2))
-
-
-def fmt(value, digits: int) -> str:
-    m, e = value[0], value[1]
-    if m is None or (isinstance(m, float) and math.isnan(m)):
-        return "n/a"
-    return f"{m:.{digits}f}" + ("" if e is None or math.isnan(e) else f" ± {e:.{digits}f}")
-
-
-def markdown_table(results: dict) -> str:
-    head = "| scale | mode | videos | " + " | ".join(c[1] for c in COLUMNS) + " | s / cell |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
-    for c in results["cells"]:
-        if c["status"] != "ok":
-            lines.append(f"| x{c['scale']} | {c['mode']} | 0 | {c['status']} |" + " |" * len(COLUMNS))  # said once
-            continue
-        cells = [fmt(c.get(k, (float("nan"), float("nan"))), d) for k, _, d in COLUMNS]
-        lines.append(f"| x{c['scale']} | {c['mode']} | {c['videos']} | " + " | ".join(cells) + f" | {c['seconds']} |")
-    return "\n".join(lines)
-
-
-def write_grids(samples: dict, out: Path, frames: int) -> list[Path]:
-    """One PNG per scale: a row per mode (ground truth first), three frames of the cell's first video."""
-    import cv2
-    paths = []
-    picks = sorted({0, frames // 2, frames - 1})
-    for scale in sorted({s for s, _ in samples}):
-        rows = []
-        for (s, mode), videos in samples.items():
-            if s != scale:
-                continue
-            strip = np.concatenate([videos[0, t] for t in picks], 1)  # (S, len(picks) * S, 3)
-            label = np.full((strip.shape[0], 170, 3), 1.0, np.float32)
-            img = np.concatenate([label, strip], 1)
-            img = (img[:, :, ::-1] * 255).round().astype(np.uint8).copy()  # BGR for OpenCV
-            cv2.putText(img, mode, (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-            rows.append(np.pad(img, ((0, 4), (0, 0), (0, 0)), constant_values=255))
-        path = out / f"samples_x{scale}.png"
-        cv2.imwrite(str(path), np.concatenate(rows, 0))
-        paths.append(path)
-    return paths
-
-
-def write_videos(samples: dict, out: Path, scale: int = 1) -> Path | None:
-    """The videos of every cell at ``scale`` (the gate's, at 1) as 8-bit RGB arrays (N, T, H, W, 3) named by mode,
-    in one compressed npz: what `bench/fidelity/diagnose.py --samples` reads to tell the gate's failures apart."""
-    cells = {mode: (videos * 255).round().clip(0, 255).astype(np.uint8) for (s, mode), videos in samples.items()
-             if s == scale}
-    if not cells:
-        return None
-    path = out / f"videos_x{scale}.npz"
-    np.savez_compressed(path, **cells)
-    return path
-
-
-def write_outputs(results: dict, samples: dict, out: Path, frames: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    results["grids"] = [p.name for p in write_grids(samples, out, frames)]
-    videos = write_videos(samples, out)
-    results["videos"] = videos.name if videos else None
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(gate_text(results) + "\n\n" + markdown_table(results) + "\n")
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, required=True, help="the bench model (bench/fidelity/train.py)")
@@ -524,6 +238,8 @@ def main(argv=None) -> dict:
                     help="videos of the gate's cells (x1 full attention and its ground truth)")
     ap.add_argument("--steps", type=int, default=EvalConfig.steps)
     ap.add_argument("--seeds", type=int, default=EvalConfig.seeds, help="sampling seeds per cell")
+    ap.add_argument("--cfg", type=float, default=None,
+                    help=f"KSampler cfg (default: 1 unconditional weights, {captions.CFG:g} captioned ones)")
     ap.add_argument("--scales", default="1,2,3")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
@@ -531,7 +247,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, guidance=args.cfg)
     return run_evaluation(args.weights, args.out, cfg, args.smoke)
 
 
@@ -541,7 +257,7 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
         torch.set_num_threads(1)
     if runtime is None:
         import tempfile
-        runtime = make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)
+        runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)
     if str(PACK) not in sys.path:
         sys.path.append(str(PACK))  # ultragen_core for the fast preset's windows (last: the pack's nodes/
         # package must not hide ComfyUI's nodes module)
@@ -550,13 +266,16 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     def partial(results: dict) -> None:
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
-    name = install_weights(runtime, weights)
-    cfg = replace(cfg, world=weights_world(weights))  # the truth, and the learned upscaler, of the model's world
+    name = sampling.install_weights(runtime, weights)
+    # the truth, and the learned upscaler, of the model's world; its captions if it was trained on them
+    cfg = replace(cfg, world=sampling.weights_world(weights), captioned=sampling.weights_captioned(weights))
+    log.info("sampling %s weights at cfg %g", "captioned" if cfg.captioned else "unconditional", cfg.cfg_scale)
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
-    results["gate"] = gate(results)
-    write_outputs(results, samples, out, cfg.frames)
-    log.info("%s", gate_text(results))
+    results["cfg"] = cfg.cfg_scale
+    results["gate"] = outputs.gate(results)
+    outputs.write_outputs(results, samples, out, cfg.frames)
+    log.info("%s", outputs.gate_text(results))
     return results
 
 

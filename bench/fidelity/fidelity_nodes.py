@@ -1,28 +1,47 @@
-"""The fidelity bench's own ComfyUI nodes (loaded into ComfyUI by bench/fidelity/evaluate.py; never shipped
-in the pack): the fixed text context the bench model was trained with, in place of a text encoder; a
-latent read from a file (bench/fidelity/grain.py feeds noised ground truth through ComfyUI's sampler); and
-Sol-Attn, the block-sparse attention of ComfyUI's core "Model Sparse Attention" node, for the table's peer
-row on ComfyUI trees older than that node."""
+"""The fidelity bench's own ComfyUI nodes (loaded into ComfyUI by bench/fidelity/sampling.py; never shipped
+in the pack): the text context the bench model was trained with, in place of a text encoder (zeros, or the
+captions of held-out scenes: captions.py); a latent read from a file (bench/fidelity/grain.py feeds noised
+ground truth through ComfyUI's sampler); and Sol-Attn, the block-sparse attention of ComfyUI's core "Model
+Sparse Attention" node, for the table's peer row on ComfyUI trees older than that node."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import torch
 
-TEXT_DIM = 4096  # Wan's T5 width; bench/fidelity/train.py trains with the same (1, 1, 4096) zeros
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.append(str(HERE))
+import captions  # noqa: E402
+import scenes  # noqa: E402
+
+TEXT_DIM = captions.TEXT_DIM  # Wan's T5 width; bench/fidelity/train.py trains with the same context shape
 
 
 class UltraGenFidelityContext:
-    """Conditioning of zeros (1 token of Wan's 4096-wide text space): the bench model is unconditional."""
+    """The bench model's text context: zeros (1 token of Wan's 4096-wide text space; the unconditional model's
+    only context, and a captioned model's empty caption), or with ``caption_seed`` >= 0 the captions of the
+    held-out scenes scenes.sample_scenes(caption_seed, first + count)[first:], one per video of the batch."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"required": {}, "optional": {
+            "caption_seed": ("INT", {"default": -1, "min": -1, "max": 2 ** 31 - 1,
+                                     "tooltip": "-1: the empty context (zeros); else the scenes' seed"}),
+            "first": ("INT", {"default": 0, "min": 0, "max": 100_000, "tooltip": "the first scene's index"}),
+            "count": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "scenes: one per video"}),
+            "frames": ("INT", {"default": scenes.FRAMES, "min": 1, "max": 64, "tooltip": "the videos' frames"})}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
     CATEGORY = "UltraGen/bench"
 
-    def make(self):
-        return ([[torch.zeros(1, 1, TEXT_DIM), {}]],)
+    def make(self, caption_seed=-1, first=0, count=1, frames=scenes.FRAMES):
+        if caption_seed < 0:
+            return ([[torch.zeros(1, 1, TEXT_DIM), {}]],)
+        chosen = scenes.sample_scenes(caption_seed, first + count, frames)[first:]
+        return ([[captions.encode(captions.of_scenes(chosen, frames)), {}]],)  # (count, 3, 4096)
 
 
 class UltraGenFidelityLatentFile:

@@ -31,6 +31,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluate  # noqa: E402
+import sampling  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 
@@ -63,19 +64,29 @@ def contents(videos: int, frames: int, world: str = "plain") -> dict[str, torch.
 
 def settings(mode: str, cfg: evaluate.EvalConfig) -> dict | None:
     if mode == "windows_noshift":
-        node = evaluate.settings_node("windows", cfg)
+        node = sampling.settings_node("windows", cfg)
         node["inputs"]["shift"] = "none"
         return node
-    return evaluate.settings_node(mode, cfg)
+    return sampling.settings_node(mode, cfg)
 
 
 def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, cfg: evaluate.EvalConfig,
              seed: int) -> torch.Tensor:
     """x0 estimate of the latent in ``latent_file`` noised to step ``step`` of cfg.steps, in one step."""
+    return sample_from(runtime, model_name, latent_file, mode, step, step + 1, cfg, seed)
+
+
+def sample_from(runtime, model_name: str, latent_file: Path, mode: str, start: int, end: int,
+                cfg: evaluate.EvalConfig, seed: int, caption: dict | None = None) -> torch.Tensor:
+    """The latent in ``latent_file`` noised to the sigma of step ``start`` of cfg.steps and sampled to step ``end``
+    (KSamplerAdvanced, the bench's sampler; the last sigma becomes 0), decoded: (B, T, 3, H, W). ``caption``: the
+    UltraGenFidelityContext inputs of the videos' captions (a captioned model), sampled at cfg.cfg_scale against
+    the empty caption; without it the zero context at cfg 1."""
     from harness import captured
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
          "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
-         "cond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
+         "cond": {"class_type": "UltraGenFidelityContext", "inputs": caption or {}},
+         "uncond": {"class_type": "UltraGenFidelityContext", "inputs": {}},
          "latent": {"class_type": "UltraGenFidelityLatentFile", "inputs": {"path": str(latent_file)}}}
     model = ["shifted", 0]
     node = settings(mode, cfg)
@@ -84,10 +95,11 @@ def one_step(runtime, model_name: str, latent_file: Path, mode: str, step: int, 
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
         model = ["apply", 0]
     p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
-        "model": model, "add_noise": "enable", "noise_seed": seed, "steps": cfg.steps, "cfg": 1.0,
-        "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["cond", 0],
-        "latent_image": ["latent", 0], "start_at_step": step, "end_at_step": step + 1,
-        "return_with_leftover_noise": "disable"}}  # the last sigma becomes 0: one step to the x0 estimate
+        "model": model, "add_noise": "enable", "noise_seed": seed, "steps": cfg.steps,
+        "cfg": cfg.cfg_scale if caption else 1.0, "sampler_name": "euler", "scheduler": "simple",
+        "positive": ["cond", 0], "negative": ["uncond", 0],
+        "latent_image": ["latent", 0], "start_at_step": start, "end_at_step": end,
+        "return_with_leftover_noise": "disable"}}
     p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": "out"}}
     captured().pop("out", None)
     runtime.run(p)
@@ -150,11 +162,11 @@ def main(argv=None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="ultragen_grain_"))
-    runtime = evaluate.make_runtime(work / "comfy", cuda=False)
+    runtime = sampling.make_runtime(work / "comfy", cuda=False)
     if str(evaluate.PACK) not in sys.path:
         sys.path.append(str(evaluate.PACK))
-    rows = measure(runtime, evaluate.install_weights(runtime, args.weights), args.videos, args.frames, work, modes,
-                   evaluate.weights_world(args.weights))  # the model's own world
+    rows = measure(runtime, sampling.install_weights(runtime, args.weights), args.videos, args.frames, work, modes,
+                   sampling.weights_world(args.weights))  # the model's own world
     text = table(rows)
     print(text)
     if args.out is not None:

@@ -106,7 +106,7 @@ Two worlds (scenes.py, `--world`): plain, whose textures the native frame fully 
 adds fine ground texture that only 2x, 3x and zoomed crops resolve, as close-ups do in real video; a model is
 evaluated in the world it was trained on (its weights' metadata; runs up to 50: plain).
 
-Commands (one H200; bench/fidelity/GPU_PLAN.md: two calls, the second resumes and evaluates):
+Commands (one H200; bench/fidelity/GPU_PLAN.md has the current plan, one schedule over several calls):
 
     {command}
 
@@ -135,7 +135,7 @@ applied to the true native video of the ground-truth row's scenes, what it reach
 
 
 def body(results: dict) -> str:
-    from evaluate import markdown_table
+    from outputs import markdown_table
     lines = [f"Device: {results.get('device', '?')}; configuration: `{json.dumps(results.get('config', {}))}`."]
     train = results.get("train")
     if train:
@@ -144,7 +144,7 @@ def body(results: dict) -> str:
         lines.append(f"Training: {train['steps']} steps in {train['seconds']} s{total}, batch {train['batch']}, "
                      f"loss {train['loss_first']:.3f} -> {train['loss_last50']:.3f} (mean of the last 50), "
                      f"model {train['model']}.")
-    from evaluate import gate_text
+    from outputs import gate_text
     lines += ["", gate_text(results), "", markdown_table(results), ""]
     for name in results.get("grids", []):
         lines.append(f"![samples {name}](fidelity/{name})")
@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     elif args.skeleton or args.results is None:
         text += skeleton()
     else:
-        from evaluate import gate
+        from outputs import gate
         results = json.loads(args.results.read_text())
         text += "## Results\n\n" + body(results) + "\n\n"
         g = gate(results)

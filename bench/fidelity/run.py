@@ -26,7 +26,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+import bench_model  # noqa: E402
 import evaluate  # noqa: E402
+import outputs  # noqa: E402
+import sampling  # noqa: E402
 import train  # noqa: E402
 import weight_parts  # noqa: E402
 from smoke import banner  # noqa: E402
@@ -51,7 +54,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
-    ap.add_argument("--model", choices=list(train.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--native-framing", choices=list(train.FRAMINGS), default=None, help=train.NATIVE_FRAMING_HELP)
+    ap.add_argument("--model", choices=list(bench_model.MODELS), default="small", help=train.MODEL_HELP)
+    ap.add_argument("--state", type=Path, default=None, help=train.STATE_HELP)
+    ap.add_argument("--schedule-minutes", type=float, default=None, help=train.SCHEDULE_HELP)
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=train.COMPILE_HELP)
+    ap.add_argument("--high-noise-share", type=float, default=0.0, help=train.HIGH_NOISE_HELP)
+    ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=train.CAPTIONS_HELP)
+    ap.add_argument("--cfg", type=float, default=None,
+                    help="KSampler cfg of the evaluation (default: 1 for unconditional weights, "
+                         f"{evaluate.captions.CFG:g} for captioned ones: each video prompted with a held-out scene's "
+                         "caption, the empty caption as the negative)")
     ap.add_argument("--world", choices=list(train.scenes.WORLDS), default=None,
                     help=train.WORLD_HELP + "; --weights are evaluated in the world they were trained on, "
                          "--truth-only in this one")
@@ -89,13 +102,14 @@ def main(argv=None) -> dict:
                      "bf16 training, the x1 / x3 cells and the other modes"))
         torch.set_num_threads(1)
     cuda = torch.cuda.is_available() and not args.smoke and not args.cpu
-    runtime = evaluate.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
+    runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_fidelity_")), cuda)  # sets ComfyUI's device
     t0 = time.time()
     trained = None
     if args.weights is None:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
-                              args.low_res_minutes, args.model, args.world)
+                              args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
+                              args.native_framing, args.compile, args.high_noise_share, args.captions)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
@@ -105,13 +119,14 @@ def main(argv=None) -> dict:
         weights = args.weights
     cfg = evaluate.smoke_config() if args.smoke else evaluate.EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift)
+        samples=args.samples, gate_samples=args.gate_samples, steps=args.steps, seeds=args.seeds, shift=args.shift,
+        guidance=args.cfg)
     t1 = time.time()
     results = evaluate.run_evaluation(weights, args.out, cfg, args.smoke, runtime, cpu=args.cpu)
     results["train"] = trained
     results["seconds"] = {"train": round(t1 - t0, 1), "evaluate": round(time.time() - t1, 1)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(evaluate.gate_text(results) + "\n\n" + evaluate.markdown_table(results))
+    print(outputs.gate_text(results) + "\n\n" + outputs.markdown_table(results))
     if trained is not None:
         weight_parts.split(weights)  # parts under 16 MiB, what a device run hands back
     print(f"\nwritten to {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir() if p.is_file())))
@@ -124,7 +139,7 @@ def truth_only(args) -> dict:
     results = evaluate.evaluate_truth_only(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    table = evaluate.markdown_table(results)
+    table = outputs.markdown_table(results)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
     return results

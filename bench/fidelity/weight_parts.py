@@ -5,7 +5,8 @@
 
 Parts sit beside the file they come from, named ``<stem>.part<k>of<n>.safetensors``; each holds whole tensors and
 the file's metadata plus ``part`` ("k/n"). A file under the limit is left as it is. Every script that reads bench
-weights (train.load, evaluate.install_weights) joins first, so a folder that holds only the parts works as the file.
+weights (bench_model.load, sampling.install_weights) joins first, so a folder that holds only the parts works as
+the file.
 
     python bench/fidelity/weight_parts.py join DIR/ultragen_fidelity_wan.safetensors   # after a device run
 """

@@ -14,30 +14,32 @@ sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
 
 def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     import evaluate
+    import sampling
+    import bench_model
     import train
     import weight_parts
     info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
     assert info["steps"] == 3 and info["loss_first"] > 0
     # resuming starts from the saved weights and counts steps on; weights that came back from a device run in
     # parts (weight_parts.split) resume and install under the file's name, joined first
-    first = tmp_path / "first" / train.WEIGHTS.name
+    first = tmp_path / "first" / bench_model.WEIGHTS.name
     assert len(weight_parts.split(first, limit=1_200_000)) > 1 and not first.exists()  # text embedding: 1 MiB
-    assert train.world_of(train.load(first)[1]) == "plain"  # the world a run from scratch trains in
+    assert bench_model.world_of(bench_model.load(first)[1]) == "plain"  # the world a run from scratch trains in
     # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them
     info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, world="detailed")
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
-    sd, meta = train.load(tmp_path / train.WEIGHTS.name)
-    assert meta["steps"] == "6" and meta["latent_space"] == train.LATENT_SPACE and meta["world"] == "detailed"
-    assert len(weight_parts.split(tmp_path / train.WEIGHTS.name, limit=1_200_000)) > 1
+    sd, meta = bench_model.load(tmp_path / bench_model.WEIGHTS.name)
+    assert meta["steps"] == "6" and meta["latent_space"] == bench_model.LATENT_SPACE and meta["world"] == "detailed"
+    assert len(weight_parts.split(tmp_path / bench_model.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
                               steps=2, frames=2, gt_pool=4, seeds=2)
-    evaluate.load_bench_nodes(comfy)
-    results = evaluate.run_evaluation(tmp_path / train.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
+    sampling.load_bench_nodes(comfy)
+    results = evaluate.run_evaluation(tmp_path / bench_model.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
     assert results["config"]["world"] == "detailed"
     assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
     # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
-    why = evaluate.sol_attn_unavailable()
+    why = sampling.sol_attn_unavailable()
     assert why is not None and cells["sol_attn"]["status"] == f"skipped: {why}" and "sol" in why.lower()
     truth = cells["ground_truth"]
     assert truth["count_error"][0] == 0 and truth["duplication"][0] == 0 and truth["continuity"][0] == 1
@@ -49,7 +51,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert cells["learned_sr"]["status"] == "ok" and cells["learned_sr"]["videos"] == 4
     perfect = cells["learned_sr_of_truth"]
     assert perfect["videos"] == 2 and perfect["count_error"][0] <= 0.5 and perfect["continuity"][0] >= 0.5
-    if evaluate.proxy_supported() is None:
+    if sampling.proxy_supported() is None:
         assert cells["proxy"]["status"] == "ok" and cells["proxy"]["videos"] == 4
     else:
         assert cells["proxy"]["status"].startswith("skipped: needs ComfyUI 0.33")
@@ -61,7 +63,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert "| x2 | sol_attn | 0 | skipped" in table[5] and "| x2 | learned_sr_of_truth | 2 |" in table[7]
     import cv2
     grid = cv2.imread(str(tmp_path / "samples_x2.png"))
-    rows = 3 if evaluate.proxy_supported() else 4
+    rows = 3 if sampling.proxy_supported() else 4
     assert grid.shape == (rows * (128 + 4), 170 + 2 * 128, 3)
 
 
@@ -82,8 +84,110 @@ def test_progressive_training_starts_at_half_size_and_ends_native_with_a_fresh_e
     assert info["steps"] == 3 and info["low_res_steps"] == 2 and info["ema"].endswith("from step 2")
     with pytest.raises(ValueError, match="low_res_minutes.*4.5 minutes.*end at native size"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=4.5)
-    with pytest.raises(ValueError, match="model must be one of .'small', 'wide'., got 'huge'"):
+    with pytest.raises(ValueError, match="model must be one of .'small', 'wide', 'tiny'., got 'huge'"):
         train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, model="huge")
+    with pytest.raises(ValueError, match="native_framing .'mostly_whole'. is the framing from where progressive "
+                                         "resolution moves to native size: give --low-res-minutes"):
+        train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, native_framing="mostly_whole")
+    for share in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=f"high_noise_share is a share of the training draws, at least 0 and "
+                                             f"below 1, got {share:g}"):
+            train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, high_noise_share=share)
+    with pytest.raises(ValueError, match="native_framing must be one of .*got 'close'"):
+        train.train(tmp_path, 4.5, True, batch=2, lr=4e-4, frames=2, low_res_minutes=2.0, native_framing="close")
+
+
+def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, tmp_path, monkeypatch):
+    """--state: a schedule of two calls (smoke: 3 steps a call, 6 in the schedule), half size for its first half.
+    The second call goes on where the first stopped: the optimiser's moments, the step count, the switch to native
+    size (and the EMA's restart, and the native framing) in the second call, the weights' step count; its own
+    settings give way to the run's. A state file and --resume together are refused."""
+    import torch
+    import bench_model
+    import train
+    framings, batch_latents = [], train.batch_latents
+
+    def recording(step, batch, frames, fmt, device, framing="mixed", low_res=False, world="plain", **kw):
+        framings.append((framing, low_res))
+        return batch_latents(step, batch, frames, fmt, device, framing, low_res, world, **kw)
+
+    monkeypatch.setattr(train, "batch_latents", recording)
+    state = tmp_path / "run.pt"
+    first = train.train(tmp_path / "a", 1.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation",
+                        low_res_minutes=1.0, state=state, schedule_minutes=2.0, native_framing="mostly_whole",
+                        high_noise_share=0.25)
+    assert first["steps"] == 3 and first["schedule_steps"] == 3 and first["low_res_steps"] == 3 and state.exists()
+    saved = torch.load(state)
+    assert saved["run"]["steps"] == 3 and max(v["step"] for v in saved["opt"]["state"].values()) == 3
+    second = train.train(tmp_path / "b", 1.0, True, batch=4, lr=1.0, frames=2, state=state)  # batch, lr: the run's
+    assert second["steps"] == 3 and second["steps_total"] == 6 and second["batch"] == 2 and second["lr"] == 4e-4
+    assert second["low_res_steps"] == 3 and second["ema"].endswith("from step 3")  # native from the 4th step
+    assert second["framing"] == "evaluation" and second["native_framing"] == "mostly_whole"
+    assert first["high_noise_share"] == second["high_noise_share"] == 0.25
+    assert second["schedule_minutes"] == 2.0
+    assert framings == [("evaluation", True)] * 3 + [("mostly_whole", False)] * 3
+    saved = torch.load(state)
+    assert saved["run"]["steps"] == 6 and max(v["step"] for v in saved["opt"]["state"].values()) == 6
+    assert bench_model.load(tmp_path / "b" / bench_model.WEIGHTS.name)[1]["steps"] == "6"
+    done = train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)  # the schedule is over
+    assert done["steps"] == 0 and done["steps_total"] == 6
+    with pytest.raises(ValueError, match="--state .*run.pt exists.*--resume"):
+        train.train(tmp_path / "d", 1.0, True, batch=2, lr=4e-4, frames=2, state=state,
+                    resume=tmp_path / "b" / bench_model.WEIGHTS.name)
+
+
+def test_compiled_blocks_train_as_the_uncompiled_ones_and_a_failing_compile_falls_back(comfy, tmp_path, monkeypatch,
+                                                                                       caplog):
+    """--compile (the default on CUDA) compiles each block's forward in place: the same losses as uncompiled steps,
+    the same state-dict keys. A compiler that fails makes the step run again uncompiled, logged, and the run goes
+    on."""
+    import logging
+
+    import torch
+    import bench_model
+    import train
+    torch.manual_seed(0)  # the same noise and noise levels for every run
+    plain = train.train(tmp_path / "plain", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=False)
+    torch.manual_seed(0)
+    fast = train.train(tmp_path / "fast", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=True)
+    assert plain["compiled"] is False and fast["compiled"] is True and fast["steps"] == plain["steps"] == 3
+    assert fast["loss_first"] == pytest.approx(plain["loss_first"], rel=1e-4)
+    assert fast["loss_last50"] == pytest.approx(plain["loss_last50"], rel=1e-3)
+    assert list(bench_model.load(tmp_path / "fast" / bench_model.WEIGHTS.name)[0]) == \
+        list(bench_model.load(tmp_path / "plain" / bench_model.WEIGHTS.name)[0])
+
+    def broken(fn, **kwargs):
+        def fails(*args, **kw):
+            raise RuntimeError("inductor: no compiler for this\nmore detail")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="fidelity.train"):
+        fell_back = train.train(tmp_path / "fell_back", 1.0, True, batch=2, lr=4e-4, frames=2, compile_blocks=True)
+    assert fell_back["compiled"] is False and fell_back["steps"] == 3
+    assert fell_back["loss_first"] == pytest.approx(plain["loss_first"], rel=1e-4)
+    warnings = [r.getMessage() for r in caplog.records if "failed compiled" in r.getMessage()]
+    assert warnings == ["step 0 failed compiled (RuntimeError: inductor: no compiler for this); the blocks run "
+                        "uncompiled from here"]
+
+
+def test_sampling_from_the_noised_truth_keeps_what_the_truth_fixed(comfy, tmp_path):
+    """diagnose.py --from-truth through ComfyUI: from the last step of 20 (sigma 0.14) every object of the truth
+    is kept, whatever the model; from pure noise an untrained model draws none of them."""
+    import diagnose
+    import sampling
+    import bench_model
+    import train
+    train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2)
+    sampling.load_bench_nodes(comfy)
+    name = sampling.install_weights(comfy, tmp_path / bench_model.WEIGHTS.name)
+    late, = diagnose.from_truth(comfy, name, videos=2, start_steps=[19])
+    assert late["sigma"] == 0.136 and late["videos"] == 2
+    assert late["count_error"][0] == 0 and late["duplication"][0] == 0 and late["continuity"][0] == 1
+    assert all(v == 0 for v in late["per_100"].values())
+    noise, = diagnose.from_truth(comfy, name, videos=2, start_steps=[0], steps=2)
+    assert noise["sigma"] == 1.0 and noise["count_error"][0] >= 1 and noise["per_100"]["no_object"] == 100
 
 
 def test_the_bench_latents_are_wan21_latents_as_comfyui_normalises_them(comfy):
@@ -115,12 +219,13 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
     """Prompts of every mode validate in this ComfyUI (proxy only where it runs), with the latent sizes the
     scale asks for."""
     import evaluate
-    evaluate.load_bench_nodes(comfy)
+    import sampling
+    sampling.load_bench_nodes(comfy)
     cfg = evaluate.EvalConfig(frames=2)
     for mode in evaluate.MODES:
-        if mode == "proxy" and evaluate.proxy_supported():
+        if mode == "proxy" and sampling.proxy_supported():
             continue
-        p = evaluate.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
+        p = sampling.prompt(mode, "missing.safetensors", 3, cfg, seed=0, batch=2)
         latent = p.get("latent", p.get("native_latent"))["inputs"]
         assert latent["length"] == 5
         assert latent["width"] == (1536 if "latent" in p else 512)  # 8 x the latent: 192 (x3) or 64 (x1) wide
@@ -134,25 +239,25 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
 
 def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
     """Weights trained before issue 24 (the old latent space) would sample noise: evaluating them is refused."""
-    import evaluate
+    import sampling
     import torch
     from safetensors.torch import save_file
     path = tmp_path / "old.safetensors"
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
     with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py'"):
-        evaluate.install_weights(comfy, path)
+        sampling.install_weights(comfy, path)
 
 
 def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp_path):
     """The learned_sr row runs the committed network as a user's graph runs it: a decoded native pass through
     Load Upscale Model + Upscale Image (using Model) gives the frames upscaler.upscale gives the bench."""
     pytest.importorskip("spandrel")
-    import evaluate
+    import sampling
     import latents
     import scenes
     import torch
     import upscaler
-    evaluate.load_bench_nodes(comfy)
+    sampling.load_bench_nodes(comfy)
     video = scenes.render(scenes.sample_scenes(5, 2, frames=2), 1, 2)  # (2 videos, 2 frames, 3, 64, 64)
     torch.save(latents.encode(video), tmp_path / "native.pt")
     name = upscaler.file_name(3)

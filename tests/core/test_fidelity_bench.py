@@ -107,20 +107,20 @@ def _x1(full: dict, truth_colour: float = 0.05) -> dict:
 
 
 def test_the_gate_passes_a_model_that_learned_and_names_what_fails():
-    evaluate = pytest.importorskip("evaluate")
+    outputs = pytest.importorskip("outputs")
     good = {"videos": 64, "count_error": (0.1, 0.02, 64), "duplication": (0.0, 0.0, 64),
             "continuity": (0.9, 0.02, 64), "colour_js": (0.09, 0.01)}
-    assert evaluate.gate(_x1(good))["passed"]
-    text = evaluate.gate_text(_x1(good))
+    assert outputs.gate(_x1(good))["passed"]
+    text = outputs.gate_text(_x1(good))
     assert "**passed**" in text and "no conclusion" not in text
-    bad = evaluate.gate(_x1({**good, "continuity": (0.84, 0.02, 64), "colour_js": (0.11, 0.01)}))
+    bad = outputs.gate(_x1({**good, "continuity": (0.84, 0.02, 64), "colour_js": (0.11, 0.01)}))
     assert not bad["passed"] and bad["why"] == "fails on continuity, colour_js"
-    few = evaluate.gate(_x1({**good, "videos": 16}))
+    few = outputs.gate(_x1({**good, "videos": 16}))
     assert not few["passed"] and few["why"] == "fails on videos"
     lost = _x1({**good, "count_error": (0.81, 0.1, 64), "continuity": (float("nan"), float("nan"), 0)})
-    assert evaluate.gate(lost)["why"] == "fails on count_error, continuity"
-    assert "no conclusion is drawn" in evaluate.gate_text(lost)
-    assert not evaluate.gate({"cells": []})["passed"] and "not measured" in evaluate.gate_text({"cells": []})
+    assert outputs.gate(lost)["why"] == "fails on count_error, continuity"
+    assert "no conclusion is drawn" in outputs.gate_text(lost)
+    assert not outputs.gate({"cells": []})["passed"] and "not measured" in outputs.gate_text({"cells": []})
 
 
 def test_the_detail_metric_tells_detail_from_blur_and_grain():
@@ -231,6 +231,22 @@ def test_the_ema_averages_the_end_of_a_run_not_its_start():
     assert sum(weights[:500]) < 0.01 and 0.5 < sum(weights[-120:]) < 0.8
 
 
+def test_a_high_noise_share_moves_that_share_of_training_draws_to_the_top_of_the_schedule():
+    """--high-noise-share p: a share p of the noise levels is uniform over 0.9-1, the rest as ModelSamplingSD3 at
+    the bench's shift spaces them (a quarter of those above 0.9 at shift 3: u > 0.75)."""
+    import train  # no ComfyUI at import
+    torch.manual_seed(0)
+    plain = train.sample_sigmas(200_000, "cpu")
+    assert abs(float((plain > 0.9).float().mean()) - 0.25) < 0.005
+    assert abs(float((plain < 0.5).float().mean()) - 0.25) < 0.005  # s < 0.5 where u < 0.25
+    mixed = train.sample_sigmas(200_000, "cpu", high_noise_share=0.25)
+    assert 0 <= float(mixed.min()) and float(mixed.max()) <= 1
+    assert abs(float((mixed > 0.9).float().mean()) - (0.25 + 0.75 * 0.25)) < 0.005
+    assert abs(float((mixed < 0.5).float().mean()) - 0.75 * 0.25) < 0.005
+    top = mixed[mixed > 0.9]
+    assert abs(float(top.mean()) - 0.95) < 0.002  # uniform there (and the shifted draws above 0.9 nearly so)
+
+
 def test_weights_split_into_parts_under_the_limit_join_back_bit_for_bit(tmp_path):
     """A device run hands back files of at most 16 MiB: weights above the limit are split into parts of whole
     tensors and joined back into the same tensors and metadata; incomplete parts are refused, naming them."""
@@ -280,14 +296,59 @@ def test_failure_kinds_tell_a_broken_object_from_one_drawn_twice_and_flicker_fro
     gone[2:] = video[2:, :1, :1]  # the object vanishes after frame 1
     assert metrics.failure_kinds(gone, 1)["appears_or_vanishes"] == 2  # pairs (1, 2) and (2, 3)
     # the npz an evaluation writes, read back by diagnose.py
-    evaluate = pytest.importorskip("evaluate")
+    outputs = pytest.importorskip("outputs")
     diagnose = pytest.importorskip("diagnose")
-    path = evaluate.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
-                                  (2, "full"): doubled[None]}, tmp_path)
+    path = outputs.write_videos({(1, "ground_truth"): video[None], (1, "full"): doubled[None],
+                                 (2, "full"): doubled[None]}, tmp_path)
     assert path.name == "videos_x1.npz"
     found = diagnose.failures(path)
     assert set(found) == {"ground_truth", "full"}
     assert found["full"]["second_object"] == 100.0 and found["ground_truth"]["second_object"] == 0.0
+
+
+def test_from_truth_refuses_a_missing_model_and_steps_outside_the_schedule(capsys):
+    """diagnose.py --from-truth: without --weights, or with start steps outside 0-19, it says what was wrong
+    before anything starts."""
+    diagnose = pytest.importorskip("diagnose")
+    with pytest.raises(SystemExit, match="--from-truth samples with a model: give --weights"):
+        diagnose.main(["--from-truth"])
+    for bad in ("20", "5,x", "-1"):
+        with pytest.raises(SystemExit, match=f"--start-steps takes steps of the 20 sampling steps, 0-19, "
+                                             f"comma-separated; got '{bad}'"):
+            diagnose.main(["--from-truth", "--weights", "w.safetensors", "--start-steps", bad])
+    assert [round(diagnose.step_sigma(k), 3) for k in (0, 5, 10, 15, 19)] == [1.0, 0.9, 0.75, 0.5, 0.136]
+
+
+def test_the_temporal_probe_measures_one_frames_object_from_all_frames_that_frame_alone_and_the_others_alone():
+    """diagnose.py --temporal: recovered() is 1 for the truth, 0 for the scene without objects, in between for a
+    faint object; the three inputs are every frame noised, only that frame keeping its signal, and every frame but
+    that one keeping it."""
+    diagnose = pytest.importorskip("diagnose")
+    sc = scenes.sample_scenes(40_000, 3)
+    frames, bare_frames = scenes.render(sc, 1, 4), diagnose.without_objects(sc, 4)
+    truth, bare = latents.normalised(frames), latents.normalised(bare_frames)
+    mask = diagnose.object_mask(sc, frames)
+    assert torch.allclose(diagnose.recovered(truth, truth, bare, mask, 2), torch.ones(3))
+    assert torch.allclose(diagnose.recovered(bare, truth, bare, mask, 2), torch.zeros(3))
+    faint = bare + 0.3 * (truth - bare)
+    assert torch.allclose(diagnose.recovered(faint, truth, bare, mask, 2), torch.full((3,), 0.3), atol=1e-5)
+    seen = []
+
+    def oracle(inputs, timestep, context):  # the clean video whatever the input: recovers all of the object
+        seen.append(inputs.clone())
+        s = timestep.view(-1, 1, 1, 1, 1) / 1000
+        return (inputs - truth) / s
+
+    rows = diagnose.temporal(oracle, truth, bare, mask, levels=(0.9,), frame=2)
+    assert rows == [{"s": 0.9, "all": [1.0, 0.0], "frame_alone": [1.0, 0.0], "others_alone": [1.0, 0.0]}]
+    everything, alone, blind = seen
+    others = [0, 1, 3]
+    assert torch.equal(alone[:, :, 2], everything[:, :, 2])
+    assert torch.equal(blind[:, :, others], everything[:, :, others])
+    # where the signal was taken away, what is left is the noise at 0.9: no trace of the scene
+    noise = (everything - 0.1 * truth) / 0.9
+    assert torch.allclose(alone[:, :, others], 0.9 * noise[:, :, others], atol=1e-5)
+    assert torch.allclose(blind[:, :, 2], 0.9 * noise[:, :, 2], atol=1e-5)
 
 
 def test_upscaler_pairs_are_one_view_of_one_scene_at_two_scales():

@@ -1,0 +1,128 @@
+"""A CPU pilot of a training change: a tiny bench model trained at half size with and without the change, the same
+minutes each, then sampled and counted as the gate counts. It says whether a change helps a model learn objects
+before device time is spent on it; its numbers are not the gate's (other model, other size).
+
+    COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/pilot.py --arm captions --minutes 50 --out DIR
+    COMFYUI_PATH=... python bench/fidelity/pilot.py --arm baseline --minutes 50 --out DIR2   # both at once, 1 core each
+    COMFYUI_PATH=... python bench/fidelity/pilot.py --arm captions --minutes 50 \
+        --resume DIR/ultragen_fidelity_wan.safetensors --out DIR3   # on from the first run's weights
+
+Training: train.py's own loop (train.train, half_size: every step at 32 x 32 px, 16 x 16 tokens x 8 frames; model
+"tiny", whole scenes, batch 8, lr 1e-3). Sampling: ``videos`` held-out scenes (the captioned arm is prompted with
+their captions), euler over the bench's 20 steps at shift 3 with the model called directly (ComfyUI's sampler does
+the same arithmetic; this pilot avoids sampling a half-size latent through ComfyUI's nodes), classifier-free
+guidance against the empty caption; decoded, upsampled 2x (bilinear) to the native frame and measured with
+metrics.per_video and metrics.failure_kinds. The truth row goes through the same half size and upsampling: the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_model  # noqa: E402
+import captions  # noqa: E402
+import diagnose  # noqa: E402
+import latents  # noqa: E402
+import scenes  # noqa: E402
+import train  # noqa: E402
+
+log = logging.getLogger("fidelity.pilot")
+
+ARMS = {"baseline": {}, "captions": {"captioned": True}, "high_noise": {"high_noise_share": 0.25}}
+PILOT_SEED = 600_000  # held-out scenes (training seeds start at train.TRAIN_SEED)
+GUIDANCE = (1.0, captions.CFG)  # the captioned arm is sampled at each
+
+
+def sigmas(steps: int = 20, shift: float = bench_model.SHIFT) -> torch.Tensor:
+    """The sampling sigmas, 1 .. 0 (steps + 1 values): ComfyUI's simple scheduler under ModelSamplingSD3."""
+    return torch.tensor([diagnose.step_sigma(k, steps, shift) for k in range(steps + 1)])
+
+
+@torch.no_grad()
+def sample(model, context: torch.Tensor | None, shape: tuple, guidance: float = 1.0, seed: int = 0,
+           steps: int = 20) -> torch.Tensor:
+    """Euler sampling of the rectified-flow model from noise: (B, 16, T, H, W) as the model sees latents. context:
+    (B, tokens, 4096) or None (zeros); guidance > 1 mixes in the empty caption's prediction (CFG)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    empty = bench_model.fixed_context(shape[0])
+    cond = empty if context is None else context
+    s = sigmas(steps)
+    for i in range(steps):
+        t = torch.full((shape[0],), float(s[i]) * 1000)
+        v = model(x, t, cond)
+        if guidance != 1.0:
+            v_empty = model(x, t, empty)
+            v = v_empty + guidance * (v - v_empty)
+        x = x + (s[i + 1] - s[i]) * v
+    return x
+
+
+def to_native(videos: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, 32, 32) half-size frames -> (B, T, 3, 64, 64), bilinear, clamped to [0, 1]."""
+    b, t = videos.shape[:2]
+    up = torch.nn.functional.interpolate(videos.flatten(0, 1), scale_factor=2, mode="bilinear", align_corners=False)
+    return up.unflatten(0, (b, t)).clamp(0, 1)
+
+
+def measure(videos: torch.Tensor) -> dict:
+    """The gate's per-video metrics and the failures by kind of (B, T, 3, 64, 64) videos in [0, 1]."""
+    import metrics
+    return diagnose.counted(metrics.to_numpy(videos))
+
+
+def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, lr: float = 1e-3,
+        steps: int = 20, resume: Path | None = None) -> dict:
+    """Train ``arm`` for ``minutes`` (or train on from an earlier pilot's weights, ``resume``), sample and count;
+    the result is also written to out/pilot.json."""
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}.")
+    info = train.train(out, minutes, False, batch, lr, scenes.FRAMES, resume=resume, framing="evaluation",
+                       model="tiny", compile_blocks=False, half_size=True, **ARMS[arm])
+    sd, meta = bench_model.load(Path(info["weights"]))
+    model = bench_model.build_model(json.loads(meta["config"]))
+    model.load_state_dict(sd)
+    model.eval()
+    held_out = scenes.sample_scenes(PILOT_SEED, videos)
+    truth = torch.nn.functional.avg_pool2d(scenes.render(held_out, 1).flatten(0, 1), 2).unflatten(0, (videos, -1))
+    fmt = bench_model.wan_latent_format()
+    shape = (videos, latents.CHANNELS, scenes.FRAMES, scenes.NATIVE // 2, scenes.NATIVE // 2)
+    result = {"arm": arm, "train": info, "truth": measure(to_native(truth)), "samples": {}}
+    context = captions.encode(captions.of_scenes(held_out)) if ARMS[arm].get("captioned") else None
+    for guidance in (GUIDANCE if context is not None else (1.0,)):
+        x = sample(model, context, shape, guidance, steps=steps)
+        frames = latents.decode(fmt.process_out(x))  # (B, T, 3, 32, 32)
+        result["samples"][f"cfg {guidance:g}"] = row = measure(to_native(frames))
+        log.info("%s cfg %g: %s", arm, guidance, json.dumps(row))
+    (out / "pilot.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arm", choices=list(ARMS), required=True, help="baseline, or the change to train with")
+    ap.add_argument("--minutes", type=float, default=50.0, help="training budget, wall clock")
+    ap.add_argument("--videos", type=int, default=32, help="held-out videos sampled and counted")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (two arms at once on 2 cores: 1 each)")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="train on from this earlier pilot's weights (its out/ultragen_fidelity_wan.safetensors)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    train.use_comfyui(True)
+    import comfy.model_management
+    comfy.model_management.in_training = True  # plain-torch RoPE on the CPU, for the sampling too
+    result = run(args.arm, args.minutes, args.out, args.videos, resume=args.resume)
+    print(json.dumps({k: result[k] for k in ("arm", "truth", "samples")}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
