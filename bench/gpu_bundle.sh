@@ -3,8 +3,14 @@
 # carried beside the repo (under 64 MiB with it). On the GPU machine, from the repo root:
 #     source .device/setup.sh     # ComfyUI at $COMFYUI_PATH, missing packages on PYTHONPATH
 #
-#     bash bench/gpu_bundle.sh ../shared/comfyui/v0.33.0            # ComfyUI tree + wheels + setup (about 12 MB)
-#     bash bench/gpu_bundle.sh ../shared/comfyui/v0.33.0 --kitchen  # + comfy-kitchen 0.2.40 (Sol-Attn; 34 MB more)
+#     bash bench/gpu_bundle.sh ../shared/comfyui/v0.33.0            # ComfyUI tree + wheels + setup (about 13 MB)
+#     bash bench/gpu_bundle.sh ../shared/comfyui/v0.33.0 --kitchen  # + comfy-kitchen's CUDA kernels (Sol-Attn; 34 MB)
+#
+# ComfyUI 0.33 imports comfy_kitchen at startup, so every call carries one of its two builds: ck-lite.tar.xz
+# (comfy-kitchen 0.2.40 without its CUDA extension: the eager and triton backends, 1 MB) or, for the Sol-Attn rows,
+# ck.tar.xz (with it). The repo (about 25 MB), the wheels, the tree and ck.tar.xz together pass the 64 MiB a call
+# carries: on a machine kept warm, send ck.tar.xz in a later call without the wheels and the tree, which the first
+# call's setup left unpacked there.
 #
 # The machine has torch (CUDA), numpy, pillow, scipy, opencv; the wheels are ComfyUI's other needs for
 # Python 3.12 x86_64, less what it has. PyAV is replaced by an import-only stand-in (the benches never code
@@ -32,16 +38,18 @@ for big in torch nvidia triton scipy numpy torchvision pillow sympy networkx mpm
     rm -f "$dev/whl/${big}"-*.whl "$dev/whl/${big}"_*.whl
 done
 
+echo "comfy-kitchen 0.2.40 -> $dev/ck-lite.tar.xz (without its CUDA extension)${kitchen:+ and $dev/ck.tar.xz (with it)}"
+tmp=$(mktemp -d)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$tmp" comfy-kitchen==0.2.40
+(cd "$tmp" && python3 -m zipfile -e comfy_kitchen-*.whl unpacked && rm -rf unpacked/comfy_kitchen/backends/hip)
 if [ "$kitchen" = "--kitchen" ]; then
-    echo "comfy-kitchen 0.2.40 (CUDA kernels, Sol-Attn) -> $dev/ck.tar.xz"
-    tmp=$(mktemp -d)
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        -d "$tmp" comfy-kitchen==0.2.40
-    (cd "$tmp" && python3 -m zipfile -e comfy_kitchen-*.whl unpacked && rm -rf unpacked/comfy_kitchen/backends/hip \
-        && tar -C unpacked -cJf "$dev/ck.tar.xz" comfy_kitchen)
-    rm -rf "$tmp"
+    tar -C "$tmp/unpacked" -cJf "$dev/ck.tar.xz" comfy_kitchen
 fi
+rm -f "$tmp"/unpacked/comfy_kitchen/backends/cuda/_C.*
+tar -C "$tmp/unpacked" -cJf "$dev/ck-lite.tar.xz" comfy_kitchen
+rm -rf "$tmp"
 
 cat > "$dev/stubs/av/__init__.py" <<'PY'
 """Import-only stand-in for PyAV on the GPU machine (the benches never decode or encode video): any attribute
@@ -89,7 +97,15 @@ cat > "$dev/setup.sh" <<SH
 _dev=\$(pwd)/.device
 mkdir -p /tmp/comfyui /tmp/site /tmp/ck
 [ -d /tmp/comfyui/$name ] || tar -C /tmp/comfyui -xJf "\$_dev/comfyui.tar.xz"
-[ -d /tmp/ck/comfy_kitchen ] || [ ! -f "\$_dev/ck.tar.xz" ] || tar -C /tmp/ck -xJf "\$_dev/ck.tar.xz"  # optional (Sol-Attn)
+# comfy_kitchen, which ComfyUI 0.33 imports at startup: with its CUDA kernels where ck.tar.xz came (Sol-Attn), even
+# after a call that unpacked the lite build on this machine
+if [ -f "\$_dev/ck.tar.xz" ] && [ ! -f /tmp/ck/.cuda ]; then
+  rm -rf /tmp/ck/comfy_kitchen && tar -C /tmp/ck -xJf "\$_dev/ck.tar.xz" && touch /tmp/ck/.cuda
+elif [ ! -d /tmp/ck/comfy_kitchen ] && [ -f "\$_dev/ck-lite.tar.xz" ]; then
+  tar -C /tmp/ck -xJf "\$_dev/ck-lite.tar.xz"
+fi
+[ -d /tmp/ck/comfy_kitchen ] || python -c 'import comfy_kitchen' 2>/dev/null || echo "setup: no comfy_kitchen, which \
+ComfyUI 0.33 imports at startup: carry .device/ck-lite.tar.xz (or .device/ck.tar.xz)" >&2
 export COMFYUI_PATH=/tmp/comfyui/$name
 _missing=()
 for w in "\$_dev"/whl/*.whl; do
