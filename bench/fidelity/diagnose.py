@@ -1,4 +1,4 @@
-"""Where along the noise schedule the bench model loses objects (CPU; with --weights, run 50's model and the
+"""Where along the noise schedule the bench model loses objects (CPU; with --weights, the committed model and the
 default 16 videos, more than 12 minutes on 2 cores: stopped unfinished on 2026-12-05; --samples takes seconds).
 
     COMFYUI_PATH=/path/to/ComfyUI python bench/fidelity/diagnose.py [--weights FILE] [--videos 16]

@@ -72,8 +72,8 @@ def ema_decay(step: int, gamma: float = EMA_GAMMA) -> float:
     return (1.0 - 1.0 / step) ** (gamma + 1)
 
 
-HIGH_NOISE = (0.9, 1.0)  # --high-noise-share draws s uniformly here: where run 50's model loses its objects (sampling
-# from the truth noised to s = 0.9 keeps them: docs/FIDELITY.md, "Where in the schedule the objects are lost")
+HIGH_NOISE = (0.9, 1.0)  # --high-noise-share draws s uniformly here: where the committed model loses its objects
+# (sampling from the truth noised to s = 0.9 keeps them: docs/FIDELITY.md, "Where in the schedule the objects are lost")
 
 
 def sample_sigmas(batch: int, device, shift: float = SHIFT, high_noise_share: float = 0.0) -> torch.Tensor:
