@@ -7,7 +7,7 @@
 #     bash bench/gpu_bundle.sh ../shared/comfyui/v0.33.0 --kitchen  # + comfy-kitchen's CUDA kernels (Sol-Attn; 34 MB)
 #
 # ComfyUI 0.33 imports comfy_kitchen at startup, so every call carries one of its two builds: ck-lite.tar.xz
-# (comfy-kitchen 0.2.40 without its CUDA extension: the eager and triton backends, 1 MB) or, for the Sol-Attn rows,
+# (comfy-kitchen 0.2.40 without its CUDA extension: the eager and triton backends, 0.1 MB) or, for the Sol-Attn rows,
 # ck.tar.xz (with it). The repo (about 25 MB), the wheels, the tree and ck.tar.xz together pass the 64 MiB a call
 # carries: on a machine kept warm, send ck.tar.xz in a later call without the wheels and the tree, which the first
 # call's setup left unpacked there.
