@@ -4,9 +4,10 @@
     bench_model.save(model, path, cfg, smoke=False, steps=n, seconds=t, world="detailed", captioned=True)
     sd, meta = bench_model.load(path)                              # float32 state dict, metadata
     bench_model.world_of(meta), bench_model.captioned_of(meta)     # how it was trained
+    bench_model.framing_of(meta)                                   # its last stage's framings (None: not recorded)
 
 The file is bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1 T2V, with metadata: its
-size (config), its training (steps, seconds, shift, latent space, world) and its text context (zeros: an
+size (config), its training (steps, seconds, shift, latent space, world, framing) and its text context (zeros: an
 unconditional model; captions.SPACE: trained on captions). bench/fidelity/train.py trains it.
 """
 from __future__ import annotations
@@ -89,6 +90,12 @@ def world_of(meta: dict) -> str:
     return meta.get("world", "plain")
 
 
+def framing_of(meta: dict) -> str | None:
+    """The training framings (train.FRAMINGS) of the stage weights ended on, from their metadata (weights written
+    before 2026-12-05, the committed ones among them, do not record it: None)."""
+    return meta.get("framing")
+
+
 def captioned_of(meta: dict) -> bool:
     """Whether weights were trained on captions (captions.py), from their metadata (before captions: no)."""
     return meta.get("context") == captions.SPACE
@@ -122,7 +129,7 @@ def uncompile_model_blocks(model) -> None:
 
 
 def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain",
-         captioned: bool = False) -> None:
+         captioned: bool = False, framing: str | None = None) -> None:
     """bf16 safetensors of a WanModel's state dict (UNETLoader detects Wan 2.1 T2V from the keys); bf16 keeps
     the file below the 16 MiB a device run can hand back."""
     from safetensors.torch import save_file
@@ -131,4 +138,6 @@ def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, 
             "config": json.dumps(cfg), "steps": str(steps), "seconds": f"{seconds:.0f}", "shift": str(SHIFT),
             "latent_space": LATENT_SPACE, "context": captions.SPACE if captioned else "zeros (1, 1, 4096)",
             "world": world}
+    if framing is not None:
+        meta["framing"] = framing
     save_file(sd, str(path), metadata=meta)

@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
                     help="sampling seeds per cell (3: error bars over seeds, 3x the evaluation time)")
     ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
     ap.add_argument("--modes", default=",".join(evaluate.MODES))
-    ap.add_argument("--framing", choices=list(train.FRAMINGS), default="mixed", help=train.FRAMING_HELP)
+    ap.add_argument("--framing", choices=list(train.FRAMINGS), default=None, help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--native-framing", choices=list(train.FRAMINGS), default=None, help=train.NATIVE_FRAMING_HELP)
     ap.add_argument("--model", choices=list(bench_model.MODELS), default="small", help=train.MODEL_HELP)

@@ -28,7 +28,9 @@ weights is what gets saved (a power-function EMA, ``ema_decay``: it averages ove
 steps, so a run of a thousand steps is not dominated by its first, untrained weights), as bf16 safetensors with
 the key layout ComfyUI's UNETLoader detects as Wan 2.1 (15.5 MiB: below the 16 MiB a device run hands back).
 ``--resume`` starts model and EMA from saved weights (no optimiser state: it would not fit in 16 MiB; the learning
-rate warms up again) and counts steps on.
+rate warms up again) and counts steps on, in the weights' world, captions and framings unless told otherwise (the
+framings are recorded since 2026-12-05: older weights ask for ``--framing``; run 54 resumed whole-scene weights on
+crops by mistake).
 Training runs for a wall-clock budget (--minutes); the learning rate follows a cosine over that budget.
 ``--state`` keeps the whole training state (weights, EMA, optimiser, the schedule's counters) in a file, so one
 schedule (``--schedule-minutes``) can span several calls of a device machine kept warm, where ``--resume`` would
@@ -57,8 +59,8 @@ import latents  # noqa: E402
 import scenes  # noqa: E402
 import weight_parts  # noqa: E402
 from bench_model import (LATENT_SPACE, MODELS, SHIFT, SMOKE_MODEL, WEIGHTS, build_model, captioned_of,  # noqa: E402
-                         compile_model_blocks, fixed_context, load, save, uncompile_model_blocks, wan_latent_format,
-                         world_of)
+                         compile_model_blocks, fixed_context, framing_of, load, save, uncompile_model_blocks,
+                         wan_latent_format, world_of)
 
 log = logging.getLogger("fidelity.train")
 
@@ -96,7 +98,8 @@ FRAMINGS = {"mixed": (scenes.WHOLE_SHARE, scenes.TRAIN_RADIUS), "evaluation": (1
 
 FRAMING_HELP = ("training framings: mixed (the recipe: half whole scenes, half zoomed crops), evaluation (whole "
                 "scenes with the evaluation's object sizes only) or mostly_whole (a fifth crops: a curriculum's "
-                "second stage)")
+                "second stage); default: the resumed weights' (those that do not record it ask for it), mixed from "
+                "scratch")
 MODEL_HELP = ("the model a run from scratch builds: small (7 blocks of width 256, 2 heads), wide (8 blocks of "
               "width 384, 3 heads; its weights are written in parts under 16 MiB) or tiny (3 blocks of width 128, for "
               "CPU pilots: pilot.py); --resume keeps the saved size")
@@ -147,7 +150,7 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
 
 
 def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-          resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
+          resume: Path | None = None, framing: str | None = None, low_res_minutes: float = 0.0,
           model: str = "small", world: str | None = None, state: Path | None = None,
           schedule_minutes: float | None = None, native_framing: str | None = None,
           compile_blocks: bool | None = None, high_noise_share: float = 0.0, captioned: bool | None = None,
@@ -159,8 +162,8 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
     was_training = getattr(comfy.model_management, "in_training", False)
     comfy.model_management.in_training = True
     try:
-        for name, value in (("framing", framing), ("native_framing", native_framing or framing)):
-            if value not in FRAMINGS:
+        for name, value in (("framing", framing), ("native_framing", native_framing)):
+            if value is not None and value not in FRAMINGS:
                 raise ValueError(f"{name} must be one of {list(FRAMINGS)}, got {value!r}.")
         if not 0 <= high_noise_share < 1:
             raise ValueError(f"high_noise_share is a share of the training draws, at least 0 and below 1, got "
@@ -183,7 +186,7 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
-                      state_path=state, schedule_minutes=schedule, native_framing=native_framing or framing,
+                      state_path=state, schedule_minutes=schedule, native_framing=native_framing,
                       compile_blocks=compile_blocks, high_noise_share=high_noise_share, captioned=captioned,
                       half_size=half_size)
     finally:
@@ -193,25 +196,31 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
 
 
 def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames: int,
-           resume: Path | None = None, framing: str = "mixed", low_res_minutes: float = 0.0,
+           resume: Path | None = None, framing: str | None = None, low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
-           schedule_minutes: float, native_framing: str, compile_blocks: bool | None = None,
+           schedule_minutes: float, native_framing: str | None, compile_blocks: bool | None = None,
            high_noise_share: float = 0.0, captioned: bool | None = None, half_size: bool = False) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     device = accelerator.device
     cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODELS[model_size]), 0, 0.0
-    trained_on, was_captioned = "plain", False  # the resumed weights' world and conditioning (none: plain, none)
+    trained_on, was_captioned, was_framed = "plain", False, None  # the resumed weights' (none: plain, none, none)
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
         if meta.get("latent_space") != LATENT_SPACE:
             raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
-        trained_on, was_captioned = world_of(meta), captioned_of(meta)
+        trained_on, was_captioned, was_framed = world_of(meta), captioned_of(meta), framing_of(meta)
+        if framing is None and was_framed is None:
+            raise ValueError(f"{resume} does not record the framings it was trained on (weights written before "
+                             f"2026-12-05, the committed ones among them, which were trained on whole scenes: "
+                             f"evaluation): give --framing, one of {', '.join(FRAMINGS)}.")
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
     captioned = was_captioned if captioned is None else captioned  # and on its captions (or learns them)
+    framing = framing or was_framed or "mixed"  # and on its framings
+    native_framing = native_framing or framing
     # the schedule (cosine, warm-up, half size, EMA) may span several calls: its counters, kept in --state
     run = dict(steps=0, seconds=0.0, low_res_steps=0, ema_start=0)
     saved = None
@@ -314,7 +323,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     path = out / WEIGHTS.name
     run = dict(steps=prior + step, seconds=run["seconds"] + seconds, low_res_steps=low_res_steps,
                ema_start=ema_start)
-    save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world, captioned)
+    save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world, captioned,
+         native_framing)
     if state_path is not None:  # everything the next call needs to go on with this run
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
@@ -349,7 +359,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--frames", type=int, default=scenes.FRAMES)
     ap.add_argument("--resume", type=Path, default=None, help="start from these weights (written by this script)")
-    ap.add_argument("--framing", choices=list(FRAMINGS), default="mixed", help=FRAMING_HELP)
+    ap.add_argument("--framing", choices=list(FRAMINGS), default=None, help=FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=LOW_RES_HELP)
     ap.add_argument("--native-framing", choices=list(FRAMINGS), default=None, help=NATIVE_FRAMING_HELP)
     ap.add_argument("--model", choices=list(MODELS), default="small", help=MODEL_HELP)

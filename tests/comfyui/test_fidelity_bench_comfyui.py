@@ -18,18 +18,22 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     import bench_model
     import train
     import weight_parts
-    info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2)
+    info = train.train(tmp_path / "first", 0.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation")
     assert info["steps"] == 3 and info["loss_first"] > 0
     # resuming starts from the saved weights and counts steps on; weights that came back from a device run in
     # parts (weight_parts.split) resume and install under the file's name, joined first
     first = tmp_path / "first" / bench_model.WEIGHTS.name
     assert len(weight_parts.split(first, limit=1_200_000)) > 1 and not first.exists()  # text embedding: 1 MiB
     assert bench_model.world_of(bench_model.load(first)[1]) == "plain"  # the world a run from scratch trains in
-    # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them
+    assert bench_model.framing_of(bench_model.load(first)[1]) == "evaluation"
+    # a resumed run may move to the detailed world; its weights say so, and the evaluation follows them. It keeps
+    # the weights' framings unless told otherwise
     info = train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, world="detailed")
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
+    assert info["framing"] == info["native_framing"] == "evaluation"
     sd, meta = bench_model.load(tmp_path / bench_model.WEIGHTS.name)
     assert meta["steps"] == "6" and meta["latent_space"] == bench_model.LATENT_SPACE and meta["world"] == "detailed"
+    assert meta["framing"] == "evaluation"
     assert len(weight_parts.split(tmp_path / bench_model.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
                               steps=2, frames=2, gt_pool=4, seeds=2)
@@ -213,6 +217,25 @@ def test_resume_refuses_weights_of_another_latent_space(comfy, tmp_path):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
     with pytest.raises(ValueError, match=r"world must be one of \['plain', 'detailed'\], got 'noisy'"):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, world="noisy")
+
+
+def test_resume_asks_for_the_framing_weights_do_not_record(comfy, tmp_path):
+    """Weights written before the framings were recorded (the committed ones) cannot say whether they saw crops:
+    a resume of them without --framing is refused, naming the choices, before any step (run 54 resumed whole-scene
+    weights on crops by default)."""
+    import bench_model
+    import train
+    path = tmp_path / "older.safetensors"
+    bench_model.save(bench_model.build_model(bench_model.SMOKE_MODEL), path, bench_model.SMOKE_MODEL, smoke=True,
+                     steps=3, seconds=1.0)
+    assert bench_model.framing_of(bench_model.load(path)[1]) is None
+    with pytest.raises(ValueError, match=r"older.safetensors does not record the framings .*give --framing, one of "
+                                         r"mixed, evaluation, mostly_whole"):
+        train.train(tmp_path / "out", 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
+    assert not (tmp_path / "out" / bench_model.WEIGHTS.name).exists()
+    with pytest.raises(ValueError, match=r"framing must be one of \['mixed', 'evaluation', 'mostly_whole'\], "
+                                         r"got 'crops'"):
+        train.train(tmp_path / "out", 0.0, True, batch=2, lr=4e-4, frames=2, resume=path, framing="crops")
 
 
 def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
