@@ -214,9 +214,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
         trained_on, was_captioned, was_framed = world_of(meta), captioned_of(meta), framing_of(meta)
         if framing is None and was_framed is None:
-            raise ValueError(f"{resume} does not record the framings it was trained on (weights written before "
-                             f"2026-12-05, the committed ones among them, which were trained on whole scenes: "
-                             f"evaluation): give --framing, one of {', '.join(FRAMINGS)}.")
+            raise ValueError(f"{resume} does not record the framings it was trained on (written before weights "
+                             f"recorded them): give --framing, one of {', '.join(FRAMINGS)}.")
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
     captioned = was_captioned if captioned is None else captioned  # and on its captions (or learns them)
     framing = framing or was_framed or "mixed"  # and on its framings
