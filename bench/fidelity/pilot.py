@@ -6,6 +6,7 @@ before device time is spent on it; its numbers are not the gate's (other model, 
     COMFYUI_PATH=... python bench/fidelity/pilot.py --arm baseline --minutes 50 --out DIR2   # both at once, 1 core each
     COMFYUI_PATH=... python bench/fidelity/pilot.py --arm captions --minutes 50 \
         --resume DIR/ultragen_fidelity_wan.safetensors --out DIR3   # on from the first run's weights
+    COMFYUI_PATH=... python bench/fidelity/pilot.py --weights W --videos 16 --cfg 3   # a device run's model, no training
 
 Training: train.py's own loop (train.train, half_size: every step at 32 x 32 px, 16 x 16 tokens x 8 frames; model
 "tiny", whole scenes, batch 8, lr 1e-3). Sampling: ``videos`` held-out scenes (the captioned arm is prompted with
@@ -85,40 +86,67 @@ def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, l
         raise ValueError(f"arm must be one of {list(ARMS)}, got {arm!r}.")
     info = train.train(out, minutes, False, batch, lr, scenes.FRAMES, resume=resume, framing="evaluation",
                        model="tiny", compile_blocks=False, half_size=True, **ARMS[arm])
-    sd, meta = bench_model.load(Path(info["weights"]))
+    result = {"arm": arm, "train": info, **count_samples(Path(info["weights"]), videos, steps)}
+    (out / "pilot.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def count_samples(weights: Path, videos: int = 32, steps: int = 20, guidance: tuple | None = None) -> dict:
+    """Sample ``videos`` held-out scenes at half size with ``weights`` (any bench weights: a pilot's, or a device
+    run's, which learnt its scenes at half size before native size) and count them as the gate counts:
+    {"truth": ..., "samples": {"cfg G": ...}}. A captioned model is prompted with the scenes' captions, at each
+    ``guidance`` (default: 1 and captions.CFG); an unconditional one at 1."""
+    sd, meta = bench_model.load(weights)
     model = bench_model.build_model(json.loads(meta["config"]))
     model.load_state_dict(sd)
     model.eval()
-    held_out = scenes.sample_scenes(PILOT_SEED, videos)
+    held_out = scenes.sample_scenes(PILOT_SEED, videos, world=bench_model.world_of(meta))
     truth = torch.nn.functional.avg_pool2d(scenes.render(held_out, 1).flatten(0, 1), 2).unflatten(0, (videos, -1))
     fmt = bench_model.wan_latent_format()
     shape = (videos, latents.CHANNELS, scenes.FRAMES, scenes.NATIVE // 2, scenes.NATIVE // 2)
-    result = {"arm": arm, "train": info, "truth": measure(to_native(truth)), "samples": {}}
-    context = captions.encode(captions.of_scenes(held_out)) if ARMS[arm].get("captioned") else None
-    for guidance in (GUIDANCE if context is not None else (1.0,)):
-        x = sample(model, context, shape, guidance, steps=steps)
+    result = {"truth": measure(to_native(truth)), "samples": {}}
+    context = captions.encode(captions.of_scenes(held_out)) if bench_model.captioned_of(meta) else None
+    for g in (guidance or GUIDANCE) if context is not None else (1.0,):
+        x = sample(model, context, shape, g, steps=steps)
         frames = latents.decode(fmt.process_out(x))  # (B, T, 3, 32, 32)
-        result["samples"][f"cfg {guidance:g}"] = row = measure(to_native(frames))
-        log.info("%s cfg %g: %s", arm, guidance, json.dumps(row))
-    (out / "pilot.json").write_text(json.dumps(result, indent=2))
+        result["samples"][f"cfg {g:g}"] = row = measure(to_native(frames))
+        log.info("%s cfg %g: %s", weights, g, json.dumps(row))
     return result
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arm", choices=list(ARMS), required=True, help="baseline, or the change to train with")
+    ap.add_argument("--arm", choices=list(ARMS), help="baseline, or the change to train with")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="no training: sample these bench weights (e.g. a device run's) at half size and count them")
+    ap.add_argument("--cfg", default=None, help="with --weights: guidance scales, comma-separated (default: 1,3)")
     ap.add_argument("--minutes", type=float, default=50.0, help="training budget, wall clock")
     ap.add_argument("--videos", type=int, default=32, help="held-out videos sampled and counted")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (two arms at once on 2 cores: 1 each)")
     ap.add_argument("--resume", type=Path, default=None,
                     help="train on from this earlier pilot's weights (its out/ultragen_fidelity_wan.safetensors)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if (args.arm is None) == (args.weights is None):
+        ap.error("give --arm (train a pilot, with --out) or --weights (count a model's half-size samples), not both")
+    if args.arm is not None and args.out is None:
+        ap.error("--arm trains a pilot: give --out, the folder for its weights and pilot.json")
+    try:
+        guidance = tuple(float(g) for g in args.cfg.split(",")) if args.cfg else None
+    except ValueError:
+        ap.error(f"--cfg takes guidance scales, comma-separated (e.g. 1,3), got {args.cfg!r}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     train.use_comfyui(True)
     import comfy.model_management
     comfy.model_management.in_training = True  # plain-torch RoPE on the CPU, for the sampling too
+    if args.weights is not None:
+        result = {"weights": str(args.weights), **count_samples(args.weights, args.videos, guidance=guidance)}
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "pilot.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps({k: result[k] for k in ("truth", "samples")}, indent=2))
+        return result
     result = run(args.arm, args.minutes, args.out, args.videos, resume=args.resume)
     print(json.dumps({k: result[k] for k in ("arm", "truth", "samples")}, indent=2))
     return result

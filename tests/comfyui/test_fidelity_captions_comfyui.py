@@ -114,7 +114,8 @@ def test_a_captioned_model_is_sampled_with_its_captions_against_the_empty_one(co
     assert results["config"]["captioned"] is True and results["cfg"] == 3.0  # the weights' metadata decides
 
 
-def test_the_cpu_pilot_trains_at_half_size_and_counts_its_samples_against_a_perfect_floor(comfy, tmp_path):
+def test_the_cpu_pilot_trains_at_half_size_and_counts_its_samples_against_a_perfect_floor(comfy, tmp_path,
+                                                                                           capsys):
     """pilot.py: a tiny model trained at half size through train.py's loop, sampled (the captioned arm at cfg 1 and
     at captions.CFG) and counted; the truth, through the same half size and upsampling, is the floor: no error."""
     import pilot
@@ -130,3 +131,15 @@ def test_the_cpu_pilot_trains_at_half_size_and_counts_its_samples_against_a_perf
     assert json.loads((tmp_path / "pilot.json").read_text())["arm"] == "captions"
     with pytest.raises(ValueError, match=r"arm must be one of \['baseline', 'captions', 'high_noise'\], got 'x'"):
         pilot.run("x", 0.02, tmp_path)
+    # the same weights counted without training (pilot.py --weights: a device run's model read at half size), at the
+    # guidance asked for: the pilot's own counts again (seeded)
+    weights = tmp_path / bench_model.WEIGHTS.name
+    counted = pilot.count_samples(weights, videos=2, steps=4, guidance=(3.0,))
+    assert counted == {"truth": result["truth"], "samples": {"cfg 3": result["samples"]["cfg 3"]}}
+    for argv, message in ((["--out", str(tmp_path)], "give --arm"),
+                          (["--arm", "captions", "--weights", str(weights)], "not both"),
+                          (["--arm", "captions"], "--arm trains a pilot: give --out"),
+                          (["--weights", str(weights), "--cfg", "x"], "--cfg takes guidance scales, comma-separated")):
+        with pytest.raises(SystemExit):
+            pilot.main(argv)
+        assert message in capsys.readouterr().err
