@@ -6,7 +6,7 @@ before device time is spent on it; its numbers are not the gate's (other model, 
     COMFYUI_PATH=... python bench/fidelity/pilot.py --arm baseline --minutes 50 --out DIR2   # both at once, 1 core each
     COMFYUI_PATH=... python bench/fidelity/pilot.py --arm captions --minutes 50 \
         --resume DIR/ultragen_fidelity_wan.safetensors --out DIR3   # on from the first run's weights
-    COMFYUI_PATH=... python bench/fidelity/pilot.py --weights W --videos 16 --cfg 3   # a device run's model, no training
+    COMFYUI_PATH=... python bench/fidelity/pilot.py --weights W --videos 16 --cfg 3  # a device run's model, no training
 
 Training: train.py's own loop (train.train, half_size: every step at 32 x 32 px, 16 x 16 tokens x 8 frames; model
 "tiny", whole scenes, batch 8, lr 1e-3). Sampling: ``videos`` held-out scenes (the captioned arm is prompted with
@@ -14,6 +14,8 @@ their captions), euler over the bench's 20 steps at shift 3 with the model calle
 the same arithmetic; this pilot avoids sampling a half-size latent through ComfyUI's nodes), classifier-free
 guidance against the empty caption; decoded, upsampled 2x (bilinear) to the native frame and measured with
 metrics.per_video and metrics.failure_kinds. The truth row goes through the same half size and upsampling: the floor.
+With ``--weights``, no training: any bench weights are sampled and counted the same way (``count_samples``), e.g. a
+device run's model at the half size where progressive resolution spent most of its steps.
 """
 from __future__ import annotations
 
