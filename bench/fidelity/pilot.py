@@ -53,18 +53,20 @@ def sample(model, context: torch.Tensor | None, shape: tuple, guidance: float = 
            steps: int = 20) -> torch.Tensor:
     """Euler sampling of the rectified-flow model from noise: (B, 16, T, H, W) as the model sees latents. context:
     (B, tokens, 4096) or None (zeros); guidance > 1 mixes in the empty caption's prediction (CFG)."""
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    empty = bench_model.fixed_context(shape[0])
-    cond = empty if context is None else context
+    # the model's device (a module's parameters'); the noise is drawn on the CPU: the same seed, the same noise
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    empty = bench_model.fixed_context(shape[0], device)
+    cond = empty if context is None else context.to(device)
     s = sigmas(steps)
     for i in range(steps):
-        t = torch.full((shape[0],), float(s[i]) * 1000)
+        t = torch.full((shape[0],), float(s[i]) * 1000, device=device)
         v = model(x, t, cond)
         if guidance != 1.0:
             v_empty = model(x, t, empty)
             v = v_empty + guidance * (v - v_empty)
-        x = x + (s[i + 1] - s[i]) * v
-    return x
+        x = x + float(s[i + 1] - s[i]) * v
+    return x.cpu()
 
 
 def to_native(videos: torch.Tensor) -> torch.Tensor:
@@ -95,13 +97,14 @@ def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, l
 
 def count_samples(weights: Path, videos: int = 32, steps: int = 20, guidance: tuple | None = None) -> dict:
     """Sample ``videos`` held-out scenes at half size with ``weights`` (any bench weights: a pilot's, or a device
-    run's, which learnt its scenes at half size before native size) and count them as the gate counts:
+    run's, which learnt its scenes at half size before native size; on CUDA where there is one) and count them as
+    the gate counts:
     {"truth": ..., "samples": {"cfg G": ...}}. A captioned model is prompted with the scenes' captions, at each
     ``guidance`` (default: 1 and captions.CFG); an unconditional one at 1."""
     sd, meta = bench_model.load(weights)
     model = bench_model.build_model(json.loads(meta["config"]))
     model.load_state_dict(sd)
-    model.eval()
+    model.eval().to("cuda" if torch.cuda.is_available() else "cpu")  # float32 on either
     held_out = scenes.sample_scenes(PILOT_SEED, videos, world=bench_model.world_of(meta))
     truth = torch.nn.functional.avg_pool2d(scenes.render(held_out, 1).flatten(0, 1), 2).unflatten(0, (videos, -1))
     fmt = bench_model.wan_latent_format()
