@@ -98,9 +98,8 @@ def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, l
 def count_samples(weights: Path, videos: int = 32, steps: int = 20, guidance: tuple | None = None) -> dict:
     """Sample ``videos`` held-out scenes at half size with ``weights`` (any bench weights: a pilot's, or a device
     run's, which learnt its scenes at half size before native size; on CUDA where there is one) and count them as
-    the gate counts:
-    {"truth": ..., "samples": {"cfg G": ...}}. A captioned model is prompted with the scenes' captions, at each
-    ``guidance`` (default: 1 and captions.CFG); an unconditional one at 1."""
+    the gate counts: {"truth": ..., "samples": {"cfg G": ...}}. A captioned model is prompted with the scenes'
+    captions, at each ``guidance`` (default: 1 and captions.CFG); an unconditional one at 1."""
     sd, meta = bench_model.load(weights)
     model = bench_model.build_model(json.loads(meta["config"]))
     model.load_state_dict(sd)
@@ -133,9 +132,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if (args.arm is None) == (args.weights is None):
-        ap.error("give --arm (train a pilot, with --out) or --weights (count a model's half-size samples), not both")
+        ap.error("give one of --arm (train a pilot and count its samples, with --out) and --weights (count a model's "
+                 "half-size samples)")
     if args.arm is not None and args.out is None:
         ap.error("--arm trains a pilot: give --out, the folder for its weights and pilot.json")
+    if args.arm is not None and args.cfg is not None:
+        ap.error(f"--cfg {args.cfg} applies to --weights; a pilot is counted at cfg 1 and {captions.CFG:g}")
+    if args.videos < 1:
+        ap.error(f"--videos is how many held-out videos to sample, at least 1, got {args.videos}")
     try:
         guidance = tuple(float(g) for g in args.cfg.split(",")) if args.cfg else None
     except ValueError:

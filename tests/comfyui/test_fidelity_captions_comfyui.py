@@ -136,9 +136,11 @@ def test_the_cpu_pilot_trains_at_half_size_and_counts_its_samples_against_a_perf
     weights = tmp_path / bench_model.WEIGHTS.name
     counted = pilot.count_samples(weights, videos=2, steps=4, guidance=(3.0,))
     assert counted == {"truth": result["truth"], "samples": {"cfg 3": result["samples"]["cfg 3"]}}
-    for argv, message in ((["--out", str(tmp_path)], "give --arm"),
-                          (["--arm", "captions", "--weights", str(weights)], "not both"),
+    for argv, message in ((["--out", str(tmp_path)], "give one of --arm"),
+                          (["--arm", "captions", "--weights", str(weights)], "give one of --arm"),
                           (["--arm", "captions"], "--arm trains a pilot: give --out"),
+                          (["--arm", "captions", "--out", str(tmp_path), "--cfg", "2"], "--cfg 2 applies to --weights"),
+                          (["--weights", str(weights), "--videos", "0"], "at least 1, got 0"),
                           (["--weights", str(weights), "--cfg", "x"], "--cfg takes guidance scales, comma-separated")):
         with pytest.raises(SystemExit):
             pilot.main(argv)
