@@ -96,6 +96,12 @@ def framing_of(meta: dict) -> str | None:
     return meta.get("framing")
 
 
+def half_size_steps_of(meta: dict) -> int | None:
+    """How many of the weights' steps were at half size (progressive resolution; a pilot's: all), from their metadata
+    (weights written before 2026-12-05, and runs resumed from them, do not record it: None)."""
+    return int(meta["half_size_steps"]) if "half_size_steps" in meta else None
+
+
 def captioned_of(meta: dict) -> bool:
     """Whether weights were trained on captions (captions.py), from their metadata (before captions: no)."""
     return meta.get("context") == captions.SPACE
@@ -129,9 +135,10 @@ def uncompile_model_blocks(model) -> None:
 
 
 def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain",
-         captioned: bool = False, framing: str | None = None) -> None:
+         captioned: bool = False, framing: str | None = None, half_size_steps: int | None = None) -> None:
     """bf16 safetensors of a WanModel's state dict (UNETLoader detects Wan 2.1 T2V from the keys); bf16 keeps
-    the file below the 16 MiB a device run can hand back."""
+    the file below the 16 MiB a device run can hand back. half_size_steps: how many of the ``steps`` were at half
+    size (None: not known)."""
     from safetensors.torch import save_file
     sd = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"ultragen_fidelity": "smoke (CPU, a few steps: not a trained model)" if smoke else "trained",
@@ -140,4 +147,6 @@ def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, 
             "world": world}
     if framing is not None:
         meta["framing"] = framing
+    if half_size_steps is not None:
+        meta["half_size_steps"] = str(half_size_steps)
     save_file(sd, str(path), metadata=meta)

@@ -50,6 +50,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+import bench_model  # noqa: E402
 import captions  # noqa: E402
 import latents  # noqa: E402
 import metrics  # noqa: E402
@@ -273,6 +274,8 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["cfg"] = cfg.cfg_scale
+    meta = sampling.weights_metadata(weights)  # how the weights were trained, for the gate's reading
+    results["trained"] = {"steps": int(meta.get("steps", 0)), "half_size_steps": bench_model.half_size_steps_of(meta)}
     results["gate"] = outputs.gate(results)
     outputs.write_outputs(results, samples, out, cfg.frames)
     log.info("%s", outputs.gate_text(results))

@@ -51,6 +51,11 @@ def gate_text(results: dict) -> str:
     for name, value, rule, ok in g["checks"]:
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         lines.append(f"- {name}: {shown} (needs {rule}) {'ok' if ok else 'FAILS'}")
+    trained = results.get("trained") or {}
+    if g["checks"] and trained.get("steps") and trained.get("half_size_steps") == trained["steps"]:
+        lines.append(f"\nThese weights learnt at half size only ({trained['steps']} steps): at native size the gate "
+                     f"samples them at twice the size they learnt, which says how they carry beyond it, not how "
+                     f"well they learnt (bench/fidelity/pilot.py --weights reads them at half size).")
     if not g["checks"]:
         lines.append("\nThe gate was not measured, so no conclusion is drawn from the table below.")
     elif not g["passed"]:

@@ -59,8 +59,8 @@ import latents  # noqa: E402
 import scenes  # noqa: E402
 import weight_parts  # noqa: E402
 from bench_model import (LATENT_SPACE, MODELS, SHIFT, SMOKE_MODEL, WEIGHTS, build_model, captioned_of,  # noqa: E402
-                         compile_model_blocks, fixed_context, framing_of, load, save, uncompile_model_blocks,
-                         wan_latent_format, world_of)
+                         compile_model_blocks, fixed_context, framing_of, half_size_steps_of, load, save,
+                         uncompile_model_blocks, wan_latent_format, world_of)
 
 log = logging.getLogger("fidelity.train")
 
@@ -206,6 +206,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     device = accelerator.device
     cfg, done, done_seconds = (SMOKE_MODEL if smoke else MODELS[model_size]), 0, 0.0
     trained_on, was_captioned, was_framed = "plain", False, None  # the resumed weights' (none: plain, none, none)
+    half_before = 0  # of the steps before this run, how many at half size (None: weights that do not record it)
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
@@ -213,6 +214,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
                              f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
         trained_on, was_captioned, was_framed = world_of(meta), captioned_of(meta), framing_of(meta)
+        half_before = half_size_steps_of(meta)
         if framing is None and was_framed is None:
             raise ValueError(f"{resume} does not record the framings it was trained on (written before weights "
                              f"recorded them): give --framing, one of {', '.join(FRAMINGS)}.")
@@ -227,6 +229,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         saved = torch.load(state_path, map_location="cpu")
     if saved is not None:  # the run goes on as it was set up; this call's other settings give way to it
         cfg, done, done_seconds, run = saved["config"], saved["done"], saved["done_seconds"], saved["run"]
+        half_before = saved.get("half_before")  # states written before it was kept: not known
         settings = saved["settings"]
         batch, lr, framing = settings["batch"], settings["lr"], settings["framing"]
         native_framing = settings.get("native_framing", framing)
@@ -322,11 +325,12 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     path = out / WEIGHTS.name
     run = dict(steps=prior + step, seconds=run["seconds"] + seconds, low_res_steps=low_res_steps,
                ema_start=ema_start)
+    half_size_steps = None if half_before is None else half_before + low_res_steps
     save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world, captioned,
-         native_framing)
+         native_framing, half_size_steps)
     if state_path is not None:  # everything the next call needs to go on with this run
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run,
+        torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run, "half_before": half_before,
                     "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
                                      high_noise_share=high_noise_share, captioned=captioned,
                                      low_res=low_res_minutes,
@@ -341,7 +345,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "schedule_steps": run["steps"], "schedule_seconds": round(run["seconds"], 1),
             "frames": frames, "world": world, "framing": framing, "native_framing": native_framing,
             "low_res_minutes": low_res_minutes,
-            "low_res_steps": low_res_steps,
+            "low_res_steps": low_res_steps, "half_size_steps_total": half_size_steps,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT,
             "high_noise_share": high_noise_share, "captioned": captioned, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,

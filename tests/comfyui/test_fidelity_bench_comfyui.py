@@ -33,7 +33,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert info["framing"] == info["native_framing"] == "evaluation"
     sd, meta = bench_model.load(tmp_path / bench_model.WEIGHTS.name)
     assert meta["steps"] == "6" and meta["latent_space"] == bench_model.LATENT_SPACE and meta["world"] == "detailed"
-    assert meta["framing"] == "evaluation"
+    assert meta["framing"] == "evaluation" and bench_model.half_size_steps_of(meta) == 0  # all 6 at native size
     assert len(weight_parts.split(tmp_path / bench_model.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
                               steps=2, frames=2, gt_pool=4, seeds=2)
@@ -41,6 +41,7 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     results = evaluate.run_evaluation(tmp_path / bench_model.WEIGHTS.name, tmp_path, cfg, smoke=True, runtime=comfy)
     cells = {c["mode"]: c for c in results["cells"]}
     assert results["config"]["world"] == "detailed"
+    assert results["trained"] == {"steps": 6, "half_size_steps": 0}  # from the weights' metadata
     assert set(cells) == {"ground_truth", "quality_band", "proxy", "sol_attn", "learned_sr", "learned_sr_of_truth"}
     # no CUDA sol_attn here (comfy_kitchen < 0.2.33, or no GPU): the row says why
     why = sampling.sol_attn_unavailable()
@@ -133,6 +134,10 @@ def test_a_run_kept_in_a_state_file_goes_on_across_calls_as_one_schedule(comfy, 
     saved = torch.load(state)
     assert saved["run"]["steps"] == 6 and max(v["step"] for v in saved["opt"]["state"].values()) == 6
     assert bench_model.load(tmp_path / "b" / bench_model.WEIGHTS.name)[1]["steps"] == "6"
+    # the weights record how many of their steps were at half size: all 3 after the first call, 3 of 6 after both
+    assert bench_model.half_size_steps_of(bench_model.load(tmp_path / "a" / bench_model.WEIGHTS.name)[1]) == 3
+    assert bench_model.half_size_steps_of(bench_model.load(tmp_path / "b" / bench_model.WEIGHTS.name)[1]) == 3
+    assert first["half_size_steps_total"] == second["half_size_steps_total"] == 3
     done = train.train(tmp_path / "c", 1.0, True, batch=2, lr=4e-4, frames=2, state=state)  # the schedule is over
     assert done["steps"] == 0 and done["steps_total"] == 6
     with pytest.raises(ValueError, match="--state .*run.pt exists.*--resume"):
@@ -236,6 +241,11 @@ def test_resume_asks_for_the_framing_weights_do_not_record(comfy, tmp_path):
     with pytest.raises(ValueError, match=r"framing must be one of \['mixed', 'evaluation', 'mostly_whole'\], "
                                          r"got 'crops'"):
         train.train(tmp_path / "out", 0.0, True, batch=2, lr=4e-4, frames=2, resume=path, framing="crops")
+    # given the framing, the resume runs; how many of the older weights' steps were at half size is not known, so the
+    # new weights do not say either
+    info = train.train(tmp_path / "out", 0.0, True, batch=2, lr=4e-4, frames=2, resume=path, framing="evaluation")
+    assert info["half_size_steps_total"] is None
+    assert bench_model.half_size_steps_of(bench_model.load(tmp_path / "out" / bench_model.WEIGHTS.name)[1]) is None
 
 
 def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):

@@ -121,6 +121,11 @@ def test_the_gate_passes_a_model_that_learned_and_names_what_fails():
     assert outputs.gate(lost)["why"] == "fails on count_error, continuity"
     assert "no conclusion is drawn" in outputs.gate_text(lost)
     assert not outputs.gate({"cells": []})["passed"] and "not measured" in outputs.gate_text({"cells": []})
+    # weights that learnt at half size only (their metadata, evaluate.py's results["trained"]) are read as such
+    half = {**lost, "trained": {"steps": 4814, "half_size_steps": 4814}}
+    assert "These weights learnt at half size only (4814 steps)" in outputs.gate_text(half)
+    assert "half size only" not in outputs.gate_text({**lost, "trained": {"steps": 4814, "half_size_steps": 100}})
+    assert "half size only" not in outputs.gate_text({**lost, "trained": {"steps": 4814, "half_size_steps": None}})
 
 
 def test_the_detail_metric_tells_detail_from_blur_and_grain():
