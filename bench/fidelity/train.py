@@ -38,6 +38,7 @@ restart the warm-up, the cosine and the optimiser (run 52 lost ground that way: 
 Progressive resolution (``--low-res-minutes``), as video models are trained: the first minutes of the budget show
 the same scenes at half the size per side (32 x 32 px, 16 x 16 tokens: a sixteenth of the attention cost, so many
 more steps learn the scenes' layout, objects and motion), twice the batch; then native size, the EMA restarted.
+The weights record how many of their steps were at half size (run 55a's were all: docs/FIDELITY.md).
 """
 from __future__ import annotations
 
