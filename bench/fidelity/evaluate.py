@@ -268,13 +268,13 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
         (out / "results.json").write_text(json.dumps({**results, "partial": True}, indent=2))
 
     name = sampling.install_weights(runtime, weights)
+    meta = sampling.weights_metadata(weights)  # how the weights were trained: read once
     # the truth, and the learned upscaler, of the model's world; its captions if it was trained on them
-    cfg = replace(cfg, world=sampling.weights_world(weights), captioned=sampling.weights_captioned(weights))
+    cfg = replace(cfg, world=bench_model.world_of(meta), captioned=bench_model.captioned_of(meta))
     log.info("sampling %s weights at cfg %g", "captioned" if cfg.captioned else "unconditional", cfg.cfg_scale)
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["cfg"] = cfg.cfg_scale
-    meta = sampling.weights_metadata(weights)  # how the weights were trained, for the gate's reading
     results["trained"] = {"steps": int(meta.get("steps", 0)), "half_size_steps": bench_model.half_size_steps_of(meta)}
     results["gate"] = outputs.gate(results)
     outputs.write_outputs(results, samples, out, cfg.frames)
