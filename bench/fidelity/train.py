@@ -123,6 +123,8 @@ STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the s
               "end; if it exists, the run in it goes on where it stopped, with its own settings: one schedule over "
               "several calls of a device machine kept warm (keep the file outside $OUT: it is larger than a call "
               "hands back)")
+HALF_SIZE_HELP = ("every step at half size (32 x 32 px, 16 x 16 tokens, twice the batch), none at native size: "
+                  "weights read at half size (pilot.py --weights); a --state run keeps it")
 SCHEDULE_HELP = ("the run's whole schedule in minutes (cosine, warm-up, --low-res-minutes), when it spans several "
                  "calls of --minutes each with --state; default: --minutes")
 
@@ -235,7 +237,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         batch, lr, framing = settings["batch"], settings["lr"], settings["framing"]
         native_framing = settings.get("native_framing", framing)
         high_noise_share = settings.get("high_noise_share", 0.0)
-        low_res_minutes = settings["low_res"]
+        low_res_minutes, half_size = settings["low_res"], settings.get("half_size", False)
         schedule_minutes, world = settings["schedule_minutes"], settings["world"]
         captioned = settings.get("captioned", False)
         log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
@@ -334,7 +336,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run, "half_before": half_before,
                     "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
                                      high_noise_share=high_noise_share, captioned=captioned,
-                                     low_res=low_res_minutes,
+                                     low_res=low_res_minutes, half_size=half_size,
                                      schedule_minutes=schedule_minutes, world=world),
                     "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
                     "ema": {k: v.cpu() for k, v in ema.state_dict().items()}, "opt": opt.state_dict()}, state_path)
@@ -346,7 +348,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
             "schedule_steps": run["steps"], "schedule_seconds": round(run["seconds"], 1),
             "frames": frames, "world": world, "framing": framing, "native_framing": native_framing,
             "low_res_minutes": low_res_minutes,
-            "low_res_steps": low_res_steps, "half_size_steps_total": half_size_steps,
+            "low_res_steps": low_res_steps, "half_size_steps_total": half_size_steps, "half_size": half_size,
             "ema": f"power, gamma {EMA_GAMMA:g}, from step {ema_start}", "lr": lr, "shift": SHIFT,
             "high_noise_share": high_noise_share, "captioned": captioned, "loss_first": losses[0] if losses else None,
             "loss_last50": sum(tail) / len(tail), "device": str(device), "smoke": smoke,
@@ -373,6 +375,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=COMPILE_HELP)
     ap.add_argument("--high-noise-share", type=float, default=0.0, help=HIGH_NOISE_HELP)
     ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=CAPTIONS_HELP)
+    ap.add_argument("--half-size", action="store_true", help=HALF_SIZE_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -382,7 +385,7 @@ def main(argv=None) -> dict:
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
                  args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                 args.native_framing, args.compile, args.high_noise_share, args.captions)
+                 args.native_framing, args.compile, args.high_noise_share, args.captions, args.half_size)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info
