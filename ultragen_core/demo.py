@@ -2,14 +2,20 @@
 its weights in bench/fidelity/weights/, and the fixed latent space it was trained in, which the demo nodes decode
 (nodes/demo.py: UltraGen Demo Model / Demo Latent / Demo Decode; the template "UltraGen demo (no download)").
 
-The latent space: pixels placed in Wan 2.1's latent statistics, exactly invertible, 16 channels. Each RGB pixel
-becomes one latent pixel (PIXELS = 1) whose first 3 channels carry ``GAIN * (2 * rgb - 1)`` *after* ComfyUI's
-Wan 2.1 latent format normalises them (``process_in``: (z - mean) / std per channel); the other 13 channels are 0
-after that normalisation. So the model sees data of about unit spread, as Wan sees its VAE's normalised latents.
-(Until issue 24 the values went in unscaled: after the normalisation the content had a spread of 0.18 against
-noise of 1, and the scene was decided in the last one or two sampling steps; objects went missing.) One latent
-frame per video frame (no temporal compression). With Wan's patch (1, 2, 2), one token is 2 x 2 pixels of one
-frame: the native 64 x 64 frame is 64 x 64 latent pixels, 32 x 32 tokens.
+The latent spaces: pixels placed in Wan 2.1's latent statistics, 16 channels. Each latent pixel stands for
+``pixels`` x ``pixels`` RGB pixels, averaged, and its first 3 channels carry ``GAIN * (2 * rgb - 1)`` *after*
+ComfyUI's Wan 2.1 latent format normalises them (``process_in``: (z - mean) / std per channel); the other 13
+channels are 0 after that normalisation. So the model sees data of about unit spread, as Wan sees its VAE's
+normalised latents. (Until issue 24 the values went in unscaled: after the normalisation the content had a spread
+of 0.18 against noise of 1, and the scene was decided in the last one or two sampling steps; objects went missing.)
+One latent frame per video frame (no temporal compression). Two spaces, named in the weights' metadata
+(``space_name``):
+- ``pixels`` 1 (the demo's, PIXELS): one latent pixel per pixel, exactly invertible. With Wan's patch (1, 2, 2) one
+  token is 2 x 2 pixels: the native 64 x 64 frame is 64 x 64 latent pixels, 32 x 32 tokens.
+- ``pixels`` 2: a lossy space, as a VAE's is (Wan's compresses 8 x 8): 2 x 2 pixels averaged per latent pixel, and
+  decoded by bilinear upsampling. The native frame is 32 x 32 latent pixels, 16 x 16 tokens of 4 x 4 pixels.
+  A pixels-1 model trained at half size (frames averaged 2 x 2, bench/fidelity/train.py) learnt exactly this
+  space's native latents.
 
 Latents are (B, C, T, H, W) as ComfyUI's video latents are (``encode`` returns them in ComfyUI's space, before its
 normalisation; ``decode`` takes what ComfyUI's sampler returns). Pure torch; no ComfyUI.
@@ -22,15 +28,30 @@ from pathlib import Path
 import torch
 
 CHANNELS = 16
-PIXELS = 1  # pixels per latent pixel, per side
+PIXELS = 1  # the demo's space (its bundled weights'): pixels per latent pixel, per side
 PATCH = 2  # Wan's patch, latent pixels per token per side
 PIXELS_PER_TOKEN = PIXELS * PATCH
-USED = 3 * PIXELS * PIXELS  # channels that carry pixels; the rest are 0 after the normalisation
+USED = 3  # channels that carry pixels; the rest are 0 after the normalisation
 GAIN = 2.0  # normalised value = GAIN * (2 * rgb - 1): the scenes' values then spread about 1, like Wan's latents
-# names this space in the weights' metadata (bench/fidelity/train.py): evaluate / --resume and the demo refuse
-# other spaces. The name predates this module (it was bench/fidelity/latents.py): kept, since trained weights
-# carry it.
-SPACE = f"bench/fidelity/latents.py: {PIXELS} px per latent pixel, gain {GAIN:g}, Wan 2.1 stats"
+
+
+def space_name(pixels: int) -> str:
+    """The space's name in the weights' metadata (bench/fidelity/train.py): evaluate, --resume and the demo refuse
+    other spaces. The name of pixels 1 predates this module (it was bench/fidelity/latents.py): kept, since trained
+    weights carry it."""
+    if pixels == 1:
+        return f"bench/fidelity/latents.py: 1 px per latent pixel, gain {GAIN:g}, Wan 2.1 stats"
+    return (f"bench/fidelity/latents.py: {pixels} x {pixels} px averaged per latent pixel, decoded bilinear, "
+            f"gain {GAIN:g}, Wan 2.1 stats")
+
+
+SPACES = {space_name(p): p for p in (1, 2)}  # name -> pixels per latent pixel
+SPACE = space_name(PIXELS)
+
+
+def pixels_of(space: str | None) -> int | None:
+    """Pixels per latent pixel of the space named ``space`` (weights' metadata); None for an unknown space."""
+    return SPACES.get(space)
 # ComfyUI's Wan 2.1 latent format (comfy/latent_formats.py, Wan21): per-channel mean and std of the VAE's
 # latents. tests/comfyui/test_fidelity_bench_comfyui.py checks by running process_in that they are ComfyUI's.
 WAN21_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -46,32 +67,53 @@ def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def normalised(frames: torch.Tensor) -> torch.Tensor:
-    """What the model sees: (B, T, 3, H, W) in [0, 1] -> (B, 16, T, H, W), GAIN * (2 rgb - 1) then zeros."""
+def _check_pixels(pixels: int) -> None:
+    if pixels not in SPACES.values():
+        raise ValueError(f"pixels per latent pixel must be one of {sorted(SPACES.values())}, got {pixels!r}.")
+
+
+def normalised(frames: torch.Tensor, pixels: int = PIXELS) -> torch.Tensor:
+    """What the model sees: (B, T, 3, H, W) in [0, 1] -> (B, 16, T, H / pixels, W / pixels), GAIN * (2 rgb - 1)
+    of each ``pixels`` x ``pixels`` average, then zeros."""
+    _check_pixels(pixels)
     B, T, C, H, W = frames.shape
-    if C != 3 or H % PIXELS or W % PIXELS:
-        raise ValueError(f"encode takes RGB frames whose sides are multiples of {PIXELS}, got shape "
+    if C != 3 or H % pixels or W % pixels:
+        raise ValueError(f"encode takes RGB frames whose sides are multiples of {pixels}, got shape "
                          f"{tuple(frames.shape)}.")
-    z = GAIN * (frames.transpose(1, 2).float() * 2 - 1)  # (B, 3, T, H, W)
-    return torch.cat([z, z.new_zeros(B, CHANNELS - USED, T, H, W)], 1)  # (B, 16, T, H, W)
+    rgb = frames.float()
+    if pixels > 1:
+        rgb = torch.nn.functional.avg_pool2d(rgb.flatten(0, 1), pixels).unflatten(0, (B, T))
+    z = GAIN * (rgb.transpose(1, 2) * 2 - 1)  # (B, 3, T, h, w)
+    return torch.cat([z, z.new_zeros(B, CHANNELS - USED, *z.shape[2:])], 1)  # (B, 16, T, h, w)
 
 
-def encode(frames: torch.Tensor) -> torch.Tensor:
-    """(B, T, 3, H, W) in [0, 1] -> (B, 16, T, H, W) in ComfyUI's latent space (Wan21.process_in of it is
-    ``normalised(frames)``)."""
+def encode(frames: torch.Tensor, pixels: int = PIXELS) -> torch.Tensor:
+    """(B, T, 3, H, W) in [0, 1] -> (B, 16, T, H / pixels, W / pixels) in ComfyUI's latent space
+    (Wan21.process_in of it is ``normalised(frames, pixels)``)."""
     mean, std = _stats(frames)
-    return normalised(frames) * std + mean
+    return normalised(frames, pixels) * std + mean
 
 
-def decode(latent: torch.Tensor) -> torch.Tensor:
-    """(B, 16, T, h, w) in ComfyUI's latent space -> (B, T, 3, h, w) in [0, 1] (clamped; the 13 unused
-    channels are ignored)."""
+def decode(latent: torch.Tensor, pixels: int = PIXELS) -> torch.Tensor:
+    """(B, 16, T, h, w) in ComfyUI's latent space -> (B, T, 3, h * pixels, w * pixels) in [0, 1] (bilinear
+    upsampling for pixels > 1; clamped; the 13 unused channels are ignored)."""
+    _check_pixels(pixels)
     B, C, T, h, w = latent.shape
     if C != CHANNELS:
         raise ValueError(f"decode takes latents of {CHANNELS} channels, got {C} (shape {tuple(latent.shape)}).")
     mean, std = _stats(latent)
     z = ((latent.float() - mean) / std)[:, :USED] / GAIN  # (B, 3, T, h, w) in about [-1, 1]
-    return ((z.transpose(1, 2) + 1) / 2).clamp(0, 1).contiguous()  # (B, T, 3, h, w)
+    rgb = (z.transpose(1, 2) + 1) / 2  # (B, T, 3, h, w)
+    if pixels > 1:
+        rgb = torch.nn.functional.interpolate(rgb.flatten(0, 1), scale_factor=pixels, mode="bilinear",
+                                              align_corners=False).unflatten(0, (B, T))
+    return rgb.clamp(0, 1).contiguous()
+
+
+def through_space(frames: torch.Tensor, pixels: int) -> torch.Tensor:
+    """(B, T, 3, H, W) frames as a perfect latent of them decodes: the floor of what a model in the space can
+    draw (the frames themselves for pixels 1, up to rounding)."""
+    return decode(encode(frames, pixels), pixels)
 
 
 # --- the demo ------------------------------------------------------------------------------------------------

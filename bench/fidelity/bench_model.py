@@ -5,6 +5,7 @@
     sd, meta = bench_model.load(path)                              # float32 state dict, metadata
     bench_model.world_of(meta), bench_model.captioned_of(meta)     # how it was trained
     bench_model.framing_of(meta)                                   # its last stage's framings (None: not recorded)
+    bench_model.pixels_of(meta)                                    # its latent space: pixels per latent pixel
 
 The file is bf16 safetensors with the key layout ComfyUI's UNETLoader detects as Wan 2.1 T2V, with metadata: its
 size (config), its training (steps, seconds, shift, latent space, world, framing) and its text context (zeros: an
@@ -37,7 +38,6 @@ MODELS = {"small": MODEL,
           "tiny": dict(dim=128, num_heads=1, num_layers=3, ffn_dim=384)}  # CPU pilots (pilot.py)
 SMOKE_MODEL = dict(dim=128, num_heads=1, num_layers=2, ffn_dim=256)
 WEIGHTS = HERE / "weights" / "ultragen_fidelity_wan.safetensors"
-LATENT_SPACE = latents.SPACE  # written into the weights' metadata
 
 
 def fixed_context(batch: int = 1, device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -102,6 +102,17 @@ def half_size_steps_of(meta: dict) -> int | None:
     return int(meta["half_size_steps"]) if "half_size_steps" in meta else None
 
 
+def pixels_of(meta: dict) -> int:
+    """Pixels per latent pixel of the weights' latent space (latents.space_name), from their metadata; ValueError
+    for a space this bench does not know."""
+    pixels = latents.pixels_of(meta.get("latent_space"))
+    if pixels is None:
+        raise ValueError(f"the weights were trained on the latent space {meta.get('latent_space')!r}, which this "
+                         f"bench does not know (it knows {sorted(latents.SPACES)}): train new weights "
+                         f"(bench/fidelity/run.py --train-only).")
+    return pixels
+
+
 def captioned_of(meta: dict) -> bool:
     """Whether weights were trained on captions (captions.py), from their metadata (before captions: no)."""
     return meta.get("context") == captions.SPACE
@@ -135,15 +146,17 @@ def uncompile_model_blocks(model) -> None:
 
 
 def save(model, path: Path, cfg: dict, smoke: bool, steps: int, seconds: float, world: str = "plain",
-         captioned: bool = False, framing: str | None = None, half_size_steps: int | None = None) -> None:
+         captioned: bool = False, framing: str | None = None, half_size_steps: int | None = None,
+         pixels: int = latents.PIXELS) -> None:
     """bf16 safetensors of a WanModel's state dict (UNETLoader detects Wan 2.1 T2V from the keys); bf16 keeps
     the file below the 16 MiB a device run can hand back. half_size_steps: how many of the ``steps`` were at half
-    size (None: not known)."""
+    size (None: not known); pixels: the latent space's pixels per latent pixel."""
     from safetensors.torch import save_file
     sd = {k: v.detach().to(torch.bfloat16).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"ultragen_fidelity": "smoke (CPU, a few steps: not a trained model)" if smoke else "trained",
             "config": json.dumps(cfg), "steps": str(steps), "seconds": f"{seconds:.0f}", "shift": str(SHIFT),
-            "latent_space": LATENT_SPACE, "context": captions.SPACE if captioned else "zeros (1, 1, 4096)",
+            "latent_space": latents.space_name(pixels),
+            "context": captions.SPACE if captioned else "zeros (1, 1, 4096)",
             "world": world}
     if framing is not None:
         meta["framing"] = framing

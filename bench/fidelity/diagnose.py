@@ -241,6 +241,7 @@ def main(argv=None) -> dict:
         import tempfile
 
         import sampling
+        sampling.first_space_only(args.weights, "diagnose.py --from-truth")
         torch.set_num_threads(2)
         runtime = sampling.make_runtime(Path(tempfile.mkdtemp(prefix="ultragen_from_truth_")), cuda=False)
         rows = from_truth(runtime, sampling.install_weights(runtime, args.weights), args.videos, start,
@@ -251,6 +252,9 @@ def main(argv=None) -> dict:
     if args.temporal and args.weights is None:
         sys.exit("--temporal measures a model: give --weights (bench weights written by train.py).")
     train.use_comfyui(True)
+    if args.weights is not None:
+        import sampling
+        sampling.first_space_only(args.weights, "diagnose.py")
     sd, meta = bench_model.load(args.weights) if args.weights is not None else (None, {})
     seed = FROM_TRUTH_SEED if args.temporal else 777
     # whole scenes, as the evaluation renders them
@@ -265,8 +269,6 @@ def main(argv=None) -> dict:
     out = {"schedule": schedule_share(spread), "object_share": float(mask.mean())}
     if args.weights is not None:
         import comfy.model_management
-        if meta.get("latent_space") != latents.SPACE:
-            sys.exit(f"{args.weights} was trained on another latent space ({meta.get('latent_space')!r}).")
         model = bench_model.build_model(json.loads(meta["config"]))
         model.load_state_dict(sd)
         comfy.model_management.in_training = True  # plain-torch RoPE on the CPU

@@ -82,6 +82,7 @@ class EvalConfig:
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them
     world: str = "plain"  # scenes.WORLDS: the model's training world (its weights' metadata) sets it
     captioned: bool = False  # the weights were trained on captions (their metadata sets it)
+    pixels: int = 1  # the weights' latent space, pixels per latent pixel (their metadata sets it)
     guidance: float | None = None  # the KSampler's cfg; None: 1 unconditional, captions.CFG captioned
     extra: dict = field(default_factory=dict)
 
@@ -113,7 +114,7 @@ def seam_borders(cfg: EvalConfig, scale: int) -> list[int]:
     bounds = set()
     for shift in (0, side // 2):
         bounds.update(tile_axis(size, side, shift).segment_bounds[1:-1])
-    return sorted(b * latents.PIXELS_PER_TOKEN for b in bounds)
+    return sorted(b * cfg.pixels * latents.PATCH for b in bounds)
 
 
 SET_METRICS = ("colour_js", "edge_js", "orientation_js", "detail_error", "hf_log2", "flicker")
@@ -142,14 +143,16 @@ def summarise(sets: list[np.ndarray], scale: int, reference: dict, borders: list
 
 def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
     """The scale's ground truth: the reference statistics (a pool of renders), the truth row's videos (other
-    scenes: the floor every metric reaches with perfect content), their scenes, its cell and the seam borders."""
+    scenes, through the latent space: the floor every metric reaches with perfect content, a perfect latent
+    decoded), their scenes, its cell and the seam borders."""
     t0 = time.time()
     pool = scenes.render(scenes.sample_scenes(10_000 + scale, cfg.gt_pool, cfg.frames, world=cfg.world), scale,
                          cfg.frames, device)
     reference = metrics.reference_stats(metrics.to_numpy(pool), scale)
     truth_scenes = scenes.sample_scenes(20_000 + scale, sampling.cell_samples(cfg, scale, "ground_truth"), cfg.frames,
                                         world=cfg.world)
-    videos = metrics.to_numpy(scenes.render(truth_scenes, scale, cfg.frames, device))
+    videos = scenes.render(truth_scenes, scale, cfg.frames, device)
+    videos = metrics.to_numpy(latents.through_space(videos, cfg.pixels) if cfg.pixels > 1 else videos)
     borders = seam_borders(cfg, scale) if scale > 1 else []
     cell = {"scale": scale, "mode": "ground_truth", "status": "ok", "seconds": round(time.time() - t0, 2),
             **summarise([videos], scale, reference, borders)}
@@ -159,11 +162,13 @@ def ground_truth(cfg: EvalConfig, scale: int, device="cpu") -> dict:
 
 def upscaled_truth(cfg: EvalConfig, truth: dict, device="cpu") -> list[dict]:
     """The ``<upscaler>_of_truth`` cells of cfg's upscalers at truth's scale (none at 1x): each upscaler applied to
-    the true native video of the truth row's scenes, what it reaches from a perfect native pass."""
+    the true native video of the truth row's scenes (through the latent space), what it reaches from a perfect
+    native pass."""
     scale, cells = truth["scale"], []
     if scale == 1:
         return cells
     native = scenes.render(truth["scenes"], 1, cfg.frames, device).cpu()
+    native = latents.through_space(native, cfg.pixels) if cfg.pixels > 1 else native
     for mode in (m for m in cfg.modes if m in UPSCALERS):
         cell, t0 = {"scale": scale, "mode": f"{mode}_of_truth"}, time.time()
         try:
@@ -270,7 +275,8 @@ def run_evaluation(weights: Path, out: Path, cfg: EvalConfig, smoke: bool, runti
     name = sampling.install_weights(runtime, weights)
     meta = sampling.weights_metadata(weights)  # how the weights were trained: read once
     # the truth, and the learned upscaler, of the model's world; its captions if it was trained on them
-    cfg = replace(cfg, world=bench_model.world_of(meta), captioned=bench_model.captioned_of(meta))
+    cfg = replace(cfg, world=bench_model.world_of(meta), captioned=bench_model.captioned_of(meta),
+                  pixels=bench_model.pixels_of(meta))  # and its latent space
     log.info("sampling %s weights at cfg %g", "captioned" if cfg.captioned else "unconditional", cfg.cfg_scale)
     results, samples = evaluate(runtime, name, cfg, "cuda" if cuda else "cpu", partial)
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"

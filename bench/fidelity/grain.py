@@ -160,6 +160,7 @@ def main(argv=None) -> list[dict]:
     if set(modes) - set(MODES):
         ap.error(f"--modes: {sorted(set(modes) - set(MODES))} are not among {', '.join(MODES)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sampling.first_space_only(args.weights, "grain.py")
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="ultragen_grain_"))
     runtime = sampling.make_runtime(work / "comfy", cuda=False)

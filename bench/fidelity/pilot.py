@@ -110,10 +110,14 @@ def count_samples(weights: Path, videos: int = 32, steps: int = 20, guidance: tu
     shape = (videos, latents.CHANNELS, scenes.FRAMES, scenes.NATIVE // 2, scenes.NATIVE // 2)
     result = {"truth": measure(to_native(truth)), "samples": {}}
     context = captions.encode(captions.of_scenes(held_out)) if bench_model.captioned_of(meta) else None
+    # weights of 1 px per latent pixel: read at half size, then upsampled; of 2 x 2 px per latent pixel: at their
+    # native size, the same 32 x 32 latent pixels, which their space decodes to 64 x 64 px the same way
+    pixels = bench_model.pixels_of(meta)
     for g in (guidance or GUIDANCE) if context is not None else (1.0,):
         x = sample(model, context, shape, g, steps=steps)
-        frames = latents.decode(fmt.process_out(x))  # (B, T, 3, 32, 32)
-        result["samples"][f"cfg {g:g}"] = row = measure(to_native(frames))
+        latent = fmt.process_out(x)
+        frames = to_native(latents.decode(latent)) if pixels == 1 else latents.decode(latent, pixels)
+        result["samples"][f"cfg {g:g}"] = row = measure(frames)  # (B, T, 3, 64, 64)
         log.info("%s cfg %g: %s", weights, g, json.dumps(row))
     return result
 

@@ -57,15 +57,27 @@ def load_bench_nodes(runtime) -> None:
             raise RuntimeError(f"ComfyUI could not load {NODES_FILE}")
 
 
-def check_latent_space(weights: Path) -> None:
-    """Raise ValueError unless the weights were trained on this bench's latent space (latents.SPACE)."""
+def check_latent_space(weights: Path) -> int:
+    """The weights' latent space, as pixels per latent pixel (latents.space_name); ValueError for a space this bench
+    does not know."""
     from safetensors import safe_open
     with safe_open(str(weights), "pt") as f:
         space = (f.metadata() or {}).get("latent_space")
-    if space != latents.SPACE:
+    pixels = latents.pixels_of(space)
+    if pixels is None:
         raise ValueError(f"{weights} was trained on the latent space {space!r}, this bench samples in "
-                         f"{latents.SPACE!r}: its samples would be noise. Train new weights "
+                         f"{sorted(latents.SPACES)}: its samples would be noise. Train new weights "
                          f"(bench/fidelity/run.py --train-only, bench/fidelity/GPU_PLAN.md).")
+    return pixels
+
+
+def first_space_only(weights: Path, tool: str) -> None:
+    """Exit with a clear message unless the weights are in the first latent space (1 px per latent pixel), the
+    only one ``tool`` (grain.py, diagnose.py) reads."""
+    pixels = check_latent_space(weight_parts.join(weights))
+    if pixels != 1:
+        sys.exit(f"{tool} reads weights of 1 px per latent pixel only; {weights} are in the space of {pixels} x "
+                 f"{pixels} px per latent pixel: measure them with evaluate.py or pilot.py --weights.")
 
 
 def weights_world(weights: Path) -> str:
@@ -114,7 +126,7 @@ def sol_attn_unavailable() -> str | None:
 
 
 def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
-    side = scenes.NATIVE // latents.PIXELS_PER_TOKEN  # 32 tokens
+    side = scenes.NATIVE // (cfg.pixels * latents.PATCH)  # 32 tokens (16 in the space of 2 x 2 px per latent pixel)
     return cfg.frames, side, side
 
 
@@ -143,7 +155,7 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
     """The API prompt of one cell; the result is captured under "out" (the native pass under "native").
     Captioned weights: videos first .. first + batch - 1 of the cell whose sampling seed is ``seed - first``
     (their captions are that cell's scenes')."""
-    side = scenes.NATIVE // latents.PIXELS * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
+    side = scenes.NATIVE // cfg.pixels * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
     length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
 
     def empty(s):
@@ -217,7 +229,7 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         captured().pop("out", None)
         runtime.run(prompt(mode, model_name, scale, cfg, s, batch, first))
         out.append(captured()["out"].float().cpu())
-    frames = latents.decode(torch.cat(out))  # (N, T, 3, H, W)
+    frames = latents.decode(torch.cat(out), cfg.pixels)  # (N, T, 3, H, W)
     if mode in UPSCALERS and scale > 1:
         frames = upscaler.upscale(frames, scale, mode, cfg.world)
     return frames

@@ -59,8 +59,8 @@ import captions  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import weight_parts  # noqa: E402
-from bench_model import (LATENT_SPACE, MODELS, SHIFT, SMOKE_MODEL, WEIGHTS, build_model, captioned_of,  # noqa: E402
-                         compile_model_blocks, fixed_context, framing_of, half_size_steps_of, load, save,
+from bench_model import (MODELS, SHIFT, SMOKE_MODEL, WEIGHTS, build_model, captioned_of,  # noqa: E402
+                         compile_model_blocks, fixed_context, framing_of, half_size_steps_of, load, pixels_of, save,
                          uncompile_model_blocks, wan_latent_format, world_of)
 
 log = logging.getLogger("fidelity.train")
@@ -125,6 +125,9 @@ STATE_HELP = ("a file for the whole training state (model, EMA, optimiser, the s
               "hands back)")
 HALF_SIZE_HELP = ("every step at half size (32 x 32 px, 16 x 16 tokens, twice the batch), none at native size: "
                   "weights read at half size (pilot.py --weights); a --state run keeps it")
+PIXELS_HELP = ("the latent space: pixels per latent pixel per side (ultragen_core/demo.py): 1, one per pixel (32 x 32 "
+               "tokens at native size), or 2, each 2 x 2 pixels averaged and decoded bilinear, as a VAE compresses "
+               "(16 x 16 tokens); default: the resumed weights', 1 from scratch")
 SCHEDULE_HELP = ("the run's whole schedule in minutes (cosine, warm-up, --low-res-minutes), when it spans several "
                  "calls of --minutes each with --state; default: --minutes")
 
@@ -132,9 +135,10 @@ TRAIN_SEED = 1 << 40  # training scenes: seeds from here on (the evaluation's ar
 
 
 def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str = "mixed",
-                  low_res: bool = False, world: str = "plain", with_context: bool = False):
+                  low_res: bool = False, world: str = "plain", with_context: bool = False, pixels: int = 1):
     """A fresh batch of scenes at many framings (seeded by the step), as the model sees them:
-    process_in(encode(frames)), (B, 16, T, 64, 64); low_res: each frame averaged 2 x 2 (B, 16, T, 32, 32).
+    process_in(encode(frames, pixels)), (B, 16, T, 64 / pixels, 64 / pixels); low_res: each frame averaged 2 x 2
+    first (half of that per side).
     with_context: (latents, context), the context (B, 3, 4096) the videos' captions (captions.py: the objects
     each framing shows), a captions.DROP share of them emptied (seeded by the step too)."""
     seed = TRAIN_SEED + 1_000_003 * step
@@ -145,7 +149,7 @@ def batch_latents(step: int, batch: int, frames: int, fmt, device, framing: str 
     if low_res:
         b, t = clips.shape[:2]
         clips = torch.nn.functional.avg_pool2d(clips.flatten(0, 1), 2).unflatten(0, (b, t))
-    x0 = fmt.process_in(latents.encode(clips))
+    x0 = fmt.process_in(latents.encode(clips, pixels))
     if not with_context:
         return x0
     context = captions.encode(captions.of_scenes(scene_list, frames, zoom, origin))  # (B, 3, 4096)
@@ -157,9 +161,10 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
           model: str = "small", world: str | None = None, state: Path | None = None,
           schedule_minutes: float | None = None, native_framing: str | None = None,
           compile_blocks: bool | None = None, high_noise_share: float = 0.0, captioned: bool | None = None,
-          half_size: bool = False) -> dict:
+          half_size: bool = False, pixels: int | None = None) -> dict:
     """Train (see the module's docstring; the arguments are main()'s options). half_size: every step at half size,
-    for CPU pilots (pilot.py) whose models are sampled at that size, never at native size."""
+    for CPU pilots (pilot.py) whose models are sampled at that size, never at native size. pixels: the latent
+    space's pixels per latent pixel (latents.space_name; default: the resumed weights', 1 from scratch)."""
     import comfy.model_management
     # ComfyUI 0.33's RoPE kernel (comfy_kitchen) has no backward; this flag selects its plain-torch RoPE
     was_training = getattr(comfy.model_management, "in_training", False)
@@ -188,10 +193,13 @@ def train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames:
             raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}.")
         if world is not None and world not in scenes.WORLDS:
             raise ValueError(f"world must be one of {list(scenes.WORLDS)}, got {world!r}.")
+        if pixels is not None and pixels not in latents.SPACES.values():
+            raise ValueError(f"pixels (per latent pixel) must be one of {sorted(latents.SPACES.values())}, got "
+                             f"{pixels!r}.")
         return _train(out, minutes, smoke, batch, lr, frames, resume, framing, low_res_minutes, model, world,
                       state_path=state, schedule_minutes=schedule, native_framing=native_framing,
                       compile_blocks=compile_blocks, high_noise_share=high_noise_share, captioned=captioned,
-                      half_size=half_size)
+                      half_size=half_size, pixels=pixels)
     finally:
         comfy.model_management.in_training = was_training
         if torch.cuda.is_available():
@@ -202,7 +210,8 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
            resume: Path | None = None, framing: str | None = None, low_res_minutes: float = 0.0,
            model_size: str = "small", world: str | None = None, *, state_path: Path | None,
            schedule_minutes: float, native_framing: str | None, compile_blocks: bool | None = None,
-           high_noise_share: float = 0.0, captioned: bool | None = None, half_size: bool = False) -> dict:
+           high_noise_share: float = 0.0, captioned: bool | None = None, half_size: bool = False,
+           pixels: int | None = None) -> dict:
     from accelerate import Accelerator
     cuda = torch.cuda.is_available() and not smoke
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -213,14 +222,17 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
     if resume is not None:
         sd, meta = load(resume)
         cfg, done, done_seconds = json.loads(meta["config"]), int(meta.get("steps", 0)), float(meta.get("seconds", 0))
-        if meta.get("latent_space") != LATENT_SPACE:
-            raise ValueError(f"{resume} was trained on another latent space ({meta.get('latent_space')!r}); this "
-                             f"train.py uses {LATENT_SPACE!r}: train from scratch (no --resume).")
+        was_pixels = pixels_of(meta)  # ValueError for a space this bench does not know
+        if pixels is not None and pixels != was_pixels:
+            raise ValueError(f"{resume} was trained in the latent space of {was_pixels} px per latent pixel; "
+                             f"--pixels {pixels} would show it another: leave --pixels out, or train from scratch.")
+        pixels = was_pixels
         trained_on, was_captioned, was_framed = world_of(meta), captioned_of(meta), framing_of(meta)
         half_before = half_size_steps_of(meta)
         if framing is None and was_framed is None:
             raise ValueError(f"{resume} does not record the framings it was trained on (written before weights "
                              f"recorded them): give --framing, one of {', '.join(FRAMINGS)}.")
+    pixels = pixels or 1  # from scratch: the first space unless told otherwise
     world = world or trained_on  # a resumed run stays in its weights' world unless told otherwise
     captioned = was_captioned if captioned is None else captioned  # and on its captions (or learns them)
     framing = framing or was_framed or "mixed"  # and on its framings
@@ -238,6 +250,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         native_framing = settings.get("native_framing", framing)
         high_noise_share = settings.get("high_noise_share", 0.0)
         low_res_minutes, half_size = settings["low_res"], settings.get("half_size", False)
+        pixels = settings.get("pixels", 1)
         schedule_minutes, world = settings["schedule_minutes"], settings["world"]
         captioned = settings.get("captioned", False)
         log.info("continuing the run in %s: step %d of its schedule, %.0f of its %.1f minutes done", state_path,
@@ -286,7 +299,7 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
         for group in opt.param_groups:
             group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         drawn = batch_latents(done + k, size, frames, fmt, device, framing if low_res else native_framing,
-                              low_res, world, with_context=captioned)  # (B, 16, T, 64, 64) [, (B, 3, 4096)]
+                              low_res, world, with_context=captioned, pixels=pixels)  # (B, 16, T, h, w) [, context]
         x0, context = drawn if captioned else (drawn, fixed_context(size, device))
         noise = torch.randn_like(x0)
         s = sample_sigmas(size, device, high_noise_share=high_noise_share)
@@ -330,20 +343,20 @@ def _train(out: Path, minutes: float, smoke: bool, batch: int, lr: float, frames
                ema_start=ema_start)
     half_size_steps = None if half_before is None else half_before + low_res_steps
     save(ema, path, cfg, smoke, done + run["steps"], done_seconds + run["seconds"], world, captioned,
-         native_framing, half_size_steps)
+         native_framing, half_size_steps, pixels)
     if state_path is not None:  # everything the next call needs to go on with this run
         Path(state_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": cfg, "done": done, "done_seconds": done_seconds, "run": run, "half_before": half_before,
                     "settings": dict(batch=batch, lr=lr, framing=framing, native_framing=native_framing,
                                      high_noise_share=high_noise_share, captioned=captioned,
-                                     low_res=low_res_minutes, half_size=half_size,
+                                     low_res=low_res_minutes, half_size=half_size, pixels=pixels,
                                      schedule_minutes=schedule_minutes, world=world),
                     "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
                     "ema": {k: v.cpu() for k, v in ema.state_dict().items()}, "opt": opt.state_dict()}, state_path)
     tail = losses[-50:] or [float("nan")]
     info = {"weights": str(path), "model": cfg, "steps": step, "seconds": round(seconds, 1), "batch": batch,
             "resumed_from": str(resume) if resume else None, "steps_total": done + run["steps"],
-            "seconds_total": round(done_seconds + run["seconds"], 1), "latent_space": LATENT_SPACE,
+            "seconds_total": round(done_seconds + run["seconds"], 1), "latent_space": latents.space_name(pixels),
             "state": str(state_path) if state_path else None, "schedule_minutes": schedule_minutes,
             "schedule_steps": run["steps"], "schedule_seconds": round(run["seconds"], 1),
             "frames": frames, "world": world, "framing": framing, "native_framing": native_framing,
@@ -376,6 +389,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--high-noise-share", type=float, default=0.0, help=HIGH_NOISE_HELP)
     ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=CAPTIONS_HELP)
     ap.add_argument("--half-size", action="store_true", help=HALF_SIZE_HELP)
+    ap.add_argument("--pixels", type=int, choices=sorted(latents.SPACES.values()), default=None, help=PIXELS_HELP)
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 steps on the CPU: checks the script runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -385,7 +399,8 @@ def main(argv=None) -> dict:
     use_comfyui(args.smoke)
     info = train(args.out, args.minutes, args.smoke, args.batch, args.lr, args.frames, args.resume, args.framing,
                  args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                 args.native_framing, args.compile, args.high_noise_share, args.captions, args.half_size)
+                 args.native_framing, args.compile, args.high_noise_share, args.captions, args.half_size,
+                 args.pixels)
     info["files"] = [str(p) for p in weight_parts.split(Path(info["weights"]))]  # what a device run hands back
     print(json.dumps(info, indent=2))
     return info

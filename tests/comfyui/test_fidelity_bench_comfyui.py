@@ -32,7 +32,8 @@ def test_train_then_evaluate_one_cell_through_comfyui(comfy, tmp_path):
     assert info["steps"] == 3 and info["steps_total"] == 6 and info["resumed_from"] == str(first)
     assert info["framing"] == info["native_framing"] == "evaluation"
     sd, meta = bench_model.load(tmp_path / bench_model.WEIGHTS.name)
-    assert meta["steps"] == "6" and meta["latent_space"] == bench_model.LATENT_SPACE and meta["world"] == "detailed"
+    assert meta["steps"] == "6" and meta["latent_space"] == train.latents.SPACE and meta["world"] == "detailed"
+    assert bench_model.pixels_of(meta) == 1  # from scratch: the first space
     assert meta["framing"] == "evaluation" and bench_model.half_size_steps_of(meta) == 0  # all 6 at native size
     assert len(weight_parts.split(tmp_path / bench_model.WEIGHTS.name, limit=1_200_000)) > 1
     cfg = evaluate.EvalConfig(scales=(2,), modes=("quality_band", "proxy", "sol_attn", "learned_sr"), samples=2,
@@ -218,8 +219,10 @@ def test_resume_refuses_weights_of_another_latent_space(comfy, tmp_path):
     import torch
     path = tmp_path / "old.safetensors"
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
-    with pytest.raises(ValueError, match="another latent space"):
+    with pytest.raises(ValueError, match="latent space 'bench/fidelity/latents.py', which this bench does not know"):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, resume=path)
+    with pytest.raises(ValueError, match=r"pixels \(per latent pixel\) must be one of \[1, 2\], got 4"):
+        train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, pixels=4)
     with pytest.raises(ValueError, match=r"world must be one of \['plain', 'detailed'\], got 'noisy'"):
         train.train(tmp_path, 0.0, True, batch=2, lr=4e-4, frames=2, world="noisy")
 
@@ -277,8 +280,63 @@ def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
     from safetensors.torch import save_file
     path = tmp_path / "old.safetensors"
     save_file({"x": torch.zeros(1)}, str(path), metadata={"config": "{}", "latent_space": "bench/fidelity/latents.py"})
-    with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py'"):
+    with pytest.raises(ValueError, match="trained on the latent space 'bench/fidelity/latents.py', this bench "
+                                         "samples in"):
         sampling.install_weights(comfy, path)
+
+
+def test_a_model_in_the_space_of_2_x_2_pixels_trains_resumes_and_is_evaluated_in_it(comfy, tmp_path):
+    """--pixels 2 (2 x 2 pixels averaged per latent pixel): the weights say so, a resume keeps the space and refuses
+    another, the evaluation samples latents of half the side and decodes them to the full frame, its ground truth
+    through the space (what a perfect latent decodes to), and the tools that read the first space only say so."""
+    from dataclasses import replace
+
+    import bench_model
+    import evaluate
+    import latents
+    import numpy as np
+    import pilot
+    import sampling
+    import scenes
+    import train
+    info = train.train(tmp_path / "a", 0.0, True, batch=2, lr=4e-4, frames=2, framing="evaluation", pixels=2)
+    assert info["latent_space"] == latents.space_name(2)
+    first = tmp_path / "a" / bench_model.WEIGHTS.name
+    assert bench_model.pixels_of(bench_model.load(first)[1]) == 2
+    x0 = train.batch_latents(0, 2, 2, bench_model.wan_latent_format(), "cpu", "evaluation", pixels=2)
+    assert x0.shape == (2, 16, 2, 32, 32)  # the native 64 px frame, 32 x 32 latent pixels
+    with pytest.raises(ValueError, match="space of 2 px per latent pixel; --pixels 1 would show it another"):
+        train.train(tmp_path / "b", 0.0, True, batch=2, lr=4e-4, frames=2, resume=first, pixels=1)
+    info = train.train(tmp_path / "b", 0.0, True, batch=2, lr=4e-4, frames=2, resume=first)
+    assert info["latent_space"] == latents.space_name(2) and info["steps_total"] == 6
+    weights = tmp_path / "b" / bench_model.WEIGHTS.name
+    cfg = evaluate.EvalConfig(scales=(1, 2), modes=("full", "quality_band", "bicubic"), samples=2, gate_samples=2,
+                              steps=2, frames=2, gt_pool=4)
+    two = replace(cfg, pixels=2)
+    assert sampling.native_grid(two) == (2, 16, 16) and evaluate.seam_borders(two, 2) == [32, 64, 96]
+    p = sampling.prompt("quality_band", "w.safetensors", 2, two, seed=0, batch=2)
+    assert p["latent"]["inputs"]["width"] == 512 and p["settings"]["inputs"]["window_h"] == 16  # 64 x 64 latent
+    truth = evaluate.ground_truth(two, 1)
+    rendered = scenes.render(truth["scenes"], 1, 2)
+    np.testing.assert_array_equal(truth["videos"],
+                                  evaluate.metrics.to_numpy(latents.through_space(rendered, 2)))
+    assert not np.array_equal(truth["videos"], evaluate.metrics.to_numpy(rendered))
+    sampling.load_bench_nodes(comfy)
+    results = evaluate.run_evaluation(weights, tmp_path / "ev", cfg, smoke=True, runtime=comfy)
+    assert results["config"]["pixels"] == 2 and results["trained"] == {"steps": 6, "half_size_steps": 0}
+    cells = {(c["scale"], c["mode"]): c for c in results["cells"]}
+    assert all(c["status"] == "ok" for c in cells.values()) and (2, "bicubic_of_truth") in cells
+    videos = np.load(tmp_path / "ev" / "videos_x1.npz")
+    assert next(iter(videos.values())).shape[-3:] == (64, 64, 3)  # decoded to the full native frame
+    counted = pilot.count_samples(weights, videos=2, steps=1)  # read at its own native size
+    assert counted["truth"]["count_error"][0] == 0 and list(counted["samples"]) == ["cfg 1"]
+    for tool in ("grain.py", "diagnose.py"):
+        with pytest.raises(SystemExit, match=f"{tool} reads weights of 1 px per latent pixel only"):
+            sampling.first_space_only(weights, tool)
+    older = tmp_path / "first_space.safetensors"  # the first space's weights pass
+    bench_model.save(bench_model.build_model(bench_model.SMOKE_MODEL), older, bench_model.SMOKE_MODEL, smoke=True,
+                     steps=3, seconds=1.0)
+    assert sampling.first_space_only(older, "grain.py") is None
 
 
 def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp_path):

@@ -49,6 +49,35 @@ def test_latent_space_is_exactly_invertible_with_16_channels_of_unit_spread():
         latents.decode(z[:, :12])
 
 
+def test_the_space_of_2_x_2_pixels_is_the_first_space_at_half_size_decoded_bilinear():
+    """A latent pixel per 2 x 2 pixels, averaged: exactly what a model of the first space saw when it trained at half
+    size (train.py averages the frames 2 x 2 first), so such weights hold in it unchanged; decoded by bilinear
+    upsampling, as pilot.py's half-size reading upsampled."""
+    video = scenes.render(scenes.sample_scenes(4, 2), 1, frames=3)
+    z = latents.encode(video, 2)
+    assert z.shape == (2, 16, 3, 32, 32)
+    half = F.avg_pool2d(video.flatten(0, 1), 2).unflatten(0, (2, 3))
+    torch.testing.assert_close(z, latents.encode(half), atol=1e-5, rtol=0)
+    torch.testing.assert_close(latents.normalised(video, 2), latents.normalised(half), atol=1e-5, rtol=0)
+    frames = latents.decode(z, 2)
+    assert frames.shape == video.shape and 0 <= frames.min() and frames.max() <= 1
+    up = F.interpolate(half.flatten(0, 1), scale_factor=2, mode="bilinear", align_corners=False).unflatten(0, (2, 3))
+    torch.testing.assert_close(frames, up.clamp(0, 1), atol=1e-5, rtol=0)
+    assert torch.equal(latents.through_space(video, 2), frames)
+    # lossy, as a VAE is: flat areas come back, the objects' edges soften
+    err = (frames - video).abs()
+    assert err.mean() < 0.02 and err.max() > 0.1
+    torch.testing.assert_close(latents.through_space(video, 1), video, atol=1e-5, rtol=0)
+    # the weights name their space; the first space keeps the name trained weights carry
+    assert latents.pixels_of(latents.space_name(2)) == 2 and latents.pixels_of(latents.SPACE) == latents.PIXELS == 1
+    assert latents.SPACE == "bench/fidelity/latents.py: 1 px per latent pixel, gain 2, Wan 2.1 stats"
+    assert latents.pixels_of("bench/fidelity/latents.py") is None and latents.pixels_of(None) is None
+    with pytest.raises(ValueError, match=r"multiples of 2, got shape \(2, 3, 3, 63, 64\)"):
+        latents.encode(video[..., :63, :], 2)
+    with pytest.raises(ValueError, match=r"pixels per latent pixel must be one of \[1, 2\], got 3"):
+        latents.decode(z, 3)
+
+
 def test_training_views_are_crops_of_the_same_world_at_higher_resolution():
     sc = scenes.sample_scenes(3, 2)
     crop = scenes.render(sc[:1], 1, zoom=torch.tensor([2.0]), origin=torch.tensor([[10.0, 20.0]]))
