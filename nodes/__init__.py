@@ -6,7 +6,7 @@ from ..ultragen_core.api import set_free_memory
 from .apply import UltraGenApply
 from .attention_settings import UltraGenAttentionSettings
 from .compare import UltraGenCompare
-from .demo import UltraGenDemoDecode, UltraGenDemoLatent, UltraGenDemoModel
+from .demo import UltraGenDemoDecode, UltraGenDemoLatent, UltraGenDemoModel, UltraGenDemoPrompt
 from .load_weights import UltraGenLoadWeights
 from .proxy_guidance import UltraGenProxyGuidance
 from .resolution import UltraGenResolution
@@ -25,6 +25,7 @@ NODES: list[type[io.ComfyNode]] = [
     UltraGenUpscaleLatent,
     UltraGenSplitAcrossGPUs,
     UltraGenDemoModel,
+    UltraGenDemoPrompt,
     UltraGenDemoLatent,
     UltraGenDemoDecode,
 ]

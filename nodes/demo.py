@@ -1,6 +1,7 @@
 """The demo that needs no download: the small Wan model the fidelity bench trained (bundled with the pack, in
-bench/fidelity/weights/), a latent of its size, and the decode of its fixed latent space (ultragen_core/demo.py).
-The template "UltraGen demo (no download)" samples it at native size and at 3x; so does bench/demo.py on the CPU.
+bench/fidelity/weights/), its prompt, a latent of its size, and the decode of its fixed latent space
+(ultragen_core/demo.py). The template "UltraGen demo (no download)" samples it at native size and at 3x; so does
+bench/demo.py on the CPU.
 """
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ class UltraGenDemoModel(io.ComfyNode):
             category="UltraGen/demo",
             search_aliases=("demo model", "try ultragen", "no download"),
             description="A small Wan model (8M parameters, in the pack) trained on simple moving scenes at 64x64 "
-                        "pixels x 8 frames: coloured shapes over a textured ground with a horizon, no prompt. Try "
-                        "UltraGen on any machine, the CPU included, without downloading a model: sample it at its "
-                        "native size and at 2x or 3x with UltraGen Apply.",
+                        "pixels x 8 frames, each with its caption: coloured shapes over a textured ground with a "
+                        "horizon. Try UltraGen on any machine, the CPU included, without downloading a model: "
+                        "prompt it with UltraGen Demo Prompt and sample it at its native size, and at 2x or 3x with "
+                        "UltraGen Apply. It passes the fidelity bench's quality gate at cfg 1.",
             inputs=[
                 io.Combo.Input("weights", options=files, default=BUNDLED if BUNDLED in files else None,
                                tooltip="The demo weights: the pack's bundled file, or one trained with "
@@ -58,8 +60,9 @@ class UltraGenDemoModel(io.ComfyNode):
                                 tooltip="The demo Wan model, sampling shift 3 set (as it was trained): connect it "
                                         "to KSampler, or to UltraGen Apply first for 2x / 3x."),
                 io.Conditioning.Output(display_name="conditioning",
-                                       tooltip="What the model was trained with in place of a prompt (one token "
-                                               "of zeros): connect it to the sampler's positive and negative."),
+                                       tooltip="The empty caption (zeros), the model's unconditional context: "
+                                               "connect it to the sampler's negative, and UltraGen Demo Prompt to "
+                                               "its positive."),
             ],
         )
 
@@ -87,6 +90,49 @@ class UltraGenDemoModel(io.ComfyNode):
         return io.NodeOutput(model, [[demo.context(), {}]])
 
 
+def caption_problem(caption: str) -> str | None:
+    try:
+        demo.parse_caption(caption)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+class UltraGenDemoPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            node_id="UltraGenDemoPrompt",
+            display_name="UltraGen Demo Prompt",
+            category="UltraGen/demo",
+            search_aliases=("demo prompt", "demo caption"),
+            description="The demo model's prompt: the objects its video shows, in the words it was trained on (a "
+                        "size, a colour and a shape each; where they are and how they move, it draws).",
+            inputs=[
+                io.String.Input("caption", default=demo.PROMPT_EXAMPLE,
+                                tooltip=f"Up to {demo.TOKENS} objects separated by commas, one per colour, each an "
+                                        f"optional size ({', '.join(demo.SIZES)}), a colour "
+                                        f"({', '.join(demo.COLOURS)}) and a shape ({', '.join(demo.SHAPES)}). "
+                                        "Empty: the empty caption."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="conditioning",
+                                            tooltip="The caption as the demo model's text context: connect it to "
+                                                    "the sampler's positive.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, caption: str | None = None) -> bool | str:
+        # Names only caption: its words are a rule ComfyUI cannot check (schema.py).
+        return own_check(cls, "caption", caption, caption_problem)
+
+    @classmethod
+    def execute(cls, caption: str) -> io.NodeOutput:
+        problem = caption_problem(caption)
+        if problem:
+            raise ValueError(f"UltraGen Demo Prompt: caption {problem}")
+        return io.NodeOutput([[demo.context(caption), {}]])
+
+
 class UltraGenDemoLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -96,7 +142,7 @@ class UltraGenDemoLatent(io.ComfyNode):
             category="UltraGen/demo",
             search_aliases=("demo latent", "empty demo latent"),
             description="The empty latent the demo model samples: 64x64 pixels per frame times scale per side. "
-                        "(The demo model has no VAE: one latent pixel is one pixel.)",
+                        "(The demo model has no VAE: one latent pixel is 2x2 pixels, averaged.)",
             inputs=[
                 io.Int.Input("scale", default=1, min=1, max=4,
                              tooltip="Times the native 64x64 per side: 1 = native (64x64), 3 = 192x192, 9x the "
@@ -121,7 +167,8 @@ class UltraGenDemoDecode(io.ComfyNode):
             display_name="UltraGen Demo Decode",
             category="UltraGen/demo",
             search_aliases=("demo decode",),
-            description="The demo model's latents as images (its latent space is fixed, not a VAE: exact, instant).",
+            description="The demo model's latents as images (its latent space is fixed, not a VAE: each latent pixel "
+                        "is 2x2 pixels, upsampled bilinearly; instant).",
             inputs=[io.Latent.Input("samples", tooltip="A latent sampled with UltraGen Demo Model.")],
             outputs=[io.Image.Output(display_name="images",
                                      tooltip="One image per frame (videos of a batch one after another).")],

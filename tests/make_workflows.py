@@ -706,13 +706,12 @@ report. """ + VAE_WHY, ["h3", "h3_text", "h3_vae", "h3_audio_vae"], "not measure
 
 
 DEMO_NOTE = """## UltraGen demo (no download)
-The pack's own small Wan model (8M parameters, trained for minutes on moving shapes at 64x64 x 8 frames; no
-prompt) at its native size, then at 3x per side (192x192, 9x the tokens) with the quality and fast presets.
-The video, left to right: the native pass upscaled 3x (bicubic), quality 3x, fast 3x. The preview: quality
-against bicubic, with UltraGen Compare's report. Seconds on a GPU; on a CPU set `frames` to 2 in both Demo
-Latent nodes (minutes). This model has not passed the fidelity bench's gate yet (docs/FIDELITY.md): its shapes
-are rough, and the fast preset's small windows break it at 3x. It shows the pack working in your ComfyUI, not
-what Wan gains."""
+The pack's own small Wan model (8M parameters, trained on captioned moving shapes at 64x64 x 8 frames) at its
+native size, then at 3x per side (192x192, 9x the tokens) with the quality and fast presets. Demo Prompt: up to 3
+objects, e.g. "a large red disc, a small blue square". Left to right: the native pass upscaled 3x (bicubic),
+quality 3x, fast 3x; the preview compares quality with bicubic. Seconds on a GPU; on a CPU set `frames` to 2 in
+both Demo Latent nodes. The model passes the fidelity bench's gate at cfg 1 (docs/FIDELITY.md); it shows the pack
+working in your ComfyUI, not what Wan gains."""
 
 
 def demo_no_download(reg):
@@ -722,6 +721,7 @@ def demo_no_download(reg):
     g = Graph(reg)
     g.note(DEMO_NOTE, 0)
     model = g.add("UltraGenDemoModel", 0, color=PURPLE, weights="ultragen_fidelity_wan.safetensors")
+    caption = g.add("UltraGenDemoPrompt", 0, color=PURPLE, caption="a large red disc, a small blue square")
     quality = g.add("UltraGenAttentionSettings", 0, title="Settings (quality)", color=PURPLE, preset="quality")
     fast = g.add("UltraGenAttentionSettings", 1, title="Settings (fast)", color=PURPLE, preset="fast")
     native_latent = g.add("UltraGenDemoLatent", 1, title="Demo Latent (native)", color=PURPLE, scale=1, frames=8,
@@ -737,7 +737,7 @@ def demo_no_download(reg):
             g.connect(settings, source, "settings")
         ks = g.add("KSampler", 3, title=f"KSampler ({name})", seed=42, seed_control="fixed", steps=20, cfg=1.0,
                    sampler_name="euler", scheduler="simple", denoise=1.0)
-        for src, slot in ((source, "model"), ((model, 1), "positive"), ((model, 1), "negative"),
+        for src, slot in ((source, "model"), (caption, "positive"), ((model, 1), "negative"),
                           (native_latent if settings is None else big_latent, "latent_image")):
             g.connect(src, ks, slot)
         samples[name] = ks

@@ -18,18 +18,15 @@ task the real one, and its sampling the real path (cond and uncond through the p
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+import latents  # noqa: F401  (puts the pack's ultragen_core on the path)
 import scenes
+from ultragen_core.demo import SIZE_UNIT, TEXT_DIM, TOKENS, caption_tokens  # noqa: F401  (the demo's prompts too)
 
-TOKENS = 3  # the most objects a scene holds: one token each
-TEXT_DIM = 4096  # Wan's T5 width
 SPACE = "captions v1: (colour, shape, size) one-hot tokens, 3 per video, zero-padded; empty = zeros"
 DROP = 0.1  # share of training videos shown the empty caption, so the model also samples unconditionally (CFG)
 CFG = 3.0  # the KSampler cfg captioned weights are sampled with by default (evaluate.py --cfg)
-SIZE_UNIT = 10.0  # an object's radius in frame units (native units x zoom) over this is its size feature
 VISIBLE = 0.5  # a crop shows an object when its centre comes within this many radii of the crop, in some frame
 
 Caption = tuple[tuple[str, str, float], ...]  # (colour, shape, radius in frame units) per object
@@ -55,18 +52,10 @@ def of_scenes(scene_list: list[scenes.Scene], frames: int = scenes.FRAMES, zoom:
 
 
 def encode(caps: list[Caption], device="cpu") -> torch.Tensor:
-    """(B, TOKENS, TEXT_DIM) float32: per object one token, colour one-hot (4), shape one-hot (3), size; the rest
-    zeros. An empty caption gives the all-zero context."""
-    colours, shapes = scenes.COLOURS, scenes.SHAPES
-    out = torch.zeros(len(caps), TOKENS, TEXT_DIM)
-    for b, cap in enumerate(caps):
-        if len(cap) > TOKENS:
-            raise ValueError(f"a caption holds at most {TOKENS} objects, got {len(cap)}: {cap}")
-        for k, (colour, shape, radius) in enumerate(cap):
-            out[b, k, colours.index(colour)] = 1.0
-            out[b, k, len(colours) + shapes.index(shape)] = 1.0
-            out[b, k, len(colours) + len(shapes)] = math.log1p(radius / SIZE_UNIT)
-    return out.to(device)
+    """(B, TOKENS, TEXT_DIM) float32: per object one token, colour one-hot (4), shape one-hot (3), size (log(1 +
+    radius / SIZE_UNIT), the radius in frame units: native units x zoom); the rest zeros. An empty caption gives the
+    all-zero context. The encoding is ultragen_core/demo.py's, which the demo nodes prompt the bundled model with."""
+    return caption_tokens(caps).to(device)
 
 
 def drop(context: torch.Tensor, generator: torch.Generator | None = None, share: float = DROP) -> torch.Tensor:

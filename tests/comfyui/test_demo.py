@@ -1,6 +1,7 @@
 """The demo that needs no download (nodes/demo.py, the template "UltraGen demo (no download)", bench/demo.py)
 in real ComfyUI with the pack's bundled weights: it samples as the fidelity bench samples the same file, the
-template runs end to end, and files or latents that are not the demo model's are refused at their input."""
+template runs end to end, and files, prompts or latents that are not the demo model's are refused at their
+input."""
 from __future__ import annotations
 
 import sys
@@ -23,12 +24,14 @@ def demo_model(weights: str = BUNDLED) -> dict:
     return {"class_type": "UltraGenDemoModel", "inputs": {"weights": weights}}
 
 
-def sampled(model: list, frames: int = 2, steps: int = 2, key: str = "out") -> dict:
+def sampled(model: list, frames: int = 2, steps: int = 2, key: str = "out", cfg: float = 1.0,
+            caption: str = "a large red disc, a small blue square") -> dict:
     return {
+        "caption": {"class_type": "UltraGenDemoPrompt", "inputs": {"caption": caption}},
         "latent": {"class_type": "UltraGenDemoLatent", "inputs": {"scale": 1, "frames": frames, "batch_size": 1}},
         "sample": {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": 5, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
-            "positive": ["demo", 1], "negative": ["demo", 1], "latent_image": ["latent", 0], "denoise": 1.0}},
+            "model": model, "seed": 5, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["caption", 0], "negative": ["demo", 1], "latent_image": ["latent", 0], "denoise": 1.0}},
         "capture": {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["sample", 0], "key": key}},
     }
 
@@ -43,8 +46,33 @@ def test_the_demo_model_samples_as_the_bench_samples_its_file_with_unetloader_an
                "shift": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["unet", 0], "shift": 3.0}},
                **sampled(["shift", 0], frames=1, key="bench")})
     out = captured()
-    assert out["demo"].shape == (1, 16, 1, 64, 64) and out["demo"].abs().sum() > 0
+    assert out["demo"].shape == (1, 16, 1, 32, 32) and out["demo"].abs().sum() > 0  # 2 x 2 px per latent pixel
     assert torch.equal(out["demo"], out["bench"])
+
+
+def test_the_prompt_is_the_caption_the_bench_prompts_with_and_it_steers_the_model(comfy):
+    """UltraGen Demo Prompt gives the bench's encoding of the same objects (bench/fidelity/captions.py), as
+    ComfyUI conditioning; another prompt draws another video; the empty caption is the model's negative."""
+    sys.path.insert(0, str(PACK_DIR / "bench" / "fidelity"))
+    import captions
+    comfy.run({"caption": {"class_type": "UltraGenDemoPrompt", "inputs": {"caption": "a large red disc, a blue square"}},
+               "show": {"class_type": "UltraGenTestSink", "inputs": {"value": ["caption", 0], "key": "cond"}}})
+    cond = captured()["cond"][-1]
+    expected = captions.encode([(("red", "disc", 8.5), ("blue", "square", 7.0))])
+    assert len(cond) == 1 and torch.equal(cond[0][0], expected)
+    comfy.run({"demo": demo_model(), **sampled(["demo", 0], frames=1, key="red")})
+    comfy.run({"demo": demo_model(), **sampled(["demo", 0], frames=1, key="green", caption="a large green triangle")})
+    comfy.run({"demo": demo_model(), **sampled(["demo", 0], frames=1, key="guided", cfg=3.0)})
+    out = captured()
+    assert not torch.equal(out["red"], out["green"]) and not torch.equal(out["red"], out["guided"])
+
+
+def test_a_prompt_the_model_does_not_know_is_refused_once_at_the_caption_input(comfy):
+    prompt = {"demo": demo_model(), **sampled(["demo", 0], caption="a purple disc")}
+    kind, where, details = only_error(comfy, prompt, "caption")
+    assert (kind, where) == ("custom_validation_failed", "caption")
+    assert details.startswith("caption - 'a purple disc': the demo model does not know 'purple'.")
+    assert "a colour (red, green, blue, yellow)" in details
 
 
 def test_the_template_runs_end_to_end_and_the_grid_shows_three_different_videos(comfy, tmp_path):

@@ -350,7 +350,7 @@ def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp
     import upscaler
     sampling.load_bench_nodes(comfy)
     video = scenes.render(scenes.sample_scenes(5, 2, frames=2), 1, 2)  # (2 videos, 2 frames, 3, 64, 64)
-    torch.save(latents.encode(video), tmp_path / "native.pt")
+    torch.save(latents.encode(video, 2), tmp_path / "native.pt")  # Demo Decode reads the demo's space
     name = upscaler.file_name(3)
     target = comfy.models_dir / "upscale_models" / name
     if not target.exists():
@@ -363,6 +363,6 @@ def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp
         "capture": {"class_type": "UltraGenTestCaptureImage", "inputs": {"images": ["up", 0], "key": "sr"}}})
     from harness import captured
     comfy_frames = captured()["sr"].float().reshape(2, 2, 192, 192, 3).permute(0, 1, 4, 2, 3)
-    bench_frames = upscaler.upscale(latents.decode(latents.encode(video)), 3, "learned_sr")
+    bench_frames = upscaler.upscale(latents.through_space(video, 2), 3, "learned_sr")
     assert comfy_frames.shape == bench_frames.shape == (2, 2, 3, 192, 192)
     assert (comfy_frames - bench_frames).abs().max() < 2e-3

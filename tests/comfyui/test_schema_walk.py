@@ -228,7 +228,7 @@ def combos_checked(files):
 def test_the_walk_sees_every_pack_node(comfy):
     assert {"UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
             "UltraGenTiledVAEDecode", "UltraGenLoadWeights", "UltraGenProxyGuidance", "UltraGenUpscaleLatent",
-            "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoLatent",
+            "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoPrompt", "UltraGenDemoLatent",
             "UltraGenDemoDecode"} <= set(pack_nodes(comfy))
 
 
@@ -241,7 +241,8 @@ def test_every_base_prompt_is_valid(files):
 @pytest.mark.parametrize("node", ["UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution",
                                   "UltraGenCompare", "UltraGenTiledVAEDecode", "UltraGenLoadWeights",
                                   "UltraGenProxyGuidance", "UltraGenUpscaleLatent", "UltraGenSplitAcrossGPUs",
-                                  "UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode"])
+                                  "UltraGenDemoModel", "UltraGenDemoPrompt", "UltraGenDemoLatent",
+                                  "UltraGenDemoDecode"])
 def test_every_widget_value_is_refused_once_at_its_input(files, combos_checked, node):
     assert walk_widgets(files, node, combos_checked) == []
 
@@ -249,7 +250,8 @@ def test_every_widget_value_is_refused_once_at_its_input(files, combos_checked, 
 def test_no_pack_node_is_left_out_of_the_walk(comfy):
     walked = {"UltraGenAttentionSettings", "UltraGenApply", "UltraGenResolution", "UltraGenCompare",
               "UltraGenTiledVAEDecode", "UltraGenLoadWeights", "UltraGenProxyGuidance", "UltraGenUpscaleLatent",
-              "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode"}
+              "UltraGenSplitAcrossGPUs", "UltraGenDemoModel", "UltraGenDemoPrompt", "UltraGenDemoLatent",
+              "UltraGenDemoDecode"}
     assert set(pack_nodes(comfy)) == walked, "a new node: add it to the walk's parametrize lists"
 
 

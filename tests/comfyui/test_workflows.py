@@ -109,7 +109,8 @@ def test_workflow_converts_against_the_registry(comfy, path):
     types = {n["class_type"] for n in prompt.values()}
     assert any(t.startswith("UltraGen") for t in types) and "SaveVideo" in types
     if path.stem == DEMO:  # nothing to download: the pack's demo model, at native size and at 3x in two presets
-        assert wf["models"] == [] and {"UltraGenDemoModel", "UltraGenDemoLatent", "UltraGenDemoDecode",
+        assert wf["models"] == [] and {"UltraGenDemoModel", "UltraGenDemoPrompt", "UltraGenDemoLatent",
+                                       "UltraGenDemoDecode",
                                        "UltraGenCompare", "ImageScaleBy", "ImageStitch"} <= types
         presets = sorted(n["inputs"]["preset"] for n in prompt.values() if n["class_type"] == "UltraGenAttentionSettings")
         applied = [n for n in prompt.values() if n["class_type"] == "UltraGenApply"]
