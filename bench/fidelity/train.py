@@ -6,14 +6,16 @@
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --schedule-minutes 18 --state /tmp/run.pt --out DIR
         # the first half of one 18-minute schedule; the same command again goes on with the second half
     COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --captions --out DIR   # conditioned on captions
+    COMFYUI_PATH=... python bench/fidelity/train.py --minutes 9 --captions --pixels 2 --out DIR   # 2 x 2 px a latent px
     COMFYUI_PATH=... python bench/fidelity/train.py --smoke --out DIR   # a tiny model, a few CPU steps
 
 Data: bench/fidelity/scenes.py at the native size (64 x 64 px, 8 frames), fresh scenes every step, rendered on
 the training device, at many framings: half the videos show the whole scene (as the evaluation does), half a
 crop zoomed 1.25-4x (what a window of a 2x-4x sample sees), with objects of a wider size range than the
 evaluation's (scenes.TRAIN_RADIUS). Training scenes come from seeds the evaluation never uses (held out).
-Latents: bench/fidelity/latents.py (16 x 8 x 64 x 64, 32 x 32 tokens), normalised by ComfyUI's own Wan 2.1
-latent format exactly as ComfyUI does before calling the model, so the weights work in ComfyUI's sampling
+Latents: bench/fidelity/latents.py (16 x 8 x 64 x 64, 32 x 32 tokens; with ``--pixels 2`` each latent pixel 2 x 2
+pixels averaged, 16 x 8 x 32 x 32, 16 x 16 tokens, as lossy as a VAE: run 56's space), normalised by ComfyUI's own
+Wan 2.1 latent format exactly as ComfyUI does before calling the model, so the weights work in ComfyUI's sampling
 path unchanged; after that normalisation the data spread about 1, as Wan's latents do. Objective: Wan's
 rectified flow as ComfyUI samples it (model_sampling CONST): x_s = (1 - s) x0 + s e, the model takes
 timestep 1000 s and predicts e - x0. s is drawn as ComfyUI's ModelSamplingSD3 node with ``SHIFT`` spaces
@@ -38,7 +40,8 @@ restart the warm-up, the cosine and the optimiser (run 52 lost ground that way: 
 Progressive resolution (``--low-res-minutes``), as video models are trained: the first minutes of the budget show
 the same scenes at half the size per side (32 x 32 px, 16 x 16 tokens: a sixteenth of the attention cost, so many
 more steps learn the scenes' layout, objects and motion), twice the batch; then native size, the EMA restarted.
-The weights record how many of their steps were at half size (run 55a's were all: docs/FIDELITY.md).
+The weights record how many of their steps were at half size (run 55a's were all: docs/FIDELITY.md); ``--half-size``
+trains every step there (run 56), and the weights name their latent space (a resume keeps it).
 """
 from __future__ import annotations
 
