@@ -172,7 +172,7 @@ def upscaled_truth(cfg: EvalConfig, truth: dict, device="cpu") -> list[dict]:
     for mode in (m for m in cfg.modes if m in UPSCALERS):
         cell, t0 = {"scale": scale, "mode": f"{mode}_of_truth"}, time.time()
         try:
-            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode, cfg.world))
+            videos = metrics.to_numpy(upscaler.upscale(native, scale, mode, cfg.world, cfg.pixels))
         except Exception as e:  # e.g. learned_sr's weights missing: the other rows stand
             cells.append({**cell, "status": f"failed: {type(e).__name__}: {str(e)[:300]}"})
             continue

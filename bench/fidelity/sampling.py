@@ -231,5 +231,5 @@ def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -
         out.append(captured()["out"].float().cpu())
     frames = latents.decode(torch.cat(out), cfg.pixels)  # (N, T, 3, H, W)
     if mode in UPSCALERS and scale > 1:
-        frames = upscaler.upscale(frames, scale, mode, cfg.world)
+        frames = upscaler.upscale(frames, scale, mode, cfg.world, cfg.pixels)
     return frames

@@ -396,6 +396,11 @@ def test_upscaler_pairs_are_one_view_of_one_scene_at_two_scales():
         assert (gap < 0.05).all() and (gap < 0.01).sum() >= 2, gap  # clean inputs match to edge anti-aliasing
         again, _ = upscaler.pairs(step=7, batch=8, scale=scale)
         assert torch.equal(low, again)  # a deterministic function of the step
+        # for models of the space of 2 x 2 pixels per latent pixel: the same views, the native one through the space
+        soft, same = upscaler.pairs(step=7, batch=8, scale=scale, pixels=2)
+        assert torch.equal(same, high) and soft.shape == low.shape
+        through = latents.through_space(low[:, None], 2)[:, 0]  # exact where no input noise was added
+        assert sum(torch.allclose(through[i], soft[i], atol=1e-6) for i in range(8)) >= 2
     assert not torch.equal(upscaler.pairs(1, 2, 2)[1], upscaler.pairs(2, 2, 2)[1])
 
 
@@ -470,3 +475,11 @@ def test_the_learned_upscaler_trains_on_from_its_file_and_refuses_another_scale(
         upscaler.train(3, steps=1, batch=2, world="detailed", resume=first)
     with pytest.raises(ValueError, match="is not a 2x upscaler of the plain world"):
         upscaler.train(2, steps=1, batch=2, resume=first)
+    # one for the latent space of 2 x 2 pixels per latent pixel: its own file, and no resume across spaces
+    state, facts = upscaler.train(2, steps=1, batch=2, world="detailed", pixels=2)
+    assert upscaler.save(state, facts, tmp_path).name == "ultragen_bench_sr_detailed_p2_x2.safetensors"
+    assert upscaler.load(2, "detailed", tmp_path, pixels=2) is not upscaler.load(2, "detailed", tmp_path)
+    with pytest.raises(ValueError, match="for the latent space of 2 px per latent pixel"):
+        upscaler.train(2, steps=1, batch=2, world="detailed", resume=first, pixels=2)
+    with pytest.raises(FileNotFoundError, match="train --scale 3 --world detailed --pixels 2"):
+        upscaler.load(3, "detailed", tmp_path, pixels=2)
