@@ -6,6 +6,7 @@
     COMFYUI_PATH=... python bench/fidelity/run.py --smoke   # tiny model, one cell, CPU, seconds
     COMFYUI_PATH=... python bench/fidelity/run.py --cpu --weights W --scales 1 --modes full --gate-samples 8 --out DIR
     python bench/fidelity/run.py --truth-only --scales 2,3 --samples 64 --out DIR   # no model: the upscalers' ceiling
+    python bench/fidelity/run.py --truth-only --world detailed --pixels 2 --out DIR   # the same in run 56's space
 
 Writes into DIR: ultragen_fidelity_wan.safetensors and train.json (unless --weights is given), results.json,
 results.md (the table) and samples_x<scale>.png (a row of frames per mode). docs/FIDELITY.md is made from
@@ -61,6 +62,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=train.COMPILE_HELP)
     ap.add_argument("--high-noise-share", type=float, default=0.0, help=train.HIGH_NOISE_HELP)
     ap.add_argument("--captions", action=argparse.BooleanOptionalAction, default=None, help=train.CAPTIONS_HELP)
+    ap.add_argument("--pixels", type=int, choices=sorted(train.latents.SPACES.values()), default=None,
+                    help=train.PIXELS_HELP)
     ap.add_argument("--cfg", type=float, default=None,
                     help="KSampler cfg of the evaluation (default: 1 for unconditional weights, "
                          f"{evaluate.captions.CFG:g} for captioned ones: each video prompted with a held-out scene's "
@@ -109,7 +112,8 @@ def main(argv=None) -> dict:
         trained = train.train(args.out, args.minutes, args.smoke, 2 if args.smoke else args.batch, args.lr,
                               2 if args.smoke else train.scenes.FRAMES, args.resume, args.framing,
                               args.low_res_minutes, args.model, args.world, args.state, args.schedule_minutes,
-                              args.native_framing, args.compile, args.high_noise_share, args.captions)
+                              args.native_framing, args.compile, args.high_noise_share, args.captions,
+                              pixels=args.pixels)
         weights = Path(trained["weights"])
         if args.train_only:
             trained["files"] = [str(p) for p in weight_parts.split(weights)]  # what a device run hands back
@@ -135,7 +139,8 @@ def main(argv=None) -> dict:
 
 def truth_only(args) -> dict:
     cfg = evaluate.EvalConfig(scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),
-                              samples=args.samples, gate_samples=args.gate_samples, world=args.world or "plain")
+                              samples=args.samples, gate_samples=args.gate_samples, world=args.world or "plain",
+                              pixels=args.pixels or 1)  # the truth and native passes through that latent space
     results = evaluate.evaluate_truth_only(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

@@ -366,3 +366,19 @@ def test_the_learned_upscaler_row_is_what_comfyuis_upscale_nodes_give(comfy, tmp
     bench_frames = upscaler.upscale(latents.through_space(video, 2), 3, "learned_sr")
     assert comfy_frames.shape == bench_frames.shape == (2, 2, 3, 192, 192)
     assert (comfy_frames - bench_frames).abs().max() < 2e-3
+
+
+def test_run_py_measures_the_truth_rows_in_the_space_it_is_given(tmp_path):
+    """run.py --truth-only --pixels 2: the ground truth and the upscalers' native pass go through the space of
+    2 x 2 pixels per latent pixel (the floor of run 56's space), softer than the first space's."""
+    import run
+    rows = {}
+    for pixels in (1, 2):
+        out = run.main(["--truth-only", "--scales", "2", "--modes", "bicubic", "--samples", "2", "--gate-samples", "2",
+                        "--world", "detailed", "--pixels", str(pixels), "--out", str(tmp_path / f"p{pixels}")])
+        assert out["config"]["pixels"] == pixels
+        rows[pixels] = {c["mode"]: c for c in out["cells"]}
+    assert set(rows[2]) == {"ground_truth", "bicubic_of_truth"}
+    truth, soft = rows[1]["ground_truth"], rows[2]["ground_truth"]
+    assert truth["count_error"][0] == soft["count_error"][0] == 0  # the objects survive the space
+    assert soft["edge_js"][0] > truth["edge_js"][0]  # its edges are softer than the render's
