@@ -97,7 +97,8 @@ def run(arm: str, minutes: float, out: Path, videos: int = 32, batch: int = 4, l
 
 def count_samples(weights: Path, videos: int = 32, steps: int = 20, guidance: tuple | None = None) -> dict:
     """Sample ``videos`` held-out scenes at half size with ``weights`` (any bench weights: a pilot's, or a device
-    run's, which learnt its scenes at half size before native size; on CUDA where there is one) and count them as
+    run's, which learnt its scenes at half size before native size; weights of the space of 2 x 2 pixels per latent
+    pixel at their native size, the same latents; on CUDA where there is one) and count them as
     the gate counts: {"truth": ..., "samples": {"cfg G": ...}}. A captioned model is prompted with the scenes'
     captions, at each ``guidance`` (default: 1 and captions.CFG); an unconditional one at 1."""
     sd, meta = bench_model.load(weights)
