@@ -14,8 +14,8 @@ on an EmptyHunyuanLatentVideo of the scale's size. Modes:
 - windows: windows of the native grid, shifted on odd blocks, no global branch
 - quality_band / quality_gate: windows of the native grid + the global branch, band / gate fusion
 - fast: the fast preset's windows (a third of the native frames, 3/8 of its height and width), band fusion
-- proxy: quality_band + UltraGen Proxy Guidance from a native-size first pass (ComfyUI 0.33+; one prompt
-  per sample, the node takes one proxy)
+- proxy: quality_band + UltraGen Proxy Guidance from a native-size first pass (ComfyUI 0.33+; a batch of
+  native passes, one proxy per video, as the node takes them)
 - coarse_to_fine: a native-size pass, LatentUpscaleBy (bicubic), KSamplerAdvanced with quality_band from
   step ``c2f_start * steps`` (ComfyUI re-noises the upscaled latent to that step's sigma)
 - sol_attn: the unpatched model with ComfyUI's Sol-Attn block-sparse attention, as the core "Model Sparse
@@ -27,6 +27,10 @@ on an EmptyHunyuanLatentVideo of the scale's size. Modes:
   (upscaler.py), as Load Upscale Model reads it
 - <upscaler>_of_truth (added with each upscaler row): that upscaler applied to the *true* native video of the
   ground truth row's scenes: what the upscaler reaches from a perfect native pass, whatever the model
+
+A row may also be a variant of a mode, its settings changed: MODE@KEY=VALUE[@KEY=VALUE...] (sampling.py's
+VARIANT_KEYS), e.g. coarse_to_fine@start=0.3, quality_gate@global_strength=0.25, quality_band@compression=4,
+proxy@proxy_strength=0.5@neighbourhood=all: how the defaults are chosen from the table.
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -97,6 +101,29 @@ def smoke_config() -> EvalConfig:
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
+
+def base_mode(spec: str) -> str:
+    """The mode of a row's name (a variant's: sampling.split_mode); ValueError for a mode or variant this bench does
+    not know."""
+    mode = spec.split("@")[0]
+    if mode not in MODES:
+        raise ValueError(f"row {spec!r}: {mode!r} is not among {', '.join(MODES)}")
+    return sampling.split_mode(spec)[0]
+
+
+MODES_HELP = ("rows, comma separated: modes, or variants of them with their settings changed, "
+              "MODE@KEY=VALUE[@KEY=VALUE...] (KEY: " + ", ".join(sampling.VARIANT_KEYS) + "), e.g. "
+              "coarse_to_fine@start=0.3")
+
+
+def check_modes(ap: argparse.ArgumentParser, modes: str) -> None:
+    """--modes checked before any work: argparse's error, naming the row, for an unknown mode or variant."""
+    for spec in modes.split(","):
+        try:
+            base_mode(spec)
+        except ValueError as e:
+            ap.error(f"--modes: {e}")
+
 
 def mean_sem(values) -> tuple[float, float, int]:
     v = np.asarray([x for x in values if not math.isnan(x)], np.float64)
@@ -198,20 +225,20 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
     results = {"config": asdict(cfg), "cells": []}
     samples: dict[tuple[int, str], np.ndarray] = {}
     why_no_proxy = sampling.proxy_supported()
-    why_no_sol = sampling.sol_attn_unavailable() if "sol_attn" in cfg.modes else None
+    why_no_sol = sampling.sol_attn_unavailable() if "sol_attn" in map(base_mode, cfg.modes) else None
     for scale in cfg.scales:
         truth = ground_truth(cfg, scale, device)
         reference, borders = truth["reference"], truth["borders"]
         samples[(scale, "ground_truth")] = truth["videos"]
         results["cells"].append(truth["cell"])
         for mode in cfg.modes:
-            cell = {"scale": scale, "mode": mode}
-            if scale == 1 and mode not in NATIVE_MODES:
+            cell, base = {"scale": scale, "mode": mode}, sampling.split_mode(mode)[0]
+            if scale == 1 and base not in NATIVE_MODES:
                 continue
-            if mode == "proxy" and why_no_proxy:
+            if base == "proxy" and why_no_proxy:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
                 continue
-            if mode == "sol_attn" and why_no_sol:
+            if base == "sol_attn" and why_no_sol:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_sol}"})
                 continue
             t0 = time.time()
@@ -247,9 +274,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--cfg", type=float, default=None,
                     help=f"KSampler cfg (default: 1 unconditional weights, {captions.CFG:g} captioned ones)")
     ap.add_argument("--scales", default="1,2,3")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES), help=MODES_HELP)
     ap.add_argument("--smoke", action="store_true", help="one cell, 2 samples, 2 steps on the CPU")
     args = ap.parse_args(argv)
+    check_modes(ap, args.modes)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = smoke_config() if args.smoke else EvalConfig(
         scales=tuple(int(s) for s in args.scales.split(",")), modes=tuple(args.modes.split(",")),

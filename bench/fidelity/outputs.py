@@ -99,11 +99,12 @@ def write_grids(samples: dict, out: Path, frames: int) -> list[Path]:
     picks = sorted({0, frames // 2, frames - 1})
     for scale in sorted({s for s, _ in samples}):
         rows = []
+        width = max([170] + [9 * len(mode) + 12 for s, mode in samples if s == scale])  # the longest variant's name
         for (s, mode), videos in samples.items():
             if s != scale:
                 continue
             strip = np.concatenate([videos[0, t] for t in picks], 1)  # (S, len(picks) * S, 3)
-            label = np.full((strip.shape[0], 170, 3), 1.0, np.float32)
+            label = np.full((strip.shape[0], width, 3), 1.0, np.float32)
             img = np.concatenate([label, strip], 1)
             img = (img[:, :, ::-1] * 255).round().astype(np.uint8).copy()  # BGR for OpenCV
             cv2.putText(img, mode, (6, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)

@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=evaluate.EvalConfig.seeds,
                     help="sampling seeds per cell (3: error bars over seeds, 3x the evaluation time)")
     ap.add_argument("--scales", default="1,2,3", help="sizes per side, in multiples of the native 64 px")
-    ap.add_argument("--modes", default=",".join(evaluate.MODES))
+    ap.add_argument("--modes", default=",".join(evaluate.MODES), help=evaluate.MODES_HELP)
     ap.add_argument("--framing", choices=list(train.FRAMINGS), default=None, help=train.FRAMING_HELP)
     ap.add_argument("--low-res-minutes", type=float, default=0.0, help=train.LOW_RES_HELP)
     ap.add_argument("--native-framing", choices=list(train.FRAMINGS), default=None, help=train.NATIVE_FRAMING_HELP)
@@ -81,9 +81,7 @@ def main(argv=None) -> dict:
                          "native video (<upscaler>_of_truth), on the CPU")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 3 training steps, one cell on the CPU")
     args = ap.parse_args(argv)
-    unknown = sorted(set(args.modes.split(",")) - set(evaluate.MODES))
-    if unknown:
-        ap.error(f"--modes: {', '.join(unknown)} not among {', '.join(evaluate.MODES)}")
+    evaluate.check_modes(ap, args.modes)
     if args.truth_only:
         if args.out is None:
             ap.error("--truth-only needs --out")

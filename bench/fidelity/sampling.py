@@ -130,31 +130,71 @@ def native_grid(cfg: EvalConfig) -> tuple[int, int, int]:
     return cfg.frames, side, side
 
 
-def settings_node(mode: str, cfg: EvalConfig) -> dict | None:
+# A row may be a variant of a mode, its settings changed: "MODE@KEY=VALUE[@KEY=VALUE...]", e.g.
+# coarse_to_fine@start=0.3 or proxy@proxy_strength=0.5@neighbourhood=all. KEY: (its type, the modes it applies to).
+_GLOBAL = ("quality_band", "quality_gate", "fast", "proxy", "coarse_to_fine")
+VARIANT_KEYS = {
+    "start": (float, ("coarse_to_fine",)),  # the share of the steps the native pass gives (KSamplerAdvanced)
+    "global_strength": (float, _GLOBAL),  # UltraGen Attention Settings' global_strength
+    "compression": (int, _GLOBAL),  # its global_compression (0: automatic)
+    "fusion": (str, ("proxy", "coarse_to_fine")),  # band or gate, for the modes built on quality_band
+    "proxy_strength": (float, ("proxy",)),  # UltraGen Proxy Guidance's strength
+    "neighbourhood": (str, ("proxy",)),  # its neighbourhood: neighbourhood or all
+    "radius": (int, ("proxy",)),  # its radius_cells
+}
+
+
+def split_mode(spec: str) -> tuple[str, dict]:
+    """(mode, settings) of a row's name: "coarse_to_fine@start=0.3" -> ("coarse_to_fine", {"start": 0.3}).
+    ValueError, naming the key and the fix, for a key unknown or not of the mode, or a value of the wrong type."""
+    mode, *pairs = spec.split("@")
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in VARIANT_KEYS or not value:
+            raise ValueError(f"row {spec!r}: {pair!r} is not KEY=VALUE with KEY one of {', '.join(VARIANT_KEYS)}")
+        kind, modes = VARIANT_KEYS[key]
+        if mode not in modes:
+            raise ValueError(f"row {spec!r}: {key} applies to {', '.join(modes)}, not to {mode}")
+        try:
+            settings[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"row {spec!r}: {key} takes a{'n int' if kind is int else ' ' + kind.__name__}, "
+                             f"got {value!r}") from None
+    return mode, settings
+
+
+def settings_node(mode: str, cfg: EvalConfig, variant: dict | None = None) -> dict | None:
+    """UltraGen Attention Settings of a mode (its variant's settings applied), None for the unpatched modes."""
     from ultragen_core.presets import fast_window
+    variant = variant or {}
     grid = native_grid(cfg)
     if mode in ("full", "sol_attn", *UPSCALERS):
         return None
-    window, shift, glob, fusion, strength = grid, "alternate", True, "band", 1.0
+    window, shift, glob, fusion, strength = grid, "alternate", True, variant.get("fusion", "band"), 1.0
     if mode == "windows":
         glob, fusion = False, "local_only"
     elif mode == "quality_gate":  # an even mix: at 1.0 gate is the pooled global branch alone (runs 38-50 used it)
-        fusion, strength = "gate", GATE_STRENGTH
+        fusion = "gate"
     elif mode == "fast":
         window, shift = fast_window(grid), "none"
+    if fusion == "gate":
+        strength = GATE_STRENGTH
     return {"class_type": "UltraGenAttentionSettings", "inputs": {
         "window_t": window[0], "window_h": window[1], "window_w": window[2], "shift": shift, "global_branch": glob,
-        "global_compression": 0, "fusion": fusion, "global_strength": strength, "full_attention_blocks": "",
+        "global_compression": variant.get("compression", 0), "fusion": fusion,
+        "global_strength": variant.get("global_strength", strength), "full_attention_blocks": "",
         "start_percent": 0.0, "end_percent": 1.0, "preset": "quality"}}
 
 
 CAPTION_SEED = 500_000  # a cell's captions: the held-out scenes of seed CAPTION_SEED + its sampling seed
 
 
-def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int, first: int = 0) -> dict:
-    """The API prompt of one cell; the result is captured under "out" (the native pass under "native").
-    Captioned weights: videos first .. first + batch - 1 of the cell whose sampling seed is ``seed - first``
-    (their captions are that cell's scenes')."""
+def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, batch: int) -> dict:
+    """The API prompt of one cell (``mode`` may be a variant: split_mode); the result is captured under "out" (the
+    native pass under "native"). Captioned weights: each video prompted with the caption of its held-out scene of
+    the sampling seed's (CAPTION_SEED + seed)."""
+    mode, variant = split_mode(mode)
     side = scenes.NATIVE // cfg.pixels * 8  # EmptyHunyuanLatentVideo's width / height are 8 x the latent's
     length = 4 * (cfg.frames - 1) + 1  # -> cfg.frames latent frames
 
@@ -168,14 +208,14 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
             "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0], "latent_image": latent,
             "denoise": 1.0}}
 
-    caption = {"caption_seed": CAPTION_SEED + seed - first, "first": first, "count": batch,
+    caption = {"caption_seed": CAPTION_SEED + seed, "first": 0, "count": batch,
                "frames": cfg.frames} if cfg.captioned else {}
     p = {"load": {"class_type": "UNETLoader", "inputs": {"unet_name": model_name, "weight_dtype": "default"}},
          "shifted": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["load", 0], "shift": cfg.shift}},
          "cond": {"class_type": "UltraGenFidelityContext", "inputs": caption},
          "uncond": {"class_type": "UltraGenFidelityContext", "inputs": {}}}
     model = ["shifted", 0]
-    settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg)
+    settings = settings_node(mode if mode not in ("proxy", "coarse_to_fine") else "quality_band", cfg, variant)
     if settings is not None and not (scale == 1 and mode != "fast"):
         p["settings"] = settings
         p["apply"] = {"class_type": "UltraGenApply", "inputs": {"model": model, "settings": ["settings", 0]}}
@@ -192,8 +232,9 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         return p
     if mode == "proxy" and scale > 1:
         p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
-            "model": model, "proxy": ["native", 0], "strength": 1.0, "neighbourhood": "neighbourhood",
-            "radius_frames": 1, "radius_cells": 2, "seed": 0}}
+            "model": model, "proxy": ["native", 0], "strength": variant.get("proxy_strength", 1.0),
+            "neighbourhood": variant.get("neighbourhood", "neighbourhood"), "radius_frames": 1,
+            "radius_cells": variant.get("radius", 2), "seed": 0}}
         model = ["proxy", 0]
     if mode == "coarse_to_fine" and scale > 1:
         p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {
@@ -201,7 +242,7 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         p["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
             "model": model, "add_noise": "enable", "noise_seed": seed + 1, "steps": cfg.steps, "cfg": cfg.cfg_scale,
             "sampler_name": "euler", "scheduler": "simple", "positive": ["cond", 0], "negative": ["uncond", 0],
-            "latent_image": ["upscaled", 0], "start_at_step": round(cfg.c2f_start * cfg.steps),
+            "latent_image": ["upscaled", 0], "start_at_step": round(variant.get("start", cfg.c2f_start) * cfg.steps),
             "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
     else:
         p["latent"] = empty(scale)
@@ -216,20 +257,14 @@ def cell_samples(cfg: EvalConfig, scale: int, mode: str) -> int:
 
 
 def generate(runtime, mode: str, model_name: str, scale: int, cfg: EvalConfig) -> torch.Tensor:
-    """The videos of one cell, decoded: (N, T, 3, S, S) float in [0, 1] at the scale's size."""
+    """The videos of one cell (``mode`` may be a variant: split_mode), decoded: (N, T, 3, S, S) float in [0, 1]
+    at the scale's size. One prompt per cell: the proxy row's native pass is a batch, one proxy per video."""
     from harness import captured
     seed = cfg.seed * 100_003 + 1000 * scale
-    n = cell_samples(cfg, scale, mode)
-    if mode == "proxy" and scale > 1:  # the node takes one proxy: one prompt per sample
-        runs = [(seed + i, 1, i) for i in range(n)]
-    else:
-        runs = [(seed, n, 0)]
-    out = []
-    for s, batch, first in runs:
-        captured().pop("out", None)
-        runtime.run(prompt(mode, model_name, scale, cfg, s, batch, first))
-        out.append(captured()["out"].float().cpu())
-    frames = latents.decode(torch.cat(out), cfg.pixels)  # (N, T, 3, H, W)
-    if mode in UPSCALERS and scale > 1:
+    base = split_mode(mode)[0]
+    captured().pop("out", None)
+    runtime.run(prompt(mode, model_name, scale, cfg, seed, cell_samples(cfg, scale, base)))
+    frames = latents.decode(captured()["out"].float().cpu(), cfg.pixels)  # (N, T, 3, H, W)
+    if base in UPSCALERS and scale > 1:
         frames = upscaler.upscale(frames, scale, mode, cfg.world, cfg.pixels)
     return frames

@@ -273,6 +273,39 @@ def test_the_sampled_latent_is_the_one_the_graph_asks_for(comfy, tmp_path):
         assert not ok and "missing.safetensors" in json.dumps(node_errors), (mode, error, node_errors)
 
 
+def test_a_row_may_be_a_variant_of_a_mode_with_its_settings_changed(comfy):
+    """MODE@KEY=VALUE rows (how the defaults are chosen from the table): the settings reach the nodes, the prompt
+    validates, and a key unknown, of another mode or of the wrong type is refused before any work, by name."""
+    import evaluate
+    import sampling
+    sampling.load_bench_nodes(comfy)
+    cfg = evaluate.EvalConfig(frames=2)
+    p = sampling.prompt("coarse_to_fine@start=0.3@fusion=gate", "missing.safetensors", 2, cfg, seed=0, batch=2)
+    assert p["sample"]["inputs"]["start_at_step"] == 6  # 0.3 x 20 steps; the plain row starts at 10
+    assert p["settings"]["inputs"]["fusion"] == "gate" and p["settings"]["inputs"]["global_strength"] == 0.5
+    p = sampling.prompt("proxy@proxy_strength=0.5@neighbourhood=all@radius=3@compression=4", "missing.safetensors",
+                        2, cfg, seed=0, batch=2)
+    assert {k: p["proxy"]["inputs"][k] for k in ("strength", "neighbourhood", "radius_cells")} == {
+        "strength": 0.5, "neighbourhood": "all", "radius_cells": 3}
+    assert p["settings"]["inputs"]["global_compression"] == 4 and p["settings"]["inputs"]["fusion"] == "band"
+    p = sampling.prompt("quality_gate@global_strength=0.25", "missing.safetensors", 2, cfg, seed=0, batch=2)
+    assert p["settings"]["inputs"]["fusion"] == "gate" and p["settings"]["inputs"]["global_strength"] == 0.25
+    assert sampling.prompt("quality_band", "m", 2, cfg, 0, 2)["settings"]["inputs"]["global_strength"] == 1.0
+    ok, _, _, node_errors = comfy.validate(p)
+    assert not ok and list(node_errors) == ["load"]  # only the missing weights: the variant's values are in range
+    # a value ComfyUI's own range check refuses is refused there, at its input
+    ok, _, _, node_errors = comfy.validate(sampling.prompt("quality_gate@global_strength=1.5", "m", 2, cfg, 0, 2))
+    assert not ok and "global_strength" in json.dumps(node_errors["settings"])
+    for spec, message in (("nope", "'nope' is not among full, windows"),
+                          ("proxy@start=0.3", "start applies to coarse_to_fine, not to proxy"),
+                          ("coarse_to_fine@start=early", "start takes a float, got 'early'"),
+                          ("quality_band@compresion=4", "'compresion=4' is not KEY=VALUE with KEY one of start")):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--weights", "w", "--out", "o", "--modes", f"full,{spec}"])
+        with pytest.raises(ValueError, match=message):
+            evaluate.base_mode(spec)
+
+
 def test_evaluation_refuses_weights_of_another_latent_space(comfy, tmp_path):
     """Weights trained before issue 24 (the old latent space) would sample noise: evaluating them is refused."""
     import sampling

@@ -100,9 +100,10 @@ def test_a_captioned_model_is_sampled_with_its_captions_against_the_empty_one(co
     assert p["cond"]["inputs"] == {"caption_seed": sampling.CAPTION_SEED + 40, "first": 0, "count": 2, "frames": 2}
     assert p["uncond"]["inputs"] == {} and p["native"]["inputs"]["cfg"] == p["sample"]["inputs"]["cfg"] == 3.0
     assert p["sample"]["inputs"]["negative"] == ["uncond", 0] and p["native"]["inputs"]["positive"] == ["cond", 0]
-    # proxy: one prompt per video, each with its own scene's caption of the cell
-    one = sampling.prompt("proxy", "m", 2, cfg, seed=41, batch=1, first=1)["cond"]["inputs"]
-    assert one["caption_seed"] == sampling.CAPTION_SEED + 40 and one["first"] == 1 and one["count"] == 1
+    # proxy: one prompt for the cell too, its native passes a batch (one proxy per video), captioned alike
+    proxy = sampling.prompt("proxy", "m", 2, cfg, seed=40, batch=2)
+    assert proxy["cond"]["inputs"] == p["cond"]["inputs"] and proxy["proxy"]["inputs"]["proxy"] == ["native", 0]
+    assert proxy["native_latent"]["inputs"]["batch_size"] == 2
     name = sampling.install_weights(comfy, weights)
     captioned = sampling.generate(comfy, "full", name, 1, cfg)
     assert torch.equal(sampling.generate(comfy, "full", name, 1, cfg), captioned)  # seeded
