@@ -499,3 +499,37 @@ def test_the_learned_upscaler_trains_on_from_its_file_and_refuses_another_scale(
         upscaler.train(2, steps=1, batch=2, world="detailed", resume=first, pixels=2)
     with pytest.raises(FileNotFoundError, match="train --scale 3 --world detailed --pixels 2"):
         upscaler.load(3, "detailed", tmp_path, pixels=2)
+
+
+def test_parts_of_a_table_merge_into_one_in_the_bench_s_row_order(tmp_path):
+    """merge.py joins evaluations of the same weights run as separate processes: one ground truth per scale, the rows
+    in MODES' order (variants after their mode), a failed cell replaced by a measured one, parts of other weights
+    refused."""
+    import json
+    import merge
+
+    def cell(scale, mode, status="ok", value=0.5):
+        return {"scale": scale, "mode": mode, "status": status, "videos": 4, "seconds": 1.0,
+                **{k: [value, 0.1, 4] for k in ("count_error", "duplication", "size_ratio", "continuity")},
+                "colour_js": [0.1, 0.01], "edge_js": [0.01, 0.001]}
+
+    same = {"trained": {"steps": 10, "half_size_steps": 0}, "cfg": 1.0, "device": "H100", "config": {}}
+    a = {**same, "cells": [cell(2, "ground_truth"), cell(2, "bicubic"), cell(2, "quality_gate", "failed: IndexError"),
+                           cell(2, "bicubic_of_truth")]}
+    b = {**same, "cells": [cell(2, "ground_truth", value=0.9), cell(2, "coarse_to_fine@start=0.3"),
+                           cell(2, "quality_gate", value=0.2), cell(2, "full"), cell(2, "coarse_to_fine")]}
+    merged = merge.merge([a, b])
+    assert [c["mode"] for c in merged["cells"]] == ["ground_truth", "full", "quality_gate", "coarse_to_fine",
+                                                    "coarse_to_fine@start=0.3", "bicubic", "bicubic_of_truth"]
+    rows = {c["mode"]: c for c in merged["cells"]}
+    assert rows["ground_truth"]["count_error"][0] == 0.5  # the first part's truth
+    assert rows["quality_gate"]["status"] == "ok" and rows["quality_gate"]["count_error"][0] == 0.2
+    assert [p["device"] for p in merged["merged_from"]] == ["H100", "H100"]
+    with pytest.raises(ValueError, match="differ in 'trained'"):
+        merge.merge([a, {**b, "trained": {"steps": 11, "half_size_steps": 0}}])
+    for name, part in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(part))
+    merge.main(["--out", str(tmp_path / "m"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    table = (tmp_path / "m" / "results.md").read_text()
+    assert "**not measured**" in table and "| x2 | coarse_to_fine@start=0.3 | 4 |" in table
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["cells"] == merged["cells"]
