@@ -5,11 +5,12 @@ own executor, then its frames written as one PNG grid.
     COMFYUI_PATH=... python bench/demo.py --out demo.png   # the template as saved (8 frames, 20 steps: for a GPU)
 
 The template's nodes run as saved (workflows/UltraGen demo (no download).json): the pack's demo model (bundled in
-bench/fidelity/weights/) sampled at its native 64x64 and at 3x per side with UltraGen's quality and fast presets;
-``--frames`` / ``--steps`` change only the Demo Latent nodes' frames and the samplers' steps. The grid has a row
-per frame and a column per video: the native pass upscaled 3x (bicubic), quality 3x, fast 3x. Prints the time
-and UltraGen Compare's report (quality 3x against the bicubic upscale). On the GPU when CUDA is there,
-otherwise on the CPU with every core.
+bench/fidelity/weights/) sampled at its native 64x64, and at 3x per side with UltraGen's quality and fast presets
+from noise and coarse to fine (the native pass upscaled and finished at 3x from the middle of the schedule);
+``--frames`` / ``--steps`` change only the Demo Latent nodes' frames and the samplers' steps (coarse to fine keeps
+its share of them). The grid has a row per frame and a column per video: the native pass upscaled 3x (bicubic),
+quality 3x, fast 3x, coarse to fine 3x. Prints the time and UltraGen Compare's report (coarse to fine 3x against
+the bicubic upscale). On the GPU when CUDA is there, otherwise on the CPU with every core.
 """
 from __future__ import annotations
 
@@ -30,14 +31,14 @@ for _path in (PACK / "tests", PACK / "tests" / "comfyui"):  # the test harness: 
     if str(_path) not in sys.path:                           # converter
         sys.path.insert(0, str(_path))
 TEMPLATE = PACK / "workflows" / "UltraGen demo (no download).json"
-COLUMNS = ("native, bicubic 3x", "UltraGen quality 3x", "UltraGen fast 3x")
+COLUMNS = ("native, bicubic 3x", "UltraGen quality 3x", "UltraGen fast 3x", "coarse to fine 3x")
 SPACING = 4  # the template's ImageStitch spacing_width
 HEADER = 22  # px of column titles above the grid
 
 
 def demo_prompt(registry: dict, frames: int | None, steps: int | None) -> tuple[dict, str]:
     """The template as an API prompt (frames / steps changed where given) and the id of its last ImageStitch
-    (the three-up frames), which gets a PreviewImage so that they can be read back."""
+    (the four-up frames), which gets a PreviewImage so that they can be read back."""
     from workflow_api import ui_to_api
     prompt = ui_to_api(json.loads(TEMPLATE.read_text()), registry)
     stitches = [nid for nid, node in prompt.items() if node["class_type"] == "ImageStitch"]
@@ -47,16 +48,20 @@ def demo_prompt(registry: dict, frames: int | None, steps: int | None) -> tuple[
             node["inputs"]["frames"] = frames
         if node["class_type"] == "KSampler" and steps is not None:
             node["inputs"]["steps"] = steps
+        if node["class_type"] == "KSamplerAdvanced" and steps is not None:  # coarse to fine: the same share of
+            inputs = node["inputs"]                                           # the steps from the native pass
+            inputs["start_at_step"] = round(inputs["start_at_step"] * steps / inputs["steps"])
+            inputs["steps"] = steps
     prompt["demo_grid"] = {"class_type": "PreviewImage", "inputs": {"images": [last, 0]}}
     return prompt, "demo_grid"
 
 
 def grid(frames: list[np.ndarray]) -> np.ndarray:
-    """Three-up frames (H, 3 W + 2 SPACING, 3), uint8 RGB, stacked top to bottom under column titles."""
+    """Four-up frames (H, 4 W + 3 SPACING, 3), uint8 RGB, stacked top to bottom under column titles."""
     import cv2
     body = np.concatenate(frames, 0)
     header = np.full((HEADER, body.shape[1], 3), 255, np.uint8)
-    width = (body.shape[1] - 2 * SPACING) // 3
+    width = (body.shape[1] - (len(COLUMNS) - 1) * SPACING) // len(COLUMNS)
     for i, title in enumerate(COLUMNS):
         cv2.putText(header, title, (i * (width + SPACING) + 3, HEADER - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
                     (0, 0, 0), 1, cv2.LINE_AA)

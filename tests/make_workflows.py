@@ -706,17 +706,19 @@ report. """ + VAE_WHY, ["h3", "h3_text", "h3_vae", "h3_audio_vae"], "not measure
 
 
 DEMO_NOTE = """## UltraGen demo (no download)
-The pack's own small Wan model (8M parameters, trained on captioned moving shapes at 64x64 x 8 frames) at its
-native size, then at 3x per side (192x192, 9x the tokens) with the quality and fast presets. Demo Prompt: up to 3
-objects, e.g. "a large red disc, a small blue square". Left to right: the native pass upscaled 3x (bicubic),
-quality 3x, fast 3x; the preview compares quality with bicubic. Seconds on a GPU; on a CPU set `frames` to 2 in
-both Demo Latent nodes. The model passes the fidelity bench's gate at cfg 1 (docs/FIDELITY.md); it shows the pack
-working in your ComfyUI, not what Wan gains."""
+The pack's own small Wan model (8M parameters, trained on captioned moving shapes, wide shots and close-ups, at
+64x64 x 8 frames) at its native size, then at 3x per side (192x192, 9x the tokens). Demo Prompt: up to 3 objects,
+e.g. "a large red disc, a small blue square". Left to right: the native pass upscaled 3x (bicubic), quality 3x
+and fast 3x from noise, and coarse to fine 3x (the native pass upscaled, re-noised and finished at 3x with the
+quality preset: the best native path in the fidelity bench, docs/FIDELITY.md); the preview compares it with
+bicubic. Seconds on a GPU; on a CPU set `frames` to 2 in both Demo Latent nodes. The model passes the bench's gate
+at cfg 1; it shows the pack working in your ComfyUI, not what Wan gains."""
 
 
 def demo_no_download(reg):
-    """Columns: 0-1 the note, the model and both presets' settings; 2 the latents and UltraGen Apply; 3 the three
-    samplers; 4 decodes, the upscale and the comparison; 5 the three-up video and the previews."""
+    """Columns: 0-1 the note, the model, both presets' settings and the native pass; 2 the 3x latent, UltraGen Apply
+    and the coarse-to-fine upscale; 3 the three 3x samplers; 4 decodes, the bicubic upscale and the comparison; 5 the
+    four-up video and the previews."""
     from workflow_builder import Graph
     g = Graph(reg)
     g.note(DEMO_NOTE, 0)
@@ -728,19 +730,32 @@ def demo_no_download(reg):
                           batch_size=1)
     big_latent = g.add("UltraGenDemoLatent", 2, title="Demo Latent (3x)", color=PURPLE, scale=3, frames=8,
                        batch_size=1)
-    samples = {}
+    samples, models = {}, {}
     for name, settings in (("native", None), ("quality 3x", quality), ("fast 3x", fast)):
         source = model
         if settings is not None:
             source = g.add("UltraGenApply", 2, title=f"UltraGen Apply ({name.split()[0]})", color=PURPLE)
             g.connect(model, source, "model")
             g.connect(settings, source, "settings")
-        ks = g.add("KSampler", 3, title=f"KSampler ({name})", seed=42, seed_control="fixed", steps=20, cfg=1.0,
+        ks = g.add("KSampler", 1 if settings is None else 3, title=f"KSampler ({name})", seed=42, seed_control="fixed", steps=20, cfg=1.0,
                    sampler_name="euler", scheduler="simple", denoise=1.0)
         for src, slot in ((source, "model"), (caption, "positive"), ((model, 1), "negative"),
                           (native_latent if settings is None else big_latent, "latent_image")):
             g.connect(src, ks, slot)
-        samples[name] = ks
+        samples[name], models[name] = ks, source
+    # coarse to fine: the native pass resized to the 3x latent, re-noised to step 10 of 20, finished with quality
+    init = g.add("UltraGenUpscaleLatent", 2, title="Upscale Latent (native to 3x)", color=PURPLE,
+                 upscale_method="bicubic")
+    g.connect(samples["native"], init, "latent")
+    g.connect(big_latent, init, "reference")
+    finish = g.add("KSamplerAdvanced", 3, title="KSampler Advanced (coarse to fine 3x, from step 10)",
+                   add_noise="enable", noise_seed=43, noise_seed_control="fixed", steps=20, cfg=1.0,
+                   sampler_name="euler", scheduler="simple", start_at_step=10, end_at_step=10000,
+                   return_with_leftover_noise="disable")
+    for src, slot in ((models["quality 3x"], "model"), (caption, "positive"), ((model, 1), "negative"),
+                      (init, "latent_image")):
+        g.connect(src, finish, slot)
+    samples["coarse to fine 3x"] = finish
     frames = {}
     for name, ks in samples.items():
         frames[name] = g.add("UltraGenDemoDecode", 4, title=f"Demo Decode ({name})", color=PURPLE)
@@ -750,7 +765,7 @@ def demo_no_download(reg):
                              scale_by=3.0)
             g.connect(frames[name], upscaled, "image")
     row = upscaled
-    for name in ("quality 3x", "fast 3x"):
+    for name in ("quality 3x", "fast 3x", "coarse to fine 3x"):
         stitch = g.add("ImageStitch", 5, title=f"+ {name}", direction="right", match_image_size=True, spacing_width=4,
                        spacing_color="white")
         g.connect(row, stitch, "image1")
@@ -761,11 +776,11 @@ def demo_no_download(reg):
     save = g.add("SaveVideo", 5, filename_prefix="video/UltraGen_demo", format="auto", codec="auto")
     g.connect(video, save, "video")
     cmp = g.add("UltraGenCompare", 4, color=PURPLE, layout="side_by_side", size_mode="first", length_mode="trim",
-                label_a="UltraGen quality 3x", label_b="native + bicubic 3x", flow_max_side=512, wall_time_a=0.0,
-                peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
-    g.connect(frames["quality 3x"], cmp, "video_a")
+                label_a="UltraGen coarse to fine 3x", label_b="native + bicubic 3x", flow_max_side=512,
+                wall_time_a=0.0, peak_vram_a=0.0, wall_time_b=0.0, peak_vram_b=0.0)
+    g.connect(frames["coarse to fine 3x"], cmp, "video_a")
     g.connect(upscaled, cmp, "video_b")
-    preview = g.add("PreviewImage", 5, title="Quality 3x vs bicubic")
+    preview = g.add("PreviewImage", 5, title="Coarse to fine 3x vs bicubic")
     g.connect((cmp, 0), preview, "images")
     show = g.add("PreviewAny", 5, title="Comparison report")
     g.connect((cmp, 1), show, "source")
@@ -824,7 +839,7 @@ WORKFLOWS = {
         "Needs ComfyUI 0.33+. Text to video with sound, 1920x1088 x 124 frames, with MiniMax-H3 (33B).",
         minimax_h3_1080p),
     "UltraGen demo (no download)": (
-        "Try it without a download: the pack's small demo model at native size and at 3x, beside a bicubic upscale.",
+        "Try it without a download: the pack's small demo model at 3x, native and coarse to fine, beside bicubic.",
         demo_no_download),
 }
 # Workflows with nodes that only newer ComfyUI versions register: written by such a version (ComfyUI 0.33),

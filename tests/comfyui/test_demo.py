@@ -75,20 +75,29 @@ def test_a_prompt_the_model_does_not_know_is_refused_once_at_the_caption_input(c
     assert "a colour (red, green, blue, yellow)" in details
 
 
-def test_the_template_runs_end_to_end_and_the_grid_shows_three_different_videos(comfy, tmp_path):
-    result = demo_cli.run_demo(comfy, tmp_path / "grid.png", frames=1, steps=1)
+def test_the_template_runs_end_to_end_and_the_grid_shows_four_different_videos(comfy, tmp_path):
+    result = demo_cli.run_demo(comfy, tmp_path / "grid.png", frames=1, steps=2)
     import cv2
     grid = cv2.imread(result["grid"])
     side, gap = 192, demo_cli.SPACING
-    assert grid.shape == (demo_cli.HEADER + side, 3 * side + 2 * gap, 3)
+    assert grid.shape == (demo_cli.HEADER + side, 4 * side + 3 * gap, 3)
     body = grid[demo_cli.HEADER:].astype(np.float32)
-    panels = [body[:, i * (side + gap):i * (side + gap) + side] for i in range(3)]
-    for i in range(3):
+    panels = [body[:, i * (side + gap):i * (side + gap) + side] for i in range(4)]
+    for i in range(4):
         assert panels[i].std() > 1  # a picture, not a flat frame
         for j in range(i):
-            assert np.abs(panels[i] - panels[j]).mean() > 1, (i, j)  # bicubic, quality and fast differ
-    assert "A = UltraGen quality 3x (192x192, 1 frames), B = native + bicubic 3x (192x192, 1 frames)" \
+            assert np.abs(panels[i] - panels[j]).mean() > 1, (i, j)  # bicubic, quality, fast, coarse to fine differ
+    assert "A = UltraGen coarse to fine 3x (192x192, 1 frames), B = native + bicubic 3x (192x192, 1 frames)" \
         in result["report"]
+
+
+def test_fewer_steps_keep_coarse_to_fine_s_share_of_them_from_the_native_pass(comfy):
+    prompt, _ = demo_cli.demo_prompt(comfy.nodes.NODE_CLASS_MAPPINGS, frames=2, steps=10)
+    finish, = (n["inputs"] for n in prompt.values() if n["class_type"] == "KSamplerAdvanced")
+    assert (finish["steps"], finish["start_at_step"], finish["add_noise"]) == (10, 5, "enable")
+    init, = (n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenUpscaleLatent")
+    assert prompt[init["reference"][0]]["inputs"]["scale"] == 3  # resized to the 3x Demo Latent
+    assert prompt[init["latent"][0]]["class_type"] == "KSampler"  # from the native pass
 
 
 def test_a_file_that_is_not_a_demo_model_is_refused_once_at_the_weights_input(comfy):
