@@ -84,8 +84,9 @@ def markdown_table(results: dict) -> str:
     head = "| scale | mode | videos | " + " | ".join(c[1] for c in COLUMNS) + " | s / cell |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     for c in results["cells"]:
-        if c["status"] != "ok":
-            lines.append(f"| x{c['scale']} | {c['mode']} | 0 | {c['status']} |" + " |" * len(COLUMNS))  # said once
+        if c["status"] != "ok":  # said once, on the row's one line (an exception's text may hold line breaks)
+            status = " ".join(c["status"].split()).replace("|", "/")
+            lines.append(f"| x{c['scale']} | {c['mode']} | 0 | {status} |" + " |" * len(COLUMNS))
             continue
         cells = [fmt(c.get(k, (float("nan"), float("nan"))), d) for k, _, d in COLUMNS]
         lines.append(f"| x{c['scale']} | {c['mode']} | {c['videos']} | " + " | ".join(cells) + f" | {c['seconds']} |")

@@ -515,11 +515,11 @@ def test_parts_of_a_table_merge_into_one_in_the_bench_s_row_order(tmp_path):
 
     same = {"trained": {"steps": 10, "half_size_steps": 0}, "cfg": 1.0, "device": "H100", "config": {}}
     a = {**same, "cells": [cell(2, "ground_truth"), cell(2, "bicubic"), cell(2, "quality_gate", "failed: IndexError"),
-                           cell(2, "bicubic_of_truth")]}
+                           cell(2, "bicubic_of_truth"), cell(2, "windows", "failed: PromptFailed: list index\n")]}
     b = {**same, "cells": [cell(2, "ground_truth", value=0.9), cell(2, "coarse_to_fine@start=0.3"),
                            cell(2, "quality_gate", value=0.2), cell(2, "full"), cell(2, "coarse_to_fine")]}
     merged = merge.merge([a, b])
-    assert [c["mode"] for c in merged["cells"]] == ["ground_truth", "full", "quality_gate", "coarse_to_fine",
+    assert [c["mode"] for c in merged["cells"]] == ["ground_truth", "full", "windows", "quality_gate", "coarse_to_fine",
                                                     "coarse_to_fine@start=0.3", "bicubic", "bicubic_of_truth"]
     rows = {c["mode"]: c for c in merged["cells"]}
     assert rows["ground_truth"]["count_error"][0] == 0.5  # the first part's truth
@@ -532,4 +532,5 @@ def test_parts_of_a_table_merge_into_one_in_the_bench_s_row_order(tmp_path):
     merge.main(["--out", str(tmp_path / "m"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     table = (tmp_path / "m" / "results.md").read_text()
     assert "**not measured**" in table and "| x2 | coarse_to_fine@start=0.3 | 4 |" in table
+    assert "| x2 | windows | 0 | failed: PromptFailed: list index |" in table  # a failure's text on its row
     assert json.loads((tmp_path / "m" / "results.json").read_text())["cells"] == merged["cells"]
