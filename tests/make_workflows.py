@@ -737,8 +737,8 @@ def demo_no_download(reg):
             source = g.add("UltraGenApply", 2, title=f"UltraGen Apply ({name.split()[0]})", color=PURPLE)
             g.connect(model, source, "model")
             g.connect(settings, source, "settings")
-        ks = g.add("KSampler", 1 if settings is None else 3, title=f"KSampler ({name})", seed=42, seed_control="fixed", steps=20, cfg=1.0,
-                   sampler_name="euler", scheduler="simple", denoise=1.0)
+        ks = g.add("KSampler", 1 if settings is None else 3, title=f"KSampler ({name})", seed=42, seed_control="fixed",
+                   steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
         for src, slot in ((source, "model"), (caption, "positive"), ((model, 1), "negative"),
                           (native_latent if settings is None else big_latent, "latent_image")):
             g.connect(src, ks, slot)

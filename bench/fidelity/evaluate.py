@@ -30,7 +30,8 @@ on an EmptyHunyuanLatentVideo of the scale's size. Modes:
 
 A row may also be a variant of a mode, its settings changed: MODE@KEY=VALUE[@KEY=VALUE...] (sampling.py's
 VARIANT_KEYS), e.g. coarse_to_fine@start=0.3, quality_gate@global_strength=0.25, quality_band@compression=4,
-proxy@proxy_strength=0.5@neighbourhood=all: how the defaults are chosen from the table.
+proxy@proxy_strength=0.5@neighbourhood=all, and coarse_to_fine@proxy_strength=1 (coarse to fine guided by its
+native pass, as the "proxy to 4K" templates run): how the defaults are chosen from the table.
 
 At scale 1 only full and fast run (the quality settings cover the whole native grid there). Metrics:
 bench/fidelity/metrics.py, against ground-truth renders at the same scale (``ground_truth`` rows: an
@@ -235,7 +236,7 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
             cell, base = {"scale": scale, "mode": mode}, sampling.split_mode(mode)[0]
             if scale == 1 and base not in NATIVE_MODES:
                 continue
-            if base == "proxy" and why_no_proxy:
+            if sampling.guided(*sampling.split_mode(mode)) and why_no_proxy:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
                 continue
             if base == "sol_attn" and why_no_sol:

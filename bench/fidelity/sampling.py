@@ -138,9 +138,11 @@ VARIANT_KEYS = {
     "global_strength": (float, _GLOBAL),  # UltraGen Attention Settings' global_strength
     "compression": (int, _GLOBAL),  # its global_compression (0: automatic)
     "fusion": (str, ("proxy", "coarse_to_fine")),  # band or gate, for the modes built on quality_band
-    "proxy_strength": (float, ("proxy",)),  # UltraGen Proxy Guidance's strength
-    "neighbourhood": (str, ("proxy",)),  # its neighbourhood: neighbourhood or all
-    "radius": (int, ("proxy",)),  # its radius_cells
+    # UltraGen Proxy Guidance's strength; on coarse_to_fine it adds the guidance by the native pass, as the
+    # "proxy to 4K" templates do
+    "proxy_strength": (float, ("proxy", "coarse_to_fine")),
+    "neighbourhood": (str, ("proxy", "coarse_to_fine")),  # its neighbourhood: neighbourhood or all
+    "radius": (int, ("proxy", "coarse_to_fine")),  # its radius_cells
 }
 
 
@@ -162,6 +164,13 @@ def split_mode(spec: str) -> tuple[str, dict]:
             raise ValueError(f"row {spec!r}: {key} takes a{'n int' if kind is int else ' ' + kind.__name__}, "
                              f"got {value!r}") from None
     return mode, settings
+
+
+def guided(mode: str, variant: dict) -> bool:
+    """Whether a row samples through UltraGen Proxy Guidance (ComfyUI 0.33+): proxy, and coarse_to_fine given one of
+    the guidance's settings."""
+    return mode == "proxy" or (mode == "coarse_to_fine" and bool({"proxy_strength", "neighbourhood", "radius"}
+                                                                  & set(variant)))
 
 
 def settings_node(mode: str, cfg: EvalConfig, variant: dict | None = None) -> dict | None:
@@ -230,7 +239,7 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
     if mode in UPSCALERS and scale > 1:
         p["capture"] = {"class_type": "UltraGenTestCapture", "inputs": {"samples": ["native", 0], "key": "out"}}
         return p
-    if mode == "proxy" and scale > 1:
+    if guided(mode, variant) and scale > 1:
         p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
             "model": model, "proxy": ["native", 0], "strength": variant.get("proxy_strength", 1.0),
             "neighbourhood": variant.get("neighbourhood", "neighbourhood"), "radius_frames": 1,

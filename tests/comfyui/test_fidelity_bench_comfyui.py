@@ -288,6 +288,11 @@ def test_a_row_may_be_a_variant_of_a_mode_with_its_settings_changed(comfy):
     assert {k: p["proxy"]["inputs"][k] for k in ("strength", "neighbourhood", "radius_cells")} == {
         "strength": 0.5, "neighbourhood": "all", "radius_cells": 3}
     assert p["settings"]["inputs"]["global_compression"] == 4 and p["settings"]["inputs"]["fusion"] == "band"
+    # coarse to fine guided by its native pass, as the "proxy to 4K" templates run it
+    p = sampling.prompt("coarse_to_fine@proxy_strength=1", "missing.safetensors", 2, cfg, seed=0, batch=2)
+    assert p["proxy"]["inputs"]["proxy"] == ["native", 0] and p["sample"]["inputs"]["model"] == ["proxy", 0]
+    assert p["sample"]["inputs"]["latent_image"] == ["upscaled", 0]
+    assert "proxy" not in sampling.prompt("coarse_to_fine", "missing.safetensors", 2, cfg, seed=0, batch=2)
     p = sampling.prompt("quality_gate@global_strength=0.25", "missing.safetensors", 2, cfg, seed=0, batch=2)
     assert p["settings"]["inputs"]["fusion"] == "gate" and p["settings"]["inputs"]["global_strength"] == 0.25
     assert sampling.prompt("quality_band", "m", 2, cfg, 0, 2)["settings"]["inputs"]["global_strength"] == 1.0
