@@ -19,7 +19,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 PACK = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-import captions  # noqa: E402
+import bench_model  # noqa: E402
 import latents  # noqa: E402
 import scenes  # noqa: E402
 import upscaler  # noqa: E402
@@ -81,13 +81,13 @@ def first_space_only(weights: Path, tool: str) -> None:
 
 
 def weights_world(weights: Path) -> str:
-    """The bench world (scenes.WORLDS) the weights were trained on: their metadata's, plain before the worlds."""
-    return weights_metadata(weights).get("world", "plain")
+    """The bench world (scenes.WORLDS) the weights were trained on (bench_model.world_of their metadata)."""
+    return bench_model.world_of(weights_metadata(weights))
 
 
 def weights_captioned(weights: Path) -> bool:
-    """Whether the weights were trained on captions (captions.py): their metadata's context."""
-    return weights_metadata(weights).get("context") == captions.SPACE
+    """Whether the weights were trained on captions (bench_model.captioned_of their metadata)."""
+    return bench_model.captioned_of(weights_metadata(weights))
 
 
 def weights_metadata(weights: Path) -> dict:
