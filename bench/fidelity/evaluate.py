@@ -233,10 +233,10 @@ def evaluate(runtime, model_name: str, cfg: EvalConfig, device="cpu", on_cell=No
         samples[(scale, "ground_truth")] = truth["videos"]
         results["cells"].append(truth["cell"])
         for mode in cfg.modes:
-            cell, base = {"scale": scale, "mode": mode}, sampling.split_mode(mode)[0]
+            cell, (base, variant) = {"scale": scale, "mode": mode}, sampling.split_mode(mode)
             if scale == 1 and base not in NATIVE_MODES:
                 continue
-            if sampling.guided(*sampling.split_mode(mode)) and why_no_proxy:
+            if sampling.guided(base, variant) and why_no_proxy:
                 results["cells"].append({**cell, "status": f"skipped: {why_no_proxy}"})
                 continue
             if base == "sol_attn" and why_no_sol:

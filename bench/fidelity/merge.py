@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outputs  # noqa: E402
+from evaluate import MODES  # noqa: E402
 
 
 def merge(parts: list[dict]) -> dict:
@@ -34,7 +35,6 @@ def merge(parts: list[dict]) -> dict:
             key = (c["scale"], c["mode"])
             if key not in cells or (cells[key]["status"] != "ok" and c["status"] == "ok"):
                 cells[key] = c
-    from evaluate import MODES
 
     def rank(mode: str) -> tuple:  # the truth first, the model's rows in MODES' order (variants after their mode)
         base = mode.removesuffix("_of_truth").split("@")[0]
