@@ -83,6 +83,19 @@ def case(name: str, res: str, frames: int, smoke: bool):
     return cfg, lat, grid, native
 
 
+def proxy_settings(text: str) -> api.ProxySettings:
+    """A --proxy variant: "neighbourhood", "all" or "neighbourhood:R" (a margin of R proxy cells up, down, left
+    and right, one frame), at strength 1 (the node's default). ValueError, naming the variant, otherwise."""
+    mode, _, radius = text.partition(":")
+    if radius and not radius.isdigit():
+        raise ValueError(f"--proxy {text!r}: R is a whole number of proxy cells, got {radius!r}")
+    try:
+        cells = int(radius) if radius else api.ProxySettings().radius[1]
+        return api.ProxySettings(strength=1.0, mode=mode, radius=(1, cells, cells))
+    except ValueError as e:
+        raise ValueError(f"--proxy {text!r}: {e} (write neighbourhood, all or neighbourhood:R)") from None
+
+
 def build(cfg: dict, layers: int, device, dtype=torch.bfloat16):
     import comfy.ldm.wan.model as wan
     import comfy.ops
@@ -213,7 +226,8 @@ def main():
                     help="extra variants: windows as fractions of the native grid (no shift), e.g. 1/3x1/2x1/2;1/2x1/2x1/2")
     ap.add_argument("--proxy", default="",
                     help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
-                         "(comma separated)")
+                         "(comma separated); neighbourhood:R sets its margin to R proxy cells (the node's "
+                         "radius_cells, default 2)")
     ap.add_argument("--sol-attn", action="store_true",
                     help="wan: also time ComfyUI's Sol-Attn block-sparse attention (the core Model Sparse Attention "
                          "node's defaults, bench/fidelity/fidelity_nodes.py) on the unpatched model; the row says "
@@ -233,6 +247,11 @@ def main():
     ltx = args.family == "ltx2"
     models = args.models or ("19B" if ltx else "1.3B,5B,14B")
     frames = args.frames = args.frames or {"wan": 81, "minimax": 124}.get(args.family, 121)
+    for text in filter(None, args.proxy.split(",")):
+        try:
+            proxy_settings(text)
+        except ValueError as e:
+            ap.error(str(e))
     if args.family != "wan" and (args.checkpoint or args.proxy or args.sol_attn):
         sys.exit(f"bench/dit.py: --checkpoint, --proxy and --sol-attn are Wan's; leave them out with --family "
                  f"{args.family}.")
@@ -282,7 +301,7 @@ def main():
                 window = tuple(max(1, math.ceil(n * Fraction(f))) for n, f in zip(native, text.split("x")))
                 variants.append((f"UltraGen windows {text} of native", AttentionSettings(window=window, shift="none")))
             for mode in filter(None, args.proxy.split(",")):
-                variants.append((f"UltraGen default + proxy guidance ({mode})", ("proxy", mode)))
+                variants.append((f"UltraGen default + proxy guidance ({mode})", ("proxy", proxy_settings(mode))))
             if args.sol_attn:
                 variants.append(("ComfyUI Sol-Attn (Model Sparse Attention defaults)", "sol_attn"))
             if args.checkpoint and name == "1.3B" and not args.full_depth:
@@ -310,13 +329,13 @@ def main():
                     patcher, _ = api.load_weights(base, checkpoint_file(cfg["dim"], layers),
                                                   patcher_factory=comfy.model_patcher.ModelPatcher)
                 else:
-                    proxy = settings[1] if isinstance(settings, tuple) else None  # ("proxy", mode)
+                    proxy = settings[1] if isinstance(settings, tuple) else None  # ("proxy", ProxySettings)
                     settings = AttentionSettings() if proxy else settings
                     patcher, label = dit_rows.patched(base, settings, label, args, grid, native)  # UltraGen Apply
                     if proxy:  # UltraGen Proxy Guidance: native size, half the frames, strength 1 (the node's default)
                         proxy_lat = (math.ceil(native[0] / 2), 2 * native[1], 2 * native[2])
                         latent = torch.randn(1, cfg["in_dim"], *proxy_lat, generator=torch.Generator().manual_seed(2))
-                        patcher = api.apply_proxy_guidance(patcher, latent, api.ProxySettings(strength=1.0, mode=proxy))
+                        patcher = api.apply_proxy_guidance(patcher, latent, proxy)
                     plan = api.plan_for(patcher, grid)
                 model, options = loaded(patcher)
                 secs, peak = measure(lambda: call(model, x, t, ctx, options), device, reps=1 if n > 500_000 else 2,
