@@ -6,7 +6,7 @@ own executor, then its frames written as one PNG grid.
 
 The template's nodes run as saved (workflows/UltraGen demo (no download).json): the pack's demo model (bundled in
 bench/fidelity/weights/) sampled at its native 64x64, and at 3x per side with UltraGen's quality and fast presets
-from noise and coarse to fine (the native pass upscaled and finished at 3x from step 12 of 20);
+from noise and coarse to fine (the native pass upscaled and finished at 3x from step 14 of 20);
 ``--frames`` / ``--steps`` change only the Demo Latent nodes' frames and the samplers' steps (coarse to fine keeps
 its share of them). The grid has a row per frame and a column per video: the native pass upscaled 3x (bicubic),
 quality 3x, fast 3x, coarse to fine 3x. Prints the time and UltraGen Compare's report (coarse to fine 3x against

@@ -743,15 +743,16 @@ def demo_no_download(reg):
                           (native_latent if settings is None else big_latent, "latent_image")):
             g.connect(src, ks, slot)
         samples[name], models[name] = ks, source
-    # coarse to fine: the native pass resized to the 3x latent, re-noised to step 12 of 20 (0.6 of the schedule: the
-    # fidelity bench's balance of the native pass's objects and new detail, docs/FIDELITY.md), finished with quality
+    # coarse to fine: the native pass resized to the 3x latent, re-noised to step 14 of 20 (0.7 of the schedule: at 3x
+    # unguided the fidelity bench's balance of the native pass's objects and new detail, docs/FIDELITY.md, run 58),
+    # finished with quality
     init = g.add("UltraGenUpscaleLatent", 2, title="Upscale Latent (native to 3x)", color=PURPLE,
                  upscale_method="bicubic")
     g.connect(samples["native"], init, "latent")
     g.connect(big_latent, init, "reference")
-    finish = g.add("KSamplerAdvanced", 3, title="KSampler Advanced (coarse to fine 3x, from step 12)",
+    finish = g.add("KSamplerAdvanced", 3, title="KSampler Advanced (coarse to fine 3x, from step 14)",
                    add_noise="enable", noise_seed=43, noise_seed_control="fixed", steps=20, cfg=1.0,
-                   sampler_name="euler", scheduler="simple", start_at_step=12, end_at_step=10000,
+                   sampler_name="euler", scheduler="simple", start_at_step=14, end_at_step=10000,
                    return_with_leftover_noise="disable")
     for src, slot in ((models["quality 3x"], "model"), (caption, "positive"), ((model, 1), "negative"),
                       (init, "latent_image")):

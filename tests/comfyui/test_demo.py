@@ -94,7 +94,7 @@ def test_the_template_runs_end_to_end_and_the_grid_shows_four_different_videos(c
 def test_fewer_steps_keep_coarse_to_fine_s_share_of_them_from_the_native_pass(comfy):
     prompt, _ = demo_cli.demo_prompt(comfy.nodes.NODE_CLASS_MAPPINGS, frames=2, steps=10)
     finish, = (n["inputs"] for n in prompt.values() if n["class_type"] == "KSamplerAdvanced")
-    assert (finish["steps"], finish["start_at_step"], finish["add_noise"]) == (10, 6, "enable")  # 12 of 20
+    assert (finish["steps"], finish["start_at_step"], finish["add_noise"]) == (10, 7, "enable")  # 14 of 20
     init, = (n["inputs"] for n in prompt.values() if n["class_type"] == "UltraGenUpscaleLatent")
     assert prompt[init["reference"][0]]["inputs"]["scale"] == 3  # resized to the 3x Demo Latent
     assert prompt[init["latent"][0]]["class_type"] == "KSampler"  # from the native pass
