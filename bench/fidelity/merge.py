@@ -5,7 +5,10 @@ e.g. by scale, or a cell run again after a failure): bench/fidelity/run.py's res
 
 Per scale: the first file's ground truth, the model's rows in evaluate.MODES' order (a mode's variants after it,
 in the order met), then the upscalers' _of_truth rows; a row measured in several
-files keeps its first measured value, and a failed or skipped cell gives way to a measured one of another file.
+files keeps its first measured value, and a failed or skipped cell gives way to a measured one of another file. A
+part whose coarse-to-fine start (its configuration's c2f_start; 0.5 where it has none, as up to run 57) differs
+from the first part's has its coarse_to_fine rows named by their start (coarse_to_fine@start=0.5), so that rows of
+different starts are never taken for one another.
 Writes DIR/results.json and DIR/results.md (the gate and the table, as run.py prints them)."""
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outputs  # noqa: E402
 from evaluate import MODES  # noqa: E402
+
+
+def c2f_start(part: dict) -> float:
+    """Where a part's plain coarse_to_fine row started: its configuration's c2f_start, 0.5 before it was recorded."""
+    return float((part.get("config") or {}).get("c2f_start", 0.5))
 
 
 def merge(parts: list[dict]) -> dict:
@@ -31,7 +39,10 @@ def merge(parts: list[dict]) -> dict:
                                  "merges evaluations of the same weights at the same cfg only")
     cells: dict[tuple[int, str], dict] = {}
     for p in parts:
+        start = c2f_start(p)
         for c in p["cells"]:
+            if c["mode"] == "coarse_to_fine" and start != c2f_start(first):
+                c = {**c, "mode": f"coarse_to_fine@start={start:g}"}
             key = (c["scale"], c["mode"])
             if key not in cells or (cells[key]["status"] != "ok" and c["status"] == "ok"):
                 cells[key] = c

@@ -534,3 +534,20 @@ def test_parts_of_a_table_merge_into_one_in_the_bench_s_row_order(tmp_path):
     assert "**not measured**" in table and "| x2 | coarse_to_fine@start=0.3 | 4 |" in table
     assert "| x2 | windows | 0 | failed: PromptFailed: list index |" in table  # a failure's text on its row
     assert json.loads((tmp_path / "m" / "results.json").read_text())["cells"] == merged["cells"]
+
+
+def test_merging_a_part_of_another_coarse_to_fine_start_names_its_row_by_the_start():
+    """A table of run 57 (coarse_to_fine from 0.5, before the start was recorded) merged after one of today's (0.7):
+    the old row is coarse_to_fine@start=0.5, not taken for the new one."""
+    import merge
+
+    def cell(mode, value):
+        return {"scale": 2, "mode": mode, "status": "ok", "videos": 4, "seconds": 1.0, "count_error": [value, 0.1, 4]}
+
+    same = {"trained": {"steps": 10}, "cfg": 1.0}
+    new = {**same, "config": {"c2f_start": 0.7}, "cells": [cell("coarse_to_fine", 0.16)]}
+    old = {**same, "config": {}, "cells": [cell("coarse_to_fine", 0.49), cell("coarse_to_fine@start=0.3", 1.0)]}
+    rows = {c["mode"]: c["count_error"][0] for c in merge.merge([new, old])["cells"]}
+    assert rows == {"coarse_to_fine": 0.16, "coarse_to_fine@start=0.5": 0.49, "coarse_to_fine@start=0.3": 1.0}
+    rows = {c["mode"]: c["count_error"][0] for c in merge.merge([old, new])["cells"]}
+    assert rows == {"coarse_to_fine": 0.49, "coarse_to_fine@start=0.7": 0.16, "coarse_to_fine@start=0.3": 1.0}
