@@ -227,7 +227,7 @@ def main():
     ap.add_argument("--proxy", default="",
                     help="extra variants: the default preset with proxy guidance, neighbourhood and / or all "
                          "(comma separated); neighbourhood:R sets its margin to R proxy cells (the node's "
-                         "radius_cells, default 2)")
+                         "radius_cells, default 4)")
     ap.add_argument("--sol-attn", action="store_true",
                     help="wan: also time ComfyUI's Sol-Attn block-sparse attention (the core Model Sparse Attention "
                          "node's defaults, bench/fidelity/fidelity_nodes.py) on the unpatched model; the row says "

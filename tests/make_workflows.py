@@ -412,7 +412,7 @@ def proxy_to_4k(g, *, unet_key, vae_key, family, target, frames, proxy_size, pro
         g.connect(src, ks1, name)
     res = resolution(g, family, target, frames, settings, col=4)
     guided = g.add("UltraGenProxyGuidance", 4, color=PURPLE, strength=1.0, neighbourhood="neighbourhood",
-                   radius_frames=1, radius_cells=2, seed=0)
+                   radius_frames=1, radius_cells=4, seed=0)
     g.connect(apply, guided, "model")
     g.connect(ks1, guided, "proxy")
     init = g.add("UltraGenUpscaleLatent", 4, color=PURPLE, upscale_method="bilinear")
