@@ -82,6 +82,7 @@ class EvalConfig:
     frames: int = scenes.FRAMES
     shift: float = 3.0
     c2f_start: float = 0.7  # the coarse_to_fine row's start: the demo's (run 58); tables up to run 57 used 0.5
+    proxy_radius: int = 4  # the proxy rows' radius_cells: the node's default (run 58); up to run 58: 2
     gt_pool: int = 64  # ground-truth renders per scale for the pooled reference histograms
     seed: int = 0
     seeds: int = 1  # sampling seeds per cell (seed, seed + 1, ...): set-level metrics get error bars over them

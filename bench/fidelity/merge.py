@@ -6,9 +6,10 @@ e.g. by scale, or a cell run again after a failure): bench/fidelity/run.py's res
 Per scale: the first file's ground truth, the model's rows in evaluate.MODES' order (a mode's variants after it,
 in the order met), then the upscalers' _of_truth rows; a row measured in several
 files keeps its first measured value, and a failed or skipped cell gives way to a measured one of another file. A
-part whose coarse-to-fine start (its configuration's c2f_start; 0.5 where it has none, as up to run 57) differs
-from the first part's has its coarse_to_fine rows named by their start (coarse_to_fine@start=0.5), so that rows of
-different starts are never taken for one another.
+part whose rows' own settings differ from the first part's (its configuration's c2f_start, the coarse-to-fine start,
+0.5 where it has none, as up to run 57; proxy_radius, the proxy's margin, 2 where it has none, as up to run 58) has
+those rows named by the setting (coarse_to_fine@start=0.5, proxy@radius=2), so that rows sampled differently are
+never taken for one another.
 Writes DIR/results.json and DIR/results.md (the gate and the table, as run.py prints them)."""
 from __future__ import annotations
 
@@ -20,11 +21,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outputs  # noqa: E402
 from evaluate import MODES  # noqa: E402
+from sampling import guided, split_mode  # noqa: E402
 
 
-def c2f_start(part: dict) -> float:
-    """Where a part's plain coarse_to_fine row started: its configuration's c2f_start, 0.5 before it was recorded."""
-    return float((part.get("config") or {}).get("c2f_start", 0.5))
+# the rows' own settings a configuration records: its key -> (the variant key naming it, its value before it was
+# recorded)
+RECORDED = {"c2f_start": ("start", 0.5), "proxy_radius": ("radius", 2)}
+
+
+def row_settings(part: dict) -> dict:
+    """{variant key: value} of the settings a part's rows were sampled with, where not named in the row."""
+    config = part.get("config") or {}
+    return {key: type(old)(config.get(name, old)) for name, (key, old) in RECORDED.items()}
+
+
+def named(mode: str, settings: dict) -> str:
+    """A row's name with ``settings`` that apply to it and that it does not name yet appended as variants."""
+    base, variant = split_mode(mode)
+    applies = {"start": base == "coarse_to_fine",
+               "radius": guided(base, variant) and variant.get("neighbourhood") != "all"}
+    extra = [f"{key}={value:g}" for key, value in settings.items() if applies[key] and key not in variant]
+    return "@".join([mode, *extra])
 
 
 def merge(parts: list[dict]) -> dict:
@@ -39,10 +56,10 @@ def merge(parts: list[dict]) -> dict:
                                  "merges evaluations of the same weights at the same cfg only")
     cells: dict[tuple[int, str], dict] = {}
     for p in parts:
-        start = c2f_start(p)
+        differ = {k: v for k, v in row_settings(p).items() if v != row_settings(first)[k]}
         for c in p["cells"]:
-            if c["mode"] == "coarse_to_fine" and start != c2f_start(first):
-                c = {**c, "mode": f"coarse_to_fine@start={start:g}"}
+            if differ and c["mode"] != "ground_truth" and not c["mode"].endswith("_of_truth"):
+                c = {**c, "mode": named(c["mode"], differ)}
             key = (c["scale"], c["mode"])
             if key not in cells or (cells[key]["status"] != "ok" and c["status"] == "ok"):
                 cells[key] = c

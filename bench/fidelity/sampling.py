@@ -243,7 +243,7 @@ def prompt(mode: str, model_name: str, scale: int, cfg: EvalConfig, seed: int, b
         p["proxy"] = {"class_type": "UltraGenProxyGuidance", "inputs": {
             "model": model, "proxy": ["native", 0], "strength": variant.get("proxy_strength", 1.0),
             "neighbourhood": variant.get("neighbourhood", "neighbourhood"), "radius_frames": 1,
-            "radius_cells": variant.get("radius", 2), "seed": 0}}
+            "radius_cells": variant.get("radius", cfg.proxy_radius), "seed": 0}}
         model = ["proxy", 0]
     if mode == "coarse_to_fine" and scale > 1:
         p["upscaled"] = {"class_type": "LatentUpscaleBy", "inputs": {

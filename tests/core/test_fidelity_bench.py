@@ -536,18 +536,26 @@ def test_parts_of_a_table_merge_into_one_in_the_bench_s_row_order(tmp_path):
     assert json.loads((tmp_path / "m" / "results.json").read_text())["cells"] == merged["cells"]
 
 
-def test_merging_a_part_of_another_coarse_to_fine_start_names_its_row_by_the_start():
-    """A table of run 57 (coarse_to_fine from 0.5, before the start was recorded) merged after one of today's (0.7):
-    the old row is coarse_to_fine@start=0.5, not taken for the new one."""
+def test_merging_parts_sampled_with_other_settings_names_their_rows_by_them():
+    """A table of run 57 (coarse_to_fine from 0.5 and the proxy's margin 2, before either was recorded) merged with
+    one of today's (0.7, margin 4): the old rows are named by what they used, never taken for the new ones; a row
+    that names the setting, and rows the setting does not apply to, keep their names."""
     import merge
 
     def cell(mode, value):
         return {"scale": 2, "mode": mode, "status": "ok", "videos": 4, "seconds": 1.0, "count_error": [value, 0.1, 4]}
 
     same = {"trained": {"steps": 10}, "cfg": 1.0}
-    new = {**same, "config": {"c2f_start": 0.7}, "cells": [cell("coarse_to_fine", 0.16)]}
-    old = {**same, "config": {}, "cells": [cell("coarse_to_fine", 0.49), cell("coarse_to_fine@start=0.3", 1.0)]}
+    new = {**same, "config": {"c2f_start": 0.7, "proxy_radius": 4},
+           "cells": [cell("coarse_to_fine", 0.16), cell("proxy", 1.5)]}
+    old = {**same, "config": {}, "cells": [
+        cell("ground_truth", 0.0), cell("coarse_to_fine", 0.49), cell("coarse_to_fine@start=0.3", 1.0),
+        cell("coarse_to_fine@proxy_strength=1", 0.2), cell("proxy", 4.3), cell("proxy@neighbourhood=all", 1.2),
+        cell("bicubic", 0.13)]}
     rows = {c["mode"]: c["count_error"][0] for c in merge.merge([new, old])["cells"]}
-    assert rows == {"coarse_to_fine": 0.16, "coarse_to_fine@start=0.5": 0.49, "coarse_to_fine@start=0.3": 1.0}
+    assert rows == {"ground_truth": 0.0, "coarse_to_fine": 0.16, "coarse_to_fine@start=0.5": 0.49,
+                    "coarse_to_fine@start=0.3": 1.0, "coarse_to_fine@proxy_strength=1@start=0.5@radius=2": 0.2,
+                    "proxy": 1.5, "proxy@radius=2": 4.3, "proxy@neighbourhood=all": 1.2, "bicubic": 0.13}
     rows = {c["mode"]: c["count_error"][0] for c in merge.merge([old, new])["cells"]}
-    assert rows == {"coarse_to_fine": 0.49, "coarse_to_fine@start=0.7": 0.16, "coarse_to_fine@start=0.3": 1.0}
+    assert rows["coarse_to_fine"] == 0.49 and rows["coarse_to_fine@start=0.7"] == 0.16
+    assert rows["proxy"] == 4.3 and rows["proxy@radius=4"] == 1.5
