@@ -7,6 +7,8 @@ from ..ultragen_core.api import PROXY_MODES as MODES
 from ..ultragen_core.api import ProxySettings, apply_proxy_guidance, proxy_problem
 from .schema import schema
 
+DEFAULTS = ProxySettings()  # the node's defaults are the core's (docs/FIDELITY.md, run 58)
+
 
 class UltraGenProxyGuidance(io.ComfyNode):
     @classmethod
@@ -25,20 +27,20 @@ class UltraGenProxyGuidance(io.ComfyNode):
                 io.Latent.Input("proxy", tooltip="The LATENT of a first pass at the model's native size (fewer "
                                                  "frames allowed), same prompt and model: one item for the whole "
                                                  "batch, or one per video item."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("strength", default=DEFAULTS.strength, min=0.0, max=1.0, step=0.05,
                                tooltip="1 = windows attend to their own and their proxy tokens jointly (one "
                                        "attention call); 0 = no guidance (the model unchanged); between: a mix "
                                        "of the two, which costs a second attention call per window."),
-                io.Combo.Input("neighbourhood", options=list(MODES), default="neighbourhood",
+                io.Combo.Input("neighbourhood", options=list(MODES), default=DEFAULTS.mode,
                                tooltip="neighbourhood: each window sees the proxy cells under it plus a margin "
                                        "(bounded cost at 4K); all: every proxy token (costly at 4K)."),
-                io.Int.Input("radius_frames", default=1, min=0, max=64,
+                io.Int.Input("radius_frames", default=DEFAULTS.radius[0], min=0, max=64,
                              tooltip="Margin of the neighbourhood in proxy latent frames."),
-                io.Int.Input("radius_cells", default=4, min=0, max=256,
+                io.Int.Input("radius_cells", default=DEFAULTS.radius[1], min=0, max=256,
                              tooltip="Margin of the neighbourhood in proxy tokens, up / down / left / right. A "
                                      "wider margin shows each window more of the scene, so it draws fewer "
                                      "objects twice (4: the fidelity bench's choice at 3x; docs/FIDELITY.md)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=2**31 - 1,
                              tooltip="Seed of the noise the proxy is re-noised with at each step."),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="The guided copy of the model.")],

@@ -42,7 +42,7 @@ class ProxySettings:
 
     strength: float = 1.0
     mode: str = "neighbourhood"
-    radius: tuple[int, int, int] = (1, 4, 4)  # the node's defaults (docs/FIDELITY.md, run 58)
+    radius: tuple[int, int, int] = (1, 4, 4)  # UltraGen Proxy Guidance's defaults (docs/FIDELITY.md, run 58)
     seed: int = 0
 
     def __post_init__(self):
